@@ -1,0 +1,23 @@
+"""CLIP-VG visual grounding for transformers, datasets and accelerate.
+
+Importing the package registers CLIP-VG with the transformers Auto classes, so that
+``AutoModel.from_pretrained(...)`` and ``AutoModelForZeroShotObjectDetection.from_pretrained(...)`` load it.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForZeroShotObjectDetection
+
+from .configuration_clipvg import CLIPVGConfig
+from .modeling_clipvg import CLIPVGForGrounding, CLIPVGGroundingOutput, CLIPVGPreTrainedModel
+
+__version__ = "0.1.0"
+
+AutoConfig.register(CLIPVGConfig.model_type, CLIPVGConfig, exist_ok=True)
+AutoModel.register(CLIPVGConfig, CLIPVGForGrounding, exist_ok=True)
+AutoModelForZeroShotObjectDetection.register(CLIPVGConfig, CLIPVGForGrounding, exist_ok=True)
+
+__all__ = [
+    "CLIPVGConfig",
+    "CLIPVGForGrounding",
+    "CLIPVGGroundingOutput",
+    "CLIPVGPreTrainedModel",
+]

@@ -1,0 +1,119 @@
+"""Configuration of CLIP-VG: a CLIP text tower, a CLIP vision tower and the grounding fusion head."""
+
+from huggingface_hub.dataclasses import strict
+from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
+
+__all__ = ["CLIPVGConfig", "TRAINABLE_CLIP_POLICIES"]
+
+#: Which CLIP parameters receive gradients.
+#: - ``"official"``: only the visual position embedding (what the released CLIP-VG recipe trains);
+#: - ``"frozen"``: none (skips the backward pass through the vision tower; a deviation from the paper);
+#: - ``"all"``: every CLIP parameter (for training small models from scratch).
+TRAINABLE_CLIP_POLICIES = ("official", "frozen", "all")
+
+# CLIP ViT-B/16, the backbone of every released CLIP-VG checkpoint.
+_DEFAULT_VISION = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                   "num_attention_heads": 12, "patch_size": 16, "image_size": 224, "projection_dim": 512}
+_DEFAULT_TEXT = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
+                 "num_attention_heads": 8, "max_position_embeddings": 77, "projection_dim": 512}
+
+
+@strict
+class CLIPVGConfig(PreTrainedConfig):
+    r"""Configuration of [`CLIPVGForGrounding`].
+
+    The defaults describe the released CLIP-VG model: CLIP ViT-B/16 towers and a 6-layer post-norm fusion encoder of
+    width 512 with a [REG] token and a box regression head.
+
+    Args:
+        text_config (`dict` or `CLIPTextConfig`, *optional*): the CLIP text tower (ViT-B/16's by default).
+        vision_config (`dict` or `CLIPVisionConfig`, *optional*): the CLIP vision tower (ViT-B/16's by default).
+        projection_dim (`int`): output size of CLIP's text projection, the input size of the fusion's text projection.
+        extract_layers (`list[int]`): 0-based indices of the vision blocks whose raw outputs are concatenated into the
+            multi-level visual feature. The official numbering ``[0, 3, 7, 11]`` is transformers'
+            ``hidden_states[1, 4, 8, 12]`` (``hidden_states[0]`` is the embedding output).
+        fusion_hidden_size (`int`): width of the vision-language fusion encoder.
+        fusion_num_layers (`int`): number of fusion encoder layers.
+        fusion_num_heads (`int`): attention heads in the fusion encoder.
+        fusion_intermediate_size (`int`): feed-forward width of the fusion encoder.
+        fusion_dropout (`float`): dropout on attention weights and both residual branches of the fusion encoder.
+        fusion_activation (`str`): feed-forward activation of the fusion encoder.
+        max_text_length (`int`): text context length; the fusion has one learned position per text token.
+        image_size (`int`): side of the square letterboxed canvas fed to the vision tower.
+        trainable_clip (`str`): which CLIP parameters train, one of ``"official"``, ``"frozen"``, ``"all"``.
+        initializer_range (`float`): std of the normal initialisation of CLIP-style weights.
+    """
+
+    model_type = "clip_vg"
+    sub_configs_defaults = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
+
+    text_config: dict | CLIPTextConfig | None = None
+    vision_config: dict | CLIPVisionConfig | None = None
+    projection_dim: int = 512
+    extract_layers: list[int] | tuple[int, ...] = (0, 3, 7, 11)
+    fusion_hidden_size: int = 512
+    fusion_num_layers: int = 6
+    fusion_num_heads: int = 8
+    fusion_intermediate_size: int = 2048
+    fusion_dropout: float | int = 0.1
+    fusion_activation: str = "relu"
+    max_text_length: int = 77
+    image_size: int = 224
+    trainable_clip: str = "official"
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        if self.text_config is None:
+            self.text_config = dict(_DEFAULT_TEXT)
+        if self.vision_config is None:
+            self.vision_config = dict(_DEFAULT_VISION, image_size=self.image_size)
+        self.extract_layers = [int(i) for i in self.extract_layers]
+        super().__post_init__(**kwargs)
+
+    @property
+    def num_patches_per_side(self) -> int:
+        """Side of the patch grid, e.g. 14 for patch 16 at 224."""
+        return self.image_size // self.vision_config.patch_size
+
+    @property
+    def num_fusion_positions(self) -> int:
+        """Length of the fusion sequence: [REG], text tokens, visual CLS, patches (275 for ViT-B/16 at 224)."""
+        return 1 + self.max_text_length + 1 + self.num_patches_per_side**2
+
+    def validate_clipvg(self):
+        """Strict-dataclass validator: reject settings the model cannot run with, naming the field."""
+        if self.trainable_clip not in TRAINABLE_CLIP_POLICIES:
+            raise ValueError(
+                f"trainable_clip={self.trainable_clip!r} is not supported; choose one of {TRAINABLE_CLIP_POLICIES}."
+            )
+        vision, text = self.vision_config, self.text_config
+        n_layers = vision.num_hidden_layers
+        if not self.extract_layers or any(not 0 <= i < n_layers for i in self.extract_layers):
+            raise ValueError(
+                f"extract_layers={self.extract_layers} must be non-empty 0-based block indices below the vision "
+                f"tower's {n_layers} layers."
+            )
+        if self.fusion_hidden_size % self.fusion_num_heads:
+            raise ValueError(
+                f"fusion_hidden_size={self.fusion_hidden_size} is not divisible by fusion_num_heads="
+                f"{self.fusion_num_heads}."
+            )
+        if not 0.0 <= self.fusion_dropout < 1.0:
+            raise ValueError(f"fusion_dropout={self.fusion_dropout} must lie in [0, 1).")
+        if min(self.fusion_num_layers, self.fusion_intermediate_size, self.max_text_length) < 1:
+            raise ValueError("fusion_num_layers, fusion_intermediate_size and max_text_length must be positive.")
+        if self.image_size != vision.image_size:
+            raise ValueError(
+                f"image_size={self.image_size} differs from vision_config.image_size={vision.image_size}."
+            )
+        if self.image_size % vision.patch_size:
+            raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={vision.patch_size}.")
+        if self.max_text_length > text.max_position_embeddings:
+            raise ValueError(
+                f"max_text_length={self.max_text_length} exceeds the text tower's "
+                f"{text.max_position_embeddings} positions."
+            )
+        if text.projection_dim is not None and text.projection_dim != self.projection_dim:
+            raise ValueError(
+                f"text_config.projection_dim={text.projection_dim} differs from projection_dim={self.projection_dim}."
+            )
