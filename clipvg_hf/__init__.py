@@ -14,6 +14,9 @@ __version__ = "0.1.0"
 AutoConfig.register(CLIPVGConfig.model_type, CLIPVGConfig, exist_ok=True)
 AutoModel.register(CLIPVGConfig, CLIPVGForGrounding, exist_ok=True)
 AutoModelForZeroShotObjectDetection.register(CLIPVGConfig, CLIPVGForGrounding, exist_ok=True)
+# `save_pretrained` also writes `auto_map` and the flat code files, for users without this package.
+CLIPVGConfig.register_for_auto_class()
+CLIPVGForGrounding.register_for_auto_class("AutoModel")
 
 __all__ = [
     "CLIPVGConfig",

@@ -3,7 +3,7 @@
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
 
-__all__ = ["CLIPVGConfig", "TRAINABLE_CLIP_POLICIES"]
+__all__ = ["CLIPVGConfig", "TRAINABLE_CLIP_POLICIES", "default_extract_layers"]
 
 #: Which CLIP parameters receive gradients.
 #: - ``"official"``: only the visual position embedding (what the released CLIP-VG recipe trains);
@@ -16,6 +16,15 @@ _DEFAULT_VISION = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_la
                    "num_attention_heads": 12, "patch_size": 16, "image_size": 224, "projection_dim": 512}
 _DEFAULT_TEXT = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
                  "num_attention_heads": 8, "max_position_embeddings": 77, "projection_dim": 512}
+
+
+def default_extract_layers(num_layers: int) -> list[int]:
+    """The official choice of vision blocks for a tower of ``num_layers``: first, ~1/3, ~2/3 and last.
+
+    Gives ``[0, 3, 7, 11]`` for 12 layers (ViT-B) and ``[0, 7, 15, 23]`` for 24 (ViT-L), as the released models use.
+    """
+    picks = [0, num_layers // 3 - 1, 2 * num_layers // 3 - 1, num_layers - 1]
+    return sorted({max(0, i) for i in picks})
 
 
 @strict

@@ -1,0 +1,248 @@
+"""Convert an official CLIP-VG checkpoint (``checkpoint.pth`` / ``best_checkpoint.pth``) into a transformers folder.
+
+    python -m clipvg_hf.convert_original_checkpoint --checkpoint best_checkpoint.pth --output-dir clip-vg-refcoco
+
+The checkpoint is read with ``torch.load(weights_only=True)``, allowing only ``argparse.Namespace`` (the training
+arguments) besides tensors and plain Python values. The CLIP variant and every size are inferred from the state dict;
+each key is mapped (OpenAI CLIP layout -> transformers CLIP, packed attention projections split into q/k/v) and a key
+that cannot be mapped is an error. The CLIP aliases the official model registers a second time and its unused
+``visu_proj`` layer are dropped, and the converter says so.
+"""
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .configuration_clipvg import CLIPVGConfig
+from .modeling_clipvg import CLIPVGForGrounding
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CheckpointConversionError", "config_from_state_dict", "convert_checkpoint", "convert_state_dict",
+           "load_original_checkpoint"]
+
+# Blocks whose outputs the official model concatenates, by CLIP variant (``--model`` of the official scripts).
+_EXTRACT_LAYERS = {"ViT-L/14": [0, 7, 15, 23], "ViT-B/32": [0, 3, 7, 11], "ViT-B/16": [0, 3, 7, 11]}
+_ALIAS_PREFIXES = ("image_encoder_clip_vg.", "text_encoder_clip_vg.")
+_DROPPED = ("visu_proj.weight", "visu_proj.bias")
+
+
+class CheckpointConversionError(ValueError):
+    """The checkpoint does not look like an official CLIP-VG checkpoint."""
+
+
+def load_original_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read an official checkpoint without unpickling arbitrary objects; returns the whole checkpoint dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle errors name the refused class; keep the message
+        raise CheckpointConversionError(f"{path}: cannot be read as a CLIP-VG checkpoint: {error}") from error
+    if isinstance(checkpoint, dict) and "model" not in checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
+        checkpoint = {"model": checkpoint}  # a bare state dict
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise CheckpointConversionError(f"{path}: expected a dict with a 'model' state dict")
+    return checkpoint
+
+
+def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    indices = {int(m.group(1)) for key in state_dict if (m := pattern.match(key))}
+    if indices != set(range(len(indices))):
+        raise CheckpointConversionError(f"blocks under {prefix!r} are not numbered 0..N-1: {sorted(indices)}")
+    return len(indices)
+
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor], args: Any = None) -> CLIPVGConfig:
+    """Infer every size of the model from the official state dict (and the training ``args`` where stored)."""
+    required = ["clip.visual.conv1.weight", "clip.visual.positional_embedding", "clip.token_embedding.weight",
+                "clip.positional_embedding", "clip.text_projection", "clip.ln_final.weight", "text_proj.weight",
+                "ml_visu_proj.weight", "vl_pos_embed.weight", "vl_transformer.encoder.layers.0.linear1.weight"]
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise CheckpointConversionError(f"not a CLIP-VG state dict: missing {missing}")
+
+    vision_width, _, patch, _ = state_dict["clip.visual.conv1.weight"].shape
+    grid = round((state_dict["clip.visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    if grid * grid + 1 != state_dict["clip.visual.positional_embedding"].shape[0]:
+        raise CheckpointConversionError("the visual position table is not 1 + grid**2 long")
+    vision_layers = _count_blocks(state_dict, "clip.visual.transformer.resblocks.")
+    text_layers = _count_blocks(state_dict, "clip.transformer.resblocks.")
+    vocab, text_width = state_dict["clip.token_embedding.weight"].shape
+    context = state_dict["clip.positional_embedding"].shape[0]
+    projection = state_dict["clip.text_projection"].shape[1]
+    fusion_hidden = state_dict["text_proj.weight"].shape[0]
+    fusion_ffn = state_dict["vl_transformer.encoder.layers.0.linear1.weight"].shape[0]
+    fusion_layers = _count_blocks(state_dict, "vl_transformer.encoder.layers.")
+    variant = getattr(args, "model", None) or ("ViT-L/14" if vision_layers == 24 else f"ViT-B/{patch}")
+    extract = _EXTRACT_LAYERS.get(variant, [0, 3, 7, 11] if vision_layers == 12 else None)
+    if extract is None or state_dict["ml_visu_proj.weight"].shape[1] != len(extract) * vision_width:
+        raise CheckpointConversionError(
+            f"cannot tell which vision blocks feed ml_visu_proj ({tuple(state_dict['ml_visu_proj.weight'].shape)}) "
+            f"for a {vision_layers}-layer, width-{vision_width} vision tower"
+        )
+    fusion_heads = getattr(args, "vl_nheads", None)
+    if fusion_heads is None:
+        fusion_heads = 8
+        logger.warning("the checkpoint stores no args.vl_nheads; assuming 8 fusion heads (the official default)")
+    max_text_length = int(getattr(args, "max_query_len", None) or context)
+    config = CLIPVGConfig(
+        text_config={"vocab_size": vocab, "hidden_size": text_width,
+                     "intermediate_size": state_dict["clip.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+                     "num_hidden_layers": text_layers, "num_attention_heads": max(1, text_width // 64),
+                     "max_position_embeddings": context, "projection_dim": projection},
+        vision_config={"hidden_size": vision_width, "num_hidden_layers": vision_layers,
+                       "intermediate_size": state_dict["clip.visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+                       "num_attention_heads": max(1, vision_width // 64), "patch_size": patch,
+                       "image_size": patch * grid, "projection_dim": projection},
+        projection_dim=projection,
+        extract_layers=extract,
+        fusion_hidden_size=fusion_hidden,
+        fusion_num_layers=fusion_layers,
+        fusion_num_heads=int(fusion_heads),
+        fusion_intermediate_size=fusion_ffn,
+        fusion_dropout=float(getattr(args, "vl_dropout", 0.1)),
+        max_text_length=max_text_length,
+        image_size=patch * grid,
+    )
+    if state_dict["vl_pos_embed.weight"].shape[0] != config.num_fusion_positions:
+        raise CheckpointConversionError(
+            f"vl_pos_embed has {state_dict['vl_pos_embed.weight'].shape[0]} rows, expected "
+            f"1 + {max_text_length} + 1 + {grid}**2 = {config.num_fusion_positions}"
+        )
+    return config
+
+
+def _clip_block_rules(source: str, target: str) -> list[tuple[str, str]]:
+    return [
+        (rf"{source}(\d+)\.ln_1\.", rf"{target}\1.layer_norm1."),
+        (rf"{source}(\d+)\.ln_2\.", rf"{target}\1.layer_norm2."),
+        (rf"{source}(\d+)\.attn\.out_proj\.", rf"{target}\1.self_attn.out_proj."),
+        (rf"{source}(\d+)\.mlp\.c_fc\.", rf"{target}\1.mlp.fc1."),
+        (rf"{source}(\d+)\.mlp\.c_proj\.", rf"{target}\1.mlp.fc2."),
+    ]
+
+
+# Renames (regular expression on the official key -> transformers key); packed attention and transposed
+# projections are handled separately.
+_RENAMES = [
+    (r"clip\.visual\.conv1\.weight", "clip.vision_model.embeddings.patch_embedding.weight"),
+    (r"clip\.visual\.class_embedding", "clip.vision_model.embeddings.class_embedding"),
+    (r"clip\.visual\.positional_embedding", "clip.vision_model.embeddings.position_embedding.weight"),
+    (r"clip\.visual\.ln_pre\.", "clip.vision_model.pre_layrnorm."),
+    (r"clip\.visual\.ln_post\.", "clip.vision_model.post_layernorm."),
+    (r"clip\.token_embedding\.weight", "clip.text_model.embeddings.token_embedding.weight"),
+    (r"clip\.positional_embedding", "clip.text_model.embeddings.position_embedding.weight"),
+    (r"clip\.ln_final\.", "clip.text_model.final_layer_norm."),
+    (r"clip\.logit_scale", "clip.logit_scale"),
+    *_clip_block_rules(r"clip\.visual\.transformer\.resblocks\.", "clip.vision_model.encoder.layers."),
+    *_clip_block_rules(r"clip\.transformer\.resblocks\.", "clip.text_model.encoder.layers."),
+    (r"ml_visu_proj\.", "visual_proj."),
+    (r"text_proj\.", "text_proj."),
+    (r"vl_pos_embed\.weight", "fusion_position_embeddings.weight"),
+    (r"vl_transformer\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"fusion.layers.\1.self_attn.out_proj."),
+    (r"vl_transformer\.encoder\.layers\.(\d+)\.linear1\.", r"fusion.layers.\1.fc1."),
+    (r"vl_transformer\.encoder\.layers\.(\d+)\.linear2\.", r"fusion.layers.\1.fc2."),
+    (r"vl_transformer\.encoder\.layers\.(\d+)\.norm1\.", r"fusion.layers.\1.self_attn_layer_norm."),
+    (r"vl_transformer\.encoder\.layers\.(\d+)\.norm2\.", r"fusion.layers.\1.final_layer_norm."),
+    (r"bbox_embed\.layers\.", "box_head.layers."),
+]
+# Packed attention in-projections (q, k, v stacked along dim 0) -> the prefix of separate q/k/v projections.
+_PACKED = [
+    (r"clip\.visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", r"clip.vision_model.encoder.layers.\1.self_attn."),
+    (r"clip\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", r"clip.text_model.encoder.layers.\1.self_attn."),
+    (r"vl_transformer\.encoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)", r"fusion.layers.\1.self_attn."),
+]
+_TRANSPOSED = {"clip.text_projection": "clip.text_projection.weight", "clip.visual.proj": "clip.visual_projection.weight"}
+
+
+def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map an official state dict to this package's names. Returns (new state dict, dropped keys).
+
+    Raises [`CheckpointConversionError`] naming every key that no rule maps.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    dropped: list[str] = []
+    unmapped: list[str] = []
+    for key, tensor in state_dict.items():
+        if key.startswith(_ALIAS_PREFIXES) or key in _DROPPED:
+            dropped.append(key)
+            continue
+        if key == "reg_token.weight":
+            converted["reg_token"] = tensor
+            continue
+        if key in _TRANSPOSED:
+            converted[_TRANSPOSED[key]] = tensor.t().contiguous()
+            continue
+        packed = next(((m, t) for p, t in _PACKED if (m := re.fullmatch(p, key))), None)
+        if packed is not None:
+            match, target = packed
+            prefix, kind = match.expand(target), match.group(2)
+            for name, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+                converted[f"{prefix}{name}.{kind}"] = chunk
+            continue
+        for pattern, replacement in _RENAMES:
+            if re.match(pattern, key):
+                converted[re.sub(pattern, replacement, key, count=1)] = tensor
+                break
+        else:
+            unmapped.append(key)
+    if unmapped:
+        raise CheckpointConversionError(f"{len(unmapped)} checkpoint keys cannot be mapped: {unmapped}")
+    return converted, dropped
+
+
+def convert_checkpoint(path: str | Path, trainable_clip: str = "official") -> CLIPVGForGrounding:
+    """Build a [`CLIPVGForGrounding`] holding exactly the weights of an official checkpoint."""
+    checkpoint = load_original_checkpoint(path)
+    state_dict = checkpoint["model"]
+    config = config_from_state_dict(state_dict, checkpoint.get("args"))
+    config.trainable_clip = trainable_clip
+    converted, dropped = convert_state_dict(state_dict)
+    model = CLIPVGForGrounding(config)
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(converted)), sorted(set(converted) - expected)
+    if missing or unexpected:
+        raise CheckpointConversionError(f"{path}: missing weights {missing}; unexpected weights {unexpected}")
+    shapes = [(k, tuple(v.shape), tuple(model.state_dict()[k].shape)) for k, v in converted.items()
+              if v.shape != model.state_dict()[k].shape]
+    if shapes:
+        raise CheckpointConversionError(f"{path}: shape mismatches (key, checkpoint, model): {shapes}")
+    model.load_state_dict(converted, strict=True)
+    n_alias = sum(key.startswith(_ALIAS_PREFIXES) for key in dropped)
+    logger.info("dropped %d alias keys (the same CLIP tensors registered twice) and %s (unused by the model)",
+                n_alias, [k for k in dropped if k in _DROPPED])
+    model.eval()
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="official checkpoint.pth / best_checkpoint.pth")
+    parser.add_argument("--output-dir", required=True, help="folder to write (config.json, model.safetensors)")
+    parser.add_argument("--trainable-clip", default="official", choices=["official", "frozen", "all"],
+                        help="the trainable_clip policy stored in the config (for later fine-tuning)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        model = convert_checkpoint(args.checkpoint, trainable_clip=args.trainable_clip)
+    except (CheckpointConversionError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    model.save_pretrained(args.output_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.output_dir}: {n_params:,} parameters, config {model.config.vision_config.patch_size=}, "
+          f"{model.config.extract_layers=}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

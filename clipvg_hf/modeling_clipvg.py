@@ -1,0 +1,553 @@
+"""CLIP-VG: CLIP towers, a vision-language fusion encoder with a [REG] token, and a box regression head.
+
+The computation follows the released CLIP-VG model (multi-level variant):
+
+* vision: raw outputs of the CLIP vision blocks ``config.extract_layers`` (no post-layernorm, no projection),
+  concatenated along channels and projected to the fusion width;
+* text: the CLIP text tower with its causal mask only, final layer norm and text projection on every token, then a
+  projection to the fusion width;
+* fusion: ``[REG]``, text tokens, visual CLS, patches, with a learned position per sequence slot, through a
+  post-norm DETR-style encoder whose padding (text padding, padded patches) is a key-padding mask;
+* head: a 3-layer MLP on the ``[REG]`` output, sigmoid, giving (cx, cy, w, h) on the padded square canvas.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPConfig, CLIPModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_clipvg import CLIPVGConfig, default_extract_layers
+
+__all__ = [
+    "CLIPVGForGrounding",
+    "CLIPVGGroundingOutput",
+    "CLIPVGPreTrainedModel",
+    "box_cxcywh_to_xyxy",
+    "box_xyxy_to_cxcywh",
+    "grounding_iou",
+    "grounding_loss",
+    "patch_padding_mask",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Box utilities (element-wise: one prediction per target)
+# ----------------------------------------------------------------------------------------------------------------
+def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """(cx, cy, w, h) -> (x1, y1, x2, y2)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """(x1, y1, x2, y2) -> (cx, cy, w, h)."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    return torch.stack([(x1 + x2) / 2.0, (y1 + y2) / 2.0, x2 - x1, y2 - y1], dim=-1)
+
+
+def _elementwise_giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Generalised IoU of ``boxes1[i]`` with ``boxes2[i]`` (xyxy); the diagonal of the pairwise GIoU matrix."""
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    inter_wh = (torch.min(boxes1[:, 2:], boxes2[:, 2:]) - torch.max(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
+    inter = inter_wh[:, 0] * inter_wh[:, 1]
+    union = area1 + area2 - inter
+    iou = inter / union
+    hull_wh = (torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
+    hull = hull_wh[:, 0] * hull_wh[:, 1]
+    return iou - (hull - union) / hull
+
+
+def grounding_loss(pred_boxes: torch.Tensor, target_boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The CLIP-VG loss on normalised (cx, cy, w, h) boxes of shape (B, 4).
+
+    ``loss_bbox`` is the L1 distance summed over the four coordinates and divided by the batch size; ``loss_giou``
+    is the batch mean of ``1 - GIoU``; ``loss`` is their unweighted sum.
+    """
+    if pred_boxes.shape != target_boxes.shape or pred_boxes.shape[-1] != 4:
+        raise ValueError(f"expected two (B, 4) box tensors, got {tuple(pred_boxes.shape)} and {tuple(target_boxes.shape)}")
+    if (target_boxes[:, 2:] < 0).any():
+        bad = (target_boxes[:, 2:] < 0).any(-1).nonzero().flatten().tolist()
+        raise ValueError(f"labels must be (cx, cy, w, h) with w, h >= 0; rows {bad} have a negative size")
+    batch_size = pred_boxes.shape[0]
+    loss_bbox = F.l1_loss(pred_boxes, target_boxes, reduction="none").sum() / batch_size
+    giou = _elementwise_giou(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(target_boxes))
+    loss_giou = (1 - giou).sum() / batch_size
+    return {"loss": loss_bbox + loss_giou, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
+
+
+def grounding_iou(pred_boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:
+    """Per-sample IoU as CLIP-VG's Acc@0.5 computes it.
+
+    Both inputs are normalised (cx, cy, w, h) of shape (B, 4) on the canvas; the prediction is clamped to [0, 1]
+    after conversion to corners, the target is not, and ``1e-16`` guards the denominator.
+    """
+    pred = box_cxcywh_to_xyxy(pred_boxes).clamp(0, 1)
+    target = box_cxcywh_to_xyxy(target_boxes)
+    inter_w = (torch.min(pred[:, 2], target[:, 2]) - torch.max(pred[:, 0], target[:, 0])).clamp(min=0)
+    inter_h = (torch.min(pred[:, 3], target[:, 3]) - torch.max(pred[:, 1], target[:, 1])).clamp(min=0)
+    inter = inter_w * inter_h
+    area_pred = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
+    area_target = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
+    return inter / (area_pred + area_target - inter + 1e-16)
+
+
+def patch_padding_mask(pixel_mask: torch.Tensor, grid_size: int) -> torch.Tensor:
+    """Which patches count as padding (True), from a pixel mask with 1 = real pixel.
+
+    The padding mask is shrunk to the patch grid with bilinear interpolation without antialiasing and rounded (half
+    to even), as the released checkpoints were trained: a patch is padding when at least three of its four central
+    pixels are. Returns a bool tensor (B, grid_size**2).
+    """
+    padding = (1 - pixel_mask.to(torch.float32)).unsqueeze(1)
+    small = F.interpolate(padding, size=(grid_size, grid_size), mode="bilinear", align_corners=False, antialias=False)
+    return small.round().to(torch.bool).flatten(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class CLIPVGGroundingOutput(ModelOutput):
+    r"""Output of [`CLIPVGForGrounding`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+            ``loss_bbox + loss_giou`` (see [`grounding_loss`]).
+        loss_dict (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` are given):
+            the two terms, ``loss_bbox`` and ``loss_giou``.
+        logits (`None`):
+            CLIP-VG predicts exactly one box per (image, expression) and has no confidence head; the field exists for
+            the object-detection conventions and is always ``None``.
+        pred_boxes (`torch.FloatTensor` of shape `(batch_size, 1, 4)`):
+            the predicted box, normalised (center_x, center_y, width, height) on the padded square canvas. Use
+            [`CLIPVGImageProcessor.post_process_object_detection`] to get boxes in original-image pixels.
+        visual_features (`torch.FloatTensor` of shape `(batch_size, 1 + num_patches, len(extract_layers) * vision_width)`, *optional*):
+            the multi-level visual feature (returned with `output_hidden_states=True`).
+        text_features (`torch.FloatTensor` of shape `(batch_size, text_length, projection_dim)`, *optional*):
+            the CLIP text features after the final layer norm and the text projection (with `output_hidden_states=True`).
+        visual_token_mask (`torch.BoolTensor` of shape `(batch_size, num_patches)`, *optional*):
+            True where a patch is padding and masked in the fusion (with `output_hidden_states=True`).
+        fusion_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            the fusion encoder input and the output of each fusion layer, each `(batch_size, sequence_length,
+            fusion_hidden_size)` (with `output_hidden_states=True`).
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_dict: dict | None = None
+    logits: torch.FloatTensor | None = None
+    pred_boxes: torch.FloatTensor | None = None
+    visual_features: torch.FloatTensor | None = None
+    text_features: torch.FloatTensor | None = None
+    visual_token_mask: torch.BoolTensor | None = None
+    fusion_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fusion encoder
+# ----------------------------------------------------------------------------------------------------------------
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain softmax attention on (B, heads, L, head_dim) inputs with an additive mask."""
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class CLIPVGFusionAttention(nn.Module):
+    """Multi-head self-attention whose queries and keys carry the position embedding and whose values do not."""
+
+    def __init__(self, config: CLIPVGConfig):
+        super().__init__()
+        self.config = config
+        self.embed_dim = config.fusion_hidden_size
+        self.num_heads = config.fusion_num_heads
+        self.head_dim = self.embed_dim // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.fusion_dropout
+        self.is_causal = False
+        self.q_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.k_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.v_proj = nn.Linear(self.embed_dim, self.embed_dim)
+        self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
+
+    def forward(
+        self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
+        with_position = hidden_states + position_embeddings
+        query = self.q_proj(with_position).view(shape).transpose(1, 2)
+        key = self.k_proj(with_position).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        output, weights = attention(
+            self, query, key, value, attention_mask,
+            scaling=self.scaling, dropout=self.dropout if self.training else 0.0,
+        )
+        output = output.reshape(*hidden_states.shape[:-1], self.embed_dim).contiguous()
+        return self.out_proj(output), weights
+
+
+class CLIPVGFusionLayer(GradientCheckpointingLayer):
+    """Post-norm transformer encoder layer (DETR style): attention, add & norm, feed-forward, add & norm."""
+
+    def __init__(self, config: CLIPVGConfig):
+        super().__init__()
+        self.self_attn = CLIPVGFusionAttention(config)
+        self.self_attn_layer_norm = nn.LayerNorm(config.fusion_hidden_size)
+        self.fc1 = nn.Linear(config.fusion_hidden_size, config.fusion_intermediate_size)
+        self.fc2 = nn.Linear(config.fusion_intermediate_size, config.fusion_hidden_size)
+        self.final_layer_norm = nn.LayerNorm(config.fusion_hidden_size)
+        self.activation_fn = ACT2FN[config.fusion_activation]
+        self.dropout = config.fusion_dropout
+
+    def forward(
+        self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        attended, _ = self.self_attn(hidden_states, position_embeddings, attention_mask)
+        hidden_states = self.self_attn_layer_norm(
+            hidden_states + F.dropout(attended, p=self.dropout, training=self.training)
+        )
+        ffn = self.fc2(F.dropout(self.activation_fn(self.fc1(hidden_states)), p=self.dropout, training=self.training))
+        return self.final_layer_norm(hidden_states + F.dropout(ffn, p=self.dropout, training=self.training))
+
+
+class CLIPVGFusionEncoder(nn.Module):
+    """The stack of fusion layers."""
+
+    def __init__(self, config: CLIPVGConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(CLIPVGFusionLayer(config) for _ in range(config.fusion_num_layers))
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        all_states = (hidden_states,) if output_hidden_states else None
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, position_embeddings, attention_mask)
+            if output_hidden_states:
+                all_states += (hidden_states,)
+        return hidden_states, all_states
+
+
+class CLIPVGBoxHead(nn.Module):
+    """MLP with ReLU between layers, ending in a sigmoid: (cx, cy, w, h) in [0, 1]."""
+
+    def __init__(self, hidden_size: int, num_layers: int = 3):
+        super().__init__()
+        sizes = [hidden_size] * num_layers + [4]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            hidden_states = layer(hidden_states)
+            if i < len(self.layers) - 1:
+                hidden_states = F.relu(hidden_states)
+        return hidden_states.sigmoid()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pretrained model base
+# ----------------------------------------------------------------------------------------------------------------
+def _torch_default_linear_init(module: nn.Linear) -> None:
+    """PyTorch's own ``nn.Linear`` initialisation (Kaiming-uniform weight, uniform bias), which CLIP-VG keeps."""
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        bound = 1 / math.sqrt(module.weight.shape[1])
+        init.uniform_(module.bias, -bound, bound)
+
+
+class CLIPVGPreTrainedModel(PreTrainedModel):
+    """Weight initialisation, loading and the trainable-parameter policy shared by CLIP-VG models."""
+
+    config: CLIPVGConfig
+    config_class = CLIPVGConfig
+    base_model_prefix = "clip_vg"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPVGFusionLayer", "CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialise the grounding modules as the official CLIP-VG code does.
+
+        CLIP's own modules are initialised by ``CLIPModel`` (transformers dispatches sub-models to their own
+        ``_init_weights``). Everything else is set from the top-level module, because transformers skips
+        parameter-less container modules of custom-code models.
+        """
+        if not isinstance(module, CLIPVGForGrounding):
+            return
+        _torch_default_linear_init(module.visual_proj)
+        _torch_default_linear_init(module.text_proj)
+        for linear in module.box_head.layers:
+            _torch_default_linear_init(linear)
+        init.normal_(module.reg_token, std=1.0)
+        init.normal_(module.fusion_position_embeddings.weight, std=1.0)
+        for layer in module.fusion.layers:
+            attention = layer.self_attn
+            # xavier-uniform over the packed (3·D, D) in-projection, zero biases, xavier-uniform out-projection
+            bound = math.sqrt(6.0 / (4 * attention.embed_dim))
+            for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
+                init.uniform_(proj.weight, -bound, bound)
+                init.zeros_(proj.bias)
+            init.xavier_uniform_(attention.out_proj.weight)
+            init.zeros_(attention.out_proj.bias)
+            for linear in (layer.fc1, layer.fc2):
+                _torch_default_linear_init(linear)
+                init.xavier_uniform_(linear.weight)
+            for norm in (layer.self_attn_layer_norm, layer.final_layer_norm):
+                init.ones_(norm.weight)
+                init.zeros_(norm.bias)
+
+    def apply_trainable_clip_policy(self) -> None:
+        """Set ``requires_grad`` of the CLIP parameters from ``config.trainable_clip``.
+
+        ``"official"`` trains only the visual position embedding (as the released recipe does), ``"frozen"`` none,
+        ``"all"`` every CLIP parameter the grounding forward uses (not CLIP's visual projection, post-layernorm and
+        logit scale, which it never touches). The grounding modules always train.
+        """
+        policy = self.config.trainable_clip
+        clip = self.clip
+        used = {id(p) for p in clip.parameters()} - {
+            id(p) for m in (clip.visual_projection, clip.vision_model.post_layernorm) for p in m.parameters()
+        } - {id(clip.logit_scale)}
+        position = clip.vision_model.embeddings.position_embedding.weight
+        for param in clip.parameters():
+            if policy == "all":
+                param.requires_grad_(id(param) in used)
+            elif policy == "official":
+                param.requires_grad_(param is position)
+            else:
+                param.requires_grad_(False)
+        for name, param in self.named_parameters():
+            if not name.startswith("clip."):
+                param.requires_grad_(True)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """Load as usual, then apply the ``trainable_clip`` policy (loading marks every parameter trainable)."""
+        model = super().from_pretrained(*args, **kwargs)
+        if isinstance(model, tuple):  # output_loading_info=True
+            model[0].apply_trainable_clip_policy()
+        else:
+            model.apply_trainable_clip_policy()
+        return model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual; when registered for remote code, ``auto_map`` also names the zero-shot detection class."""
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModelForZeroShotObjectDetection", f"{module}.{type(self).__name__}")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Grounding model
+# ----------------------------------------------------------------------------------------------------------------
+class CLIPVGForGrounding(CLIPVGPreTrainedModel):
+    """CLIP-VG: predicts the box a referring expression describes, one box per (image, expression) pair."""
+
+    def __init__(self, config: CLIPVGConfig):
+        super().__init__(config)
+        clip_config = CLIPConfig(
+            text_config=config.text_config, vision_config=config.vision_config, projection_dim=config.projection_dim
+        )
+        self.clip = CLIPModel(clip_config)
+        hidden = config.fusion_hidden_size
+        vision_width = config.vision_config.hidden_size
+        self.visual_proj = nn.Linear(len(config.extract_layers) * vision_width, hidden)
+        self.text_proj = nn.Linear(config.projection_dim, hidden)
+        self.reg_token = nn.Parameter(torch.empty(1, hidden))
+        self.fusion_position_embeddings = nn.Embedding(config.num_fusion_positions, hidden)
+        self.fusion = CLIPVGFusionEncoder(config)
+        self.box_head = CLIPVGBoxHead(hidden)
+        self.post_init()
+        self.apply_trainable_clip_policy()
+
+    @classmethod
+    def from_clip_pretrained(cls, clip_name_or_path: str, **config_kwargs) -> "CLIPVGForGrounding":
+        """A fresh CLIP-VG on the weights of a transformers CLIP checkpoint (e.g. ``openai/clip-vit-base-patch16``).
+
+        The fusion width defaults to the CLIP text width and the extracted blocks to the official choice for the
+        tower's depth (see [`default_extract_layers`]); other ``config_kwargs`` go to [`CLIPVGConfig`]. The grounding
+        modules are newly initialised.
+        """
+        clip = CLIPModel.from_pretrained(clip_name_or_path)
+        text, vision = clip.config.text_config, clip.config.vision_config
+        config_kwargs.setdefault("fusion_hidden_size", text.hidden_size)
+        config_kwargs.setdefault("extract_layers", default_extract_layers(vision.num_hidden_layers))
+        config = CLIPVGConfig(
+            text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=clip.config.projection_dim,
+            image_size=vision.image_size, **config_kwargs,
+        )
+        model = cls(config)
+        model.clip.load_state_dict(clip.state_dict())
+        model.apply_trainable_clip_policy()
+        return model
+
+    # -- the three stages, usable on their own (e.g. to encode an image once for several expressions) --------------
+    def get_visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Multi-level visual feature (B, 1 + num_patches, len(extract_layers) * width): raw block outputs."""
+        vision = self.clip.vision_model
+        hidden_states = vision.pre_layrnorm(vision.embeddings(pixel_values.to(self.clip.dtype)))
+        wanted = self.config.extract_layers
+        collected = []
+        for index, layer in enumerate(vision.encoder.layers[: max(wanted) + 1]):
+            hidden_states = layer(hidden_states, None)
+            if index in wanted:
+                collected.append(hidden_states)
+        return torch.cat(collected, dim=-1)
+
+    def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """CLIP text features of every token (B, L, projection_dim), computed with the causal mask only.
+
+        No padding mask enters the text tower (as in the official model); under the causal mask the real tokens
+        never see the padding, so the pad id does not matter.
+        """
+        text_model = self.clip.text_model
+        needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in text_model.parameters())
+        with torch.set_grad_enabled(needs_grad):
+            hidden_states = text_model(input_ids=input_ids).last_hidden_state
+            return self.clip.text_projection(hidden_states)
+
+    def ground(
+        self,
+        visual_features: torch.Tensor,
+        text_features: torch.Tensor,
+        text_padding_mask: torch.Tensor,
+        patch_padding: torch.Tensor,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Fuse the two modalities and regress the box; masks are True where a token is padding."""
+        batch_size, text_length = text_features.shape[:2]
+        visual = self.visual_proj(visual_features.to(self.visual_proj.weight.dtype))
+        text = self.text_proj(text_features.to(self.text_proj.weight.dtype))
+        reg = self.reg_token.unsqueeze(0).expand(batch_size, -1, -1)
+        hidden_states = torch.cat([reg, text, visual], dim=1)
+
+        # positions by sequence slot: [REG] = 0, text = 1..L, visual CLS and patches after the full text context
+        device = hidden_states.device
+        first_visual = 1 + self.config.max_text_length
+        positions = torch.cat([
+            torch.arange(0, 1 + text_length, device=device),
+            torch.arange(first_visual, first_visual + visual.shape[1], device=device),
+        ])
+        position_embeddings = self.fusion_position_embeddings(positions).unsqueeze(0)
+
+        never = torch.zeros(batch_size, 1, dtype=torch.bool, device=device)
+        padding = torch.cat([never, text_padding_mask.to(torch.bool), never, patch_padding.to(torch.bool)], dim=1)
+        attention_mask = torch.zeros(padding.shape, dtype=hidden_states.dtype, device=device)
+        attention_mask = attention_mask.masked_fill(padding, torch.finfo(hidden_states.dtype).min)[:, None, None, :]
+
+        hidden_states, all_states = self.fusion(hidden_states, position_embeddings, attention_mask, output_hidden_states)
+        return self.box_head(hidden_states[:, 0]), all_states
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> CLIPVGGroundingOutput | tuple:
+        r"""Predict one box per (image, expression).
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
+                letterboxed images from [`CLIPVGImageProcessor`].
+            input_ids (`torch.LongTensor` of shape `(batch_size, text_length)`):
+                CLIP token ids, ``text_length <= config.max_text_length``; any pad id.
+            attention_mask (`torch.LongTensor` of shape `(batch_size, text_length)`, *optional*):
+                1 for real tokens, 0 for padding; all ones when omitted.
+            pixel_mask (`torch.LongTensor` of shape `(batch_size, image_size, image_size)`, *optional*):
+                1 for real pixels, 0 for letterbox padding; all ones when omitted.
+            labels (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
+                target boxes, normalised (cx, cy, w, h) on the canvas; the loss is returned when given.
+        """
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        self._check_inputs(pixel_values, input_ids, attention_mask, pixel_mask, labels)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if pixel_mask is None:
+            pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
+
+        visual_features = self.get_visual_features(pixel_values)
+        text_features = self.get_text_features(input_ids)
+        patch_padding = patch_padding_mask(pixel_mask, self.config.num_patches_per_side)
+        boxes, fusion_states = self.ground(
+            visual_features, text_features, attention_mask == 0, patch_padding, output_hidden_states
+        )
+
+        loss = loss_dict = None
+        if labels is not None:
+            terms = grounding_loss(boxes.float(), labels.to(boxes.device, torch.float32))
+            loss = terms.pop("loss")
+            loss_dict = terms
+        output = CLIPVGGroundingOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            pred_boxes=boxes.unsqueeze(1),
+            visual_features=visual_features if output_hidden_states else None,
+            text_features=text_features if output_hidden_states else None,
+            visual_token_mask=patch_padding if output_hidden_states else None,
+            fusion_hidden_states=fusion_states,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels) -> None:
+        """Clear errors for shapes the model cannot take."""
+        size = self.config.image_size
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            raise ValueError(f"pixel_values must be (batch, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
+        batch = pixel_values.shape[0]
+        if input_ids.dim() != 2 or input_ids.shape[0] != batch:
+            raise ValueError(f"input_ids must be (batch={batch}, length), got {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_text_length:
+            raise ValueError(
+                f"input_ids has length {input_ids.shape[1]}, more than max_text_length={self.config.max_text_length}"
+            )
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+        if pixel_mask is not None and tuple(pixel_mask.shape) != (batch, size, size):
+            raise ValueError(f"pixel_mask must be (batch, {size}, {size}), got {tuple(pixel_mask.shape)}")
+        if labels is not None and tuple(labels.shape) != (batch, 4):
+            raise ValueError(f"labels must be (batch={batch}, 4) normalised (cx, cy, w, h), got {tuple(labels.shape)}")

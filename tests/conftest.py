@@ -1,0 +1,69 @@
+"""Shared fixtures: the parity fixture produced by the official implementation, and tiny random configs."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the Hub
+
+FIXTURE_DIR = Path(__file__).parent / "fixtures" / "parity"
+TINY_DIR = FIXTURE_DIR / "tiny"
+CHECKPOINT = TINY_DIR / "checkpoint.pth"
+PARITY_SPLITS = ("unc/val", "unc/testA", "referit/test", "flickr/test")
+
+
+@pytest.fixture(scope="session")
+def expected_tensors() -> dict:
+    """Tensors the official code produced on the fixture (inputs, features, boxes, IoUs, gradients)."""
+    from safetensors.torch import load_file
+
+    return load_file(TINY_DIR / "expected.safetensors")
+
+
+@pytest.fixture(scope="session")
+def expected_json() -> dict:
+    """Per-split metadata, reliability subsets, loss values and tokenizer cases of the fixture."""
+    return json.loads((TINY_DIR / "expected.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def converted_dir(tmp_path_factory) -> Path:
+    """The fixture checkpoint converted once per session with the package's converter and saved."""
+    from clipvg_hf.convert_original_checkpoint import main
+
+    out = tmp_path_factory.mktemp("converted") / "clip-vg-tiny"
+    assert main(["--checkpoint", str(CHECKPOINT), "--output-dir", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def converted_model(converted_dir):
+    """The converted fixture model, loaded through ``AutoModel`` in eval mode."""
+    import clipvg_hf  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(converted_dir).eval()
+
+
+def make_tiny_config(**overrides):
+    """A small random CLIP-VG config (64 px images, 4-layer towers) for fast tests."""
+    from clipvg_hf import CLIPVGConfig
+
+    kwargs = dict(
+        text_config=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, projection_dim=24,
+                         bos_token_id=97, eos_token_id=98, pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=4, num_attention_heads=4,
+                           patch_size=16, image_size=64, projection_dim=24),
+        projection_dim=24, extract_layers=[0, 1, 3], fusion_hidden_size=32, fusion_num_layers=2,
+        fusion_num_heads=4, fusion_intermediate_size=64, max_text_length=16, image_size=64,
+    )
+    kwargs.update(overrides)
+    return CLIPVGConfig(**kwargs)
+
+
+@pytest.fixture
+def tiny_config():
+    return make_tiny_config()
