@@ -4,10 +4,13 @@ Importing the package registers CLIP-VG with the transformers Auto classes, so t
 ``AutoModel.from_pretrained(...)`` and ``AutoModelForZeroShotObjectDetection.from_pretrained(...)`` load it.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForZeroShotObjectDetection
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForZeroShotObjectDetection, AutoProcessor
 
 from .configuration_clipvg import CLIPVGConfig
+from .image_processing_clipvg import CLIPVGImageProcessor
 from .modeling_clipvg import CLIPVGForGrounding, CLIPVGGroundingOutput, CLIPVGPreTrainedModel
+from .pipelines import VisualGroundingPipeline, register_pipelines
+from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 
 __version__ = "0.1.0"
 
@@ -17,10 +20,17 @@ AutoModelForZeroShotObjectDetection.register(CLIPVGConfig, CLIPVGForGrounding, e
 # `save_pretrained` also writes `auto_map` and the flat code files, for users without this package.
 CLIPVGConfig.register_for_auto_class()
 CLIPVGForGrounding.register_for_auto_class("AutoModel")
+AutoImageProcessor.register(CLIPVGConfig, image_processor_classes={"pil": CLIPVGImageProcessor}, exist_ok=True)
+AutoProcessor.register(CLIPVGConfig, CLIPVGProcessor, exist_ok=True)
+register_pipelines()
 
 __all__ = [
     "CLIPVGConfig",
     "CLIPVGForGrounding",
     "CLIPVGGroundingOutput",
+    "CLIPVGImageProcessor",
     "CLIPVGPreTrainedModel",
+    "CLIPVGProcessor",
+    "VisualGroundingPipeline",
+    "build_clip_tokenizer",
 ]

@@ -1,0 +1,117 @@
+"""The ``"visual-grounding"`` pipeline: an image and referring expressions in, one box per expression out.
+
+Importing ``clipvg_hf`` registers it with transformers' ``PIPELINE_REGISTRY``, so ``pipeline("visual-grounding",
+model=...)`` builds it. The stock ``pipeline("zero-shot-object-detection", model=...)`` also works with CLIP-VG (the
+candidate labels are the expressions), but it runs one forward pass per expression and does not clean the text like
+the official pipeline; this one batches the expressions of an image together and uses [`CLIPVGProcessor`].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoModelForZeroShotObjectDetection, Pipeline
+from transformers.image_utils import load_image
+from transformers.pipelines import PIPELINE_REGISTRY
+
+__all__ = ["VisualGroundingPipeline", "register_pipelines"]
+
+TASK = "visual-grounding"
+
+
+class VisualGroundingPipeline(Pipeline):
+    """Locate the region of an image that each referring expression describes.
+
+    ```python
+    >>> import clipvg_hf  # registers the task
+    >>> from transformers import pipeline
+    >>> grounder = pipeline("visual-grounding", model="path/to/clipvg")
+    >>> grounder("photo.jpg", text=["the man on the left", "the red car"])
+    [{'score': 1.0, 'label': 'the man on the left', 'box': {'xmin': 12.0, 'ymin': 40.5, 'xmax': 180.2, 'ymax': 420.0}},
+     {'score': 1.0, 'label': 'the red car', 'box': {...}}]
+    ```
+
+    Inputs: an image (PIL, path or URL) with `text` (one expression or a list), a list of images with `text` (the same
+    expressions for all of them, or one list per image), or dicts `{"image": ..., "text": ...}`. The expressions of one
+    image run as one batch. Returns, per image, one dict per expression in input order: `label` is the expression,
+    `box` its box in pixels of the (EXIF-rotated, as transformers loads it) image, `score` is 1.0 because CLIP-VG has
+    no confidence head and always answers with exactly one box.
+    """
+
+    _load_processor = True
+    _load_image_processor = None
+    _load_tokenizer = None
+    _load_feature_extractor = False
+
+    def __call__(self, image: Any, text: str | list[str] | list[list[str]] | None = None, **kwargs: Any) -> Any:
+        """Ground `text` in `image`; see the class docstring for the accepted layouts."""
+        if isinstance(image, dict) or (isinstance(image, (list, tuple)) and image and isinstance(image[0], dict)):
+            if text is not None:
+                raise ValueError("Pass text inside the input dicts or as `text=`, not both.")
+            return super().__call__(image, **kwargs)
+        if isinstance(image, (list, tuple)):
+            if isinstance(text, str) or (isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text)):
+                per_image = [text] * len(image)
+            elif isinstance(text, (list, tuple)) and len(text) == len(image):
+                per_image = list(text)
+            else:
+                raise ValueError(
+                    f"Got {len(image)} images: pass `text` as expressions shared by all of them or one list per image."
+                )
+            return super().__call__(
+                [{"image": im, "text": t} for im, t in zip(image, per_image, strict=True)], **kwargs
+            )
+        return super().__call__({"image": image, "text": text}, **kwargs)
+
+    def _sanitize_parameters(self, timeout: float | None = None, **kwargs: Any):
+        if kwargs:
+            raise TypeError(f"Unexpected arguments for the {TASK} pipeline: {sorted(kwargs)}.")
+        preprocess_params = {} if timeout is None else {"timeout": timeout}
+        return preprocess_params, {}, {}
+
+    def preprocess(self, inputs: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        if not isinstance(inputs, dict) or "image" not in inputs or inputs.get("text") is None:
+            raise ValueError(f"The {TASK} pipeline needs an image and `text` (one expression or a list of them).")
+        image = load_image(inputs["image"], timeout=timeout)
+        texts = [inputs["text"]] if isinstance(inputs["text"], str) else list(inputs["text"])
+        if not texts:
+            raise ValueError("Got an empty list of expressions.")
+        model_inputs = self.processor(images=image, text=texts, return_tensors="pt")
+        model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype)
+        return {"target_size": (image.height, image.width), "text_labels": texts, **model_inputs}
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        target_size = model_inputs.pop("target_size")
+        text_labels = model_inputs.pop("text_labels")
+        outputs = self.model(**model_inputs)
+        return {"target_size": target_size, "text_labels": text_labels, "pred_boxes": outputs.pred_boxes}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        texts = model_outputs["text_labels"]
+        results = self.processor.post_process_grounded_object_detection(
+            {"pred_boxes": model_outputs["pred_boxes"].float()},
+            target_sizes=[model_outputs["target_size"]] * len(texts),
+            text_labels=texts,
+        )
+        return [_as_detection(result) for result in results]
+
+
+def _as_detection(result: dict[str, Any]) -> dict[str, Any]:
+    """One row of post-processed output as the pipeline's plain dict."""
+    xmin, ymin, xmax, ymax = (float(v) for v in result["boxes"][0].tolist())
+    return {
+        "score": float(result["scores"][0]),
+        "label": result["text_labels"][0],
+        "box": {"xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax},
+    }
+
+
+def register_pipelines() -> None:
+    """Register the ``"visual-grounding"`` task with transformers (done on ``import clipvg_hf``)."""
+    if TASK not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(
+            TASK,
+            pipeline_class=VisualGroundingPipeline,
+            pt_model=AutoModelForZeroShotObjectDetection,
+            type="multimodal",
+        )

@@ -1,0 +1,117 @@
+"""Ground referring expressions in an image from the command line.
+
+    python -m clipvg_hf.predict --model DIR --image photo.jpg --text "the man on the left" [--text ...] \
+        [--output boxes.png]
+
+Prints one JSON object per expression (``label``, ``box`` as [x1, y1, x2, y2] pixels, ``score``) and, with
+``--output``, draws the boxes on the image. ``DIR`` is a saved CLIP-VG model (for example written by
+``python -m clipvg_hf.convert_original_checkpoint``) or a Hub id; a model saved without a processor gets the default one
+(the letterbox at the model's image size and OpenAI's tokenizer from the BPE file shipped with the package).
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageOps
+from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
+
+from .image_processing_clipvg import CLIPVGImageProcessor
+from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+
+__all__ = ["draw_boxes", "main", "parse_args", "predict"]
+
+_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
+
+
+class CLIError(Exception):
+    """A user error to report in one line, without a traceback."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m clipvg_hf.predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="saved CLIP-VG model folder or Hub id")
+    parser.add_argument("--image", required=True, help="image file")
+    parser.add_argument("--text", required=True, action="append", help="referring expression (repeatable)")
+    parser.add_argument("--output", help="write the image with the boxes drawn on it here")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
+    return parser.parse_args(argv)
+
+
+def _load_image(path: str) -> PIL.Image.Image:
+    """Open the image as the pipeline sees it (RGB), with a clear error when it is missing or unreadable."""
+    if not Path(path).is_file():
+        raise CLIError(f"image file not found: {path}")
+    try:
+        with PIL.Image.open(path) as image:
+            image = PIL.ImageOps.exif_transpose(image)
+            return image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise CLIError(f"could not read image {path}: {error}") from error
+
+
+def _load_model_and_processor(model: str, device: str) -> tuple[Any, Any]:
+    """Load the model, and its processor or the default one if the folder holds none."""
+    looks_local = model.startswith((".", "/", "~")) or model.count("/") != 1
+    if looks_local and not Path(model).expanduser().is_dir():
+        raise CLIError(f"model folder not found: {model}")
+    try:
+        grounding_model = AutoModelForZeroShotObjectDetection.from_pretrained(model).to(device).eval()
+    except (OSError, ValueError) as error:
+        raise CLIError(f"could not load a CLIP-VG model from {model}: {error}") from error
+    try:
+        processor = AutoProcessor.from_pretrained(model)
+    except (OSError, ValueError, TypeError):
+        print(f"note: {model} holds no processor; using the default CLIP-VG processor", file=sys.stderr)
+        image_processor = CLIPVGImageProcessor(size={"longest_edge": grounding_model.config.image_size})
+        processor = CLIPVGProcessor(image_processor, build_clip_tokenizer())
+    return grounding_model, processor
+
+
+def predict(model: Any, processor: Any, image: PIL.Image.Image, texts: list[str]) -> list[dict[str, Any]]:
+    """Run the visual-grounding pipeline: one ``{"label", "box", "score"}`` per expression."""
+    grounder = pipeline("visual-grounding", model=model, processor=processor, device=model.device)
+    results = grounder(image, text=texts)
+    return [
+        {"label": r["label"], "box": [r["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")], "score": r["score"]}
+        for r in results
+    ]
+
+
+def draw_boxes(image: PIL.Image.Image, results: list[dict[str, Any]]) -> PIL.Image.Image:
+    """A copy of ``image`` with each box outlined and labelled with its expression."""
+    canvas = image.copy()
+    draw = PIL.ImageDraw.Draw(canvas)
+    width = max(2, round(max(image.size) / 200))
+    for index, result in enumerate(results):
+        colour = _COLOURS[index % len(_COLOURS)]
+        x1, y1, x2, y2 = result["box"]
+        draw.rectangle([x1, y1, x2, y2], outline=colour, width=width)
+        draw.text((x1 + width + 1, y1 + width + 1), result["label"], fill=colour)
+    return canvas
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        empty = [i for i, text in enumerate(args.text) if not text.strip()]
+        if empty:
+            raise CLIError(f"--text number {empty[0] + 1} is empty; give a referring expression")
+        image = _load_image(args.image)
+        model, processor = _load_model_and_processor(args.model, args.device)
+        results = predict(model, processor, image, args.text)
+        if args.output:
+            draw_boxes(image, results).save(args.output)
+    except CLIError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The grounding CLI: `python -m clipvg_hf.predict` prints JSON boxes, draws them, and reports bad input clearly."""
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import PIL.Image
+import pytest
+from parity_processing import REPO_ROOT, load_split, save_fixture_model
+from readme_snippets_processing import CLI
+from transformers import pipeline
+
+import clipvg_hf  # noqa: F401
+from clipvg_hf.predict import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return save_fixture_model(tmp_path_factory.mktemp("clipvg_cli_model"))
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_split("unc/val")[0].image_path
+
+
+def test_cli_prints_and_draws_the_boxes(model_dir, photo, tmp_path):
+    """Runs the README command line in a fresh, offline process."""
+    output = tmp_path / "boxes.png"
+    command = (
+        CLI.replace("\\\n", " ")
+        .replace("path/to/clipvg-model", shlex.quote(str(model_dir)))
+        .replace("photo.jpg", shlex.quote(str(photo)))
+    )
+    command = shlex.split(command.replace("boxes.png", shlex.quote(str(output))))
+    assert command[:3] == ["python", "-m", "clipvg_hf.predict"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    run = subprocess.run(
+        [sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    printed = json.loads(run.stdout)
+    texts = ["woman holding a pink umbrella", "the umbrella"]
+    assert [r["label"] for r in printed] == texts
+    image = PIL.Image.open(photo).convert("RGB")
+    expected = pipeline("visual-grounding", model=str(model_dir))(image, text=texts)
+    for row, reference in zip(printed, expected, strict=True):
+        assert row["box"] == [reference["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")]
+        assert row["score"] == 1.0
+    drawn = np.asarray(PIL.Image.open(output).convert("RGB")).astype(int)
+    original = np.asarray(image).astype(int)
+    assert drawn.shape == original.shape
+    changed = np.argwhere((drawn != original).any(axis=-1))
+    x1, y1, x2, y2 = printed[0]["box"]
+    # the outline sits on the box edges (within the line width)
+    assert changed[:, 1].min() == pytest.approx(x1, abs=5) and changed[:, 0].max() == pytest.approx(y2, abs=5)
+
+
+def test_cli_falls_back_to_the_default_processor(model_dir, photo, tmp_path, capsys):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).symlink_to(model_dir / name)
+    assert main(["--model", str(bare), "--image", str(photo), "--text", "the umbrella"]) == 0
+    captured = capsys.readouterr()
+    assert "holds no processor" in captured.err
+    with_processor = main(["--model", str(model_dir), "--image", str(photo), "--text", "the umbrella"])
+    assert with_processor == 0 and json.loads(capsys.readouterr().out) == json.loads(captured.out)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "{missing}", "--image", "{photo}", "--text", "a"], "model folder not found"),
+        (["--model", "{tmp}", "--image", "{photo}", "--text", "a"], "could not load a CLIP-VG model"),
+        (["--model", "{model}", "--image", "{tmp}/nope.jpg", "--text", "a"], "image file not found"),
+        (["--model", "{model}", "--image", "{tmp}/bad.jpg", "--text", "a"], "could not read image"),
+        (["--model", "{model}", "--image", "{photo}", "--text", "a", "--text", " "], "--text number 2 is empty"),
+    ],
+)
+def test_cli_reports_bad_input(model_dir, photo, tmp_path, capsys, args, message):
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    values = {"missing": tmp_path / "no_model", "photo": photo, "tmp": tmp_path, "model": model_dir}
+    assert main([a.format(**values) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_cli_requires_model_image_and_text(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--image", "x.jpg", "--text", "a"])
+    assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
