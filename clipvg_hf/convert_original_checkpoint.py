@@ -19,7 +19,9 @@ from typing import Any
 import torch
 
 from .configuration_clipvg import CLIPVGConfig
+from .image_processing_clipvg import CLIPVGImageProcessor
 from .modeling_clipvg import CLIPVGForGrounding
+from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +229,8 @@ def convert_checkpoint(path: str | Path, trainable_clip: str = "official") -> CL
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="official checkpoint.pth / best_checkpoint.pth")
-    parser.add_argument("--output-dir", required=True, help="folder to write (config.json, model.safetensors)")
+    parser.add_argument("--output-dir", required=True,
+                        help="folder to write (config, model.safetensors, processor and tokenizer files)")
     parser.add_argument("--trainable-clip", default="official", choices=["official", "frozen", "all"],
                         help="the trainable_clip policy stored in the config (for later fine-tuning)")
     args = parser.parse_args(argv)
@@ -238,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     model.save_pretrained(args.output_dir)
+    # the official evaluation inputs: letterbox at the model's image size, OpenAI's BPE (shipped with the package)
+    image_processor = CLIPVGImageProcessor(size={"longest_edge": model.config.image_size})
+    CLIPVGProcessor(image_processor, build_clip_tokenizer()).save_pretrained(args.output_dir)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output_dir}: {n_params:,} parameters, config {model.config.vision_config.patch_size=}, "
           f"{model.config.extract_layers=}")

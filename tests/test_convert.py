@@ -53,8 +53,8 @@ def test_cli_writes_a_folder_holding_exactly_the_checkpoint_weights(tmp_path, of
                              str(CHECKPOINT), "--output-dir", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "visu_proj" in result.stderr + result.stdout  # the drop is reported
-    assert {"config.json", "model.safetensors", "modeling_clipvg.py", "configuration_clipvg.py"} <= {
-        p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "modeling_clipvg.py", "configuration_clipvg.py",
+            "processor_config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     saved = load_file(out / "model.safetensors")
     converted, _ = convert_state_dict(official["model"])
     assert set(saved) == set(converted)
