@@ -1,0 +1,50 @@
+"""Batching per-expression samples into ``CLIPVGForGrounding`` inputs, with dynamic text padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..processing_clipvg import CLIP_CONTEXT_LENGTH, build_clip_tokenizer, clean_text
+
+__all__ = ["CLIPVGCollator"]
+
+
+class CLIPVGCollator:
+    """Stack images, masks and boxes; tokenize the texts and pad them to the longest of the batch (at most 77).
+
+    Texts are cleaned and lower-cased like the official pipeline (:func:`clean_text`). A text longer than CLIP's
+    context (75 BPE tokens) raises, naming the sample, as the official tokenizer does. Returns ``pixel_values``
+    (B, 3, S, S), ``pixel_mask`` (B, S, S) long (1 = real pixel), ``input_ids`` / ``attention_mask`` (B, L) and
+    ``labels`` (B, 4) normalised (cx, cy, w, h); plus ``row_index`` (B,) when ``return_row_index``.
+    """
+
+    def __init__(self, tokenizer: Any = None, max_length: int = CLIP_CONTEXT_LENGTH, return_row_index: bool = False):
+        self.tokenizer = tokenizer if tokenizer is not None else build_clip_tokenizer()
+        self.max_length = max_length
+        self.return_row_index = return_row_index
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not samples:
+            raise ValueError("cannot collate an empty batch")
+        texts = [clean_text(s["text"]) for s in samples]
+        text = self.tokenizer(texts, padding="longest", truncation=False, return_tensors="pt")
+        lengths = text["attention_mask"].sum(dim=1)
+        for sample, length in zip(samples, lengths.tolist()):
+            if length > self.max_length:
+                raise ValueError(
+                    f"expression of row {sample.get('row_index', '?')} is {length} tokens long, over the "
+                    f"{self.max_length}-token CLIP context: {sample['text']!r}"
+                )
+        batch = {
+            "pixel_values": torch.stack([torch.as_tensor(s["pixel_values"], dtype=torch.float32) for s in samples]),
+            "pixel_mask": torch.stack([torch.as_tensor(s["pixel_mask"]).long() for s in samples]),
+            "input_ids": text["input_ids"],
+            "attention_mask": text["attention_mask"],
+            "labels": torch.stack([torch.as_tensor(s["labels"], dtype=torch.float32) for s in samples]),
+        }
+        if self.return_row_index:
+            batch["row_index"] = torch.tensor([int(s["row_index"]) for s in samples])
+        return batch

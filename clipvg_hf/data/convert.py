@@ -1,0 +1,627 @@
+"""Convert official CLIP-VG split packs into a Hugging Face dataset folder (parquet shards + dataset card).
+
+One *config* per (dataset, setting), named ``<dataset name>-<setting>`` (e.g. ``refcoco-unsup-single``), holding
+the setting's training split (``train`` for the supervised settings, ``train_pseudo`` for the unsupervised ones)
+plus every evaluation split present (``val``, ``testA``, ``testB``, ``test``). Each parquet row is one *image* with
+all its expressions (so an image is stored once per split); :class:`clipvg_hf.data.GroundingDataset` gives the flat
+per-expression view in the original file order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Features, Image, List, Value
+from tqdm.auto import tqdm
+
+from .splits import (
+    DATASETS,
+    DatasetInfo,
+    SplitFileError,
+    SplitRow,
+    SplitRowError,
+    dataset_info,
+    load_split_file,
+    parse_rows,
+    same_rows,
+    separate_source_files,
+)
+
+__all__ = [
+    "EVAL_SPLITS",
+    "SETTINGS",
+    "ConversionError",
+    "FileReport",
+    "Reject",
+    "Setting",
+    "config_name",
+    "convert_dataset",
+    "convert_pack",
+    "format_summary",
+    "grounding_features",
+    "write_dataset_card",
+]
+
+#: Evaluation splits, converted whenever their file is present (``trainval`` is not converted: for most datasets
+#: the official loader builds it on the fly as train + val).
+EVAL_SPLITS = ("val", "testA", "testB", "test")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One of the paper's training settings and how its pack is laid out."""
+
+    name: str
+    train_split: str  # the .pth split the setting trains on (also the HF split name)
+    train_source: str  # source of the training rows when it cannot be read from train_separate/
+    description: str
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("full", "train", "human", "fully supervised (TransVG labels)"),
+        Setting("full-ssa", "train", "human", "fully supervised, SSA-filtered train set (released for gref_umd)"),
+        Setting("unsup-single", "train_pseudo", "template", "unsupervised, single-source pseudo-template labels"),
+        Setting("unsup-single-ssa", "train_pseudo", "template", "unsupervised single-source, SSA-selected"),
+        Setting("unsup-multi", "train_pseudo", "pseudo", "unsupervised, multi-source (template + relation + caption)"),
+        Setting("unsup-multi-msa", "train_pseudo", "pseudo", "unsupervised multi-source, MSA-selected"),
+    )
+}
+
+#: Rows per parquet row group (each row is an image with all its expressions).
+ROW_GROUP_SIZE = 64
+#: A typical data-parallel world size: streaming shards per rank need at least this many files.
+DEFAULT_NUM_SHARDS = 8
+_SHARD_RE = re.compile(r"^(?P<split>\w+)-\d{5}-of-\d{5}\.parquet$")
+
+
+class ConversionError(ValueError):
+    """A row or file cannot be converted; the message names file, row and reason."""
+
+
+@dataclass
+class Reject:
+    """A row (or whole file, row None) left out of the output, with the reason."""
+
+    config: str
+    split: str
+    file: str
+    row: int | None
+    reason: str
+
+
+@dataclass
+class FileReport:
+    """Row counts of one input file in one output split."""
+
+    config: str
+    split: str
+    file: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rejected: int = 0
+    images: int = 0
+    shards: int = 0
+    note: str = ""
+
+
+@dataclass
+class _Split:
+    """Rows gathered for one output split, before image checks."""
+
+    name: str
+    rows: list[SplitRow | None] = field(default_factory=list)
+    files: list[tuple[str, int, int]] = field(default_factory=list)  # (file, first row, row count) in `rows`
+    rejects: list[Reject] = field(default_factory=list)
+    note: str = ""
+
+
+def config_name(dataset: str, setting: str) -> str:
+    """Hub config name of a (dataset key, setting) pair, e.g. ``("unc+", "full") -> "refcocoplus-full"``."""
+    if setting not in SETTINGS:
+        raise ConversionError(f"unknown setting {setting!r}; expected one of {sorted(SETTINGS)}")
+    return f"{dataset_info(dataset).name}-{setting}"
+
+
+def grounding_features(embed_images: bool = True) -> Features:
+    """Schema of one parquet row: an image and all of its expressions in this split."""
+    expression = {
+        "row_index": Value("int64"),
+        "expression": Value("string"),
+        "bbox": List(Value("float64"), length=4),
+        "bbox_official": List(Value("int32"), length=4),
+        "source": Value("string"),
+        "source_file": Value("string"),
+        "source_row": Value("int64"),
+        "ann_file": Value("string"),
+    }
+    return Features(
+        {
+            "image": Image(),
+            "file_name": Value("string"),
+            "width": Value("int32"),
+            "height": Value("int32"),
+            "expressions": List(expression),
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the pack
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _split_of(path: Path, info: DatasetInfo) -> str:
+    """The split name encoded in ``<key>_<split>.pth``; errors on files of another dataset or unknown splits."""
+    prefix = f"{info.key}_"
+    if not path.name.startswith(prefix) or path.suffix != ".pth":
+        raise SplitFileError(path, f"unexpected file name (expected '{info.key}_<split>.pth')")
+    split = path.name[len(prefix) : -len(".pth")]
+    if split not in info.splits:
+        raise SplitFileError(path, f"unknown split {split!r} for dataset {info.key!r}; accepted: {list(info.splits)}")
+    return split
+
+
+def _read_rows(
+    path: Path, info: DatasetInfo, source: str, split: _Split, config: str, collect: bool
+) -> list[Any]:
+    """Load and parse one file into ``split`` (bad rows become rejects when ``collect``); return the raw rows."""
+    raw = load_split_file(path)
+    errors: list[SplitRowError] | None = [] if collect else None
+    try:
+        parsed = parse_rows(_progress(raw, f"parse {path.name}"), info, path.name, source, errors)
+    except SplitRowError as err:
+        raise ConversionError(f"{path}: row {err.row}: {err.reason}") from err
+    split.files.append((path.name, len(split.rows), len(parsed)))
+    split.rows.extend(parsed)
+    split.rejects.extend(Reject(config, split.name, path.name, e.row, e.reason) for e in errors or [])
+    return raw
+
+
+def _read_train_split(
+    folder: Path, info: DatasetInfo, setting: Setting, config: str, collect: bool, train_file: Path | None
+) -> _Split | None:
+    """The setting's training rows: an explicit file, the train_separate/ concatenation, or <key>_<train>.pth."""
+    split = _Split(setting.train_split)
+    merged = train_file or folder / f"{info.key}_{setting.train_split}.pth"
+    separate = folder / "train_separate"
+    if setting.name.startswith("unsup-multi") and separate.is_dir() and train_file is None:
+        raw_all: list[Any] = []
+        for path, source in separate_source_files(separate, info.key):
+            raw_all += _read_rows(path, info, source, split, config, collect)
+        if merged.is_file():
+            mismatch = same_rows(load_split_file(merged), raw_all)
+            if mismatch is not None:
+                raise ConversionError(
+                    f"{merged}: row {mismatch}: differs from the concatenation of train_separate/ "
+                    "(expected the merged file to be files 1_, 2_, 3_ concatenated in order)"
+                )
+            split.note = f"equals train_separate/ concatenation ({merged.name})"
+        return split
+    if not merged.is_file():
+        if train_file is not None:
+            raise ConversionError(f"{train_file}: file not found")
+        return None
+    _read_rows(merged, info, setting.train_source, split, config, collect)
+    return split
+
+
+def _gather_splits(
+    folder: Path, info: DatasetInfo, setting: Setting, config: str, collect: bool, train_file: Path | None
+) -> tuple[list[_Split], list[Reject], list[FileReport]]:
+    """All splits of one dataset folder for one setting, plus file-level rejects and notes on skipped files."""
+    file_rejects: list[Reject] = []
+    notes: list[FileReport] = []
+    splits: list[_Split] = []
+    train = _read_train_split(folder, info, setting, config, collect, train_file)
+    if train is not None:
+        splits.append(train)
+    wanted = {setting.train_split, *EVAL_SPLITS}
+    for path in sorted(folder.glob("*.pth")):
+        try:
+            name = _split_of(path, info)
+        except SplitFileError as err:
+            if not collect:
+                raise ConversionError(str(err)) from err
+            file_rejects.append(Reject(config, "-", path.name, None, err.reason))
+            continue
+        if name == setting.train_split:
+            continue
+        if name not in wanted:
+            notes.append(FileReport(config, name, path.name, note=f"skipped: not part of setting {setting.name!r}"))
+            continue
+        split = _Split(name)
+        _read_rows(path, info, "human", split, config, collect)
+        splits.append(split)
+    order = {s: i for i, s in enumerate((setting.train_split, *EVAL_SPLITS))}
+    splits.sort(key=lambda s: order[s.name])
+    return splits, file_rejects, notes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images and boxes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ImageMeta:
+    path: Path
+    width: int
+    height: int
+
+
+def _probe_image(path: Path) -> _ImageMeta | str:
+    """Width and height of a readable image, or the reason it cannot be used."""
+    if not path.is_file():
+        return f"image not found: {path}"
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+            image.verify()  # catches truncated or corrupt files without decoding every pixel
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:  # PIL's broken-file errors
+        return f"unreadable image {path}: {type(err).__name__}: {err}"
+    if width <= 0 or height <= 0:
+        return f"image {path} has no pixels ({width}x{height})"
+    return _ImageMeta(path, width, height)
+
+
+def _box_problem(row: SplitRow, meta: _ImageMeta, tolerance: float) -> str | None:
+    """Why a row's box is unusable on its image (outside it, or no area after truncation), or None."""
+    x1, y1, x2, y2 = row.bbox_official
+    if x2 <= x1 or y2 <= y1:
+        return f"box has no area after the official int truncation: {list(row.bbox_official)} (from {list(row.bbox)})"
+    fx1, fy1, fx2, fy2 = row.bbox
+    if fx1 < -tolerance or fy1 < -tolerance or fx2 > meta.width + tolerance or fy2 > meta.height + tolerance:
+        return f"box {list(row.bbox)} (x1, y1, x2, y2) lies outside the {meta.width}x{meta.height} image"
+    return None
+
+
+def _check_rows(
+    split: _Split, image_dir: Path, config: str, collect: bool, tolerance: float
+) -> dict[str, _ImageMeta]:
+    """Check every image and box of a split; bad rows become rejects (set to None) or raise."""
+    metas: dict[str, _ImageMeta | str] = {}
+    for file, start, count in split.files:
+        for index in range(start, start + count):
+            row = split.rows[index]
+            if row is None:
+                continue
+            if row.file_name not in metas:
+                metas[row.file_name] = _probe_image(image_dir / row.file_name)
+            meta = metas[row.file_name]
+            problem = meta if isinstance(meta, str) else _box_problem(row, meta, tolerance)
+            if problem is None:
+                continue
+            if not collect:
+                raise ConversionError(f"{file}: row {row.source_row}: {problem}")
+            split.rejects.append(Reject(config, split.name, file, row.source_row, problem))
+            split.rows[index] = None
+    return {name: meta for name, meta in metas.items() if isinstance(meta, _ImageMeta)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _group_by_image(rows: Sequence[SplitRow | None]) -> list[tuple[str, list[tuple[int, SplitRow]]]]:
+    """Group (row index, row) pairs by image, images in order of first appearance, rows in file order."""
+    groups: dict[str, list[tuple[int, SplitRow]]] = {}
+    for index, row in enumerate(rows):
+        if row is not None:
+            groups.setdefault(row.file_name, []).append((index, row))
+    return list(groups.items())
+
+
+def _shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
+    """Contiguous, non-empty, near-equal [start, stop) ranges; fewer shards when there are fewer items."""
+    count = max(1, min(num_shards, num_items))
+    edges = [round(i * num_items / count) for i in range(count + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(count)]
+
+
+def _image_row(file_name: str, meta: _ImageMeta, rows: list[tuple[int, SplitRow]], embed: bool) -> dict[str, Any]:
+    """One parquet row: the image (bytes once, or a path) and all of its expressions."""
+    image = {"bytes": meta.path.read_bytes(), "path": file_name} if embed else {"bytes": None, "path": str(meta.path.resolve())}
+    return {
+        "image": image,
+        "file_name": file_name,
+        "width": meta.width,
+        "height": meta.height,
+        "expressions": [
+            {
+                "row_index": index,
+                "expression": row.expression,
+                "bbox": list(row.bbox),
+                "bbox_official": list(row.bbox_official),
+                "source": row.source,
+                "source_file": row.source_file,
+                "source_row": row.source_row,
+                "ann_file": row.ann_file,
+            }
+            for index, row in rows
+        ],
+    }
+
+
+def _write_shards(
+    groups: list[tuple[str, list[tuple[int, SplitRow]]]],
+    metas: dict[str, _ImageMeta],
+    out_dir: Path,
+    split: str,
+    num_shards: int,
+    embed: bool,
+) -> int:
+    """Write ``<split>-0000i-of-0000n.parquet`` files (never an empty one); return how many were written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(f"{split}-*.parquet"):
+        stale.unlink()
+    if not groups:
+        return 0
+    schema = grounding_features(embed).arrow_schema
+    bounds = _shard_bounds(len(groups), num_shards)
+    bar = tqdm(total=len(groups), desc=f"write {out_dir.name}/{split}", leave=False, disable=None if len(groups) >= 500 else True)
+    for shard, (start, stop) in enumerate(bounds):
+        path = out_dir / f"{split}-{shard:05d}-of-{len(bounds):05d}.parquet"
+        with pq.ParquetWriter(path, schema) as writer:
+            for chunk in range(start, stop, ROW_GROUP_SIZE):
+                batch = [_image_row(name, metas[name], rows, embed) for name, rows in groups[chunk : min(stop, chunk + ROW_GROUP_SIZE)]]
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                bar.update(len(batch))
+    bar.close()
+    return len(bounds)
+
+
+def _progress(items: Any, desc: str) -> Any:
+    """A tqdm bar for large inputs only (and only on a terminal)."""
+    size = len(items)
+    return tqdm(items, desc=desc, leave=False, disable=None if size >= 2000 else True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Public entry points
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def convert_dataset(
+    split_root: str | Path,
+    image_root: str | Path,
+    output_dir: str | Path,
+    dataset: str,
+    setting: str,
+    *,
+    collect_rejects: bool = False,
+    embed_images: bool = True,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    box_tolerance: float = 1.0,
+    train_file: str | Path | None = None,
+) -> tuple[list[FileReport], list[Reject]]:
+    """Convert ``<split_root>/<dataset>/`` of one setting into ``<output_dir>/<config>/<split>-*.parquet``.
+
+    Also records the counts in ``conversion.json`` and rewrites the dataset card. Raises :class:`ConversionError`
+    on the first bad row or file unless ``collect_rejects``, in which case bad rows
+    are returned as :class:`Reject` records (and counted in the reports) and everything else is written. Boxes may
+    exceed the image by ``box_tolerance`` pixels (annotation rounding) before they count as outside it.
+    """
+    info = dataset_info(dataset)
+    cfg = config_name(dataset, setting)
+    folder = Path(split_root) / info.key
+    if not folder.is_dir():
+        raise ConversionError(f"{folder}: dataset folder not found")
+    image_dir = Path(image_root) / info.image_dir
+    splits, rejects, reports = _gather_splits(
+        folder, info, SETTINGS[setting], cfg, collect_rejects, Path(train_file) if train_file else None
+    )
+    if not splits:
+        raise ConversionError(f"{folder}: no split files for setting {setting!r}")
+    for split in splits:
+        metas = _check_rows(split, image_dir, cfg, collect_rejects, box_tolerance)
+        groups = _group_by_image(split.rows)
+        shards = _write_shards(groups, metas, Path(output_dir) / cfg, split.name, num_shards, embed_images)
+        for file, start, count in split.files:
+            kept = [r for r in split.rows[start : start + count] if r is not None]
+            reports.append(
+                FileReport(
+                    cfg,
+                    split.name,
+                    file,
+                    rows_in=count,
+                    rows_out=len(kept),
+                    rejected=sum(1 for r in split.rejects if r.file == file),
+                    images=len({r.file_name for r in kept}),
+                    shards=shards,
+                    note=split.note,
+                )
+            )
+        rejects.extend(split.rejects)
+    write_conversion_log(output_dir, reports, rejects, setting)
+    write_dataset_card(output_dir)
+    return reports, rejects
+
+
+def convert_pack(
+    split_root: str | Path,
+    image_root: str | Path,
+    output_dir: str | Path,
+    setting: str,
+    datasets: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> tuple[list[FileReport], list[Reject]]:
+    """Convert every dataset folder of one pack (or the listed ones) into ``output_dir``.
+
+    A folder under ``split_root`` that is not an official dataset key is an error (or a file-level reject).
+    """
+    root = Path(split_root)
+    if not root.is_dir():
+        raise ConversionError(f"{root}: split root not found")
+    if datasets is None:
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        unknown = [name for name in present if name not in DATASETS]
+        if unknown and not kwargs.get("collect_rejects"):
+            raise ConversionError(f"{root}: unknown dataset folder(s) {unknown}; expected any of {sorted(DATASETS)}")
+        datasets = [name for name in present if name in DATASETS]
+        extra = [Reject("_pack", "-", f"{name}/", None, "unknown dataset folder") for name in unknown]
+    else:
+        for name in datasets:
+            dataset_info(name)
+        extra = []
+    reports: list[FileReport] = []
+    rejects: list[Reject] = list(extra)
+    for name in datasets:
+        r, j = convert_dataset(root, image_root, output_dir, name, setting, **kwargs)
+        reports += r
+        rejects += j
+    if extra:
+        write_conversion_log(output_dir, [], extra, setting)
+    return reports, rejects
+
+
+def write_conversion_log(output_dir: str | Path, reports: list[FileReport], rejects: list[Reject], setting: str) -> None:
+    """Record counts in ``conversion.json`` (merged across runs) and rejects in ``rejects/<config>.jsonl``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "conversion.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    for config in {r.config for r in reports}:
+        log[config] = {"setting": setting, "files": [asdict(r) for r in reports if r.config == config]}
+    log_path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
+    by_config: dict[str, list[Reject]] = {}
+    for reject in rejects:
+        by_config.setdefault(reject.config, []).append(reject)
+    for config in {r.config for r in reports} | set(by_config):
+        path = out / "rejects" / f"{config}.jsonl"
+        if config in by_config:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in by_config[config]))
+        elif path.is_file():
+            path.unlink()
+
+
+def format_summary(reports: Sequence[FileReport], rejects: Sequence[Reject] = ()) -> str:
+    """A fixed-width table of rows in/out per file, then totals and the rejection reasons."""
+    header = ("config", "split", "file", "rows in", "rows out", "rejected", "images", "shards", "note")
+    lines = [header] + [
+        (r.config, r.split, r.file, str(r.rows_in), str(r.rows_out), str(r.rejected), str(r.images), str(r.shards), r.note)
+        for r in reports
+    ]
+    lines.append(
+        ("total", "", "", str(sum(r.rows_in for r in reports)), str(sum(r.rows_out for r in reports)),
+         str(sum(r.rejected for r in reports)), "", "", "")
+    )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    fmt = lambda line: "  ".join(cell.ljust(w) if i < 3 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+    text = [fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines[1:]]
+    file_rejects = [r for r in rejects if r.row is None]
+    if file_rejects:
+        text.append("")
+        text += [f"rejected file {r.file}: {r.reason}" for r in file_rejects]
+    return "\n".join(line.rstrip() for line in text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dataset card
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _configs_on_disk(output_dir: Path) -> dict[str, list[str]]:
+    """Config folder -> split names, read from the parquet file names present."""
+    configs: dict[str, list[str]] = {}
+    for folder in sorted(p for p in output_dir.iterdir() if p.is_dir() and p.name != "rejects"):
+        splits = sorted({m.group("split") for f in folder.glob("*.parquet") if (m := _SHARD_RE.match(f.name))})
+        if splits:
+            order = {s: i for i, s in enumerate(("train", "train_pseudo", *EVAL_SPLITS))}
+            configs[folder.name] = sorted(splits, key=lambda s: order.get(s, 99))
+    return configs
+
+
+def write_dataset_card(output_dir: str | Path) -> Path:
+    """(Re)write ``README.md`` with the ``configs:`` YAML of every config folder present and the documentation."""
+    out = Path(output_dir)
+    configs = _configs_on_disk(out)
+    log_path = out / "conversion.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    yaml = ["---", "configs:"]
+    for config, splits in configs.items():
+        yaml.append(f"- config_name: {config}")
+        yaml.append("  data_files:")
+        for split in splits:
+            yaml += [f"  - split: {split}", f"    path: {config}/{split}-*.parquet"]
+    yaml += ["task_categories:", "- zero-shot-object-detection", "tags:", "- visual-grounding", "- clip-vg", "---", ""]
+    table = ["| config | split | expressions | images |", "|---|---|---:|---:|"]
+    for config, splits in configs.items():
+        files = log.get(config, {}).get("files", [])
+        for split in splits:
+            expressions = sum(f["rows_out"] for f in files if f["split"] == split)
+            images = sum(pq.ParquetFile(f).metadata.num_rows for f in (out / config).glob(f"{split}-*.parquet"))
+            table.append(f"| {config} | {split} | {expressions} | {images} |")
+    card = "\n".join(yaml) + _CARD_BODY.format(table="\n".join(table)) + "\n"
+    path = out / "README.md"
+    path.write_text(card)
+    return path
+
+
+_CARD_BODY = """# CLIP-VG visual grounding splits
+
+The official CLIP-VG / TransVG label packs (RefCOCO, RefCOCO+, RefCOCOg, ReferItGame, Flickr30k Entities) converted
+to parquet by `clipvg_hf` (`data_scripts/convert_splits.py`). Load a config with
+`datasets.load_dataset(<this folder or repo>, "<config>")`; add `streaming=True` to stream the shards.
+
+## Configs and splits
+
+Config names are `<dataset>-<setting>`. Datasets (official key in brackets): `refcoco` (unc), `refcocoplus` (unc+),
+`refcocog-google` (gref), `refcocog-umd` (gref_umd), `referit` (referit), `flickr30k` (flickr). Settings:
+
+| setting | training split | labels |
+|---|---|---|
+| `full` | `train` | fully supervised (human annotations, TransVG's files) |
+| `full-ssa` | `train` | fully supervised, SSA-filtered train set (released for RefCOCOg-umd) |
+| `unsup-single` | `train_pseudo` | unsupervised, single-source pseudo-template labels |
+| `unsup-single-ssa` | `train_pseudo` | the same after single-source self-paced curriculum selection (SSA) |
+| `unsup-multi` | `train_pseudo` | unsupervised, template + relation + caption pseudo-labels (`train_separate/` concatenated in order) |
+| `unsup-multi-msa` | `train_pseudo` | the same after multi-source selection (MSA) |
+
+Evaluation splits keep the official names: `val`, `testA`, `testB` (RefCOCO/RefCOCO+), `test`. They hold
+ground-truth labels in every setting, as in the official code.
+
+{table}
+
+## Schema
+
+One row per **image** of a split (so an image's bytes are stored once per split), with all its expressions:
+
+- `image`: the original file bytes (or, if converted with `--image-mode path`, an absolute path).
+- `file_name`, `width`, `height`: the image file name in the official image folder and its size in pixels, as
+  PIL reads it **without** EXIF rotation (the official loader never rotates). `datasets`' own `Image` decoding
+  applies EXIF rotation; `clipvg_hf.data.GroundingDataset` decodes the raw bytes like the official loader.
+- `expressions`: list of
+  - `row_index`: position of the row in the official split file (for `unsup-multi*`, in the merged
+    `<dataset>_train_pseudo.pth`, i.e. the concatenation of `train_separate/` files 1, 2, 3);
+  - `expression`: the text exactly as in the file (the training pipeline lower-cases it);
+  - `bbox`: `(x1, y1, x2, y2)` in absolute pixels, the file's numbers converted exactly (RefCOCO-family files store
+    `(x, y, w, h)`, so `x2 = x + w`; ReferIt and Flickr files already store corners);
+  - `bbox_official`: the integer box the official loader trains and evaluates on: every stored number is truncated
+    toward zero first, so for RefCOCO-family `x2 = int(x) + int(w)` (not `int(x + w)`). Use it for parity with
+    the paper's numbers;
+  - `source`: `human` (annotations), `template`, `relation`, `caption` (pseudo-label generators), or `pseudo`
+    (pseudo-labels of unknown generator: a merged multi-source file converted without `train_separate/`);
+  - `source_file`, `source_row`: the `.pth` file and 0-based row the expression was read from;
+  - `ann_file`: the annotation-file field of supervised RefCOCO/ReferIt rows (null for pseudo-labels and Flickr).
+
+`GroundingDataset` (in `clipvg_hf.data`) turns a split into the flat per-expression view, in `row_index` order.
+
+## Conversion
+
+Rows in and out per file are in `conversion.json`. Rows that could not be used (a missing or unreadable image,
+a malformed tuple, a box outside the image or without area after truncation, an empty expression) stop the
+conversion with an error naming file, row and reason, unless `--rejects` was given, in which case they are listed in
+`rejects/<config>.jsonl`. The 5th field of RefCOCO/ReferIt rows (relation parses, or a placeholder) is not kept.
+"""

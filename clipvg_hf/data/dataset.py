@@ -1,0 +1,174 @@
+"""Per-expression views of the image-grouped parquet splits, for PyTorch ``DataLoader``s (with or without accelerate)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import PIL.Image
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+__all__ = ["GroundingDataset", "explode_expressions", "open_raw_image", "sample_rng", "streaming_samples"]
+
+#: Box column used by default: the official int-truncated box (parity with the paper's numbers).
+DEFAULT_BOX_KEY = "bbox_official"
+
+Transform = Callable[[PIL.Image.Image, Any, str, np.random.Generator], dict[str, Any]]
+
+
+def open_raw_image(image: dict[str, Any], file_name: str, image_root: str | os.PathLike | None = None) -> PIL.Image.Image:
+    """Decode an undecoded ``Image`` cell to RGB like the official loader: PIL, no EXIF rotation.
+
+    ``image_root`` re-roots path-mode rows (``<image_root>/<file_name>``) for users whose images moved.
+    """
+    try:
+        if image_root is not None:
+            source: Any = os.path.join(image_root, file_name)
+        elif image.get("bytes") is not None:
+            source = io.BytesIO(image["bytes"])
+        else:
+            source = image["path"]
+        with PIL.Image.open(source) as opened:
+            return opened.convert("RGB")
+    except Exception as err:
+        raise ValueError(f"cannot read image {file_name!r}: {type(err).__name__}: {err}") from err
+
+
+def sample_rng(seed: int | None, epoch: int, index: int) -> np.random.Generator:
+    """The random stream of one sample.
+
+    With an integer ``seed`` it depends only on (seed, epoch, index): identical whatever the worker count or order.
+    With ``seed=None`` it is drawn from torch's global RNG, which DataLoader re-seeds per worker and per epoch
+    (reproducible under ``torch.manual_seed`` for a fixed ``num_workers``).
+    """
+    if seed is None:
+        return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    return np.random.default_rng([seed, epoch, index])
+
+
+class GroundingDataset(torch.utils.data.Dataset):
+    """Flat per-expression view of one converted split, in the original file order (``row_index``).
+
+    Each item runs ``transform(image, box, text, rng)`` (e.g. :class:`CLIPVGTrainTransform` or
+    :class:`CLIPVGEvalTransform`) and adds ``text`` (lower-cased, as the official loader does) and ``row_index``.
+    Without a transform it returns the raw PIL image, box and text. Call :meth:`set_epoch` each epoch (accelerate's
+    prepared loader and the HF Trainer do when the sampler has no ``set_epoch``) for per-epoch augmentation with a
+    fixed ``seed``.
+
+    Args:
+        split: one split of a converted config, as loaded by ``datasets.load_dataset``.
+        transform: maps (image, box, text, rng) to model inputs.
+        seed: see :func:`sample_rng`.
+        sources: keep only expressions from these pseudo-label sources (e.g. ``["template", "caption"]``).
+        box_key: ``"bbox_official"`` (int-truncated, official) or ``"bbox"`` (exact float).
+        image_root: re-root path-mode images.
+    """
+
+    def __init__(
+        self,
+        split: datasets.Dataset,
+        transform: Transform | None = None,
+        *,
+        seed: int | None = None,
+        sources: Sequence[str] | None = None,
+        box_key: str = DEFAULT_BOX_KEY,
+        image_root: str | os.PathLike | None = None,
+    ):
+        if box_key not in ("bbox", "bbox_official"):
+            raise ValueError(f"box_key must be 'bbox' or 'bbox_official', got {box_key!r}")
+        self.split = split.cast_column("image", datasets.Image(decode=False))
+        self.transform, self.seed, self.box_key, self.image_root = transform, seed, box_key, image_root
+        self.epoch = 0
+        self.image_index, self.position, self.row_index = self._build_index(sources)
+
+    def _build_index(self, sources: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image row, position in its list, row_index) per kept expression, sorted by row_index."""
+        table: pa.Table = self.split.with_format("arrow", columns=["expressions"])[:]
+        lists = table.column("expressions").combine_chunks()
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+        image_index = np.repeat(np.arange(len(lengths)), lengths)
+        position = np.concatenate([np.arange(n) for n in lengths]) if len(lengths) else np.zeros(0, dtype=np.int64)
+        flat = pc.list_flatten(lists)
+        row_index = flat.field("row_index").to_numpy(zero_copy_only=False)
+        keep = np.ones(len(row_index), dtype=bool)
+        if sources is not None:
+            keep = np.isin(flat.field("source").to_numpy(zero_copy_only=False), list(sources))
+        order = np.argsort(row_index[keep], kind="stable")
+        return image_index[keep][order], position[keep][order], row_index[keep][order]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of an epoch (with a fixed ``seed``)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.row_index)
+
+    def raw_item(self, index: int) -> dict[str, Any]:
+        """The decoded image, the chosen box, the lower-cased text and provenance of one expression."""
+        row = self.split[int(self.image_index[index])]
+        expression = row["expressions"][int(self.position[index])]
+        image = open_raw_image(row["image"], row["file_name"], self.image_root)
+        if image.size != (row["width"], row["height"]):
+            raise ValueError(
+                f"image {row['file_name']!r} is {image.width}x{image.height}, but the dataset says "
+                f"{row['width']}x{row['height']} (wrong image_root?)"
+            )
+        return {"image": image, "box": expression[self.box_key], "text": expression["expression"].lower(),
+                "row_index": expression["row_index"], "source": expression["source"]}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} expressions")
+        index %= len(self)
+        item = self.raw_item(index)
+        if self.transform is None:
+            return item
+        out = self.transform(item["image"], item["box"], item["text"], sample_rng(self.seed, self.epoch, int(item["row_index"])))
+        out.update(text=item["text"], row_index=item["row_index"])
+        return out
+
+
+def explode_expressions(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """Batched ``map`` function: one output row per expression (image cell repeated by reference, not re-encoded)."""
+    out: dict[str, list[Any]] = {"image": [], "file_name": [], "width": [], "height": [], "expression": [],
+                                 "bbox": [], "bbox_official": [], "row_index": [], "source": []}
+    for i, expressions in enumerate(batch["expressions"]):
+        for expression in expressions:
+            for key in ("image", "file_name", "width", "height"):
+                out[key].append(batch[key][i])
+            for key in ("expression", "bbox", "bbox_official", "row_index", "source"):
+                out[key].append(expression[key])
+    return out
+
+
+def streaming_samples(
+    split: datasets.IterableDataset,
+    transform: Transform,
+    *,
+    seed: int | None = None,
+    box_key: str = DEFAULT_BOX_KEY,
+) -> datasets.IterableDataset:
+    """Transformed per-expression samples from a streamed split (image order, not ``row_index`` order).
+
+    Shards stay whole, so ``split_dataset_by_node`` / accelerate give each rank its own parquet files.
+    """
+    flat = split.cast_column("image", datasets.Image(decode=False)).map(
+        explode_expressions, batched=True, remove_columns=["expressions"]
+    )
+
+    def apply(example: dict[str, Any]) -> dict[str, Any]:
+        image = open_raw_image(example["image"], example["file_name"])
+        text = example["expression"].lower()
+        out = transform(image, example[box_key], text, sample_rng(seed, 0, int(example["row_index"])))
+        out.pop("meta", None)
+        out.pop("offset", None)
+        return {**out, "text": text, "row_index": example["row_index"]}
+
+    columns = ["image", "file_name", "width", "height", "expression", "bbox", "bbox_official", "source"]
+    return flat.map(apply, remove_columns=columns)

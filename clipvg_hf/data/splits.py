@@ -1,0 +1,264 @@
+"""Reading the official CLIP-VG / TransVG split files (``<root>/<dataset>/<dataset>_<split>.pth``) safely.
+
+Every row of a split file becomes a :class:`SplitRow`: the image file name, the box in (x1, y1, x2, y2) absolute
+pixels both *exactly* as the file stores it and *int-truncated as the official loader does*, the expression and where
+the row came from. Files are unpickled with ``torch.load(weights_only=True)`` plus a tiny numpy allowlist, so no
+arbitrary code ever runs. Bad rows raise :class:`SplitRowError` naming the file, the row and the reason; the
+converter can collect them into a rejects report instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DATASETS",
+    "SOURCES",
+    "DatasetInfo",
+    "SplitFileError",
+    "SplitRow",
+    "SplitRowError",
+    "dataset_info",
+    "exact_box",
+    "load_split_file",
+    "official_box",
+    "parse_row",
+    "parse_rows",
+    "same_rows",
+    "separate_source_files",
+]
+
+#: Where each pseudo-label / annotation came from. ``pseudo`` is a pseudo-label whose generator is unknown
+#: (a merged multi-source file converted without its ``train_separate/`` folder).
+SOURCES = ("human", "template", "relation", "caption", "pseudo")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about one official dataset key."""
+
+    key: str  # the official key, also the folder and file prefix: unc, unc+, gref, gref_umd, referit, flickr
+    name: str  # the name used in Hub config names
+    splits: tuple[str, ...]  # splits the official loader accepts
+    image_dir: str  # folder of its images under the official image root
+    box_format: str  # "xywh" (top-left + size) or "xyxy"
+    num_fields: int  # fields per row in the .pth list
+
+
+_COCO_DIR = "other/images/mscoco/images/train2014"
+DATASETS: dict[str, DatasetInfo] = {
+    info.key: info
+    for info in (
+        DatasetInfo("unc", "refcoco", ("train", "val", "trainval", "testA", "testB", "train_pseudo"), _COCO_DIR, "xywh", 5),
+        DatasetInfo("unc+", "refcocoplus", ("train", "val", "trainval", "testA", "testB", "train_pseudo"), _COCO_DIR, "xywh", 5),
+        DatasetInfo("gref", "refcocog-google", ("train", "val", "train_pseudo"), _COCO_DIR, "xywh", 5),
+        DatasetInfo("gref_umd", "refcocog-umd", ("train", "val", "test", "train_pseudo"), _COCO_DIR, "xywh", 5),
+        DatasetInfo("referit", "referit", ("train", "val", "trainval", "test", "train_pseudo"), "referit/images", "xyxy", 5),
+        DatasetInfo("flickr", "flickr30k", ("train", "val", "test", "train_pseudo"), "Flickr30k/flickr30k-images", "xyxy", 3),
+    )
+}
+
+
+class SplitFileError(ValueError):
+    """A whole split file is unusable (missing, not a list, unsafe pickle, unknown dataset or split)."""
+
+    def __init__(self, file: str | Path, reason: str):
+        self.file, self.reason = str(file), reason
+        super().__init__(f"{file}: {reason}")
+
+
+class SplitRowError(ValueError):
+    """One row of a split file is malformed; carries the file, the 0-based row index and the reason."""
+
+    def __init__(self, file: str | Path, row: int, reason: str):
+        self.file, self.row, self.reason = str(file), row, reason
+        super().__init__(f"{file}: row {row}: {reason}")
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    """One expression-box pair of a split file, with both box conventions and its provenance."""
+
+    file_name: str
+    expression: str
+    bbox: tuple[float, float, float, float]  # x1, y1, x2, y2 absolute pixels, exact (x2 = x + w in float64)
+    bbox_official: tuple[int, int, int, int]  # x1, y1, x2, y2 int-truncated exactly as the official loader does
+    ann_file: str | None  # 2nd field of 5-field rows (annotation file, or None for a pseudo-label placeholder)
+    source: str  # one of SOURCES
+    source_file: str  # name of the .pth file the row was read from
+    source_row: int  # 0-based position in source_file
+
+
+def dataset_info(key: str) -> DatasetInfo:
+    """Look up an official dataset key, with a clear error for unknown ones."""
+    try:
+        return DATASETS[key]
+    except KeyError:
+        raise SplitFileError(key, f"unknown dataset {key!r}; expected one of {sorted(DATASETS)}") from None
+
+
+# numpy objects a split file may legitimately hold (e.g. a box saved as an ndarray); nothing else is allowed.
+def _numpy_allowlist() -> list[Any]:
+    core = np._core.multiarray
+    allow: list[Any] = [np.ndarray, np.dtype, core._reconstruct, core.scalar]
+    # files pickled under numpy 1.x name these "numpy.core.multiarray.*"
+    allow += [(core._reconstruct, "numpy.core.multiarray._reconstruct"), (core.scalar, "numpy.core.multiarray.scalar")]
+    allow += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "int16", "uint8")]
+    return allow
+
+
+def load_split_file(path: str | Path) -> list[Any]:
+    """Unpickle an official split file without executing arbitrary code and check that it is a list."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitFileError(path, "file not found")
+    try:
+        with torch.serialization.safe_globals(_numpy_allowlist()):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for disallowed globals, EOFError/RuntimeError for corrupt files
+        raise SplitFileError(path, f"cannot be loaded safely (weights_only=True): {_load_reason(err)}") from err
+    if not isinstance(data, (list, tuple)):
+        raise SplitFileError(path, f"expected a list of rows, got {type(data).__name__}")
+    return list(data)
+
+
+def _load_reason(err: Exception) -> str:
+    """The informative part of a torch.load failure: the refused global if any, else the first line."""
+    text = str(err)
+    match = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
+    if match:
+        return f"the pickle references {match.group(1)}, which is not allowlisted"
+    if err.__context__ is not None and str(err.__context__):  # torch wraps the real unpickler error
+        return f"not a valid pickle ({err.__context__})"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _as_box(value: Any) -> tuple[float, float, float, float] | None:
+    """Four finite numbers as floats, or None."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        return None
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            return None
+        v = float(v)
+        if not math.isfinite(v):
+            return None
+        out.append(v)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def official_box(raw: Sequence[float], box_format: str) -> tuple[int, int, int, int]:
+    """The official loader's int box: truncate every stored number; for xywh, x2 = int(x) + int(w)."""
+    x, y, a, b = (int(v) for v in raw)  # int() truncates toward zero, like np.array(..., dtype=int)
+    return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
+
+
+def exact_box(raw: Sequence[float], box_format: str) -> tuple[float, float, float, float]:
+    """The stored box as exact float (x1, y1, x2, y2)."""
+    x, y, a, b = (float(v) for v in raw)
+    return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
+
+
+def parse_row(row: Any, index: int, info: DatasetInfo, file: str, source: str) -> SplitRow:
+    """Validate one raw row against the dataset's layout and convert its box; raise SplitRowError if malformed."""
+    if not isinstance(row, (tuple, list)):
+        raise SplitRowError(file, index, f"expected a tuple, got {type(row).__name__}")
+    if len(row) != info.num_fields:
+        raise SplitRowError(file, index, f"expected {info.num_fields} fields for {info.key!r}, got {len(row)}")
+    if info.num_fields == 3:
+        image, raw_box, expression = row
+        ann_file = None
+    else:
+        image, ann, raw_box, expression, _attributes = row
+        ann_file = ann if isinstance(ann, str) and ann != "useless placeholder" else None
+    if not isinstance(image, str) or not image.strip():
+        raise SplitRowError(file, index, f"image file name must be a non-empty string, got {image!r}")
+    box = _as_box(raw_box)
+    if box is None:
+        raise SplitRowError(file, index, f"box must be 4 finite numbers, got {raw_box!r}")
+    if not isinstance(expression, str):
+        raise SplitRowError(file, index, f"expression must be a string, got {type(expression).__name__}")
+    if not expression.strip():
+        raise SplitRowError(file, index, "empty expression")
+    return SplitRow(
+        file_name=image,
+        expression=expression,
+        bbox=exact_box(box, info.box_format),
+        bbox_official=official_box(box, info.box_format),
+        ann_file=ann_file,
+        source=source,
+        source_file=file,
+        source_row=index,
+    )
+
+
+def parse_rows(
+    rows: Sequence[Any], info: DatasetInfo, file: str, source: str, errors: list[SplitRowError] | None = None
+) -> list[SplitRow | None]:
+    """Parse every row; with ``errors`` given, collect bad rows there (as None in the output) instead of raising."""
+    out: list[SplitRow | None] = []
+    for index, row in enumerate(rows):
+        try:
+            out.append(parse_row(row, index, info, file, source))
+        except SplitRowError as err:
+            if errors is None:
+                raise
+            errors.append(err)
+            out.append(None)
+    return out
+
+
+_SEPARATE_RE = re.compile(r"^(\d+)_(.+)\.pth$")
+
+
+def separate_source_files(folder: Path, key: str) -> list[tuple[Path, str]]:
+    """The multi-source ``train_separate/`` files in merge order (numeric prefix), each with its source name.
+
+    Names look like ``1_unc+_train_pseudo_template_0_5.pth``; the source is whichever of template / relation /
+    caption the name contains.
+    """
+    found: list[tuple[int, Path, str]] = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix != ".pth":
+            continue
+        match = _SEPARATE_RE.match(path.name)
+        if not match or not match.group(2).startswith(f"{key}_"):
+            raise SplitFileError(path, f"unexpected file in train_separate/ (expected '<n>_{key}_..._<source>_...pth')")
+        sources = [s for s in ("template", "relation", "caption") if s in match.group(2)]
+        if len(sources) != 1:
+            raise SplitFileError(path, "cannot tell the pseudo-label source (template / relation / caption) from the name")
+        found.append((int(match.group(1)), path, sources[0]))
+    orders = [n for n, _, _ in found]
+    if len(set(orders)) != len(orders):
+        raise SplitFileError(folder, f"duplicate numeric prefixes in train_separate/: {sorted(orders)}")
+    return [(path, source) for _, path, source in sorted(found)]
+
+
+def same_rows(a: Iterable[Any], b: Iterable[Any]) -> int | None:
+    """Index of the first differing row of two raw row lists (or of the length mismatch), None if equal."""
+    a, b = list(a), list(b)
+    for i, (ra, rb) in enumerate(zip(a, b)):
+        if _normalise(ra) != _normalise(rb):
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def _normalise(value: Any) -> Any:
+    """Turn tensors/arrays/tuples into nested lists so rows compare by value."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
