@@ -67,3 +67,22 @@ def make_tiny_config(**overrides):
 @pytest.fixture
 def tiny_config():
     return make_tiny_config()
+
+
+@pytest.fixture(scope="session")
+def fixture_dataset(tmp_path_factory) -> Path:
+    """The fixture's official split files converted to a dataset folder (configs ``<dataset>-unsup-single``)."""
+    from clipvg_hf.data import convert_pack
+
+    out = tmp_path_factory.mktemp("fixture-dataset")
+    convert_pack(TINY_DIR / "splits", TINY_DIR / "image_data", out, "unsup-single")
+    return out
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for torchrun rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

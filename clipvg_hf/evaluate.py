@@ -1,0 +1,159 @@
+"""Evaluate a CLIP-VG model on converted dataset splits: Acc@0.5 and mean IoU, each sample counted exactly once.
+
+    python -m clipvg_hf.evaluate --model DIR --dataset DATA --config refcoco-unsup-single --split val --split testA \
+        --output results.json
+    accelerate launch -m clipvg_hf.evaluate ...          # several processes; samples are gathered, not duplicated
+
+IoU is computed as the official evaluation does: on the normalised letterbox canvas, prediction clamped to it,
+against the official (int-truncated) box. The results JSON is what ``push_to_hub.py`` turns into a model card.
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
+from .image_processing_clipvg import CLIPVGImageProcessor
+from .metrics import ACCURACY_IOU_THRESHOLD, GroundingMetrics
+from .modeling_clipvg import CLIPVGForGrounding
+from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+
+__all__ = ["evaluate_model", "evaluate_split", "load_model_and_processor", "model_fingerprint", "predict_split"]
+
+
+def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
+    """Load a CLIP-VG folder (or Hub id) and its processor; a folder without one gets the default processor."""
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(model_dir)
+    if not isinstance(model, CLIPVGForGrounding):
+        raise ValueError(f"{model_dir} holds a {type(model).__name__}, not a CLIP-VG model")
+    try:
+        processor = AutoProcessor.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        processor = CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": model.config.image_size}),
+                                    build_clip_tokenizer())
+    return model.eval(), processor
+
+
+def model_fingerprint(model_dir: str | Path) -> dict[str, str]:
+    """sha256 of the weights file and of the canonical config, so results can be matched to a model."""
+    model_dir = Path(model_dir)
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{model_dir} has no model.safetensors")
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    config = json.loads((model_dir / "config.json").read_text())
+    config.pop("transformers_version", None)
+    canonical = json.dumps(config, sort_keys=True).encode()
+    return {"path": str(model_dir), "weights_sha256": digest.hexdigest(),
+            "config_sha256": hashlib.sha256(canonical).hexdigest()}
+
+
+@torch.no_grad()
+def predict_split(
+    model: CLIPVGForGrounding, loader: DataLoader, accelerator: Accelerator, desc: str = "eval"
+) -> GroundingMetrics:
+    """Run the model over a prepared loader and gather per-sample IoUs from every process, duplicates removed."""
+    model.eval()
+    metrics = GroundingMetrics()
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
+        row_index = batch.pop("row_index")
+        labels = batch.pop("labels")
+        boxes = model(**batch).pred_boxes[:, 0]
+        boxes, labels, row_index = accelerator.gather_for_metrics((boxes.float(), labels, row_index))
+        metrics.update(boxes, labels, row_index)
+    return metrics
+
+
+def evaluate_split(
+    model: CLIPVGForGrounding,
+    split: datasets.Dataset,
+    processor: CLIPVGProcessor,
+    accelerator: Accelerator,
+    *,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    image_root: str | None = None,
+    desc: str = "eval",
+) -> GroundingMetrics:
+    """Evaluate one split with the official eval transform; returns the metrics holding every sample once."""
+    view = GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor), image_root=image_root)
+    loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=CLIPVGCollator(processor.tokenizer, return_row_index=True))
+    metrics = predict_split(model, accelerator.prepare_data_loader(loader), accelerator, desc=desc)
+    rows = metrics.per_sample()[1]
+    if rows is not None and rows.numel() != len(view):
+        raise RuntimeError(f"evaluated {rows.numel()} samples of {len(view)}")
+    return metrics
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    dataset: str,
+    config: str,
+    splits: list[str],
+    *,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    image_root: str | None = None,
+    accelerator: Accelerator | None = None,
+) -> dict[str, Any]:
+    """Evaluate a saved model on several splits; returns the results dict (see the module docstring)."""
+    accelerator = accelerator or Accelerator()
+    model, processor = load_model_and_processor(model_dir)
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    results: dict[str, Any] = {
+        "model": model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)},
+        "dataset": {"name": str(dataset), "config": config},
+        "metric": f"Acc@{ACCURACY_IOU_THRESHOLD}",
+        "splits": {},
+    }
+    for name in splits:
+        split = datasets.load_dataset(str(dataset), config, split=name)
+        metrics = evaluate_split(accelerator.unwrap_model(model), split, processor, accelerator,
+                                 batch_size=batch_size, num_workers=num_workers, image_root=image_root, desc=name)
+        results["splits"][name] = metrics.compute()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate a CLIP-VG model (Acc@0.5, mean IoU).")
+    parser.add_argument("--model", required=True, help="CLIP-VG folder or Hub id")
+    parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
+    parser.add_argument("--config", required=True, help="dataset config, e.g. refcoco-unsup-single")
+    parser.add_argument("--split", action="append", required=True, help="split to evaluate (repeatable)")
+    parser.add_argument("--output", help="results JSON to write")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--image-root", help="root of the images of a path-mode dataset")
+    parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
+    args = parser.parse_args(argv)
+    accelerator = Accelerator(cpu=args.cpu)
+    results = evaluate_model(args.model, args.dataset, args.config, args.split, batch_size=args.batch_size,
+                             num_workers=args.num_workers, image_root=args.image_root, accelerator=accelerator)
+    results["num_processes"] = accelerator.num_processes
+    if accelerator.is_main_process:
+        text = json.dumps(results, indent=2)
+        print(text)
+        if args.output:
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(text + "\n")
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

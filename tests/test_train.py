@@ -1,0 +1,117 @@
+"""train.py end to end on the fixture data: one process, two processes, and a run killed and resumed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def no_dropout_model(converted_model, tmp_path_factory) -> Path:
+    """The converted fixture model with dropout off, so runs with different process counts are comparable."""
+    folder = tmp_path_factory.mktemp("nodrop") / "model"
+    converted_model.config.fusion_dropout = 0.0
+    converted_model.save_pretrained(folder)
+    converted_model.config.fusion_dropout = 0.1
+    return folder
+
+
+def _args(model, dataset, out, *extra):
+    return ["--model_name_or_path", str(model), "--dataset", str(dataset), "--dataset_config",
+            "refcoco-unsup-single", "--output_dir", str(out), "--num_epochs", "2", "--num_workers", "0",
+            "--no_aug_crop", "--cpu", *extra]
+
+
+def _run(args, nproc=1, timeout=600):
+    launcher = [sys.executable, str(ROOT / "train.py")] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+        "--master_port", str(free_port()), str(ROOT / "train.py")]
+    result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_single_process_run_saves_best_model_logs_and_checkpoints(converted_dir, fixture_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = _run(_args(converted_dir, fixture_dataset, out, "--per_device_batch_size", "4"))
+    assert "1 process(es)" in result.stdout
+    records = _records(out)
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert records[0]["train_lr"] == 2.5e-4 and records[1]["train_lr"] == pytest.approx(1.25e-4)  # cosine per epoch
+    assert all(0 <= r["validation_accuracy"] <= 1 and r["global_step"] == 5 * (r["epoch"] + 1) for r in records)
+    best = json.loads((out / "best" / "val_metrics.json").read_text())
+    assert best["accuracy"] == max(r["validation_accuracy"] for r in records) and best["num_samples"] == 18
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0", "epoch_1"]
+    import clipvg_hf  # noqa: F401
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(out / "best")
+    AutoProcessor.from_pretrained(out / "best")
+    # the visual position embedding trained (official policy), the rest of CLIP did not
+    before = load_file(converted_dir / "model.safetensors")
+    after = model.state_dict()
+    assert not torch.equal(after["clip.vision_model.embeddings.position_embedding.weight"],
+                           before["clip.vision_model.embeddings.position_embedding.weight"])
+    assert torch.equal(after["clip.vision_model.encoder.layers.0.mlp.fc1.weight"],
+                       before["clip.vision_model.encoder.layers.0.mlp.fc1.weight"])
+
+
+def test_two_processes_match_one_process_on_the_same_global_batch(no_dropout_model, fixture_dataset, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    _run(_args(no_dropout_model, fixture_dataset, one, "--per_device_batch_size", "4", "--num_epochs", "1"))
+    result = _run(_args(no_dropout_model, fixture_dataset, two, "--per_device_batch_size", "2", "--num_epochs", "1"),
+                  nproc=2)
+    assert "2 process(es)" in result.stdout  # not silently two independent single-process runs
+    w1 = load_file(one / "checkpoints" / "epoch_0" / "model.safetensors")
+    w2 = load_file(two / "checkpoints" / "epoch_0" / "model.safetensors")
+    # Same samples per step; only the order of float reductions differs. Attention key biases have an exactly
+    # zero gradient (softmax ignores a shift shared by all keys), so their "gradient" is rounding noise that Adam
+    # normalises to steps of up to lr: they are only bounded by lr x steps.
+    key_bias = {k for k in w1 if k.endswith("k_proj.bias")}
+    worst = max((w1[k] - w2[k]).abs().max().item() for k in w1 if k not in key_bias)
+    assert worst <= 2e-6, worst
+    assert max((w1[k] - w2[k]).abs().max().item() for k in key_bias) <= 2.5e-4 * 5
+    r1, r2 = _records(one)[0], _records(two)[0]
+    assert r1["global_step"] == r2["global_step"] == 5
+    assert r1["validation_accuracy"] == r2["validation_accuracy"]
+    assert r1["validation_miou"] == pytest.approx(r2["validation_miou"], abs=1e-6)
+
+
+def test_killed_run_resumes_to_the_same_weights(converted_dir, fixture_dataset, tmp_path):
+    reference = tmp_path / "reference"
+    common = ("--per_device_batch_size", "4", "--checkpointing_steps", "1", "--keep_checkpoints", "3")
+    _run(_args(converted_dir, fixture_dataset, reference, *common))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset, killed,
+                            *common)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "step_7").exists():  # inside the second epoch
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "epoch_1").exists()
+
+    result = _run(_args(converted_dir, fixture_dataset, killed, *common, "--resume_from_checkpoint", "latest"))
+    assert "resumed from" in result.stdout
+    ref_weights = load_file(reference / "checkpoints" / "epoch_1" / "model.safetensors")
+    new_weights = load_file(killed / "checkpoints" / "epoch_1" / "model.safetensors")
+    assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)
+    assert _records(reference)[-1]["validation_accuracy"] == _records(killed)[-1]["validation_accuracy"]
+    assert _records(reference)[-1]["validation_miou"] == _records(killed)[-1]["validation_miou"]
