@@ -1,26 +1,38 @@
 #!/usr/bin/env python
-"""Data-pipeline throughput (samples/s): an official-style loader vs the parquet pipeline of ``clipvg_hf.data``.
+"""Data-pipeline throughput (samples/s, decode + augment + batch): an official-style loader vs ``clipvg_hf.data``.
 
-- *official-style*: the ``.pth`` list in memory, each sample opens its image file from disk with PIL, truncates the
-  box to int, runs the augmentation and tokenizes to a fixed 77 tokens; PyTorch's default collate.
-- *ours*: the converted parquet split (images embedded), :class:`GroundingDataset` + :class:`CLIPVGCollator`
-  (dynamic padding).
+- *official-style*: the ``.pth`` list in memory; each sample opens its image file from disk with PIL and converts it
+  to RGB, truncates the box to int, runs the official augmentation written the official way (PIL steps, then
+  ``ToTensor``/``Normalize``-style torch ops and a zero canvas per sample) and tokenizes to a fixed 77 tokens;
+  PyTorch's default collate.
+- *ours*: the converted parquet split (images embedded), :class:`GroundingDataset` + :class:`CLIPVGTrainTransform`
+  (normalisation by table look-up in NumPy, no redundant RGB copies) + :class:`CLIPVGCollator` (batched tokenizer,
+  dynamic padding). **Same pixels** as the official-style path for the same random stream (checked at start-up).
+- *ours + fast decode/resize* (opt-in, **changes pixels**): ``CLIPVGTrainTransform(draft_decode=True,
+  fused_crop_resize=True)`` decodes JPEGs at a reduced DCT scale when the resize branch shrinks them and does the
+  crop branch's upscale-crop-downscale as one resize of the source window. Same random draws, sizes and boxes.
 
-Both use the same augmentation code (:class:`CLIPVGTrainTransform`, or the eval transform), so the difference is
-the I/O, decoding and batching path. Runs on the parity fixture by default (13 images, 20 expressions, sampled
-with replacement); point ``--split-root/--image-root`` at a real pack for real numbers. Not a test.
+The paths run interleaved ``--repeats`` times per setting; the table gives medians and the median of per-repetition
+ratios. Torch uses ``--threads`` (default 1, as in DataLoader workers) so that tiny per-sample tensor ops do not
+fight over a loaded machine's cores. Runs on the parity fixture by default (13 images, 20 expressions, drawn with
+replacement); point ``--split-root/--image-root`` at a real pack for real numbers. Not a test.
 
-    python benchmarks/bench_data.py --samples 512 --workers 0 2
+    python benchmarks/bench_data.py                  # about a minute
+    python benchmarks/bench_data.py --quick          # seconds (CI smoke)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from datasets import load_dataset
@@ -37,10 +49,57 @@ from clipvg_hf.data import (
     sample_rng,
 )
 from clipvg_hf.data.splits import official_box
+from clipvg_hf.data.transforms import (
+    color_jitter,
+    has_spatial_word,
+    random_size_crop,
+    resize_long_side,
+    resize_short_side,
+)
+from clipvg_hf.image_processing_clipvg import IMAGENET_MEAN, IMAGENET_STD
 from clipvg_hf.processing_clipvg import build_clip_tokenizer, clean_text
 
 REPO = Path(__file__).resolve().parents[1]
+FAST_TRAIN = CLIPVGTrainTransform(draft_decode=True, fused_crop_resize=True)
 TINY = REPO / "tests" / "fixtures" / "parity" / "tiny"
+
+
+def official_normalize_and_pad(image: PIL.Image.Image, box: torch.Tensor, size: int,
+                               rng: np.random.Generator | None) -> dict[str, Any]:
+    """ToTensor, Normalize and a random-offset zero canvas, per sample with torch ops (the official data flow)."""
+    pixels = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8, copy=True)).permute(2, 0, 1)
+    pixels = pixels.float().div(255)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
+    pixels = pixels.sub(mean).div(std)
+    free_h, free_w = size - image.height, size - image.width
+    if rng is None:
+        top, left = round(free_h / 2.0 - 0.1), round(free_w / 2.0 - 0.1)
+    else:
+        top, left = int(rng.integers(0, free_h, endpoint=True)), int(rng.integers(0, free_w, endpoint=True))
+    canvas = torch.zeros(3, size, size, dtype=torch.float32)
+    mask = torch.zeros(size, size, dtype=torch.long)
+    canvas[:, top : top + image.height, left : left + image.width] = pixels
+    mask[top : top + image.height, left : left + image.width] = 1
+    shifted = box + torch.tensor([left, top, left, top], dtype=box.dtype)
+    cxcywh = torch.stack([(shifted[0] + shifted[2]) / 2, (shifted[1] + shifted[3]) / 2,
+                          shifted[2] - shifted[0], shifted[3] - shifted[1]])
+    return {"pixel_values": canvas, "pixel_mask": mask, "labels": cxcywh / size}
+
+
+class OfficialStyleTrainTransform(CLIPVGTrainTransform):
+    """The official augmentation step by step, each step on a fresh RGB copy as the official code does."""
+
+    def __call__(self, image: PIL.Image.Image, box: Any, text: str, rng: np.random.Generator) -> dict[str, Any]:
+        box = torch.as_tensor(box, dtype=torch.float32).clone()
+        image = image.convert("RGB")
+        if not has_spatial_word(text) and rng.random() < self.crop_prob:
+            image, box = resize_short_side(image, box, int(rng.choice(self.crop_short_sides)))
+            image, box, _ = random_size_crop(image, box, rng, self.crop_min, self.crop_max)
+        image, box = resize_long_side(image, box, int(rng.choice(self.scales)))
+        if self.aug_color:
+            image, _ = color_jitter(image, rng)
+        return official_normalize_and_pad(image, box, self.size, rng if self.aug_translate else None)
 
 
 class OfficialStyleDataset(torch.utils.data.Dataset):
@@ -65,58 +124,117 @@ class OfficialStyleDataset(torch.utils.data.Dataset):
                 "input_ids": ids["input_ids"][0], "attention_mask": ids["attention_mask"][0]}
 
 
-def measure(dataset: torch.utils.data.Dataset, collate: Any, samples: int, workers: int, batch_size: int) -> float:
-    """Samples per second of one pass over ``samples`` randomly drawn items (after one warm-up batch).
+def check_same_pixels(official: OfficialStyleDataset, ours: GroundingDataset, count: int = 12) -> int:
+    """Compare both paths sample by sample under one seed; returns how many samples were identical.
 
-    Re-seeds torch first, so both pipelines draw the same items and the same augmentations.
+    Both datasets list the split in file order, so index i is the same expression, and with ``seed=None`` both
+    draw their random stream from torch's generator.
     """
+    identical = 0
+    for index in range(min(count, len(ours))):
+        torch.manual_seed(index)
+        a = official[index]
+        torch.manual_seed(index)
+        b = ours[index]
+        same = all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k]))
+                   for k in ("pixel_values", "pixel_mask", "labels"))
+        identical += same
+    return identical
+
+
+def loader_pass(dataset: torch.utils.data.Dataset, collate: Any, samples: int, workers: int,
+                batch_size: int) -> float:
+    """Seconds for ``samples`` randomly drawn items after one warm-up batch (same items for every path)."""
     torch.manual_seed(0)
     sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=samples + batch_size)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                                          collate_fn=collate)
     iterator = iter(loader)
     next(iterator)  # warm-up: worker start, first decode
-    start, count = time.perf_counter(), 0
-    for batch in iterator:
-        count += batch["pixel_values"].shape[0]
-    return count / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in iterator:
+        pass
+    return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split-root", type=Path, default=TINY / "splits")
     parser.add_argument("--image-root", type=Path, default=TINY / "image_data")
     parser.add_argument("--dataset", default="unc")
     parser.add_argument("--split", default="train_pseudo")
     parser.add_argument("--setting", default="unsup-single")
-    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    parser.add_argument("--quick", action="store_true", help="a few seconds: 64 samples, no workers, 1 repeat")
+    parser.add_argument("--json", type=Path, default=Path("outputs/bench_data.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.samples, args.workers, args.repeats, args.batch_size = 64, [0], 1, 16
 
-    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     tokenizer = build_clip_tokenizer()
     info = DATASETS[args.dataset]
+    load_before = os.getloadavg()
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         convert_dataset(args.split_root, args.image_root, tmp, args.dataset, args.setting)
         convert_s = time.perf_counter() - start
         split = load_dataset(tmp, config_name(args.dataset, args.setting), split=args.split, cache_dir=f"{tmp}/cache")
         collator = CLIPVGCollator(tokenizer)
-        rows = []
-        for mode, transform in (("train", CLIPVGTrainTransform()), ("eval", CLIPVGEvalTransform())):
-            official = OfficialStyleDataset(args.split_root / info.key / f"{info.key}_{args.split}.pth",
-                                            args.image_root / info.image_dir, args.dataset, transform, tokenizer)
-            ours = GroundingDataset(split, transform)
+        split_file = args.split_root / info.key / f"{info.key}_{args.split}.pth"
+        image_dir = args.image_root / info.image_dir
+        official_train = OfficialStyleDataset(split_file, image_dir, args.dataset, OfficialStyleTrainTransform(),
+                                              tokenizer)
+        ours_train = GroundingDataset(split, CLIPVGTrainTransform())
+        identical = check_same_pixels(official_train, ours_train)
+        checked = min(12, len(ours_train))
+        settings = {
+            "train": {"official-style": (official_train, None), "ours": (ours_train, collator),
+                      "ours + fast decode/resize (opt-in)": (GroundingDataset(split, FAST_TRAIN), collator)},
+            "eval": {"official-style": (OfficialStyleDataset(split_file, image_dir, args.dataset,
+                                                             CLIPVGEvalTransform(), tokenizer), None),
+                     "ours": (GroundingDataset(split, CLIPVGEvalTransform()), collator)},
+        }
+        for mode, paths in settings.items():
             for workers in args.workers:
-                a = measure(official, None, args.samples, workers, args.batch_size)
-                b = measure(ours, collator, args.samples, workers, args.batch_size)
-                rows.append((mode, workers, a, b))
-    print(f"data pipeline, {args.dataset}/{args.split}: {len(ours)} expressions, {args.samples} samples per run, "
-          f"batch {args.batch_size}, torch threads {torch.get_num_threads()} (conversion took {convert_s:.2f} s)")
-    print(f"{'transform':<10}{'workers':>8}{'official-style':>18}{'clipvg_hf':>14}{'ratio':>8}")
-    for mode, workers, a, b in rows:
-        print(f"{mode:<10}{workers:>8}{a:>14.1f} s/s{b:>10.1f} s/s{b / a:>8.2f}")
+                times: dict[str, list[float]] = {name: [] for name in paths}
+                for _ in range(args.repeats):
+                    for name, (dataset, collate) in paths.items():
+                        times[name].append(loader_pass(dataset, collate, args.samples, workers, args.batch_size))
+                base = times["official-style"]
+                for name, seconds in times.items():
+                    ratios = [b / s for b, s in zip(base, seconds, strict=True)]
+                    rows.append({"mode": mode, "workers": workers, "path": name,
+                                 "samples_per_s": args.samples / statistics.median(seconds),
+                                 "speedup": statistics.median(ratios), "speedup_min": min(ratios),
+                                 "speedup_max": max(ratios), "times_s": seconds})
+    load_after = os.getloadavg()
+
+    print(f"data pipeline, {args.dataset}/{args.split}: {len(ours_train)} expressions, {args.samples} samples per "
+          f"pass, batch {args.batch_size}, {args.repeats} interleaved repetitions, torch threads {args.threads} "
+          f"(conversion took {convert_s:.2f} s)")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); ours vs official-style "
+          f"train samples bit-identical: {identical}/{checked}")
+    header = f"{'transform':<10}{'workers':>8}  {'path':<36}{'samples/s':>10}{'speed-up':>10}{'(min-max)':>14}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        spread = f"({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
+        print(f"{row['mode']:<10}{row['workers']:>8}  {row['path']:<36}{row['samples_per_s']:>10.1f}"
+              f"{row['speedup']:>9.2f}x{spread:>14}")
+    result = {"dataset": args.dataset, "split": args.split, "samples": args.samples, "batch_size": args.batch_size,
+              "repeats": args.repeats, "threads": args.threads, "load_average_before": load_before,
+              "load_average_after": load_after, "identical_samples": identical, "checked_samples": checked,
+              "rows": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    return result
 
 
 if __name__ == "__main__":

@@ -193,11 +193,17 @@ class CLIPVGFusionAttention(nn.Module):
         self.out_proj = nn.Linear(self.embed_dim, self.embed_dim)
 
     def forward(
-        self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        num_queries: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from the first ``num_queries`` tokens (all when None) to every token."""
         shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
         with_position = hidden_states + position_embeddings
-        query = self.q_proj(with_position).view(shape).transpose(1, 2)
+        queries = with_position if num_queries is None else with_position[:, :num_queries]
+        query = self.q_proj(queries).view(*queries.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
         key = self.k_proj(with_position).view(shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
@@ -207,7 +213,7 @@ class CLIPVGFusionAttention(nn.Module):
             self, query, key, value, attention_mask,
             scaling=self.scaling, dropout=self.dropout if self.training else 0.0,
         )
-        output = output.reshape(*hidden_states.shape[:-1], self.embed_dim).contiguous()
+        output = output.reshape(*queries.shape[:-1], self.embed_dim).contiguous()
         return self.out_proj(output), weights
 
 
@@ -225,9 +231,16 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
         self.dropout = config.fusion_dropout
 
     def forward(
-        self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor, attention_mask: torch.Tensor | None
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        num_queries: int | None = None,
     ) -> torch.Tensor:
-        attended, _ = self.self_attn(hidden_states, position_embeddings, attention_mask)
+        """Update every token, or only the first ``num_queries`` (the others still serve as keys and values)."""
+        attended, _ = self.self_attn(hidden_states, position_embeddings, attention_mask, num_queries)
+        if num_queries is not None:
+            hidden_states = hidden_states[:, :num_queries]
         hidden_states = self.self_attn_layer_norm(
             hidden_states + F.dropout(attended, p=self.dropout, training=self.training)
         )
@@ -249,10 +262,19 @@ class CLIPVGFusionEncoder(nn.Module):
         position_embeddings: torch.Tensor,
         attention_mask: torch.Tensor | None,
         output_hidden_states: bool = False,
+        first_token_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Run the layers; ``first_token_only`` makes the last layer update only token 0 (the [REG] token).
+
+        The last layer's other outputs feed nothing downstream of the box head, so skipping their query projection,
+        attention rows and feed-forward gives the same [REG] output at about 14% less fusion compute. The returned
+        tensor is then (B, 1, D). Ignored with ``output_hidden_states``, which needs every token.
+        """
         all_states = (hidden_states,) if output_hidden_states else None
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, position_embeddings, attention_mask)
+        for index, layer in enumerate(self.layers):
+            last = index == len(self.layers) - 1
+            num_queries = 1 if first_token_only and last and not output_hidden_states else None
+            hidden_states = layer(hidden_states, position_embeddings, attention_mask, num_queries)
             if output_hidden_states:
                 all_states += (hidden_states,)
         return hidden_states, all_states
@@ -452,8 +474,27 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         """Fuse the two modalities and regress the box; masks are True where a token is padding."""
+        visual = self.project_visual_features(visual_features)
+        return self.ground_projected(visual, text_features, text_padding_mask, patch_padding, output_hidden_states)
+
+    def project_visual_features(self, visual_features: torch.Tensor) -> torch.Tensor:
+        """Multi-level visual feature -> fusion-width visual tokens (B, 1 + num_patches, fusion_hidden_size).
+
+        Depends on the image only, so callers grounding several expressions per image can project once per image.
+        """
+        return self.visual_proj(visual_features.to(self.visual_proj.weight.dtype))
+
+    def ground_projected(
+        self,
+        visual_tokens: torch.Tensor,
+        text_features: torch.Tensor,
+        text_padding_mask: torch.Tensor,
+        patch_padding: torch.Tensor,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """[`ground`] after [`project_visual_features`]: fuse and regress the box."""
         batch_size, text_length = text_features.shape[:2]
-        visual = self.visual_proj(visual_features.to(self.visual_proj.weight.dtype))
+        visual = visual_tokens
         text = self.text_proj(text_features.to(self.text_proj.weight.dtype))
         reg = self.reg_token.unsqueeze(0).expand(batch_size, -1, -1)
         hidden_states = torch.cat([reg, text, visual], dim=1)
@@ -472,7 +513,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         attention_mask = torch.zeros(padding.shape, dtype=hidden_states.dtype, device=device)
         attention_mask = attention_mask.masked_fill(padding, torch.finfo(hidden_states.dtype).min)[:, None, None, :]
 
-        hidden_states, all_states = self.fusion(hidden_states, position_embeddings, attention_mask, output_hidden_states)
+        hidden_states, all_states = self.fusion(
+            hidden_states, position_embeddings, attention_mask, output_hidden_states, first_token_only=True
+        )
         return self.box_head(hidden_states[:, 0]), all_states
 
     def forward(
@@ -484,6 +527,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        image_index: torch.Tensor | None = None,
         **kwargs,
     ) -> CLIPVGGroundingOutput | tuple:
         r"""Predict one box per (image, expression).
@@ -499,12 +543,16 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
                 1 for real pixels, 0 for letterbox padding; all ones when omitted.
             labels (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
                 target boxes, normalised (cx, cy, w, h) on the canvas; the loss is returned when given.
+            image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                when given, `pixel_values` and `pixel_mask` hold `num_images` distinct images and expression `i` is
+                grounded in image `image_index[i]`: each image is encoded once for all its expressions (same boxes
+                as repeating the image per expression). `batch_size` is then the number of expressions.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        self._check_inputs(pixel_values, input_ids, attention_mask, pixel_mask, labels)
+        self._check_inputs(pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if pixel_mask is None:
@@ -513,8 +561,12 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         visual_features = self.get_visual_features(pixel_values)
         text_features = self.get_text_features(input_ids)
         patch_padding = patch_padding_mask(pixel_mask, self.config.num_patches_per_side)
-        boxes, fusion_states = self.ground(
-            visual_features, text_features, attention_mask == 0, patch_padding, output_hidden_states
+        visual_tokens = self.project_visual_features(visual_features)
+        if image_index is not None:  # one row per expression from here on
+            rows = image_index.to(visual_tokens.device, torch.long)
+            visual_features, visual_tokens, patch_padding = visual_features[rows], visual_tokens[rows], patch_padding[rows]
+        boxes, fusion_states = self.ground_projected(
+            visual_tokens, text_features, attention_mask == 0, patch_padding, output_hidden_states
         )
 
         loss = loss_dict = None
@@ -533,12 +585,19 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         )
         return output if return_dict else output.to_tuple()
 
-    def _check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels) -> None:
+    def _check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index=None) -> None:
         """Clear errors for shapes the model cannot take."""
         size = self.config.image_size
         if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
             raise ValueError(f"pixel_values must be (batch, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
-        batch = pixel_values.shape[0]
+        batch = images = pixel_values.shape[0]
+        if image_index is not None:
+            if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
+                raise ValueError(f"image_index must be (batch={input_ids.shape[0]},), one image per expression, "
+                                 f"got {tuple(image_index.shape)}")
+            if len(image_index) and not 0 <= int(image_index.min()) <= int(image_index.max()) < images:
+                raise ValueError(f"image_index values must lie in [0, {images}) (the rows of pixel_values)")
+            batch = image_index.shape[0]
         if input_ids.dim() != 2 or input_ids.shape[0] != batch:
             raise ValueError(f"input_ids must be (batch={batch}, length), got {tuple(input_ids.shape)}")
         if input_ids.shape[1] > self.config.max_text_length:
@@ -547,7 +606,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
             )
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
-        if pixel_mask is not None and tuple(pixel_mask.shape) != (batch, size, size):
-            raise ValueError(f"pixel_mask must be (batch, {size}, {size}), got {tuple(pixel_mask.shape)}")
+        if pixel_mask is not None and tuple(pixel_mask.shape) != (images, size, size):
+            raise ValueError(f"pixel_mask must be ({images}, {size}, {size}), got {tuple(pixel_mask.shape)}")
         if labels is not None and tuple(labels.shape) != (batch, 4):
             raise ValueError(f"labels must be (batch={batch}, 4) normalised (cx, cy, w, h), got {tuple(labels.shape)}")

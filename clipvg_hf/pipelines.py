@@ -3,13 +3,16 @@
 Importing ``clipvg_hf`` registers it with transformers' ``PIPELINE_REGISTRY``, so ``pipeline("visual-grounding",
 model=...)`` builds it. The stock ``pipeline("zero-shot-object-detection", model=...)`` also works with CLIP-VG (the
 candidate labels are the expressions), but it runs one forward pass per expression and does not clean the text like
-the official pipeline; this one batches the expressions of an image together and uses [`CLIPVGProcessor`].
+the official pipeline; this one batches the expressions of an image together, encodes the image once for all of them
+(``image_index``) and uses [`CLIPVGProcessor`].
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+import torch
 from transformers import AutoModelForZeroShotObjectDetection, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -83,6 +86,12 @@ class VisualGroundingPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         target_size = model_inputs.pop("target_size")
         text_labels = model_inputs.pop("text_labels")
+        if "image_index" in inspect.signature(self.model.forward).parameters:
+            # every row holds the same image: encode it once for all the expressions (same boxes)
+            model_inputs["pixel_values"] = model_inputs["pixel_values"][:1]
+            if model_inputs.get("pixel_mask") is not None:
+                model_inputs["pixel_mask"] = model_inputs["pixel_mask"][:1]
+            model_inputs["image_index"] = torch.zeros(len(text_labels), dtype=torch.long, device=self.device)
         outputs = self.model(**model_inputs)
         return {"target_size": target_size, "text_labels": text_labels, "pred_boxes": outputs.pred_boxes}
 

@@ -22,10 +22,14 @@ DEFAULT_BOX_KEY = "bbox_official"
 Transform = Callable[[PIL.Image.Image, Any, str, np.random.Generator], dict[str, Any]]
 
 
-def open_raw_image(image: dict[str, Any], file_name: str, image_root: str | os.PathLike | None = None) -> PIL.Image.Image:
+def open_raw_image(
+    image: dict[str, Any], file_name: str, image_root: str | os.PathLike | None = None, decode: bool = True
+) -> PIL.Image.Image:
     """Decode an undecoded ``Image`` cell to RGB like the official loader: PIL, no EXIF rotation.
 
     ``image_root`` re-roots path-mode rows (``<image_root>/<file_name>``) for users whose images moved.
+    ``decode=False`` returns the opened, not yet decoded image in its own mode (for transforms that decode at a
+    reduced scale, see ``CLIPVGTrainTransform.draft_decode``).
     """
     try:
         if image_root is not None:
@@ -34,6 +38,8 @@ def open_raw_image(image: dict[str, Any], file_name: str, image_root: str | os.P
             source = io.BytesIO(image["bytes"])
         else:
             source = image["path"]
+        if not decode:
+            return PIL.Image.open(source)
         with PIL.Image.open(source) as opened:
             return opened.convert("RGB")
     except Exception as err:
@@ -113,7 +119,8 @@ class GroundingDataset(torch.utils.data.Dataset):
         """The decoded image, the chosen box, the lower-cased text and provenance of one expression."""
         row = self.split[int(self.image_index[index])]
         expression = row["expressions"][int(self.position[index])]
-        image = open_raw_image(row["image"], row["file_name"], self.image_root)
+        lazy = bool(getattr(self.transform, "lazy_image", False))
+        image = open_raw_image(row["image"], row["file_name"], self.image_root, decode=not lazy)
         if image.size != (row["width"], row["height"]):
             raise ValueError(
                 f"image {row['file_name']!r} is {image.width}x{image.height}, but the dataset says "

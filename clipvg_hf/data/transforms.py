@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,10 @@ __all__ = [
     "CLIPVGEvalTransform",
     "CLIPVGTrainTransform",
     "color_jitter",
+    "crop_box",
     "has_spatial_word",
     "normalize_and_pad",
+    "random_crop_window",
     "random_size_crop",
     "resize_long_side",
     "resize_short_side",
@@ -60,9 +63,22 @@ def _resize(image: PIL.Image.Image, box: Box, width: int, height: int, ratio: fl
     return image.resize((width, height), PIL.Image.BILINEAR), box * ratio
 
 
-def resize_long_side(image: PIL.Image.Image, box: Box, size: int) -> tuple[PIL.Image.Image, Box]:
-    """Resize so the long side is ``size`` (sides rounded as the eval letterbox rounds them)."""
+def _as_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """The image in RGB mode, without the copy ``convert("RGB")`` makes of an image that already is."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def resize_long_side(image: PIL.Image.Image, box: Box, size: int, draft: bool = False) -> tuple[PIL.Image.Image, Box]:
+    """Resize so the long side is ``size`` (sides rounded as the eval letterbox rounds them).
+
+    ``draft=True`` (opt-in, **changes pixels**): a JPEG that is not decoded yet is decoded at the smallest DCT
+    scale (1/2, 1/4, 1/8) that still covers the target size, then resized. Same output size and box, slightly
+    different (smoother) pixels, several times cheaper for large photos.
+    """
     geometry = letterbox_geometry(image.height, image.width, size)
+    if draft and image.format == "JPEG" and image.tile:  # tile is emptied once the image is decoded
+        image.draft("RGB", (geometry.new_width, geometry.new_height))
+        image = _as_rgb(image)
     return _resize(image, box, geometry.new_width, geometry.new_height, geometry.scale)
 
 
@@ -87,21 +103,38 @@ def random_size_crop(
     ``max_tries`` refusals the image is returned uncropped. The box is shifted, then clamped to the window, so it may
     shrink or even lose its area. Returns the window too (None when nothing was cropped).
     """
-    if min(image.width, max_size) < min_size or min(image.height, max_size) < min_size:
-        raise ValueError(f"random_size_crop needs both sides >= {min_size}, got {image.width}x{image.height}")
+    window = random_crop_window(image.width, image.height, box, rng, min_size, max_size, max_tries)
+    if window is None:
+        return image, box, None
+    top, left, height, width = window
+    return image.crop((left, top, left + width, top + height)), crop_box(box, window), window
+
+
+def random_crop_window(
+    width: int, height: int, box: Box, rng: np.random.Generator, min_size: int = 384, max_size: int = 600,
+    max_tries: int = 20,
+) -> tuple[int, int, int, int] | None:
+    """The (top, left, height, width) window :func:`random_size_crop` picks for an image of this size, or None."""
+    if min(width, max_size) < min_size or min(height, max_size) < min_size:
+        raise ValueError(f"random_size_crop needs both sides >= {min_size}, got {width}x{height}")
     centre_x = float(box[0] + box[2]) / 2
     centre_y = float(box[1] + box[3]) / 2
     for _ in range(max_tries):
-        width = int(rng.integers(min_size, min(image.width, max_size), endpoint=True))
-        height = int(rng.integers(min_size, min(image.height, max_size), endpoint=True))
-        top = int(rng.integers(0, image.height - height, endpoint=True))
-        left = int(rng.integers(0, image.width - width, endpoint=True))
+        crop_w = int(rng.integers(min_size, min(width, max_size), endpoint=True))
+        crop_h = int(rng.integers(min_size, min(height, max_size), endpoint=True))
+        top = int(rng.integers(0, height - crop_h, endpoint=True))
+        left = int(rng.integers(0, width - crop_w, endpoint=True))
         if centre_x > top and centre_y > left:
-            cropped = image.crop((left, top, left + width, top + height))
-            shifted = box - torch.tensor([left, top, left, top], dtype=box.dtype)
-            limit = torch.tensor([width, height, width, height], dtype=box.dtype)
-            return cropped, torch.minimum(shifted, limit).clamp(min=0), (top, left, height, width)
-    return image, box, None
+            return top, left, crop_h, crop_w
+    return None
+
+
+def crop_box(box: Box, window: tuple[int, int, int, int]) -> Box:
+    """The box in the coordinates of a (top, left, height, width) window, clamped to it."""
+    top, left, height, width = window
+    shifted = box - torch.tensor([left, top, left, top], dtype=box.dtype)
+    limit = torch.tensor([width, height, width, height], dtype=box.dtype)
+    return torch.minimum(shifted, limit).clamp(min=0)
 
 
 def color_jitter(
@@ -129,6 +162,21 @@ def _centre_offset(free: int) -> int:
     return round(free / 2.0 - 0.1)
 
 
+@lru_cache(maxsize=1)
+def _normalisation_table() -> np.ndarray:
+    """(3, 256) float32: ``(v / 255 - mean) / std`` for every byte value, in float32 as the tensor ops compute it.
+
+    Each step is one correctly rounded float32 operation, so looking the values up gives the same bits as computing
+    ``pixels.div(255).sub(mean).div(std)`` on the image.
+    """
+    values = np.arange(256, dtype=np.float32)[None, :] / np.float32(255)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None]
+    table = (values - mean) / std
+    table.setflags(write=False)
+    return table
+
+
 def normalize_and_pad(
     image: PIL.Image.Image, box: Box, size: int, rng: np.random.Generator | None = None
 ) -> dict[str, Any]:
@@ -140,19 +188,18 @@ def normalize_and_pad(
     """
     if image.width > size or image.height > size:
         raise ValueError(f"image of {image.width}x{image.height} does not fit a {size}x{size} canvas")
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).float()
-    pixels = pixels.div(255)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
-    pixels = pixels.sub(mean).div(std)
+    pixels = np.asarray(_as_rgb(image), dtype=np.uint8)
     free_h, free_w = size - image.height, size - image.width
     if rng is None:
         top, left = _centre_offset(free_h), _centre_offset(free_w)
     else:
         top, left = int(rng.integers(0, free_h, endpoint=True)), int(rng.integers(0, free_w, endpoint=True))
-    canvas = torch.zeros(3, size, size, dtype=torch.float32)
+    canvas = np.zeros((3, size, size), dtype=np.float32)
+    table = _normalisation_table()
+    for channel in range(3):  # a table look-up per channel: no float temporaries, no torch thread pool
+        canvas[channel, top : top + image.height, left : left + image.width] = table[channel][pixels[..., channel]]
+    canvas = torch.from_numpy(canvas)
     mask = torch.zeros(size, size, dtype=torch.long)
-    canvas[:, top : top + image.height, left : left + image.width] = pixels
     mask[top : top + image.height, left : left + image.width] = 1
     shifted = box + torch.tensor([left, top, left, top], dtype=box.dtype)
     cxcywh = torch.stack([(shifted[0] + shifted[2]) / 2, (shifted[1] + shifted[3]) / 2,
@@ -174,11 +221,23 @@ class CLIPVGTrainTransform:
     Call with a PIL image, the box (x1, y1, x2, y2) in its pixels, the expression and a numpy Generator.
     """
 
+    @property
+    def lazy_image(self) -> bool:
+        """Whether the transform wants the image undecoded (only for ``draft_decode``)."""
+        return self.draft_decode
+
     size: int = 224
     aug_scale: bool = True
     aug_crop: bool = True
     aug_color: bool = True
     aug_translate: bool = True
+    #: Opt-in, changes pixels: decode JPEGs at a reduced DCT scale when the resize branch shrinks them (see
+    #: :func:`resize_long_side`). Same random parameters, sizes and boxes. Needs an image that is not decoded yet
+    #: (``GroundingDataset`` passes one when the transform sets ``lazy_image``).
+    draft_decode: bool = False
+    #: Opt-in, changes pixels: the crop branch's upscale-crop-downscale becomes one resize of the source region
+    #: (same window, sizes and boxes; one resampling instead of two, and no upscaled full image).
+    fused_crop_resize: bool = False
     crop_short_sides: Sequence[int] = CROP_SHORT_SIDES
     crop_min: int = 384
     crop_max: int = 600
@@ -193,20 +252,48 @@ class CLIPVGTrainTransform:
 
     def __call__(self, image: PIL.Image.Image, box: Any, text: str, rng: np.random.Generator) -> dict[str, Any]:
         box = torch.as_tensor(box, dtype=torch.float32).clone()
-        image = image.convert("RGB")
         crop = None
         take_crop = not has_spatial_word(text) and rng.random() < self.crop_prob
+        if take_crop and self.fused_crop_resize:
+            image, box, crop, scale = self._fused_crop_resize(_as_rgb(image), box, rng)
+            return self._finish(image, box, rng, crop, scale, "crop")
         if take_crop:
+            image = _as_rgb(image)
             image, box = resize_short_side(image, box, int(rng.choice(self.crop_short_sides)))
             image, box, crop = random_size_crop(image, box, rng, self.crop_min, self.crop_max)
         scale = int(rng.choice(self.scales))
-        image, box = resize_long_side(image, box, scale)
+        draft = self.draft_decode and not take_crop
+        image, box = resize_long_side(image if draft else _as_rgb(image), box, scale, draft=draft)
+        return self._finish(image, box, rng, crop, scale, "crop" if take_crop else "resize")
+
+    def _finish(self, image: PIL.Image.Image, box: Box, rng: np.random.Generator, crop: Any, scale: int,
+                branch: str) -> dict[str, Any]:
+        """Colour jitter, normalise and pad (the steps after the resize)."""
         jitter: list[tuple[str, float]] = []
         if self.aug_color:
             image, jitter = color_jitter(image, rng)
         out = normalize_and_pad(image, box, self.size, rng if self.aug_translate else None)
-        out["meta"] = {"branch": "crop" if take_crop else "resize", "scale": scale, "crop": crop, "jitter": jitter}
+        out["meta"] = {"branch": branch, "scale": scale, "crop": crop, "jitter": jitter}
         return out
+
+    def _fused_crop_resize(
+        self, image: PIL.Image.Image, box: Box, rng: np.random.Generator
+    ) -> tuple[PIL.Image.Image, Box, tuple[int, int, int, int] | None, int]:
+        """The crop branch with one resize: same random draws, window, output size and box as the exact branch."""
+        short = int(rng.choice(self.crop_short_sides))
+        ratio = short / min(image.height, image.width)
+        resized_w, resized_h = round(image.width * ratio), round(image.height * ratio)
+        box = box * ratio
+        window = random_crop_window(resized_w, resized_h, box, rng, self.crop_min, self.crop_max)
+        top, left, height, width = window if window is not None else (0, 0, resized_h, resized_w)
+        if window is not None:
+            box = crop_box(box, window)
+        scale = int(rng.choice(self.scales))
+        geometry = letterbox_geometry(height, width, scale)
+        sx, sy = image.width / resized_w, image.height / resized_h
+        source = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
+        image = image.resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
+        return image, box * geometry.scale, window, scale
 
 
 class CLIPVGEvalTransform:

@@ -1,0 +1,192 @@
+"""Fast inference paths of CLIP-VG whose boxes equal the plain ``model(...)`` forward pass (within 1e-5).
+
+Evaluation, reliability scoring and the grounding pipeline ground several expressions per image (≈ 7 on RefCOCO).
+The plain forward pass encodes the image once per expression; these helpers encode each distinct image once, reuse
+its (frozen) visual tokens for all its expressions, and pad the text only to the longest expression.
+
+API (stable; other modules call it):
+
+``predict_boxes_grouped(model, pixel_values, pixel_mask, image_index, input_ids, attention_mask, *,
+expression_batch_size=None, autocast_dtype=None) -> torch.Tensor``
+    ``pixel_values`` (I, 3, S, S) distinct letterboxed images; ``pixel_mask`` (I, S, S), 1 = real pixel, or None;
+    ``image_index`` (E,) int, the image (row of ``pixel_values``) of each expression; ``input_ids`` and
+    ``attention_mask`` (E, L), any L <= 77, any pad id. Returns (E, 4) float32 boxes, normalised (cx, cy, w, h) on
+    the canvas: ``model(pixel_values[image_index], input_ids, attention_mask, pixel_mask[image_index])
+    .pred_boxes[:, 0]``. Runs without autograd. ``expression_batch_size`` bounds the expressions fused at once
+    (memory); ``autocast_dtype`` (e.g. ``torch.bfloat16`` on CUDA) is an opt-in that changes the numbers.
+
+``group_by_image(pixel_values, pixel_mask=None, image_ids=None) -> (pixel_values, pixel_mask, image_index)``
+    Turn a per-expression batch (one image row per expression, as ``CLIPVGCollator`` builds) into distinct images
+    plus ``image_index``; images are matched by ``image_ids`` when given, else by exact content.
+
+``predict_boxes(model, pixel_values, pixel_mask, input_ids, attention_mask, image_ids=None, **kwargs)``
+    ``group_by_image`` followed by ``predict_boxes_grouped``: a drop-in for a per-expression batch.
+
+``trim_text_padding(input_ids, attention_mask) -> (input_ids, attention_mask)``
+    Drop the trailing columns that are padding in every row (77-token inputs become longest-expression inputs).
+
+``compile_model(model, **compile_kwargs) -> model``
+    Optional ``torch.compile`` of the three stages (visual tower, text tower, fusion) in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .modeling_clipvg import CLIPVGForGrounding, patch_padding_mask
+
+__all__ = ["compile_model", "group_by_image", "predict_boxes", "predict_boxes_grouped", "trim_text_padding"]
+
+
+def trim_text_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut the text to the longest real length of the batch.
+
+    Exact for CLIP-VG: the text tower runs with its causal mask only (real tokens never see later padding) and the
+    fusion masks padded text tokens as keys. Only trailing all-padding columns are removed.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                         "must be the same (batch, length) shape")
+    real_columns = attention_mask.bool().any(dim=0).nonzero()
+    length = int(real_columns.max()) + 1 if len(real_columns) else 1
+    return input_ids[:, :length], attention_mask[:, :length]
+
+
+def _fingerprint(*tensors: torch.Tensor | None) -> bytes:
+    """Digest of the exact bytes of one image's tensors (pixels and mask)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        if tensor is not None:
+            digest.update(str(tensor.dtype).encode())
+            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.digest()
+
+
+def group_by_image(
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor | None = None,
+    image_ids: Sequence[Any] | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Distinct images of a per-expression batch and the image index of each expression.
+
+    With ``image_ids`` (anything hashable per row, e.g. file names or dataset image rows) rows with equal ids are
+    taken to be the same image; without, rows are grouped by identical pixel and mask bytes (a content digest).
+    Images keep their order of first appearance.
+    """
+    batch = pixel_values.shape[0]
+    if image_ids is None:
+        keys: list[Any] = [_fingerprint(pixel_values[i], None if pixel_mask is None else pixel_mask[i])
+                           for i in range(batch)]
+    else:
+        keys = image_ids.tolist() if isinstance(image_ids, torch.Tensor) else list(image_ids)
+        if len(keys) != batch:
+            raise ValueError(f"got {len(keys)} image ids for a batch of {batch}")
+    group_of: dict[Any, int] = {}
+    first_rows: list[int] = []
+    index = []
+    for row, key in enumerate(keys):
+        if key not in group_of:
+            group_of[key] = len(first_rows)
+            first_rows.append(row)
+        index.append(group_of[key])
+    image_index = torch.tensor(index, dtype=torch.long, device=pixel_values.device)
+    rows = torch.tensor(first_rows, dtype=torch.long, device=pixel_values.device)
+    return pixel_values[rows], None if pixel_mask is None else pixel_mask[rows], image_index
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast on ``device`` to ``dtype``, or nothing."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _check_grouped_inputs(model, pixel_values, pixel_mask, image_index, input_ids, attention_mask) -> None:
+    """Clear errors for inconsistent shapes."""
+    size = model.config.image_size
+    if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+        raise ValueError(f"pixel_values must be (images, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
+    if pixel_mask is not None and tuple(pixel_mask.shape) != (pixel_values.shape[0], size, size):
+        raise ValueError(f"pixel_mask must be ({pixel_values.shape[0]}, {size}, {size}), got {tuple(pixel_mask.shape)}")
+    if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
+        raise ValueError(f"image_index must be ({input_ids.shape[0]},), one image per expression, "
+                         f"got {tuple(image_index.shape)}")
+    if len(image_index) and (int(image_index.min()) < 0 or int(image_index.max()) >= pixel_values.shape[0]):
+        raise ValueError(f"image_index must lie in [0, {pixel_values.shape[0]}), got "
+                         f"[{int(image_index.min())}, {int(image_index.max())}]")
+    if input_ids.dim() != 2 or input_ids.shape[1] > model.config.max_text_length:
+        raise ValueError(f"input_ids must be (expressions, length <= {model.config.max_text_length}), "
+                         f"got {tuple(input_ids.shape)}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+
+
+def predict_boxes_grouped(
+    model: CLIPVGForGrounding,
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor | None,
+    image_index: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    *,
+    expression_batch_size: int | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """One box per expression, encoding each of the ``I`` distinct images once (see the module docstring).
+
+    Cost: ``I`` vision-tower passes instead of ``E``, the visual projection once per image, the text tower and the
+    fusion on the longest real expression length. Set ``model.eval()`` first (dropout), as for the plain path.
+    """
+    device = model.device
+    image_index = torch.as_tensor(image_index, dtype=torch.long)
+    _check_grouped_inputs(model, pixel_values, pixel_mask, image_index, input_ids, attention_mask)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if pixel_mask is None:
+        pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], dtype=torch.long)
+    image_index = image_index.to(device)
+    chunk = expression_batch_size or max(1, input_ids.shape[0])
+    with torch.no_grad(), _autocast(device, autocast_dtype):
+        visual_tokens = model.project_visual_features(model.get_visual_features(pixel_values.to(device)))
+        patch_padding = patch_padding_mask(pixel_mask.to(device), model.config.num_patches_per_side)
+        boxes = []
+        for start in range(0, input_ids.shape[0], chunk):
+            ids, mask = trim_text_padding(input_ids[start : start + chunk], attention_mask[start : start + chunk])
+            rows = image_index[start : start + chunk]
+            text_features = model.get_text_features(ids.to(device))
+            box, _ = model.ground_projected(
+                visual_tokens[rows], text_features, mask.to(device) == 0, patch_padding[rows]
+            )
+            boxes.append(box.float())
+    return torch.cat(boxes) if boxes else torch.zeros(0, 4, device=device)
+
+
+def predict_boxes(
+    model: CLIPVGForGrounding,
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor | None,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    image_ids: Sequence[Any] | torch.Tensor | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Boxes (E, 4) of a per-expression batch (one image row per expression), each distinct image encoded once."""
+    images, masks, image_index = group_by_image(pixel_values, pixel_mask, image_ids)
+    return predict_boxes_grouped(model, images, masks, image_index, input_ids, attention_mask, **kwargs)
+
+
+def compile_model(model: CLIPVGForGrounding, **compile_kwargs: Any) -> CLIPVGForGrounding:
+    """Compile the vision tower, text tower and fusion encoder with ``torch.compile`` (in place), and return the model.
+
+    Optional: the first call of each new input shape compiles (minutes on a small CPU), so it pays off for long runs
+    with few distinct shapes (pad text to a fixed bucket). Outputs match the eager model to float rounding.
+    ``compile_kwargs`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``, ``dynamic=True``).
+    """
+    compile_kwargs.setdefault("dynamic", True)
+    for module in (*model.clip.vision_model.encoder.layers, *model.clip.text_model.encoder.layers,
+                   *model.fusion.layers):
+        module.compile(**compile_kwargs)
+    return model

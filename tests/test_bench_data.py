@@ -1,0 +1,83 @@
+"""The data fast paths: exact by default (same pixels as the official-style flow), opt-ins keep the geometry.
+
+Also smoke runs of both benchmarks (tiny sizes, no timing asserts).
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from clipvg_hf.data import CLIPVGTrainTransform
+from clipvg_hf.data.transforms import normalize_and_pad
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import bench_data
+import bench_model
+
+COCO = Path(__file__).parent / "fixtures" / "parity" / "tiny" / "image_data" / "other/images/mscoco/images/train2014"
+TEXTS = ("a person", "the dog", "man on the left", "laptop")  # the last two never take the crop branch
+
+
+def _images():
+    return [PIL.Image.open(path) for path in sorted(COCO.glob("*.jpg"))] + [PIL.Image.open(COCO / "rgba_small.png")]
+
+
+def _box(image):
+    return [image.width * 0.2, image.height * 0.3, image.width * 0.7, image.height * 0.9]
+
+
+def test_normalize_and_pad_matches_torch_arithmetic():
+    image = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (150, 201, 3), dtype=np.uint8))
+    box = torch.tensor([10.0, 20.0, 100.0, 120.0])
+    ours = normalize_and_pad(image, box, 224, np.random.default_rng(1))
+    reference = bench_data.official_normalize_and_pad(image, box, 224, np.random.default_rng(1))
+    for key in ("pixel_values", "pixel_mask", "labels"):
+        assert torch.equal(ours[key], reference[key]), key
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_train_transform_gives_the_official_style_pixels(seed):
+    official, ours = bench_data.OfficialStyleTrainTransform(), CLIPVGTrainTransform()
+    for image in _images():
+        for text in TEXTS:
+            a = official(image, _box(image), text, np.random.default_rng(seed))
+            b = ours(image, _box(image), text, np.random.default_rng(seed))
+            for key in ("pixel_values", "pixel_mask", "labels"):
+                assert torch.equal(a[key], b[key]), (image.filename, text, key)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_opt_in_fast_decode_and_resize_keep_geometry_and_randomness(seed):
+    exact, fast = CLIPVGTrainTransform(), CLIPVGTrainTransform(draft_decode=True, fused_crop_resize=True)
+    assert fast.lazy_image and not exact.lazy_image
+    for path in sorted(COCO.glob("*.jpg")):
+        for text in TEXTS:
+            decoded = PIL.Image.open(path).convert("RGB")
+            a = exact(decoded, _box(decoded), text, np.random.default_rng(seed))
+            b = fast(PIL.Image.open(path), _box(decoded), text, np.random.default_rng(seed))  # not yet decoded
+            assert a["meta"] == b["meta"] and a["offset"] == b["offset"]
+            assert torch.equal(a["pixel_mask"], b["pixel_mask"])
+            torch.testing.assert_close(a["labels"], b["labels"], atol=1e-6, rtol=0)
+            real = a["pixel_mask"].bool()
+            difference = (a["pixel_values"] - b["pixel_values"])[:, real].abs().mean()
+            assert difference < 0.2, (path.name, text, float(difference))  # normalised units: ~10 grey levels
+
+
+def test_bench_model_quick_smoke(tmp_path):
+    result = bench_model.main(["--quick", "--repeats", "1", "--json", str(tmp_path / "model.json")])
+    assert (tmp_path / "model.json").is_file()
+    for name, row in result["eval"]["paths"].items():
+        assert row["max_abs_box_diff"] < 1e-5, name
+        assert row["per_s"] > 0 and row["flops_per_unit"] > 0
+    assert set(result["train"]["paths"]) == {"official way", "ours", "ours, frozen ViT (deviation)"}
+
+
+def test_bench_data_quick_smoke(tmp_path):
+    result = bench_data.main(["--quick", "--samples", "16", "--json", str(tmp_path / "data.json")])
+    assert result["identical_samples"] == result["checked_samples"] > 0
+    assert {row["path"] for row in result["rows"]} >= {"official-style", "ours"}
