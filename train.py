@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, HfArgumentParser
 
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
-from clipvg_hf.data import CLIPVGCollator, CLIPVGTrainTransform, GroundingDataset
+from clipvg_hf.data import CLIPVGCollator, CLIPVGTrainTransform, GroundingDataset, load_split
 from clipvg_hf.evaluate import evaluate_split
 from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
 from clipvg_hf.processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
@@ -61,6 +61,10 @@ class DataArguments:
     )
     image_root: str | None = field(default=None, metadata={"help": "Image root of a path-mode dataset."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N expressions."})
+    train_row_indices: str | None = field(
+        default=None, metadata={"help": "Train only on these expressions: a JSON list of row_index values (or one per "
+                                "line), e.g. a curriculum selection (clipvg_hf.curriculum)."}
+    )
     aug_crop: bool = field(default=True, metadata={"help": "Random resize-and-crop branch (official --aug_crop)."})
     aug_scale: bool = field(default=True, metadata={"help": "Multi-scale resize (official --aug_scale)."})
     aug_translate: bool = field(default=True, metadata={"help": "Random placement on the canvas (--aug_translate)."})
@@ -123,6 +127,19 @@ def build_processor(model: CLIPVGForGrounding, model_name_or_path: str) -> CLIPV
 
 def default_train_split(config: str) -> str:
     return "train_pseudo" if "-unsup" in config else "train"
+
+
+def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
+    """Positions in ``train_set`` of the row indices listed in ``rows_file``; rows it lacks are an error."""
+    from clipvg_hf.curriculum.selection import read_row_indices
+
+    wanted = read_row_indices(rows_file)
+    position = {int(r): i for i, r in enumerate(train_set.row_index)}
+    missing = [r for r in wanted if r not in position]
+    if missing:
+        raise ValueError(f"{rows_file}: {len(missing)} row indices are not in the training split "
+                         f"(or not of the chosen sources), e.g. {missing[:5]}")
+    return sorted(position[r] for r in wanted)
 
 
 def cosine_factor(progress: float) -> float:
@@ -224,13 +241,16 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(model_args)
     processor = build_processor(model, model_args.model_name_or_path)
     train_split = data_args.train_split or default_train_split(data_args.dataset_config)
-    raw_train = datasets.load_dataset(data_args.dataset, data_args.dataset_config, split=train_split)
-    raw_val = datasets.load_dataset(data_args.dataset, data_args.dataset_config, split=data_args.val_split)
+    raw_train = load_split(data_args.dataset, data_args.dataset_config, train_split)
+    raw_val = load_split(data_args.dataset, data_args.dataset_config, data_args.val_split)
     transform = CLIPVGTrainTransform(size=model.config.image_size, aug_scale=data_args.aug_scale,
                                      aug_crop=data_args.aug_crop, aug_color=data_args.aug_color,
                                      aug_translate=data_args.aug_translate)
-    train_set = GroundingDataset(raw_train, transform, seed=train_args.seed, sources=data_args.sources,
-                                 image_root=data_args.image_root)
+    base_train_set = GroundingDataset(raw_train, transform, seed=train_args.seed, sources=data_args.sources,
+                                      image_root=data_args.image_root)
+    train_set = base_train_set
+    if data_args.train_row_indices:
+        train_set = torch.utils.data.Subset(train_set, positions_of_rows(base_train_set, data_args.train_row_indices))
     if data_args.max_train_samples is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(data_args.max_train_samples, len(train_set))))
     train_loader = DataLoader(train_set, batch_size=train_args.per_device_batch_size, shuffle=True, drop_last=True,
@@ -266,8 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
     for epoch in range(state["epoch"], train_args.num_epochs):
         model.train()
         train_loader.set_epoch(epoch)
-        train_set_view = train_set.dataset if isinstance(train_set, torch.utils.data.Subset) else train_set
-        train_set_view.set_epoch(epoch)
+        base_train_set.set_epoch(epoch)
         skip = state["step_in_epoch"] * train_args.gradient_accumulation_steps if epoch == state["epoch"] else 0
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         totals = {"loss": 0.0, "loss_bbox": 0.0, "loss_giou": 0.0}

@@ -20,6 +20,8 @@ AutoModelForZeroShotObjectDetection.register(CLIPVGConfig, CLIPVGForGrounding, e
 # `save_pretrained` also writes `auto_map` and the flat code files, for users without this package.
 CLIPVGConfig.register_for_auto_class()
 CLIPVGForGrounding.register_for_auto_class("AutoModel")
+CLIPVGImageProcessor.register_for_auto_class("AutoImageProcessor")
+CLIPVGProcessor.register_for_auto_class("AutoProcessor")
 AutoImageProcessor.register(CLIPVGConfig, image_processor_classes={"pil": CLIPVGImageProcessor}, exist_ok=True)
 AutoProcessor.register(CLIPVGConfig, CLIPVGProcessor, exist_ok=True)
 register_pipelines()

@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
+from .data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset, load_split
 from .image_processing_clipvg import CLIPVGImageProcessor
 from .inference import predict_boxes
 from .metrics import ACCURACY_IOU_THRESHOLD, GroundingMetrics
@@ -47,19 +47,14 @@ def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding,
 
 
 def model_fingerprint(model_dir: str | Path) -> dict[str, str]:
-    """sha256 of the weights file and of the canonical config, so results can be matched to a model."""
+    """sha256 of the weights (single file or shards) and of the canonical config, to match results to a model."""
+    from .hub import weights_sha256
+
     model_dir = Path(model_dir)
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{model_dir} has no model.safetensors")
-    digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
     config = json.loads((model_dir / "config.json").read_text())
     config.pop("transformers_version", None)
     canonical = json.dumps(config, sort_keys=True).encode()
-    return {"path": str(model_dir), "weights_sha256": digest.hexdigest(),
+    return {"path": str(model_dir), "weights_sha256": weights_sha256(model_dir),
             "config_sha256": hashlib.sha256(canonical).hexdigest()}
 
 
@@ -127,7 +122,7 @@ def evaluate_model(
         "splits": {},
     }
     for name in splits:
-        split = datasets.load_dataset(str(dataset), config, split=name)
+        split = load_split(dataset, config, name)
         metrics = evaluate_split(accelerator.unwrap_model(model), split, processor, accelerator,
                                  batch_size=batch_size, num_workers=num_workers, image_root=image_root, desc=name)
         results["splits"][name] = metrics.compute()

@@ -785,7 +785,7 @@ def push_dataset(
     file per local shard). datasets 5.2 raises ``KeyError: 'default'`` when ``set_default=True`` is pushed after
     another config, so the default config (``default_config``, else the first one) is pushed first.
     """
-    from datasets import load_dataset
+    from .data import load_split
 
     data_dir = Path(data_dir)
     validate_repo_id(repo_id)
@@ -802,7 +802,7 @@ def push_dataset(
     if api is not None:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     for config in order:
-        dataset = load_dataset(str(data_dir), config)
+        dataset = load_split(data_dir, config)
         stats[config] = {split: _split_stats(dataset[split]) for split in configs[config]}
         if api is not None:
             dataset.push_to_hub(repo_id, config_name=config, set_default=config == default_config or None,

@@ -20,7 +20,15 @@ from .convert import (
     grounding_features,
     write_dataset_card,
 )
-from .dataset import GroundingDataset, explode_expressions, open_raw_image, sample_rng, streaming_samples
+from .dataset import (
+    GroundingDataset,
+    explode_expressions,
+    load_split,
+    local_cache_dir,
+    open_raw_image,
+    sample_rng,
+    streaming_samples,
+)
 from .splits import DATASETS, SOURCES, SplitFileError, SplitRow, SplitRowError, load_split_file, parse_row
 from .transforms import (
     SPATIAL_WORDS,
@@ -59,6 +67,8 @@ __all__ = [
     "format_summary",
     "grounding_features",
     "has_spatial_word",
+    "load_split",
+    "local_cache_dir",
     "load_split_file",
     "normalize_and_pad",
     "open_raw_image",

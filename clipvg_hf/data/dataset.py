@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -14,12 +15,37 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-__all__ = ["GroundingDataset", "explode_expressions", "open_raw_image", "sample_rng", "streaming_samples"]
+__all__ = [
+    "GroundingDataset", "explode_expressions", "load_split", "local_cache_dir", "open_raw_image", "sample_rng",
+    "streaming_samples",
+]
 
 #: Box column used by default: the official int-truncated box (parity with the paper's numbers).
 DEFAULT_BOX_KEY = "bbox_official"
 
 Transform = Callable[[PIL.Image.Image, Any, str, np.random.Generator], dict[str, Any]]
+
+
+def local_cache_dir(folder: str | os.PathLike) -> str:
+    """An Arrow cache directory for a local dataset folder, named after its path and its files' sizes and mtimes.
+
+    datasets keys the cache of a local parquet folder by the folder's base name and the config only, so a
+    re-converted folder, or another folder of the same name, would be served stale rows from the cache.
+    """
+    root = os.path.abspath(folder)
+    digest = hashlib.sha256(root.encode())
+    for directory, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            stat = os.stat(os.path.join(directory, name))
+            digest.update(f"{os.path.relpath(os.path.join(directory, name), root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return os.path.join(datasets.config.HF_DATASETS_CACHE, "clipvg-local", digest.hexdigest()[:20])
+
+
+def load_split(dataset: str | os.PathLike, config: str, split: str | None = None, **kwargs: Any) -> Any:
+    """``datasets.load_dataset`` for a converted folder or a Hub id; local folders get :func:`local_cache_dir`."""
+    if os.path.isdir(dataset):
+        kwargs.setdefault("cache_dir", local_cache_dir(dataset))
+    return datasets.load_dataset(str(dataset), config, split=split, **kwargs)
 
 
 def open_raw_image(

@@ -1,0 +1,51 @@
+"""Self-paced curriculum of CLIP-VG: reliability scoring, SSA, MSA and a DDP-correct curriculum sampler.
+
+Command lines: ``python -m clipvg_hf.curriculum.score`` (reliabilities, subsets, histogram),
+``... .ssa`` (single source), ``... .msa`` (multi source), ``... .grid`` (the SR/CR histogram grid of score runs).
+"""
+
+from .reliability import (
+    HISTOGRAM_BINS,
+    SUBSET_THRESHOLDS,
+    ReliabilityScores,
+    load_scores,
+    reliability_histogram,
+    save_scores,
+    score_split,
+    threshold_subsets,
+)
+from .runner import (
+    CachedTrainer,
+    ScoreCommand,
+    TrainResult,
+    TrainScriptTrainer,
+    in_process_scorer,
+)
+from .sampler import CurriculumSampler, easy_to_hard_pool, threshold_pool
+from .search import OFFICIAL_GRID, SearchResult, search_threshold
+from .selection import read_row_indices, write_row_indices, write_selection_config
+
+__all__ = [
+    "HISTOGRAM_BINS",
+    "OFFICIAL_GRID",
+    "SUBSET_THRESHOLDS",
+    "CachedTrainer",
+    "CurriculumSampler",
+    "ReliabilityScores",
+    "ScoreCommand",
+    "SearchResult",
+    "TrainResult",
+    "TrainScriptTrainer",
+    "easy_to_hard_pool",
+    "in_process_scorer",
+    "load_scores",
+    "read_row_indices",
+    "reliability_histogram",
+    "save_scores",
+    "score_split",
+    "search_threshold",
+    "threshold_pool",
+    "threshold_subsets",
+    "write_row_indices",
+    "write_selection_config",
+]

@@ -1,0 +1,86 @@
+"""A curriculum sampler that is correct under accelerate/DDP (``hf_ecosystem.md`` §4).
+
+Every rank yields the *same* global order (accelerate's ``BatchSamplerShard`` splits it into disjoint per-rank
+batches; never pre-shard by rank), deterministic in (seed, epoch) without the global RNG, with a constant length
+so ``len(dataloader)``, the LR schedule and resumption with ``skip_first_batches`` stay stable. Call
+``prepared_loader.set_epoch(epoch)`` every epoch (also when resuming): accelerate forwards it to the sampler; a
+``set_epoch`` on the raw sampler is overwritten by the prepared loader.
+
+The pool of an epoch comes from a callable; two schedules are provided:
+
+- :func:`threshold_pool`: the samples with reliability >= h (SSA's selection, every epoch);
+- :func:`easy_to_hard_pool`: within-run self-paced learning: the pool starts with the ``start_fraction`` most
+  reliable samples and grows linearly to ``end_fraction`` at ``full_at_epoch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+__all__ = ["CurriculumSampler", "easy_to_hard_pool", "threshold_pool"]
+
+PoolFn = Callable[[int], Sequence[int]]
+
+
+class CurriculumSampler(Sampler[int]):
+    """``num_samples`` dataset positions per epoch drawn from ``pool_for_epoch(epoch)``.
+
+    A pool at least ``num_samples`` large gives a random subset without repetition; a smaller pool is repeated in
+    fresh permutations (each member drawn as evenly as possible). The same (seed, epoch) gives the same order.
+    """
+
+    def __init__(self, pool_for_epoch: PoolFn, num_samples: int, seed: int = 0):
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        self.pool_for_epoch, self.num_samples, self.seed = pool_for_epoch, int(num_samples), int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def indices(self, epoch: int | None = None) -> list[int]:
+        """The global order of an epoch (what every rank iterates)."""
+        epoch = self.epoch if epoch is None else epoch
+        pool = [int(i) for i in self.pool_for_epoch(epoch)]
+        if not pool:
+            raise ValueError(f"the curriculum pool of epoch {epoch} is empty")
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order: list[int] = []
+        while len(order) < self.num_samples:
+            order += [pool[i] for i in torch.randperm(len(pool), generator=generator).tolist()]
+        return order[: self.num_samples]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+
+def threshold_pool(reliability: Sequence[float], h: float) -> PoolFn:
+    """Every epoch: the positions with reliability >= h."""
+    pool = np.flatnonzero(np.asarray(reliability, dtype=np.float64) >= h).tolist()
+    if not pool:
+        raise ValueError(f"no sample has reliability >= {h}")
+    return lambda epoch: pool
+
+
+def easy_to_hard_pool(reliability: Sequence[float], *, start_fraction: float = 0.5, end_fraction: float = 1.0,
+                      full_at_epoch: int = 10) -> PoolFn:
+    """The most reliable ``start_fraction`` of the samples at epoch 0, growing linearly to ``end_fraction`` at
+    ``full_at_epoch`` (then constant). Ties in reliability keep position order.
+    """
+    if not 0 < start_fraction <= end_fraction <= 1:
+        raise ValueError(f"need 0 < start_fraction <= end_fraction <= 1, got {start_fraction}, {end_fraction}")
+    ranked = np.argsort(-np.asarray(reliability, dtype=np.float64), kind="stable").tolist()
+
+    def pool(epoch: int) -> list[int]:
+        progress = min(1.0, epoch / full_at_epoch) if full_at_epoch > 0 else 1.0
+        fraction = start_fraction + (end_fraction - start_fraction) * progress
+        return sorted(ranked[: max(1, round(fraction * len(ranked)))])
+
+    return pool

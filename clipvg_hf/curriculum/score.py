@@ -1,0 +1,92 @@
+"""Score a pseudo-labelled split with a measurer model (reliability = IoU(prediction, pseudo box)).
+
+    python -m clipvg_hf.curriculum.score --model runs/measurer/best --dataset DATA --config refcoco-unsup-single \
+        --split train_pseudo --output-dir runs/reliability [--source template] [--cpu]
+    torchrun --nproc_per_node 2 -m clipvg_hf.curriculum.score ... --cpu   # several processes, each sample once
+
+Writes ``scores.parquet``, ``reliability.json`` (measurer sha256, subsets, 1000-bin histogram) and
+``histogram.png`` into ``--output-dir`` (see :mod:`clipvg_hf.curriculum.reliability`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import datasets
+from accelerate import Accelerator
+
+from ..data import load_split
+from ..evaluate import load_model_and_processor, model_fingerprint
+from .reliability import ReliabilityScores, save_scores, score_split
+
+__all__ = ["main", "score_model"]
+
+
+def score_model(
+    model_dir: str | Path,
+    dataset: str | Path,
+    config: str,
+    split: str = "train_pseudo",
+    *,
+    sources: list[str] | None = None,
+    accelerator: Accelerator | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    image_root: str | None = None,
+    grouped: bool = True,
+) -> ReliabilityScores:
+    """Load the measurer and score ``dataset/config/split``; the scores carry the measurer's fingerprint."""
+    accelerator = accelerator or Accelerator()
+    model, processor = load_model_and_processor(model_dir)
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    data = load_split(dataset, config, split)
+    scores = score_split(accelerator.unwrap_model(model), data, processor.image_processor, processor.tokenizer,
+                         accelerator, sources=sources, batch_size=batch_size, num_workers=num_workers,
+                         image_root=image_root, grouped=grouped)
+    scores.measurer = model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)}
+    scores.dataset = {"name": str(dataset), "config": config, "split": split, "sources": sources}
+    return scores
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Reliability of pseudo-labels under a measurer model.")
+    parser.add_argument("--model", required=True, help="the measurer: a CLIP-VG folder")
+    parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
+    parser.add_argument("--config", required=True, help="dataset config, e.g. refcoco-unsup-single")
+    parser.add_argument("--split", default="train_pseudo", help="the pseudo-labelled split to score")
+    parser.add_argument("--source", action="append", dest="sources", help="score only this source (repeatable)")
+    parser.add_argument("--output-dir", required=True, help="where scores.parquet / reliability.json go")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--image-root", help="root of the images of a path-mode dataset")
+    parser.add_argument("--plain-forward", action="store_true",
+                        help="plain model(...) per expression instead of encoding each image once")
+    parser.add_argument("--no-plot", action="store_true", help="skip histogram.png")
+    parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    accelerator = Accelerator(cpu=args.cpu)
+    scores = score_model(args.model, args.dataset, args.config, args.split, sources=args.sources,
+                         accelerator=accelerator, batch_size=args.batch_size, num_workers=args.num_workers,
+                         image_root=args.image_root, grouped=not args.plain_forward)
+    if accelerator.is_main_process:
+        report: dict[str, Any] = save_scores(scores, args.output_dir, plot=not args.no_plot)
+        report_path = Path(args.output_dir) / "reliability.json"
+        report["num_processes"] = accelerator.num_processes
+        report_path.write_text(json.dumps(report, indent=1) + "\n")
+        print(json.dumps({"output_dir": args.output_dir, "num_processes": accelerator.num_processes,
+                          **report["summary"]}))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

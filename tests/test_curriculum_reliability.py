@@ -1,0 +1,85 @@
+"""Reliability scoring reproduces the official evaluate_for_filtering on the fixture, in one process and in two."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from accelerate import Accelerator
+from conftest import free_port
+
+from clipvg_hf.curriculum import (
+    load_scores,
+    reliability_histogram,
+    save_scores,
+    threshold_subsets,
+)
+from clipvg_hf.curriculum.score import score_model
+from clipvg_hf.curriculum.selection import read_row_indices
+from clipvg_hf.evaluate import model_fingerprint
+
+CONFIG = "refcoco-unsup-single"
+
+
+def test_reliabilities_and_subsets_equal_the_official_ones(converted_dir, fixture_dataset, expected_tensors,
+                                                          expected_json, tmp_path):
+    scores = score_model(converted_dir, fixture_dataset, CONFIG, "train_pseudo", accelerator=Accelerator(cpu=True),
+                         batch_size=7)  # grouped inference: each image encoded once
+    expected = expected_tensors["unc/train_pseudo/reliability"].numpy()
+    assert scores.row_index.tolist() == list(range(len(expected)))
+    assert np.abs(scores.reliability - expected).max() <= 1e-5
+    assert threshold_subsets(scores) == expected_json["reliability_subsets"]
+    assert scores.measurer == model_fingerprint(converted_dir)
+    report = save_scores(scores, tmp_path)
+    assert json.loads((tmp_path / "reliability.json").read_text())["subsets"] == expected_json["reliability_subsets"]
+    hist = report["histogram"]
+    assert hist["bins"] == 1000 and len(hist["counts"]) == 1000
+    assert sum(hist["counts"]) + hist["num_zero"] == 20 and hist["num_zero"] == int((expected == 0).sum())
+    assert (tmp_path / "histogram.png").stat().st_size > 1000
+    table = pq.read_table(tmp_path / "scores.parquet")
+    assert set(table.column("measurer").to_pylist()) == {scores.measurer["weights_sha256"]}
+    back = load_scores(tmp_path)
+    assert back.as_dict() == scores.as_dict() and back.measurer == scores.measurer
+
+
+def test_histogram_bins_are_right_closed_over_0_1():
+    hist = reliability_histogram(np.array([0.0, 0.001, 0.0015, 0.5, 1.0, 1.0]))
+    counts = hist["counts"]
+    assert counts[0] == 1 and counts[1] == 1 and counts[499] == 1 and counts[999] == 2 and hist["num_zero"] == 1
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        reliability_histogram(np.array([1.5]))
+
+
+def test_two_processes_score_every_sample_exactly_once(converted_dir, fixture_dataset, expected_tensors,
+                                                       expected_json, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                          "127.0.0.1", "--master_port", str(free_port()), "-m", "clipvg_hf.curriculum.score",
+                          "--model", str(converted_dir), "--dataset", str(fixture_dataset), "--config", CONFIG,
+                          "--output-dir", str(tmp_path), "--batch-size", "3", "--cpu", "--no-plot"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "reliability.json").read_text())
+    assert report["num_processes"] == 2  # not two independent single-process runs
+    assert report["subsets"] == expected_json["reliability_subsets"]
+    scores = load_scores(tmp_path)
+    assert scores.row_index.tolist() == list(range(20))  # 20 samples over 2 x 3: padding duplicates dropped
+    assert np.abs(scores.reliability - expected_tensors["unc/train_pseudo/reliability"].numpy()).max() <= 1e-5
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no reliability scores"):
+        load_scores(tmp_path)
+    pq.write_table(__import__("pyarrow").table({"x": [1]}), tmp_path / "scores.parquet")
+    with pytest.raises(ValueError, match="scores.parquet: not a reliability file"):
+        load_scores(tmp_path)
+    rows = tmp_path / "rows.json"
+    rows.write_text('["a"]')
+    with pytest.raises(ValueError, match="rows.json: row indices must be integers"):
+        read_row_indices(rows)
+    rows.write_text("[1, 1]")
+    with pytest.raises(ValueError, match="duplicate"):
+        read_row_indices(rows)
+    rows.write_text("3\n4\n")
+    assert read_row_indices(rows) == [3, 4]
