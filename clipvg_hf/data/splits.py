@@ -63,6 +63,8 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("gref_umd", "refcocog-umd", ("train", "val", "test", "train_pseudo"), _COCO_DIR, "xywh", 5),
         DatasetInfo("referit", "referit", ("train", "val", "trainval", "test", "train_pseudo"), "referit/images", "xyxy", 5),
         DatasetInfo("flickr", "flickr30k", ("train", "val", "test", "train_pseudo"), "Flickr30k/flickr30k-images", "xyxy", 3),
+        # the synthetic shapes of the offline demo (clipvg_hf.data.shapes), laid out like Flickr30k
+        DatasetInfo("shapes", "shapes", ("train", "val", "test", "train_pseudo"), "shapes/images", "xyxy", 3),
     )
 }
 
