@@ -79,6 +79,17 @@ def fixture_dataset(tmp_path_factory) -> Path:
     return out
 
 
+#: Python source that makes ``clipvg_hf`` unimportable in a fresh process (the Hub remote-code route).
+BLOCK_PACKAGE = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "clipvg_hf" or name.startswith("clipvg_hf."):
+            raise ImportError("clipvg_hf is deliberately unavailable")
+sys.meta_path.insert(0, _Block())
+"""
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface, for torchrun rendezvous."""
     import socket

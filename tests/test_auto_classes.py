@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import torch
+from conftest import BLOCK_PACKAGE
 
 LOAD_AND_PREDICT = textwrap.dedent("""
     import sys, json, torch
@@ -25,13 +26,6 @@ LOAD_AND_PREDICT = textwrap.dedent("""
     print(json.dumps(results))
 """)
 
-BLOCK_PACKAGE = textwrap.dedent("""
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "clipvg_hf" or name.startswith("clipvg_hf."):
-                raise ImportError("clipvg_hf is deliberately unavailable")
-    sys.meta_path.insert(0, _Block())
-""")
 
 
 def _run(code, cwd):

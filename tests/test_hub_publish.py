@@ -18,6 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import BLOCK_PACKAGE
 from hub_server import DEFAULT_TOKEN, running_hub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,14 +27,6 @@ IMAGE = FIXTURE / "image_data/other/images/mscoco/images/train2014/COCO_train201
 MODEL_REPO, DATA_REPO, RELEASE_REPO = "org/clip-vg-tiny", "org/grounding-tiny", "org/clip-vg-release"
 CONFIGS = ("refcoco-unsup-single", "referit-unsup-single")
 
-BLOCK_PACKAGE = textwrap.dedent("""
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "clipvg_hf" or name.startswith("clipvg_hf."):
-                raise ImportError("clipvg_hf is deliberately unavailable")
-    sys.meta_path.insert(0, _Block())
-""")
 
 
 @pytest.fixture(scope="module")
