@@ -191,7 +191,10 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (by global step)."""
     root = output_dir / "checkpoints"
     found = [p for p in root.glob("*") if not p.name.startswith(".") and (p / "trainer_state.json").is_file()]
-    return sorted(found, key=lambda p: json.loads((p / "trainer_state.json").read_text())["global_step"])
+    def order(path: Path) -> tuple[int, bool]:  # at equal steps an end-of-epoch checkpoint is the later one
+        return json.loads((path / "trainer_state.json").read_text())["global_step"], path.name.startswith("epoch_")
+
+    return sorted(found, key=order)
 
 
 def resolve_checkpoint(spec: str, output_dir: Path) -> Path | None:

@@ -46,17 +46,28 @@ def _records(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_single_process_run_saves_best_model_logs_and_checkpoints(converted_dir, fixture_dataset, tmp_path):
-    out = tmp_path / "run"
-    result = _run(_args(converted_dir, fixture_dataset, out, "--per_device_batch_size", "4"))
+COMMON = ("--per_device_batch_size", "4", "--checkpointing_steps", "1", "--keep_checkpoints", "3")
+
+
+@pytest.fixture(scope="module")
+def reference_run(converted_dir, fixture_dataset, tmp_path_factory) -> Path:
+    """One uninterrupted single-process run, checkpointing every step (the resume test's reference too)."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    result = _run(_args(converted_dir, fixture_dataset, out, *COMMON))
     assert "1 process(es)" in result.stdout
+    return out
+
+
+def test_single_process_run_saves_best_model_logs_and_checkpoints(converted_dir, reference_run):
+    out = reference_run
     records = _records(out)
     assert [r["epoch"] for r in records] == [0, 1]
     assert records[0]["train_lr"] == 2.5e-4 and records[1]["train_lr"] == pytest.approx(1.25e-4)  # cosine per epoch
     assert all(0 <= r["validation_accuracy"] <= 1 and r["global_step"] == 5 * (r["epoch"] + 1) for r in records)
     best = json.loads((out / "best" / "val_metrics.json").read_text())
     assert best["accuracy"] == max(r["validation_accuracy"] for r in records) and best["num_samples"] == 18
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0", "epoch_1"]
+    # the newest three complete checkpoints are kept; no partial folder is left behind
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_1", "step_10", "step_9"]
     import clipvg_hf  # noqa: F401
     from transformers import AutoModel, AutoProcessor
 
@@ -92,11 +103,9 @@ def test_two_processes_match_one_process_on_the_same_global_batch(no_dropout_mod
     assert r1["validation_miou"] == pytest.approx(r2["validation_miou"], abs=1e-6)
 
 
-def test_killed_run_resumes_to_the_same_weights(converted_dir, fixture_dataset, tmp_path):
-    reference = tmp_path / "reference"
-    common = ("--per_device_batch_size", "4", "--checkpointing_steps", "1", "--keep_checkpoints", "3")
-    _run(_args(converted_dir, fixture_dataset, reference, *common))
-
+def test_killed_run_resumes_to_the_same_weights(converted_dir, fixture_dataset, reference_run, tmp_path):
+    reference = reference_run
+    common = COMMON
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset, killed,
                             *common)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
