@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModel, HfArgumentParser
 
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 from clipvg_hf.data import CLIPVGCollator, CLIPVGTrainTransform, GroundingDataset, load_split
-from clipvg_hf.evaluate import evaluate_split
+from clipvg_hf.evaluate import eval_loader, evaluate_loader
 from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
 from clipvg_hf.processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 
@@ -269,6 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
                          f"{train_args.per_device_batch_size} x {accelerator.num_processes} processes")
     scheduler = build_scheduler(optimizer, train_args, steps_per_epoch)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: stepped exactly once per epoch / step
+    val_loader = eval_loader(raw_val, processor, accelerator, batch_size=train_args.eval_batch_size,
+                             image_root=data_args.image_root)  # prepared once, before any state is loaded
 
     n_trainable = sum(p.numel() for p in trainable)
     if train_args.with_tracking:
@@ -321,9 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
         if train_args.scheduler_step == "epoch":
             scheduler.step()
 
-        val = evaluate_split(accelerator.unwrap_model(model), raw_val, processor, accelerator,
-                             batch_size=train_args.eval_batch_size, image_root=data_args.image_root,
-                             desc=f"val {epoch}").compute()
+        val = evaluate_loader(accelerator.unwrap_model(model), val_loader, accelerator, desc=f"val {epoch}").compute()
         record = {"epoch": epoch, "train_lr": lr, **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
                   "validation_accuracy": val["accuracy"], "validation_miou": val["mean_iou"],
                   "epoch_seconds": time.time() - started, "global_step": state["global_step"],

@@ -28,7 +28,8 @@ from .metrics import ACCURACY_IOU_THRESHOLD, GroundingMetrics
 from .modeling_clipvg import CLIPVGForGrounding
 from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 
-__all__ = ["evaluate_model", "evaluate_split", "load_model_and_processor", "model_fingerprint", "predict_split"]
+__all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "load_model_and_processor",
+           "model_fingerprint", "predict_split"]
 
 
 def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
@@ -78,6 +79,36 @@ def predict_split(
     return metrics
 
 
+def eval_loader(
+    split: datasets.Dataset,
+    processor: CLIPVGProcessor,
+    accelerator: Accelerator,
+    *,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    image_root: str | None = None,
+) -> DataLoader:
+    """A prepared, sequential loader over one split with the official eval transform.
+
+    Prepare it once and reuse it (accelerate keeps every prepared loader, and checkpoints their state).
+    """
+    view = GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor), image_root=image_root)
+    loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=CLIPVGCollator(processor.tokenizer, return_row_index=True))
+    return accelerator.prepare_data_loader(loader)
+
+
+def evaluate_loader(
+    model: CLIPVGForGrounding, loader: DataLoader, accelerator: Accelerator, desc: str = "eval"
+) -> GroundingMetrics:
+    """Evaluate a loader from :func:`eval_loader`; checks that every sample was counted exactly once."""
+    metrics = predict_split(model, loader, accelerator, desc=desc)
+    rows = metrics.per_sample()[1]
+    if rows is not None and rows.numel() != len(loader.dataset):
+        raise RuntimeError(f"evaluated {rows.numel()} samples of {len(loader.dataset)}")
+    return metrics
+
+
 def evaluate_split(
     model: CLIPVGForGrounding,
     split: datasets.Dataset,
@@ -90,14 +121,9 @@ def evaluate_split(
     desc: str = "eval",
 ) -> GroundingMetrics:
     """Evaluate one split with the official eval transform; returns the metrics holding every sample once."""
-    view = GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor), image_root=image_root)
-    loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=CLIPVGCollator(processor.tokenizer, return_row_index=True))
-    metrics = predict_split(model, accelerator.prepare_data_loader(loader), accelerator, desc=desc)
-    rows = metrics.per_sample()[1]
-    if rows is not None and rows.numel() != len(view):
-        raise RuntimeError(f"evaluated {rows.numel()} samples of {len(view)}")
-    return metrics
+    loader = eval_loader(split, processor, accelerator, batch_size=batch_size, num_workers=num_workers,
+                         image_root=image_root)
+    return evaluate_loader(model, loader, accelerator, desc=desc)
 
 
 def evaluate_model(
