@@ -76,6 +76,9 @@ class DataArguments:
 class TrainArguments:
     output_dir: str = field(metadata={"help": "Where checkpoints, the best model and logs go."})
     num_epochs: int = field(default=110, metadata={"help": "Epochs (110 in the release scripts, 90 in the paper)."})
+    train_steps: int | None = field(default=None, metadata={
+        "help": "Train for at least this many optimizer steps, rounded up to whole epochs (overrides --num_epochs): "
+                "equal compute for training sets of different sizes."})
     per_device_batch_size: int = field(default=64)
     eval_batch_size: int = field(default=128)
     learning_rate: float = field(default=2.5e-4)
@@ -84,6 +87,9 @@ class TrainArguments:
     scheduler_step: str = field(default="epoch", metadata={"help": "Step the schedule per epoch (official) or step."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warmup in optimizer steps (none officially)."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Clip gradients to this norm; 0 = off (official)."})
+    optim: str = field(default="adamw_torch", metadata={
+        "help": "adamw_torch (official: torch.optim.AdamW) or adamw_torch_fused (one fused kernel for all parameters: "
+                "same update rule, far less per-tensor overhead, rounding may differ in the last bits)."})
     gradient_accumulation_steps: int = field(default=1)
     seed: int = field(default=13)
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Also checkpoint every N steps."})
@@ -159,6 +165,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: TrainArguments, step
     if args.lr_scheduler not in ("cosine", "constant") or args.scheduler_step not in ("epoch", "step"):
         raise ValueError(f"unknown schedule {args.lr_scheduler!r} / {args.scheduler_step!r}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_optimizer(parameters: list[torch.nn.Parameter], args: TrainArguments) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, the plain loop (official) or the fused kernel."""
+    if args.optim not in ("adamw_torch", "adamw_torch_fused"):
+        raise ValueError(f"--optim must be adamw_torch or adamw_torch_fused, got {args.optim!r}")
+    return torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay,
+                             fused=args.optim == "adamw_torch_fused")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -261,12 +275,16 @@ def main(argv: list[str] | None = None) -> dict:
                               generator=torch.Generator().manual_seed(train_args.seed))
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=train_args.learning_rate, weight_decay=train_args.weight_decay)
+    optimizer = build_optimizer(trainable, train_args)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / train_args.gradient_accumulation_steps)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_set)} training samples do not fill one batch of "
                          f"{train_args.per_device_batch_size} x {accelerator.num_processes} processes")
+    if train_args.train_steps is not None:
+        if train_args.train_steps <= 0:
+            raise ValueError(f"--train_steps must be positive, got {train_args.train_steps}")
+        train_args.num_epochs = math.ceil(train_args.train_steps / steps_per_epoch)
     scheduler = build_scheduler(optimizer, train_args, steps_per_epoch)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: stepped exactly once per epoch / step
     val_loader = eval_loader(raw_val, processor, accelerator, batch_size=train_args.eval_batch_size,

@@ -124,3 +124,26 @@ def test_killed_run_resumes_to_the_same_weights(converted_dir, fixture_dataset, 
     assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)
     assert _records(reference)[-1]["validation_accuracy"] == _records(killed)[-1]["validation_accuracy"]
     assert _records(reference)[-1]["validation_miou"] == _records(killed)[-1]["validation_miou"]
+
+
+def test_train_steps_and_fused_adamw_reach_the_plain_run(converted_dir, fixture_dataset, reference_run, tmp_path):
+    """--train_steps 7 rounds up to 2 epochs of 5 steps; the fused AdamW takes the plain AdamW's steps."""
+    out = tmp_path / "fused"
+    args = _args(converted_dir, fixture_dataset, out, "--per_device_batch_size", "4", "--optim", "adamw_torch_fused",
+                 "--train_steps", "7")
+    args[args.index("--num_epochs") + 1] = "9"  # overridden by --train_steps
+    _run(args)
+    assert [(r["epoch"], r["global_step"]) for r in _records(out)] == [(0, 5), (1, 10)]
+    plain = load_file(reference_run / "checkpoints" / "epoch_1" / "model.safetensors")
+    fused = load_file(out / "checkpoints" / "epoch_1" / "model.safetensors")
+    moved = [k for k in plain if not torch.equal(plain[k], load_file(converted_dir / "model.safetensors")[k])]
+    assert moved, "nothing trained"
+    key_bias = {k for k in plain if k.endswith("k_proj.bias")}  # zero true gradient: only bounded by lr x steps
+    assert max((fused[k] - plain[k]).abs().max().item() for k in plain if k not in key_bias) <= 1e-5
+    assert max((fused[k] - plain[k]).abs().max().item() for k in key_bias) <= 2.5e-4 * 10
+
+
+def test_unknown_optimizer_is_refused(converted_dir, fixture_dataset, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
+                            tmp_path / "x", "--optim", "sgd")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode != 0 and "--optim must be adamw_torch or adamw_torch_fused, got 'sgd'" in result.stderr
