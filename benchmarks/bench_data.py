@@ -18,6 +18,7 @@ fight over a loaded machine's cores. Runs on the parity fixture by default (13 i
 replacement); point ``--split-root/--image-root`` at a real pack for real numbers. Not a test.
 
     python benchmarks/bench_data.py                  # about a minute
+    python benchmarks/bench_data.py --jpeg-only      # only the COCO photos (RefCOCO-like)
     python benchmarks/bench_data.py --quick          # seconds (CI smoke)
 """
 
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    parser.add_argument("--jpeg-only", action="store_true",
+                        help="sample only expressions whose image is a JPEG (as every RefCOCO image is)")
     parser.add_argument("--quick", action="store_true", help="a few seconds: 64 samples, no workers, 1 repeat")
     parser.add_argument("--json", type=Path, default=Path("outputs/bench_data.json"))
     args = parser.parse_args(argv)
@@ -200,6 +203,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                              CLIPVGEvalTransform(), tokenizer), None),
                      "ours": (GroundingDataset(split, CLIPVGEvalTransform()), collator)},
         }
+        if args.jpeg_only:  # the RefCOCO case: every image a COCO JPEG (the fixture also holds PNG edge cases)
+            keep = [i for i, row in enumerate(official_train.rows) if str(row[0]).lower().endswith((".jpg", ".jpeg"))]
+            if not keep:
+                raise ValueError(f"--jpeg-only: no expression of {split_file} is on a JPEG image")
+            settings = {mode: {name: (torch.utils.data.Subset(dataset, keep), collate)
+                               for name, (dataset, collate) in paths.items()} for mode, paths in settings.items()}
         for mode, paths in settings.items():
             for workers in args.workers:
                 times: dict[str, list[float]] = {name: [] for name in paths}
@@ -215,7 +224,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "speedup_max": max(ratios), "times_s": seconds})
     load_after = os.getloadavg()
 
-    print(f"data pipeline, {args.dataset}/{args.split}: {len(ours_train)} expressions, {args.samples} samples per "
+    chosen = len(keep) if args.jpeg_only else len(ours_train)
+    print(f"data pipeline, {args.dataset}/{args.split}: {chosen} expressions{' (JPEG images only)' * args.jpeg_only}, "
+          f"{args.samples} samples per "
           f"pass, batch {args.batch_size}, {args.repeats} interleaved repetitions, torch threads {args.threads} "
           f"(conversion took {convert_s:.2f} s)")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); ours vs official-style "
@@ -227,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spread = f"({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
         print(f"{row['mode']:<10}{row['workers']:>8}  {row['path']:<36}{row['samples_per_s']:>10.1f}"
               f"{row['speedup']:>9.2f}x{spread:>14}")
-    result = {"dataset": args.dataset, "split": args.split, "samples": args.samples, "batch_size": args.batch_size,
+    result = {"dataset": args.dataset, "split": args.split, "jpeg_only": args.jpeg_only, "expressions": chosen,
+              "samples": args.samples, "batch_size": args.batch_size,
               "repeats": args.repeats, "threads": args.threads, "load_average_before": load_before,
               "load_average_after": load_after, "identical_samples": identical, "checked_samples": checked,
               "rows": rows}

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from clipvg_hf.data import CLIPVGTrainTransform
-from clipvg_hf.data.transforms import normalize_and_pad
+from clipvg_hf.data.transforms import draft_region, normalize_and_pad
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -66,6 +66,22 @@ def test_opt_in_fast_decode_and_resize_keep_geometry_and_randomness(seed):
             real = a["pixel_mask"].bool()
             difference = (a["pixel_values"] - b["pixel_values"])[:, real].abs().mean()
             assert difference < 0.2, (path.name, text, float(difference))  # normalised units: ~10 grey levels
+
+
+def test_draft_region_decodes_reduced_but_keeps_the_region():
+    path = sorted(COCO.glob("*.jpg"))[0]
+    full = PIL.Image.open(path).convert("RGB")
+    source = (40.0, 60.0, 440.0, 560.0)  # 400 x 500 pixels of the full image, wanted at 100 x 125
+    image, mapped = draft_region(PIL.Image.open(path), source, 100, 125)
+    assert image.width < full.width and image.height < full.height  # decoded at a DCT scale of 1/2 or less
+    fx, fy = image.width / full.width, image.height / full.height
+    assert (mapped[2] - mapped[0]) >= 100 and (mapped[3] - mapped[1]) >= 125  # still covers the output
+    assert mapped == pytest.approx((40 * fx, 60 * fy, 440 * fx, 560 * fy))
+    reduced = np.asarray(image.convert("RGB").resize((100, 125), PIL.Image.BILINEAR, box=mapped), dtype=np.float32)
+    exact = np.asarray(full.resize((100, 125), PIL.Image.BILINEAR, box=source), dtype=np.float32)
+    assert np.abs(reduced - exact).mean() < 6  # grey levels: the same picture, slightly smoother
+    png = PIL.Image.open(COCO / "rgba_small.png")
+    assert draft_region(png, (0, 0, 10, 10), 5, 5) == (png, (0, 0, 10, 10))  # only JPEGs have DCT scales
 
 
 def test_bench_model_quick_smoke(tmp_path):

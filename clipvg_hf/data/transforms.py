@@ -10,6 +10,7 @@ processor's by construction.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +30,7 @@ __all__ = [
     "CLIPVGTrainTransform",
     "color_jitter",
     "crop_box",
+    "draft_region",
     "has_spatial_word",
     "normalize_and_pad",
     "random_crop_window",
@@ -80,6 +82,21 @@ def resize_long_side(image: PIL.Image.Image, box: Box, size: int, draft: bool = 
         image.draft("RGB", (geometry.new_width, geometry.new_height))
         image = _as_rgb(image)
     return _resize(image, box, geometry.new_width, geometry.new_height, geometry.scale)
+
+
+def draft_region(
+    image: PIL.Image.Image, source: tuple[float, float, float, float], width: int, height: int
+) -> tuple[PIL.Image.Image, tuple[float, float, float, float]]:
+    """Prepare a not yet decoded JPEG to decode at the smallest DCT scale at which ``source`` still covers
+    ``width`` x ``height`` pixels; returns the image and ``source`` in its (reduced) pixels. Other images unchanged.
+    """
+    if image.format != "JPEG" or not image.tile:
+        return image, source
+    full_w, full_h = image.size
+    needed = (math.ceil(full_w * width / (source[2] - source[0])), math.ceil(full_h * height / (source[3] - source[1])))
+    image.draft("RGB", needed)
+    fx, fy = image.width / full_w, image.height / full_h
+    return image, (source[0] * fx, source[1] * fy, source[2] * fx, source[3] * fy)
 
 
 def resize_short_side(image: PIL.Image.Image, box: Box, size: int) -> tuple[PIL.Image.Image, Box]:
@@ -196,15 +213,19 @@ def normalize_and_pad(
         top, left = int(rng.integers(0, free_h, endpoint=True)), int(rng.integers(0, free_w, endpoint=True))
     canvas = np.zeros((3, size, size), dtype=np.float32)
     table = _normalisation_table()
-    for channel in range(3):  # a table look-up per channel: no float temporaries, no torch thread pool
-        canvas[channel, top : top + image.height, left : left + image.width] = table[channel][pixels[..., channel]]
+    for channel in range(3):  # a table look-up per plane: no float temporaries, no torch thread pool
+        canvas[channel, top : top + image.height, left : left + image.width] = np.take(table[channel],
+                                                                                       pixels[..., channel])
     canvas = torch.from_numpy(canvas)
     mask = torch.zeros(size, size, dtype=torch.long)
     mask[top : top + image.height, left : left + image.width] = 1
-    shifted = box + torch.tensor([left, top, left, top], dtype=box.dtype)
-    cxcywh = torch.stack([(shifted[0] + shifted[2]) / 2, (shifted[1] + shifted[3]) / 2,
-                          shifted[2] - shifted[0], shifted[3] - shifted[1]])
-    labels = cxcywh / torch.tensor([size, size, size, size], dtype=torch.float32)
+    # float32 NumPy scalars round exactly as the equivalent torch float32 ops, without their per-call overhead
+    x1, y1, x2, y2 = (np.float32(v) for v in box.tolist())
+    x1, x2 = x1 + np.float32(left), x2 + np.float32(left)
+    y1, y2 = y1 + np.float32(top), y2 + np.float32(top)
+    two, side = np.float32(2), np.float32(size)
+    cxcywh = np.array([(x1 + x2) / two, (y1 + y2) / two, x2 - x1, y2 - y1], dtype=np.float32)
+    labels = torch.from_numpy(cxcywh / side)
     return {"pixel_values": canvas, "pixel_mask": mask, "labels": labels, "offset": (top, left)}
 
 
@@ -236,7 +257,8 @@ class CLIPVGTrainTransform:
     #: (``GroundingDataset`` passes one when the transform sets ``lazy_image``).
     draft_decode: bool = False
     #: Opt-in, changes pixels: the crop branch's upscale-crop-downscale becomes one resize of the source region
-    #: (same window, sizes and boxes; one resampling instead of two, and no upscaled full image).
+    #: (same window, sizes and boxes; one resampling instead of two, and no upscaled full image). With
+    #: ``draft_decode`` too, that region is decoded at a reduced DCT scale as well.
     fused_crop_resize: bool = False
     crop_short_sides: Sequence[int] = CROP_SHORT_SIDES
     crop_min: int = 384
@@ -255,7 +277,7 @@ class CLIPVGTrainTransform:
         crop = None
         take_crop = not has_spatial_word(text) and rng.random() < self.crop_prob
         if take_crop and self.fused_crop_resize:
-            image, box, crop, scale = self._fused_crop_resize(_as_rgb(image), box, rng)
+            image, box, crop, scale = self._fused_crop_resize(image, box, rng)
             return self._finish(image, box, rng, crop, scale, "crop")
         if take_crop:
             image = _as_rgb(image)
@@ -292,7 +314,9 @@ class CLIPVGTrainTransform:
         geometry = letterbox_geometry(height, width, scale)
         sx, sy = image.width / resized_w, image.height / resized_h
         source = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
-        image = image.resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
+        if self.draft_decode:  # the window shrinks at least ~2x on its way to the canvas: decode it reduced
+            image, source = draft_region(image, source, geometry.new_width, geometry.new_height)
+        image = _as_rgb(image).resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
         return image, box * geometry.scale, window, scale
 
 
