@@ -370,7 +370,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-image", type=int, default=7, help="expressions per image (RefCOCO: about 7)")
     parser.add_argument("--train-batch", type=int, default=2, help="samples per training step")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per path")
-    parser.add_argument("--no-bf16", action="store_true", help="on CUDA, run our paths in fp32 too")
+    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="bf16 autocast for our paths: auto = on CUDA only; on = also on CPU (exercises the "
+                             "CUDA code path anywhere); off = fp32 everywhere")
     parser.add_argument("--json", type=Path, default=Path("outputs/bench_model.json"))
     args = parser.parse_args(argv)
 
@@ -383,7 +385,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frozen = CLIPVGForGrounding(CLIPVGConfig(**{**config.to_dict(), "trainable_clip": "frozen"})).to(device)
     frozen.load_state_dict(model.state_dict())
     frozen.apply_trainable_clip_policy()
-    autocast = torch.bfloat16 if device.type == "cuda" and not args.no_bf16 else None
+    use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda")
+    autocast = torch.bfloat16 if use_bf16 else None
     load_before = os.getloadavg()
     gemm_size = 4096 if device.type == "cuda" else (256 if args.quick else 1024)
     gemm = gemm_flops_per_second(device, torch.float32, gemm_size)
