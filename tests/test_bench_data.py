@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from clipvg_hf.data import CLIPVGTrainTransform
-from clipvg_hf.data.transforms import draft_region, normalize_and_pad
+from clipvg_hf.data import dataset as dataset_module
+from clipvg_hf.data.transforms import decode_at_least, draft_region, normalize_and_pad
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -77,11 +78,29 @@ def test_draft_region_decodes_reduced_but_keeps_the_region():
     fx, fy = image.width / full.width, image.height / full.height
     assert (mapped[2] - mapped[0]) >= 100 and (mapped[3] - mapped[1]) >= 125  # still covers the output
     assert mapped == pytest.approx((40 * fx, 60 * fy, 440 * fx, 560 * fy))
-    reduced = np.asarray(image.convert("RGB").resize((100, 125), PIL.Image.BILINEAR, box=mapped), dtype=np.float32)
+    assert image.mode == "RGB"
+    reduced = np.asarray(image.resize((100, 125), PIL.Image.BILINEAR, box=mapped), dtype=np.float32)
     exact = np.asarray(full.resize((100, 125), PIL.Image.BILINEAR, box=source), dtype=np.float32)
     assert np.abs(reduced - exact).mean() < 6  # grey levels: the same picture, slightly smoother
     png = PIL.Image.open(COCO / "rgba_small.png")
-    assert draft_region(png, (0, 0, 10, 10), 5, 5) == (png, (0, 0, 10, 10))  # only JPEGs have DCT scales
+    decoded, mapped = draft_region(png, (0, 0, 10, 10), 5, 5)  # only JPEGs have DCT scales
+    assert decoded.mode == "RGB" and decoded.size == png.size and mapped == (0, 0, 10, 10)
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["simplejpeg", "pil-draft"])
+def test_decode_at_least_picks_the_draft_scale_with_either_decoder(fast, monkeypatch):
+    """Both decoders reduce by the same power of two, and give nearly the same pixels."""
+    if not fast:
+        monkeypatch.setattr(dataset_module, "simplejpeg", None)
+    path = sorted(COCO.glob("*.jpg"))[0]  # 481 x 640
+    with PIL.Image.open(path) as reference:
+        reference.draft("RGB", (100, 150))
+        expected = np.asarray(reference.convert("RGB"), dtype=np.float32)
+    image = decode_at_least(PIL.Image.open(path), 100, 150)  # 481 // 100 = 4, 640 // 150 = 4 -> 1/4
+    assert image.mode == "RGB" and image.size == (121, 160) == expected.shape[1::-1]
+    assert np.abs(np.asarray(image, dtype=np.float32) - expected).mean() < 0.5
+    decoded = PIL.Image.open(path).convert("RGB")
+    assert decode_at_least(decoded, 100, 150) is decoded  # already decoded: left alone
 
 
 def test_bench_model_quick_smoke(tmp_path):

@@ -22,6 +22,7 @@ import PIL.ImageEnhance
 import torch
 
 from ..image_processing_clipvg import IMAGENET_MEAN, IMAGENET_STD, CLIPVGImageProcessor, letterbox_geometry
+from .dataset import decode_jpeg_rgb
 
 __all__ = [
     "CROP_SHORT_SIDES",
@@ -30,6 +31,7 @@ __all__ = [
     "CLIPVGTrainTransform",
     "color_jitter",
     "crop_box",
+    "decode_at_least",
     "draft_region",
     "has_spatial_word",
     "normalize_and_pad",
@@ -78,23 +80,51 @@ def resize_long_side(image: PIL.Image.Image, box: Box, size: int, draft: bool = 
     different (smoother) pixels, several times cheaper for large photos.
     """
     geometry = letterbox_geometry(image.height, image.width, size)
-    if draft and image.format == "JPEG" and image.tile:  # tile is emptied once the image is decoded
-        image.draft("RGB", (geometry.new_width, geometry.new_height))
-        image = _as_rgb(image)
+    if draft:
+        image = decode_at_least(image, geometry.new_width, geometry.new_height)
     return _resize(image, box, geometry.new_width, geometry.new_height, geometry.scale)
+
+
+def decode_at_least(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
+    """Decode an opened, not yet decoded JPEG at the smallest DCT scale (1, 1/2, 1/4 or 1/8, chosen as PIL's
+    ``draft`` chooses it) that keeps it at least ``width`` x ``height``; RGB. Other images are decoded as they are.
+
+    With simplejpeg installed the decoding skips PIL's row buffering (entropy decoding, which no DCT scale avoids,
+    dominates the cost of a photo); otherwise PIL's ``draft`` does it.
+    """
+    if image.format != "JPEG" or not image.tile:  # tile is emptied once the image is decoded
+        return _as_rgb(image)
+    factor = min(image.width // max(width, 1), image.height // max(height, 1))
+    scale = next(s for s in (8, 4, 2, 1) if factor >= s)
+    data = _file_bytes(image)
+    fast = decode_jpeg_rgb(data, -(-image.width // scale), -(-image.height // scale)) if data is not None else None
+    if fast is not None:
+        return fast
+    image.draft("RGB", (width, height))
+    return _as_rgb(image)
+
+
+def _file_bytes(image: PIL.Image.Image) -> bytes | None:
+    """The encoded bytes behind an opened image (its file or buffer), or None."""
+    handle = getattr(image, "fp", None)
+    if handle is None:
+        return None
+    position = handle.tell()
+    handle.seek(0)
+    data = handle.read()
+    handle.seek(position)
+    return data
 
 
 def draft_region(
     image: PIL.Image.Image, source: tuple[float, float, float, float], width: int, height: int
 ) -> tuple[PIL.Image.Image, tuple[float, float, float, float]]:
-    """Prepare a not yet decoded JPEG to decode at the smallest DCT scale at which ``source`` still covers
-    ``width`` x ``height`` pixels; returns the image and ``source`` in its (reduced) pixels. Other images unchanged.
+    """Decode an opened, not yet decoded JPEG at the smallest DCT scale at which ``source`` still covers ``width`` x
+    ``height`` pixels (:func:`decode_at_least`); returns the RGB image and ``source`` in its (reduced) pixels.
     """
-    if image.format != "JPEG" or not image.tile:
-        return image, source
     full_w, full_h = image.size
     needed = (math.ceil(full_w * width / (source[2] - source[0])), math.ceil(full_h * height / (source[3] - source[1])))
-    image.draft("RGB", needed)
+    image = decode_at_least(image, *needed)
     fx, fy = image.width / full_w, image.height / full_h
     return image, (source[0] * fx, source[1] * fy, source[2] * fx, source[3] * fy)
 
