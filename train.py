@@ -98,6 +98,12 @@ class TrainArguments:
     with_tracking: bool = field(default=False, metadata={"help": "Log to the installed trackers (TensorBoard, ...)."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU (also with several processes)."})
 
+    def __post_init__(self) -> None:  # bad values fail before any model or data is loaded
+        if self.optim not in ("adamw_torch", "adamw_torch_fused"):
+            raise ValueError(f"--optim must be adamw_torch or adamw_torch_fused, got {self.optim!r}")
+        if self.train_steps is not None and self.train_steps <= 0:
+            raise ValueError(f"--train_steps must be positive, got {self.train_steps}")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Building blocks
@@ -169,8 +175,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: TrainArguments, step
 
 def build_optimizer(parameters: list[torch.nn.Parameter], args: TrainArguments) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters, the plain loop (official) or the fused kernel."""
-    if args.optim not in ("adamw_torch", "adamw_torch_fused"):
-        raise ValueError(f"--optim must be adamw_torch or adamw_torch_fused, got {args.optim!r}")
     return torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay,
                              fused=args.optim == "adamw_torch_fused")
 
@@ -282,8 +286,6 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"{len(train_set)} training samples do not fill one batch of "
                          f"{train_args.per_device_batch_size} x {accelerator.num_processes} processes")
     if train_args.train_steps is not None:
-        if train_args.train_steps <= 0:
-            raise ValueError(f"--train_steps must be positive, got {train_args.train_steps}")
         train_args.num_epochs = math.ceil(train_args.train_steps / steps_per_epoch)
     scheduler = build_scheduler(optimizer, train_args, steps_per_epoch)
     accelerator.register_for_checkpointing(scheduler)  # not prepared: stepped exactly once per epoch / step

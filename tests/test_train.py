@@ -143,7 +143,11 @@ def test_train_steps_and_fused_adamw_reach_the_plain_run(converted_dir, fixture_
     assert max((fused[k] - plain[k]).abs().max().item() for k in key_bias) <= 2.5e-4 * 10
 
 
-def test_unknown_optimizer_is_refused(converted_dir, fixture_dataset, tmp_path):
+def test_bad_optimizer_and_step_budget_are_refused_up_front(converted_dir, fixture_dataset, tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
                             tmp_path / "x", "--optim", "sgd")], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode != 0 and "--optim must be adamw_torch or adamw_torch_fused, got 'sgd'" in result.stderr
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
+                            tmp_path / "y", "--train_steps", "0")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode != 0 and "--train_steps must be positive, got 0" in result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before anything was written

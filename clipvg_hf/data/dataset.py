@@ -83,22 +83,17 @@ def open_raw_image(
     reduced scale, see ``CLIPVGTrainTransform.draft_decode``).
     """
     try:
-        if image_root is not None:
-            source: Any = os.path.join(image_root, file_name)
-        elif image.get("bytes") is not None:
-            source = io.BytesIO(image["bytes"])
-        else:
-            source = image["path"]
-        if not decode:
-            return PIL.Image.open(source)
-        data = source.getvalue() if isinstance(source, io.BytesIO) else None
-        if data is None and str(source).lower().endswith((".jpg", ".jpeg")):
-            with open(source, "rb") as handle:
+        path = os.path.join(image_root, file_name) if image_root is not None else image.get("path")
+        data = image.get("bytes") if image_root is None else None
+        if data is None and decode and str(path).lower().endswith((".jpg", ".jpeg")):
+            with open(path, "rb") as handle:  # read once: simplejpeg first, PIL if it declines
                 data = handle.read()
+        if not decode:
+            return PIL.Image.open(io.BytesIO(data) if data is not None else path)
         fast = decode_jpeg_rgb(data) if data is not None else None
         if fast is not None:
             return fast
-        with PIL.Image.open(io.BytesIO(data) if data is not None else source) as opened:
+        with PIL.Image.open(io.BytesIO(data) if data is not None else path) as opened:
             return opened.convert("RGB")
     except Exception as err:
         raise ValueError(f"cannot read image {file_name!r}: {type(err).__name__}: {err}") from err
