@@ -3,7 +3,8 @@
 - :mod:`.splits` reads the official ``.pth`` split files safely and converts boxes;
 - :mod:`.convert` writes parquet configs + a dataset card (CLI: ``data_scripts/convert_splits.py``);
 - :mod:`.transforms` is the official training augmentation and the eval transform (= the image processor);
-- :mod:`.dataset` gives the per-expression view, :mod:`.collate` batches it into model inputs.
+- :mod:`.dataset` gives the per-expression view, :mod:`.collate` batches it into model inputs;
+- :mod:`.sampler` orders training expressions in short runs per image (each image decoded once per run).
 """
 
 from .collate import CLIPVGCollator
@@ -29,6 +30,7 @@ from .dataset import (
     sample_rng,
     streaming_samples,
 )
+from .sampler import ImageGroupedSampler, image_ids
 from .splits import DATASETS, SOURCES, SplitFileError, SplitRow, SplitRowError, load_split_file, parse_row
 from .transforms import (
     SPATIAL_WORDS,
@@ -55,6 +57,7 @@ __all__ = [
     "ConversionError",
     "FileReport",
     "GroundingDataset",
+    "ImageGroupedSampler",
     "Reject",
     "SplitFileError",
     "SplitRow",
@@ -67,6 +70,7 @@ __all__ = [
     "format_summary",
     "grounding_features",
     "has_spatial_word",
+    "image_ids",
     "load_split",
     "local_cache_dir",
     "load_split_file",

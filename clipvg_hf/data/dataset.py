@@ -21,12 +21,16 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
     simplejpeg = None
 
 __all__ = [
-    "GroundingDataset", "decode_jpeg_rgb", "explode_expressions", "load_split", "local_cache_dir", "open_raw_image",
+    "DECODED_SCALES", "GroundingDataset", "decode_jpeg_rgb", "explode_expressions", "load_split", "local_cache_dir", "open_raw_image",
     "sample_rng", "streaming_samples",
 ]
 
 #: Box column used by default: the official int-truncated box (parity with the paper's numbers).
 DEFAULT_BOX_KEY = "bbox_official"
+
+#: Key of ``PIL.Image.info`` under which an image opened undecoded by :func:`open_raw_image` keeps its decodes
+#: (DCT scale -> RGB image), so that the expressions sharing it decode each scale once.
+DECODED_SCALES = "clipvg_decoded_scales"
 
 Transform = Callable[[PIL.Image.Image, Any, str, np.random.Generator], dict[str, Any]]
 
@@ -80,7 +84,8 @@ def open_raw_image(
 
     ``image_root`` re-roots path-mode rows (``<image_root>/<file_name>``) for users whose images moved.
     ``decode=False`` returns the opened, not yet decoded image in its own mode (for transforms that decode at a
-    reduced scale, see ``CLIPVGTrainTransform.draft_decode``).
+    reduced scale, see ``CLIPVGTrainTransform.draft_decode``); a JPEG keeps its decodes per scale in
+    ``info[DECODED_SCALES]``.
     """
     try:
         path = os.path.join(image_root, file_name) if image_root is not None else image.get("path")
@@ -89,7 +94,10 @@ def open_raw_image(
             with open(path, "rb") as handle:  # read once: simplejpeg first, PIL if it declines
                 data = handle.read()
         if not decode:
-            return PIL.Image.open(io.BytesIO(data) if data is not None else path)
+            opened = PIL.Image.open(io.BytesIO(data) if data is not None else path)
+            if opened.format == "JPEG":
+                opened.info[DECODED_SCALES] = {}
+            return opened
         fast = decode_jpeg_rgb(data) if data is not None else None
         if fast is not None:
             return fast
@@ -171,7 +179,10 @@ class GroundingDataset(torch.utils.data.Dataset):
     def raw_item(self, index: int) -> dict[str, Any]:
         """The decoded image, the chosen box, the lower-cased text and provenance of one expression."""
         row = self.split[int(self.image_index[index])]
-        expression = row["expressions"][int(self.position[index])]
+        return self._expression(row, index, self._open_image(row))
+
+    def _open_image(self, row: dict[str, Any]) -> PIL.Image.Image:
+        """The image of a row: decoded, or opened undecoded for transforms that decode it themselves."""
         lazy = bool(getattr(self.transform, "lazy_image", False))
         image = open_raw_image(row["image"], row["file_name"], self.image_root, decode=not lazy)
         if image.size != (row["width"], row["height"]):
@@ -179,19 +190,50 @@ class GroundingDataset(torch.utils.data.Dataset):
                 f"image {row['file_name']!r} is {image.width}x{image.height}, but the dataset says "
                 f"{row['width']}x{row['height']} (wrong image_root?)"
             )
-        return {"image": image, "box": expression[self.box_key], "text": expression["expression"].lower(),
-                "row_index": expression["row_index"], "source": expression["source"]}
+        return image
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _expression(self, row: dict[str, Any], index: int, image: PIL.Image.Image) -> dict[str, Any]:
+        """One expression of an image row, with the image given."""
+        expression = row["expressions"][int(self.position[index])]
+        return {"image": image, "box": expression[self.box_key], "text": expression["expression"].lower(),
+                "row_index": expression["row_index"], "source": expression["source"],
+                "file_name": row["file_name"]}
+
+    def _check_index(self, index: int) -> int:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} expressions")
-        index %= len(self)
-        item = self.raw_item(index)
+        return index % len(self)
+
+    def _transformed(self, item: dict[str, Any]) -> dict[str, Any]:
+        """``transform`` applied to a raw item, plus ``text`` and ``row_index``."""
         if self.transform is None:
             return item
-        out = self.transform(item["image"], item["box"], item["text"], sample_rng(self.seed, self.epoch, int(item["row_index"])))
+        rng = sample_rng(self.seed, self.epoch, int(item["row_index"]))
+        try:
+            out = self.transform(item["image"], item["box"], item["text"], rng)
+        except OSError as err:  # an undecoded image fails inside the transform (e.g. a truncated file)
+            raise ValueError(f"cannot read image {item['file_name']!r}: {type(err).__name__}: {err}") from err
         out.update(text=item["text"], row_index=item["row_index"])
         return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self._transformed(self.raw_item(self._check_index(index)))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A batch of items, equal to ``[self[i] for i in indices]``; what a ``DataLoader`` calls.
+
+        Consecutive indices on the same image (as :class:`~clipvg_hf.data.ImageGroupedSampler` orders them) read the
+        row and open or decode the image once: an undecoded JPEG keeps each decoded scale for the next expression.
+        """
+        items, row, image, current = [], None, None, None
+        for index in indices:
+            index = self._check_index(index)
+            image_row = int(self.image_index[index])
+            if image_row != current:
+                row = self.split[image_row]
+                image, current = self._open_image(row), image_row
+            items.append(self._transformed(self._expression(row, index, image)))
+        return items
 
 
 def explode_expressions(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:

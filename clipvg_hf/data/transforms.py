@@ -10,6 +10,7 @@ processor's by construction.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import PIL.ImageEnhance
 import torch
 
 from ..image_processing_clipvg import IMAGENET_MEAN, IMAGENET_STD, CLIPVGImageProcessor, letterbox_geometry
-from .dataset import decode_jpeg_rgb
+from .dataset import DECODED_SCALES, decode_jpeg_rgb
 
 __all__ = [
     "CROP_SHORT_SIDES",
@@ -90,18 +91,32 @@ def decode_at_least(image: PIL.Image.Image, width: int, height: int) -> PIL.Imag
     ``draft`` chooses it) that keeps it at least ``width`` x ``height``; RGB. Other images are decoded as they are.
 
     With simplejpeg installed the decoding skips PIL's row buffering (entropy decoding, which no DCT scale avoids,
-    dominates the cost of a photo); otherwise PIL's ``draft`` does it.
+    dominates the cost of a photo); otherwise PIL's ``draft`` does it, on a fresh handle so that ``image`` itself
+    stays undecoded. An image opened by :func:`~clipvg_hf.data.open_raw_image` keeps its decodes per scale, so the
+    expressions of one image that share it (``GroundingDataset.__getitems__``) decode each scale once.
     """
     if image.format != "JPEG" or not image.tile:  # tile is emptied once the image is decoded
         return _as_rgb(image)
     factor = min(image.width // max(width, 1), image.height // max(height, 1))
     scale = next(s for s in (8, 4, 2, 1) if factor >= s)
+    memo = image.info.get(DECODED_SCALES)
+    if memo is not None and scale in memo:
+        return memo[scale]
     data = _file_bytes(image)
-    fast = decode_jpeg_rgb(data, -(-image.width // scale), -(-image.height // scale)) if data is not None else None
-    if fast is not None:
-        return fast
-    image.draft("RGB", (width, height))
-    return _as_rgb(image)
+    decoded = decode_jpeg_rgb(data, -(-image.width // scale), -(-image.height // scale)) if data is not None else None
+    if decoded is None:
+        source = PIL.Image.open(io.BytesIO(data)) if data is not None else image
+        source.draft("RGB", (width, height))
+        decoded = _as_rgb(source)
+        decoded.load()
+    if memo is not None:
+        memo[scale] = decoded
+    return decoded
+
+
+def _decoded(image: PIL.Image.Image) -> PIL.Image.Image:
+    """The image at full scale in RGB; an undecoded JPEG goes through :func:`decode_at_least` (same pixels)."""
+    return decode_at_least(image, image.width, image.height)
 
 
 def _file_bytes(image: PIL.Image.Image) -> bytes | None:
@@ -310,12 +325,12 @@ class CLIPVGTrainTransform:
             image, box, crop, scale = self._fused_crop_resize(image, box, rng)
             return self._finish(image, box, rng, crop, scale, "crop")
         if take_crop:
-            image = _as_rgb(image)
+            image = _decoded(image)
             image, box = resize_short_side(image, box, int(rng.choice(self.crop_short_sides)))
             image, box, crop = random_size_crop(image, box, rng, self.crop_min, self.crop_max)
         scale = int(rng.choice(self.scales))
         draft = self.draft_decode and not take_crop
-        image, box = resize_long_side(image if draft else _as_rgb(image), box, scale, draft=draft)
+        image, box = resize_long_side(image if draft else _decoded(image), box, scale, draft=draft)
         return self._finish(image, box, rng, crop, scale, "crop" if take_crop else "resize")
 
     def _finish(self, image: PIL.Image.Image, box: Box, rng: np.random.Generator, crop: Any, scale: int,
@@ -346,7 +361,7 @@ class CLIPVGTrainTransform:
         source = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
         if self.draft_decode:  # the window shrinks at least ~2x on its way to the canvas: decode it reduced
             image, source = draft_region(image, source, geometry.new_width, geometry.new_height)
-        image = _as_rgb(image).resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
+        image = _decoded(image).resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
         return image, box * geometry.scale, window, scale
 
 
