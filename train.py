@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, HfArgumentParser
 
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
-from clipvg_hf.data import CLIPVGCollator, CLIPVGTrainTransform, GroundingDataset, load_split
+from clipvg_hf.data import (
+    CLIPVGCollator,
+    CLIPVGTrainTransform,
+    GroundingDataset,
+    ImageGroupedSampler,
+    image_ids,
+    load_split,
+)
 from clipvg_hf.evaluate import eval_loader, evaluate_loader
 from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
 from clipvg_hf.processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
@@ -70,6 +77,16 @@ class DataArguments:
     aug_translate: bool = field(default=True, metadata={"help": "Random placement on the canvas (--aug_translate)."})
     aug_color: bool = field(default=True, metadata={"help": "Colour jitter 0.4 with probability 0.8."})
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per process."})
+    fast_augment: bool = field(default=False, metadata={
+        "help": "Opt-in, changes pixels: decode JPEGs at a reduced DCT scale and crop-resize in one resampling "
+                "(CLIPVGTrainTransform draft_decode + fused_crop_resize; same random draws, sizes and boxes)."})
+    group_by_image: int = field(default=0, metadata={
+        "help": "Opt-in, changes batch composition: order each epoch in runs of up to N expressions of one image, "
+                "each image decoded once per run (ImageGroupedSampler); 0 = independent shuffle (official)."})
+
+    def __post_init__(self) -> None:
+        if self.group_by_image < 0:
+            raise ValueError(f"--group_by_image must be 0 (off) or a positive run length, got {self.group_by_image}")
 
 
 @dataclass
@@ -266,7 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     raw_val = load_split(data_args.dataset, data_args.dataset_config, data_args.val_split)
     transform = CLIPVGTrainTransform(size=model.config.image_size, aug_scale=data_args.aug_scale,
                                      aug_crop=data_args.aug_crop, aug_color=data_args.aug_color,
-                                     aug_translate=data_args.aug_translate)
+                                     aug_translate=data_args.aug_translate, draft_decode=data_args.fast_augment,
+                                     fused_crop_resize=data_args.fast_augment)
     base_train_set = GroundingDataset(raw_train, transform, seed=train_args.seed, sources=data_args.sources,
                                       image_root=data_args.image_root)
     train_set = base_train_set
@@ -274,9 +292,12 @@ def main(argv: list[str] | None = None) -> dict:
         train_set = torch.utils.data.Subset(train_set, positions_of_rows(base_train_set, data_args.train_row_indices))
     if data_args.max_train_samples is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(data_args.max_train_samples, len(train_set))))
-    train_loader = DataLoader(train_set, batch_size=train_args.per_device_batch_size, shuffle=True, drop_last=True,
+    order = {"shuffle": True, "generator": torch.Generator().manual_seed(train_args.seed)}
+    if data_args.group_by_image:  # every rank builds the same order; accelerate shards its batches
+        order = {"sampler": ImageGroupedSampler(image_ids(train_set), data_args.group_by_image, train_args.seed)}
+    train_loader = DataLoader(train_set, batch_size=train_args.per_device_batch_size, drop_last=True,
                               num_workers=data_args.num_workers, collate_fn=CLIPVGCollator(processor.tokenizer),
-                              generator=torch.Generator().manual_seed(train_args.seed))
+                              **order)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, train_args)
@@ -297,6 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.init_trackers("clipvg", config={**asdict(model_args), **asdict(data_args), **asdict(train_args)})
     accelerator.print(f"{len(train_set)} training expressions, {len(raw_val)} validation images, "
                       f"{n_trainable:,} trainable parameters, {accelerator.num_processes} process(es)")
+    if data_args.group_by_image or data_args.fast_augment:
+        accelerator.print(f"opt-in data shortcuts: group_by_image={data_args.group_by_image}, "
+                          f"fast_augment={data_args.fast_augment}")
 
     # resume
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "best_accuracy": -1.0}

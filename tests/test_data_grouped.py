@@ -115,3 +115,20 @@ def test_getitems_names_a_truncated_image(train_split, tmp_path):
     positions = [i for i in range(len(dataset)) if dataset.image_index[i] == 0]
     with pytest.raises(ValueError, match=first["file_name"]):
         dataset.__getitems__(positions)
+
+
+def test_prepared_loader_follows_the_sampler_each_epoch_and_on_resume(train_split):
+    from accelerate import Accelerator
+
+    dataset = GroundingDataset(train_split, CLIPVGTrainTransform(draft_decode=True), seed=5)
+    sampler = ImageGroupedSampler(image_ids(dataset), max_per_image=3, seed=2)
+    loader = Accelerator(cpu=True).prepare(torch.utils.data.DataLoader(
+        dataset, batch_size=4, sampler=sampler, collate_fn=CLIPVGCollator(return_row_index=True)))
+    rows_of = {epoch: [int(dataset.row_index[i]) for i in sampler.indices(epoch)] for epoch in (0, 1)}
+    assert rows_of[0] != rows_of[1]
+    for epoch in (0, 1, 0):
+        loader.set_epoch(epoch)  # forwarded to the sampler by the prepared loader
+        assert torch.cat([b["row_index"] for b in loader]).tolist() == rows_of[epoch]
+    loader.set_epoch(1)
+    resumed = Accelerator(cpu=True).skip_first_batches(loader, 2)
+    assert torch.cat([b["row_index"] for b in resumed]).tolist() == rows_of[1][8:]

@@ -150,4 +150,22 @@ def test_bad_optimizer_and_step_budget_are_refused_up_front(converted_dir, fixtu
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
                             tmp_path / "y", "--train_steps", "0")], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode != 0 and "--train_steps must be positive, got 0" in result.stderr
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before anything was written
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
+                            tmp_path / "z", "--group_by_image", "-1")], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)
+    assert result.returncode != 0 and "--group_by_image must be 0 (off) or a positive run length, got -1" in result.stderr
+    assert not any((tmp_path / name).exists() for name in "xyz")  # refused before anything was written
+
+
+def test_grouped_fast_augment_run_trains(converted_dir, fixture_dataset, reference_run, tmp_path):
+    """--group_by_image and --fast_augment: the opt-in data path trains end to end and validates each epoch."""
+    out = tmp_path / "grouped"
+    result = _run(_args(converted_dir, fixture_dataset, out, "--per_device_batch_size", "4", "--group_by_image", "3",
+                        "--fast_augment"))
+    assert "opt-in data shortcuts: group_by_image=3, fast_augment=True" in result.stdout
+    records = _records(out)
+    assert [r["epoch"] for r in records] == [0, 1] and all(r["train_loss"] > 0 for r in records)
+    grouped = load_file(out / "checkpoints" / "epoch_1" / "model.safetensors")
+    plain = load_file(reference_run / "checkpoints" / "epoch_1" / "model.safetensors")
+    key = "clip.vision_model.embeddings.position_embedding.weight"
+    assert not torch.equal(grouped[key], plain[key])  # another order and other pixels than the plain run
