@@ -23,6 +23,7 @@ replacement); point ``--split-root/--image-root`` at a real pack for real number
 
     python benchmarks/bench_data.py                  # about a minute
     python benchmarks/bench_data.py --jpeg-only      # only the COCO photos (RefCOCO-like)
+    python benchmarks/bench_data.py --jpeg-only --expressions-per-image 7   # RefCOCO's expressions per image
     python benchmarks/bench_data.py --quick          # seconds (CI smoke)
 """
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -149,6 +151,24 @@ def check_same_pixels(official: OfficialStyleDataset, ours: GroundingDataset, co
     return identical
 
 
+def with_expressions_per_image(split_root: Path, dataset: str, split: str, count: int, out: Path) -> Path:
+    """A copy of ``split_root`` whose ``split`` gives every JPEG image ``count`` expressions (its own, cycled).
+
+    The fixture has 2.4 expressions per JPEG image, RefCOCO about 7; the grouped paths decode once per run, so
+    their gain depends on it. Returns the new split root.
+    """
+    info = DATASETS[dataset]
+    shutil.copytree(split_root, out)
+    path = out / info.key / f"{info.key}_{split}.pth"
+    by_image: dict[str, list[Any]] = {}
+    for row in load_split_file(path):
+        if str(row[0]).lower().endswith((".jpg", ".jpeg")):
+            by_image.setdefault(row[0], []).append(row)
+    rows = [own[i % len(own)] for own in by_image.values() for i in range(count)]
+    torch.save(rows, path)
+    return out
+
+
 def random_order(dataset: torch.utils.data.Dataset, count: int) -> list[int]:
     """``count`` positions drawn with replacement, never two of one image in a row (the same for every path).
 
@@ -206,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--expressions-per-image", type=int, default=None,
+                        help="give every JPEG image of the split this many expressions (its own, cycled)")
     parser.add_argument("--max-per-image", type=int, default=8,
                         help="longest run of one image's expressions in the grouped paths")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
@@ -223,10 +245,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.expressions_per_image is not None:
+            args.split_root = with_expressions_per_image(args.split_root, args.dataset, args.split,
+                                                         args.expressions_per_image, Path(tmp) / "splits")
         start = time.perf_counter()
-        convert_dataset(args.split_root, args.image_root, tmp, args.dataset, args.setting)
+        convert_dataset(args.split_root, args.image_root, f"{tmp}/converted", args.dataset, args.setting)
         convert_s = time.perf_counter() - start
-        split = load_dataset(tmp, config_name(args.dataset, args.setting), split=args.split, cache_dir=f"{tmp}/cache")
+        split = load_dataset(f"{tmp}/converted", config_name(args.dataset, args.setting), split=args.split,
+                             cache_dir=f"{tmp}/cache")
         collator = CLIPVGCollator(tokenizer)
         split_file = args.split_root / info.key / f"{info.key}_{args.split}.pth"
         image_dir = args.image_root / info.image_dir
@@ -272,8 +298,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_after = os.getloadavg()
 
     chosen = len(keep) if args.jpeg_only else len(ours_train)
-    print(f"data pipeline, {args.dataset}/{args.split}: {chosen} expressions{' (JPEG images only)' * args.jpeg_only}, "
-          f"{args.samples} samples per "
+    shape = "" if args.expressions_per_image is None else f", {args.expressions_per_image} per JPEG image"
+    print(f"data pipeline, {args.dataset}/{args.split}: {chosen} expressions{' (JPEG images only)' * args.jpeg_only}"
+          f"{shape}, {args.samples} samples per "
           f"pass, batch {args.batch_size}, {args.repeats} interleaved repetitions, torch threads {args.threads} "
           f"(conversion took {convert_s:.2f} s)")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); ours vs official-style "
@@ -287,6 +314,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{row['mode']:<10}{row['workers']:>8}  {row['path']:<36}{row['samples_per_s']:>10.1f}"
               f"{row['speedup']:>9.2f}x{spread:>14}{row['expressions_per_decode']:>13.2f}")
     result = {"dataset": args.dataset, "split": args.split, "jpeg_only": args.jpeg_only, "expressions": chosen,
+              "expressions_per_image": args.expressions_per_image,
               "samples": args.samples, "batch_size": args.batch_size, "max_per_image": args.max_per_image,
               "repeats": args.repeats, "threads": args.threads, "load_average_before": load_before,
               "load_average_after": load_after, "identical_samples": identical, "checked_samples": checked,

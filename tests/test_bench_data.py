@@ -126,3 +126,12 @@ def test_bench_data_quick_smoke(tmp_path):
     result = bench_data.main(["--quick", "--samples", "16", "--json", str(tmp_path / "data.json")])
     assert result["identical_samples"] == result["checked_samples"] > 0
     assert {row["path"] for row in result["rows"]} >= {"official-style", "ours"}
+
+
+def test_bench_data_refcoco_shaped_pack_groups_its_runs(tmp_path):
+    result = bench_data.main(["--quick", "--samples", "32", "--jpeg-only", "--expressions-per-image", "7",
+                              "--json", str(tmp_path / "data.json")])
+    assert result["expressions"] == 35  # the fixture's 5 JPEG photos, 7 expressions each
+    per_decode = {row["path"]: row["expressions_per_decode"] for row in result["rows"] if row["mode"] == "train"}
+    assert per_decode["ours"] == 1.0  # never two of one image in a row without grouping
+    assert per_decode["ours, grouped by image (opt-in)"] > 4

@@ -71,10 +71,10 @@ def decode_jpeg_rgb(data: bytes, min_width: int = 0, min_height: int = 0) -> PIL
     try:
         if simplejpeg.decode_jpeg_header(data)[2] not in ("YCbCr", "Gray", "RGB"):
             return None  # CMYK / YCCK: PIL converts these with its own formula
-        return PIL.Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width,
-                                                          min_height=min_height))
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width, min_height=min_height)
     except ValueError:
         return None
+    return PIL.Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
 
 
 def open_raw_image(

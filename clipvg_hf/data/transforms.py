@@ -258,9 +258,9 @@ def normalize_and_pad(
         top, left = int(rng.integers(0, free_h, endpoint=True)), int(rng.integers(0, free_w, endpoint=True))
     canvas = np.zeros((3, size, size), dtype=np.float32)
     table = _normalisation_table()
-    for channel in range(3):  # a table look-up per plane: no float temporaries, no torch thread pool
-        canvas[channel, top : top + image.height, left : left + image.width] = np.take(table[channel],
-                                                                                       pixels[..., channel])
+    for channel in range(3):  # a table look-up per plane, written in place: no float temporaries, no torch threads
+        np.take(table[channel], pixels[..., channel], mode="clip",
+                out=canvas[channel, top : top + image.height, left : left + image.width])
     canvas = torch.from_numpy(canvas)
     mask = torch.zeros(size, size, dtype=torch.long)
     mask[top : top + image.height, left : left + image.width] = 1
