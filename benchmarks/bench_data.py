@@ -15,11 +15,13 @@
   in :class:`ImageGroupedSampler` order (every expression once per epoch, in runs of up to ``--max-per-image``
   expressions of one image), so ``GroundingDataset.__getitems__`` reads and decodes each run's image once. The table
   gives the achieved expressions per image decode; the fixture has 2.4 expressions per JPEG image, RefCOCO about 7.
+- *eval*: both loaders read the split in file order, as evaluation does; ours reads and letterboxes each image once
+  per run of its adjacent rows (``CLIPVGEvalTransform.transform_run``), the official-style loader once per row.
 
 The paths run interleaved ``--repeats`` times per setting; the table gives medians and the median of per-repetition
 ratios. Torch uses ``--threads`` (default 1, as in DataLoader workers) so that tiny per-sample tensor ops do not
-fight over a loaded machine's cores. Runs on the parity fixture by default (13 images, 20 expressions, drawn with
-replacement); point ``--split-root/--image-root`` at a real pack for real numbers. Not a test.
+fight over a loaded machine's cores. Runs on the parity fixture by default (13 images, 20 expressions; training
+orders draw with replacement); point ``--split-root/--image-root`` at a real pack for real numbers. Not a test.
 
     python benchmarks/bench_data.py                  # about a minute
     python benchmarks/bench_data.py --jpeg-only      # only the COCO photos (RefCOCO-like)
@@ -279,8 +281,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for mode, paths in settings.items():
             reference = paths["ours"][0]  # index i is the same expression in every path
             count = args.samples + args.batch_size
-            orders = {name: grouped_order(reference, count, args.max_per_image) if "grouped" in name
-                      else random_order(reference, count) for name in paths}
+            if mode == "eval":  # evaluation loaders read the split in file order (an image's rows are adjacent)
+                orders = {name: [i % len(reference) for i in range(count)] for name in paths}
+            else:
+                orders = {name: grouped_order(reference, count, args.max_per_image) if "grouped" in name
+                          else random_order(reference, count) for name in paths}
             for workers in args.workers:
                 times: dict[str, list[float]] = {name: [] for name in paths}
                 for _ in range(args.repeats):

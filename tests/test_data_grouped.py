@@ -132,3 +132,20 @@ def test_prepared_loader_follows_the_sampler_each_epoch_and_on_resume(train_spli
     loader.set_epoch(1)
     resumed = Accelerator(cpu=True).skip_first_batches(loader, 2)
     assert torch.cat([b["row_index"] for b in resumed]).tolist() == rows_of[1][8:]
+
+
+def test_eval_runs_in_file_order_letterbox_each_image_once(train_split, monkeypatch):
+    from clipvg_hf.data import CLIPVGEvalTransform
+    from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
+
+    dataset = GroundingDataset(train_split, CLIPVGEvalTransform())
+    order = list(range(len(dataset)))  # evaluation loaders read the file order, where an image's rows are adjacent
+    letterboxed = []
+    real = CLIPVGImageProcessor._letterbox
+    monkeypatch.setattr(CLIPVGImageProcessor, "_letterbox", lambda self, *a, **k: letterboxed.append(1) or real(
+        self, *a, **k))
+    batch = dataset.__getitems__(order)
+    images = dataset.image_index[order]
+    assert len(letterboxed) == 1 + np.count_nonzero(images[1:] != images[:-1]) < len(order)
+    _assert_same(batch, [dataset[i] for i in order])
+    assert all(item["pixel_mask"].dtype == torch.long for item in batch)

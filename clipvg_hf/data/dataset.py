@@ -204,35 +204,45 @@ class GroundingDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} expressions")
         return index % len(self)
 
-    def _transformed(self, item: dict[str, Any]) -> dict[str, Any]:
-        """``transform`` applied to a raw item, plus ``text`` and ``row_index``."""
+    def _transformed(self, run: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``transform`` applied to raw items of one image, each with its own ``text`` and ``row_index`` added.
+
+        A transform with a ``transform_run(image, boxes)`` method (a deterministic one, such as the evaluation
+        letterbox) processes the image once for the whole run; others run item by item with their own random stream.
+        """
         if self.transform is None:
-            return item
-        rng = sample_rng(self.seed, self.epoch, int(item["row_index"]))
+            return run
         try:
-            out = self.transform(item["image"], item["box"], item["text"], rng)
+            shared = getattr(self.transform, "transform_run", None)
+            if shared is not None and len(run) > 1:
+                outs = shared(run[0]["image"], [item["box"] for item in run])
+            else:
+                outs = [self.transform(item["image"], item["box"], item["text"],
+                                       sample_rng(self.seed, self.epoch, int(item["row_index"]))) for item in run]
         except OSError as err:  # an undecoded image fails inside the transform (e.g. a truncated file)
-            raise ValueError(f"cannot read image {item['file_name']!r}: {type(err).__name__}: {err}") from err
-        out.update(text=item["text"], row_index=item["row_index"])
-        return out
+            raise ValueError(f"cannot read image {run[0]['file_name']!r}: {type(err).__name__}: {err}") from err
+        for out, item in zip(outs, run, strict=True):
+            out.update(text=item["text"], row_index=item["row_index"])
+        return outs
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self._transformed(self.raw_item(self._check_index(index)))
+        return self._transformed([self.raw_item(self._check_index(index))])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """A batch of items, equal to ``[self[i] for i in indices]``; what a ``DataLoader`` calls.
 
-        Consecutive indices on the same image (as :class:`~clipvg_hf.data.ImageGroupedSampler` orders them) read the
-        row and open or decode the image once: an undecoded JPEG keeps each decoded scale for the next expression.
+        Consecutive indices on the same image (file order in evaluation, :class:`~clipvg_hf.data.ImageGroupedSampler`
+        in training) read the row and open or decode the image once: an undecoded JPEG keeps each decoded scale for
+        the next expression, and a deterministic transform letterboxes the image once (see :meth:`_transformed`).
         """
-        items, row, image, current = [], None, None, None
-        for index in indices:
-            index = self._check_index(index)
-            image_row = int(self.image_index[index])
-            if image_row != current:
-                row = self.split[image_row]
-                image, current = self._open_image(row), image_row
-            items.append(self._transformed(self._expression(row, index, image)))
+        positions = [self._check_index(index) for index in indices]
+        images = self.image_index[positions]
+        starts = [0, *(np.flatnonzero(images[1:] != images[:-1]) + 1).tolist(), len(positions)]
+        items: list[dict[str, Any]] = []
+        for start, stop in zip(starts[:-1], starts[1:]):
+            row = self.split[int(images[start])]
+            image = self._open_image(row)
+            items += self._transformed([self._expression(row, position, image) for position in positions[start:stop]])
         return items
 
 

@@ -372,6 +372,12 @@ class CLIPVGEvalTransform:
         self.image_processor = image_processor or CLIPVGImageProcessor()
 
     def __call__(self, image: PIL.Image.Image, box: Any, text: str = "", rng: Any = None) -> dict[str, Any]:
-        out = self.image_processor(images=[image], boxes=[list(box)], return_tensors="pt")
-        return {"pixel_values": out["pixel_values"][0], "pixel_mask": out["pixel_mask"][0].long(),
-                "labels": out["labels"][0]}
+        return self.transform_run(image, [box])[0]
+
+    def transform_run(self, image: PIL.Image.Image, boxes: Sequence[Any]) -> list[dict[str, Any]]:
+        """Several expressions of one image: the image is letterboxed once, each box mapped onto the canvas."""
+        out = self.image_processor(images=[image] * len(boxes), boxes=[list(box) for box in boxes],
+                                   return_tensors="pt")
+        mask = out["pixel_mask"].long()
+        return [{"pixel_values": out["pixel_values"][i], "pixel_mask": mask[i], "labels": out["labels"][i]}
+                for i in range(len(boxes))]
