@@ -153,7 +153,8 @@ def test_bad_optimizer_and_step_budget_are_refused_up_front(converted_dir, fixtu
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
                             tmp_path / "z", "--group_by_image", "-1")], capture_output=True, text=True, timeout=300,
                             cwd=ROOT)
-    assert result.returncode != 0 and "--group_by_image must be 0 (off) or a positive run length, got -1" in result.stderr
+    assert result.returncode != 0
+    assert "--group_by_image must be 0 (off) or a positive run length, got -1" in result.stderr
     assert not any((tmp_path / name).exists() for name in "xyz")  # refused before anything was written
 
 

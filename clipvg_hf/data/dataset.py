@@ -21,8 +21,8 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
     simplejpeg = None
 
 __all__ = [
-    "DECODED_SCALES", "GroundingDataset", "decode_jpeg_rgb", "explode_expressions", "load_split", "local_cache_dir", "open_raw_image",
-    "sample_rng", "streaming_samples",
+    "DECODED_SCALES", "GroundingDataset", "decode_jpeg_rgb", "explode_expressions", "load_split", "local_cache_dir",
+    "open_raw_image", "sample_rng", "streaming_samples",
 ]
 
 #: Box column used by default: the official int-truncated box (parity with the paper's numbers).
