@@ -149,3 +149,20 @@ def test_eval_runs_in_file_order_letterbox_each_image_once(train_split, monkeypa
     assert len(letterboxed) == 1 + np.count_nonzero(images[1:] != images[:-1]) < len(order)
     _assert_same(batch, [dataset[i] for i in order])
     assert all(item["pixel_mask"].dtype == torch.long for item in batch)
+
+
+def test_streamed_samples_decode_each_image_once_and_equal_the_map_style_view(fixture_dataset, train_split,
+                                                                              monkeypatch):
+    from clipvg_hf.data import streaming_samples
+
+    transform = CLIPVGTrainTransform(draft_decode=True)
+    stream = load_dataset(str(fixture_dataset), config_name("unc", "unsup-single"), split="train_pseudo",
+                          streaming=True)
+    opened = []
+    real_open = dataset_module.open_raw_image
+    monkeypatch.setattr(dataset_module, "open_raw_image", lambda *a, **k: opened.append(a[1]) or real_open(*a, **k))
+    streamed = list(streaming_samples(stream, transform, seed=21))
+    view = GroundingDataset(train_split, transform, seed=21)
+    assert len(streamed) == len(view) and len(opened) == len(train_split) < len(view)  # one open per image
+    by_row = {int(view.row_index[i]): i for i in range(len(view))}
+    _assert_same(streamed, [view[by_row[int(s["row_index"])]] for s in streamed])

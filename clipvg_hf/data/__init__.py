@@ -23,7 +23,6 @@ from .convert import (
 )
 from .dataset import (
     GroundingDataset,
-    explode_expressions,
     load_split,
     local_cache_dir,
     open_raw_image,
@@ -66,7 +65,6 @@ __all__ = [
     "config_name",
     "convert_dataset",
     "convert_pack",
-    "explode_expressions",
     "format_summary",
     "grounding_features",
     "has_spatial_word",

@@ -21,8 +21,8 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
     simplejpeg = None
 
 __all__ = [
-    "DECODED_SCALES", "GroundingDataset", "decode_jpeg_rgb", "explode_expressions", "load_split", "local_cache_dir",
-    "open_raw_image", "sample_rng", "streaming_samples",
+    "DECODED_SCALES", "GroundingDataset", "decode_jpeg_rgb", "load_split", "local_cache_dir",
+    "open_raw_image", "sample_rng", "streaming_samples", "transform_items",
 ]
 
 #: Box column used by default: the official int-truncated box (parity with the paper's numbers).
@@ -205,25 +205,8 @@ class GroundingDataset(torch.utils.data.Dataset):
         return index % len(self)
 
     def _transformed(self, run: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``transform`` applied to raw items of one image, each with its own ``text`` and ``row_index`` added.
-
-        A transform with a ``transform_run(image, boxes)`` method (a deterministic one, such as the evaluation
-        letterbox) processes the image once for the whole run; others run item by item with their own random stream.
-        """
-        if self.transform is None:
-            return run
-        try:
-            shared = getattr(self.transform, "transform_run", None)
-            if shared is not None and len(run) > 1:
-                outs = shared(run[0]["image"], [item["box"] for item in run])
-            else:
-                outs = [self.transform(item["image"], item["box"], item["text"],
-                                       sample_rng(self.seed, self.epoch, int(item["row_index"]))) for item in run]
-        except OSError as err:  # an undecoded image fails inside the transform (e.g. a truncated file)
-            raise ValueError(f"cannot read image {run[0]['file_name']!r}: {type(err).__name__}: {err}") from err
-        for out, item in zip(outs, run, strict=True):
-            out.update(text=item["text"], row_index=item["row_index"])
-        return outs
+        """:func:`transform_items` with this view's transform, seed and epoch (raw items without a transform)."""
+        return run if self.transform is None else transform_items(self.transform, run, self.seed, self.epoch)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self._transformed([self.raw_item(self._check_index(index))])[0]
@@ -246,17 +229,28 @@ class GroundingDataset(torch.utils.data.Dataset):
         return items
 
 
-def explode_expressions(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """Batched ``map`` function: one output row per expression (image cell repeated by reference, not re-encoded)."""
-    out: dict[str, list[Any]] = {"image": [], "file_name": [], "width": [], "height": [], "expression": [],
-                                 "bbox": [], "bbox_official": [], "row_index": [], "source": []}
-    for i, expressions in enumerate(batch["expressions"]):
-        for expression in expressions:
-            for key in ("image", "file_name", "width", "height"):
-                out[key].append(batch[key][i])
-            for key in ("expression", "bbox", "bbox_official", "row_index", "source"):
-                out[key].append(expression[key])
-    return out
+def transform_items(
+    transform: Transform, run: list[dict[str, Any]], seed: int | None, epoch: int
+) -> list[dict[str, Any]]:
+    """``transform`` applied to raw items of one image (keys image, box, text, row_index, file_name), each output
+    with its ``text`` and ``row_index``.
+
+    A transform with a ``transform_run(image, boxes)`` method (a deterministic one, such as the evaluation letterbox)
+    processes the image once for the whole run; others run item by item, each with its own random stream
+    (:func:`sample_rng`). An image that fails to decode inside the transform is reported with its file name.
+    """
+    try:
+        shared = getattr(transform, "transform_run", None)
+        if shared is not None and len(run) > 1:
+            outs = shared(run[0]["image"], [item["box"] for item in run])
+        else:
+            outs = [transform(item["image"], item["box"], item["text"], sample_rng(seed, epoch, int(item["row_index"])))
+                    for item in run]
+    except OSError as err:  # an undecoded image fails inside the transform (e.g. a truncated file)
+        raise ValueError(f"cannot read image {run[0]['file_name']!r}: {type(err).__name__}: {err}") from err
+    for out, item in zip(outs, run, strict=True):
+        out.update(text=item["text"], row_index=item["row_index"])
+    return outs
 
 
 def streaming_samples(
@@ -268,19 +262,24 @@ def streaming_samples(
 ) -> datasets.IterableDataset:
     """Transformed per-expression samples from a streamed split (image order, not ``row_index`` order).
 
-    Shards stay whole, so ``split_dataset_by_node`` / accelerate give each rank its own parquet files.
+    Each image is read and decoded once for all its expressions (:func:`transform_items`); with an integer ``seed``
+    a sample equals the one ``GroundingDataset(..., seed=seed)`` gives in epoch 0. Shards stay whole, so
+    ``split_dataset_by_node`` / accelerate give each rank its own parquet files.
     """
-    flat = split.cast_column("image", datasets.Image(decode=False)).map(
-        explode_expressions, batched=True, remove_columns=["expressions"]
-    )
+    lazy = bool(getattr(transform, "lazy_image", False))
+    keys = ("pixel_values", "pixel_mask", "labels", "text", "row_index")
 
-    def apply(example: dict[str, Any]) -> dict[str, Any]:
-        image = open_raw_image(example["image"], example["file_name"])
-        text = example["expression"].lower()
-        out = transform(image, example[box_key], text, sample_rng(seed, 0, int(example["row_index"])))
-        out.pop("meta", None)
-        out.pop("offset", None)
-        return {**out, "text": text, "row_index": example["row_index"]}
+    def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {key: [] for key in keys}
+        for cell, file_name, expressions in zip(batch["image"], batch["file_name"], batch["expressions"], strict=True):
+            image = open_raw_image(cell, file_name, decode=not lazy)
+            run = [{"image": image, "box": e[box_key], "text": e["expression"].lower(), "row_index": e["row_index"],
+                    "file_name": file_name} for e in expressions]
+            for sample in transform_items(transform, run, seed, 0):
+                for key in keys:
+                    out[key].append(sample[key])
+        return out
 
-    columns = ["image", "file_name", "width", "height", "expression", "bbox", "bbox_official", "source"]
-    return flat.map(apply, remove_columns=columns)
+    columns = ["image", "file_name", "width", "height", "expressions"]
+    return split.cast_column("image", datasets.Image(decode=False)).map(
+        apply, batched=True, batch_size=1, remove_columns=columns)
