@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import default_collate
 
 from ..processing_clipvg import CLIP_CONTEXT_LENGTH, build_clip_tokenizer, clean_text
 
@@ -38,12 +39,13 @@ class CLIPVGCollator:
                     f"expression of row {sample.get('row_index', '?')} is {length} tokens long, over the "
                     f"{self.max_length}-token CLIP context: {sample['text']!r}"
                 )
+        # default_collate stacks straight into shared memory inside a DataLoader worker (no copy on the way out)
         batch = {
-            "pixel_values": torch.stack([torch.as_tensor(s["pixel_values"], dtype=torch.float32) for s in samples]),
-            "pixel_mask": torch.stack([torch.as_tensor(s["pixel_mask"]).long() for s in samples]),
+            "pixel_values": default_collate([torch.as_tensor(s["pixel_values"], dtype=torch.float32) for s in samples]),
+            "pixel_mask": default_collate([torch.as_tensor(s["pixel_mask"]).long() for s in samples]),
             "input_ids": text["input_ids"],
             "attention_mask": text["attention_mask"],
-            "labels": torch.stack([torch.as_tensor(s["labels"], dtype=torch.float32) for s in samples]),
+            "labels": default_collate([torch.as_tensor(s["labels"], dtype=torch.float32) for s in samples]),
         }
         if self.return_row_index:
             batch["row_index"] = torch.tensor([int(s["row_index"]) for s in samples])
