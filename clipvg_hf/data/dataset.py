@@ -126,7 +126,8 @@ class GroundingDataset(torch.utils.data.Dataset):
     :class:`CLIPVGEvalTransform`) and adds ``text`` (lower-cased, as the official loader does) and ``row_index``.
     Without a transform it returns the raw PIL image, box and text. Call :meth:`set_epoch` each epoch (accelerate's
     prepared loader and the HF Trainer do when the sampler has no ``set_epoch``) for per-epoch augmentation with a
-    fixed ``seed``.
+    fixed ``seed``. A ``DataLoader`` fetches batches through :meth:`__getitems__`, which reads each image once for its
+    adjacent expressions in the batch.
 
     Args:
         split: one split of a converted config, as loaded by ``datasets.load_dataset``.
