@@ -1,4 +1,5 @@
-"""CurriculumSampler: deterministic in (seed, epoch), constant length, pools by schedule, correct under 2 processes."""
+"""CurriculumSampler: deterministic in (seed, epoch), constant length, pools by schedule; under 2 processes it and
+ImageGroupedSampler give each rank disjoint batches of one global order."""
 
 import json
 import subprocess
@@ -45,19 +46,24 @@ def test_pools_threshold_and_easy_to_hard_growth():
     assert pool(2) == pool(9) == list(range(6))
 
 
-def test_two_processes_disjoint_ranks_union_is_the_epoch_selection_and_resume(tmp_path):
+@pytest.mark.parametrize("kind, per_epoch", [("curriculum", 16), ("grouped", 40)])
+def test_two_processes_disjoint_ranks_union_is_the_epoch_selection_and_resume(tmp_path, kind, per_epoch):
+    """The same global order on both ranks, split into disjoint batches; also for ImageGroupedSampler."""
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                          "127.0.0.1", "--master_port", str(free_port()), str(SCRIPT), str(tmp_path)],
+                          "127.0.0.1", "--master_port", str(free_port()), str(SCRIPT), str(tmp_path), kind],
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     for epoch in ("0", "1", "2"):
         e0, e1 = r0["epochs"][epoch], r1["epochs"][epoch]
         assert e0["order"] == e1["order"]  # same global order on both ranks
-        assert e0["len"] == e1["len"] == 16 // (2 * 2)  # constant len(dl)
+        assert e0["len"] == e1["len"] == per_epoch // (2 * 2)  # constant len(dl)
         assert not set(e0["seen"]) & set(e1["seen"])  # disjoint
         assert sorted(e0["seen"] + e1["seen"]) == sorted(e0["order"])  # union = the epoch's selection
         assert set(e0["order"]) <= set(e0["pool"])
-    assert len(r0["epochs"]["0"]["pool"]) < len(r0["epochs"]["2"]["pool"]) == 40  # easy to hard
+    if kind == "curriculum":
+        assert len(r0["epochs"]["0"]["pool"]) < len(r0["epochs"]["2"]["pool"]) == 40  # easy to hard
+    else:
+        assert r0["epochs"]["0"]["order"] != r0["epochs"]["1"]["order"]  # a fresh grouping every epoch
     for rank in (r0, r1):  # resuming epoch 2 after 2 batches yields the tail of that epoch
         assert rank["resumed"] == rank["epochs"]["2"]["seen"][2 * 2:]
