@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for mode, paths in settings.items():
             reference = paths["ours"][0]  # index i is the same expression in every path
             count = args.samples + args.batch_size
-            if mode == "eval":  # evaluation loaders read the split in file order (an image's rows are adjacent)
+            if mode == "eval":  # evaluation loaders read the split in file order
                 orders = {name: [i % len(reference) for i in range(count)] for name in paths}
             else:
                 orders = {name: grouped_order(reference, count, args.max_per_image) if "grouped" in name

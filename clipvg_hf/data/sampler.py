@@ -64,8 +64,8 @@ class ImageGroupedSampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, epoch])
         shuffled = rng.permutation(len(self.image_of))
         codes = self._image_codes[shuffled]
-        grouped = shuffled[np.argsort(codes, kind="stable")]  # by image, random order inside each image
-        sorted_codes = np.sort(codes, kind="stable")
+        by_image = np.argsort(codes, kind="stable")
+        grouped, sorted_codes = shuffled[by_image], codes[by_image]  # by image, random order inside each image
         first = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]]
         run_start = np.maximum.accumulate(np.where(first, np.arange(len(grouped)), 0))
         within = np.arange(len(grouped)) - run_start
