@@ -1,6 +1,6 @@
 """Convert an official CLIP-VG checkpoint (``checkpoint.pth`` / ``best_checkpoint.pth``) into a transformers folder.
 
-    python -m clipvg_hf.convert_original_checkpoint --checkpoint best_checkpoint.pth --output-dir clip-vg-refcoco
+    python -m clipvg_hf.convert_original_checkpoint --checkpoint best_checkpoint.pth --output_dir clip-vg-refcoco
 
 The checkpoint is read with ``torch.load(weights_only=True)``, allowing only ``argparse.Namespace`` (the training
 arguments) besides tensors and plain Python values. The CLIP variant and every size are inferred from the state dict;
@@ -229,9 +229,9 @@ def convert_checkpoint(path: str | Path, trainable_clip: str = "official") -> CL
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="official checkpoint.pth / best_checkpoint.pth")
-    parser.add_argument("--output-dir", required=True,
+    parser.add_argument("--output_dir", required=True,
                         help="folder to write (config, model.safetensors, processor and tokenizer files)")
-    parser.add_argument("--trainable-clip", default="official", choices=["official", "frozen", "all"],
+    parser.add_argument("--trainable_clip", default="official", choices=["official", "frozen", "all"],
                         help="the trainable_clip policy stored in the config (for later fine-tuning)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -34,7 +34,7 @@ def converted_dir(tmp_path_factory) -> Path:
     from clipvg_hf.convert_original_checkpoint import main
 
     out = tmp_path_factory.mktemp("converted") / "clip-vg-tiny"
-    assert main(["--checkpoint", str(CHECKPOINT), "--output-dir", str(out)]) == 0
+    assert main(["--checkpoint", str(CHECKPOINT), "--output_dir", str(out)]) == 0
     return out
 
 

@@ -50,7 +50,7 @@ def test_every_key_is_mapped_and_only_aliases_and_visu_proj_are_dropped(official
 def test_cli_writes_a_folder_holding_exactly_the_checkpoint_weights(tmp_path, official):
     out = tmp_path / "model"
     result = subprocess.run([sys.executable, "-m", "clipvg_hf.convert_original_checkpoint", "--checkpoint",
-                             str(CHECKPOINT), "--output-dir", str(out)], capture_output=True, text=True)
+                             str(CHECKPOINT), "--output_dir", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "visu_proj" in result.stderr + result.stdout  # the drop is reported
     assert {"config.json", "model.safetensors", "modeling_clipvg.py", "configuration_clipvg.py",
@@ -89,5 +89,5 @@ def test_missing_file_and_foreign_state_dict(tmp_path):
     with pytest.raises(CheckpointConversionError, match="missing"):
         convert_checkpoint(path)
     result = subprocess.run([sys.executable, "-m", "clipvg_hf.convert_original_checkpoint", "--checkpoint",
-                             str(path), "--output-dir", str(tmp_path / "o")], capture_output=True, text=True)
+                             str(path), "--output_dir", str(tmp_path / "o")], capture_output=True, text=True)
     assert result.returncode == 2 and "error:" in result.stderr and not (tmp_path / "o").exists()
