@@ -3,8 +3,8 @@
 
 Example (the unsupervised single-source pack, all six datasets):
 
-    python data_scripts/convert_splits.py --split-root /data/unsup_single_source \
-        --image-root /data/image_data --setting unsup-single --output-dir /data/clipvg-hf
+    python data_scripts/convert_splits.py --split_root /data/unsup_single_source \
+        --image_root /data/image_data --setting unsup-single --output_dir /data/clipvg-hf
 
 Run it once per pack (setting) into the same output folder; the dataset card lists every config present.
 Then ``datasets.load_dataset("/data/clipvg-hf", "refcoco-unsup-single")``.
@@ -20,26 +20,26 @@ from clipvg_hf.data import DATASETS, SETTINGS, ConversionError, SplitFileError, 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split-root", required=True, help="folder holding <dataset>/<dataset>_<split>.pth")
-    parser.add_argument("--image-root", required=True, help="the official image_data folder")
-    parser.add_argument("--output-dir", required=True, help="dataset folder to write (configs accumulate)")
+    parser.add_argument("--split_root", required=True, help="folder holding <dataset>/<dataset>_<split>.pth")
+    parser.add_argument("--image_root", required=True, help="the official image_data folder")
+    parser.add_argument("--output_dir", required=True, help="dataset folder to write (configs accumulate)")
     parser.add_argument("--setting", required=True, choices=sorted(SETTINGS), help="which paper setting the pack is")
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), help="default: every dataset folder present")
-    parser.add_argument("--image-mode", choices=("embed", "path"), default="embed",
-                        help="embed image bytes (self-contained) or store absolute paths to --image-root")
-    parser.add_argument("--num-shards", type=int, default=8, help="parquet files per split (fewer if fewer images)")
+    parser.add_argument("--image_mode", choices=("embed", "path"), default="embed",
+                        help="embed image bytes (self-contained) or store absolute paths to --image_root")
+    parser.add_argument("--num_shards", type=int, default=8, help="parquet files per split (fewer if fewer images)")
     parser.add_argument("--rejects", action="store_true",
                         help="write bad rows to <output-dir>/rejects/<config>.jsonl instead of stopping")
-    parser.add_argument("--box-tolerance", type=float, default=1.0,
+    parser.add_argument("--box_tolerance", type=float, default=1.0,
                         help="pixels a box may exceed the image before it counts as outside")
-    parser.add_argument("--train-file", help="use this .pth as the training split (e.g. a reliability refine file)")
+    parser.add_argument("--train_file", help="use this .pth as the training split (e.g. a reliability refine file)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.train_file and (not args.datasets or len(args.datasets) != 1):
-        print("error: --train-file needs exactly one --datasets entry", file=sys.stderr)
+        print("error: --train_file needs exactly one --datasets entry", file=sys.stderr)
         return 2
     try:
         reports, rejects = convert_pack(

@@ -251,7 +251,7 @@ def _cli_main():
 
 def test_cli_prints_the_summary_and_fails_cleanly(tmp_path, capsys):
     splits, images = build_pack(tmp_path / "pack")
-    args = ["--split-root", str(splits), "--image-root", str(images), "--output-dir", str(tmp_path / "hf"),
+    args = ["--split_root", str(splits), "--image_root", str(images), "--output_dir", str(tmp_path / "hf"),
             "--setting", "unsup-single"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ok = subprocess.run([sys.executable, str(REPO / "data_scripts" / "convert_splits.py"), *args],

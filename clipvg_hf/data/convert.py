@@ -598,7 +598,7 @@ ground-truth labels in every setting, as in the official code.
 
 One row per **image** of a split (so an image's bytes are stored once per split), with all its expressions:
 
-- `image`: the original file bytes (or, if converted with `--image-mode path`, an absolute path).
+- `image`: the original file bytes (or, if converted with `--image_mode path`, an absolute path).
 - `file_name`, `width`, `height`: the image file name in the official image folder and its size in pixels, as
   PIL reads it **without** EXIF rotation (the official loader never rotates). `datasets`' own `Image` decoding
   applies EXIF rotation; `clipvg_hf.data.GroundingDataset` decodes the raw bytes like the official loader.
