@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """Publish CLIP-VG on the Hugging Face Hub: a model folder, a converted dataset, or an official checkpoint release.
 
-    python push_to_hub.py model --model-dir DIR --repo-id ORG/NAME [--results results.json] [--private] [--dry-run OUT]
-    python push_to_hub.py dataset --data-dir DIR --repo-id ORG/NAME [--default-config C] [--private] [--dry-run OUT]
+    python push_to_hub.py model --model_dir DIR --repo_id ORG/NAME [--results results.json] [--private] [--dry_run OUT]
+    python push_to_hub.py dataset --data_dir DIR --repo_id ORG/NAME [--default_config C] [--private] [--dry_run OUT]
     python push_to_hub.py release --checkpoint best_checkpoint.pth --dataset D --config C --split val [--split testA] \\
-        --repo-id ORG/NAME --work-dir WORK [--dataset-id ORG/DATA] [--private] [--dry-run]
+        --repo_id ORG/NAME --work_dir WORK [--dataset_id ORG/DATA] [--private] [--dry_run]
 
-The token comes from --token, HF_TOKEN or `hf auth login`. ``--dry-run`` writes what would be uploaded and uploads
+The token comes from --token, HF_TOKEN or `hf auth login`. ``--dry_run`` writes what would be uploaded and uploads
 nothing. The work is done by :mod:`clipvg_hf.hub`.
 """
 
@@ -17,7 +17,7 @@ import sys
 
 
 def _card_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset-id", help="Hub id of the evaluation dataset, named in the card "
+    parser.add_argument("--dataset_id", help="Hub id of the evaluation dataset, named in the card "
                         "(default: the results file's dataset, if it is a Hub id)")
     parser.add_argument("--setting", help="training setting stated in the card: full, full-ssa, unsup-single, "
                         "unsup-single-ssa, unsup-multi or unsup-multi-msa (default: from the evaluated config's "
@@ -30,30 +30,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
 
     model = sub.add_parser("model", help="upload a saved model folder with a generated model card")
-    model.add_argument("--model-dir", required=True)
-    model.add_argument("--repo-id", required=True)
+    model.add_argument("--model_dir", required=True)
+    model.add_argument("--repo_id", required=True)
     model.add_argument("--results", help="results JSON of python -m clipvg_hf.evaluate for this model")
     _card_options(model)
-    model.add_argument("--base-model", help="CLIP checkpoint named as base model (default: from the config)")
+    model.add_argument("--base_model", help="CLIP checkpoint named as base model (default: from the config)")
 
     dataset = sub.add_parser("dataset", help="upload a folder written by data_scripts/convert_splits.py")
-    dataset.add_argument("--data-dir", required=True)
-    dataset.add_argument("--repo-id", required=True)
-    dataset.add_argument("--default-config", help="config loaded when none is named (default: the first)")
+    dataset.add_argument("--data_dir", required=True)
+    dataset.add_argument("--repo_id", required=True)
+    dataset.add_argument("--default_config", help="config loaded when none is named (default: the first)")
 
     release = sub.add_parser("release", help="convert an official checkpoint, evaluate it, upload it")
     release.add_argument("--checkpoint", required=True)
     release.add_argument("--dataset", required=True, help="dataset folder or Hub id to evaluate on")
     release.add_argument("--config", required=True, help="dataset config, e.g. refcoco-unsup-single")
     release.add_argument("--split", action="append", required=True, help="evaluation split (repeatable)")
-    release.add_argument("--repo-id", required=True)
-    release.add_argument("--work-dir", required=True, help="keeps model/, results.json and, for --dry-run, upload/")
+    release.add_argument("--repo_id", required=True)
+    release.add_argument("--work_dir", required=True, help="keeps model/, results.json and, for --dry_run, upload/")
     _card_options(release)
 
     for sub_parser in (model, dataset):
-        sub_parser.add_argument("--dry-run", metavar="OUT",
+        sub_parser.add_argument("--dry_run", metavar="OUT",
                                 help="write what would be uploaded into OUT; upload nothing")
-    release.add_argument("--dry-run", action="store_true", help="stage WORK/upload; upload nothing")
+    release.add_argument("--dry_run", action="store_true", help="stage WORK/upload; upload nothing")
     for sub_parser in (model, dataset, release):
         sub_parser.add_argument("--private", action="store_true", help="create the repo as private")
         sub_parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")

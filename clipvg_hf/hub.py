@@ -595,7 +595,7 @@ def prepare_model_folder(
         dataset_id = dataset_id or results["dataset"]["name"]
         if _looks_local(dataset_id):
             raise HubPublishError(
-                f"the results were computed on a local dataset folder ({dataset_id!r}); pass --dataset-id ORG/NAME "
+                f"the results were computed on a local dataset folder ({dataset_id!r}); pass --dataset_id ORG/NAME "
                 "(the Hub id of that dataset) so that the card names it without a local path"
             )
         validate_repo_id(dataset_id)
@@ -864,7 +864,7 @@ def release_checkpoint(
     work_dir = Path(work_dir)
     model_dir = work_dir / "model"
     if model_dir.exists() and any(model_dir.iterdir()):
-        raise HubPublishError(f"{model_dir} exists and is not empty; choose a new --work-dir")
+        raise HubPublishError(f"{model_dir} exists and is not empty; choose a new --work_dir")
     try:
         args = load_original_checkpoint(checkpoint).get("args")
         model = convert_checkpoint(checkpoint)

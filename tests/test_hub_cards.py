@@ -108,7 +108,7 @@ def test_results_for_another_model_are_refused(converted_dir, tmp_path):
 
 def test_local_dataset_in_results_needs_a_hub_id(converted_dir, tmp_path):
     results = results_for(converted_dir, dataset=str(tmp_path))
-    with pytest.raises(HubPublishError, match="local dataset folder .*pass --dataset-id"):
+    with pytest.raises(HubPublishError, match="local dataset folder .*pass --dataset_id"):
         hub.push_model(converted_dir, "org/clip-vg", results, dry_run_dir=tmp_path / "dry")
     hub.push_model(converted_dir, "org/clip-vg", results, dry_run_dir=tmp_path / "dry", dataset_id="org/data")
     card = ModelCard.load(tmp_path / "dry" / "README.md")

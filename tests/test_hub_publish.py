@@ -102,10 +102,10 @@ def published(hub, converted_dir, data_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("hub_push")
     results = write_results(work / "results.json", converted_dir, str(data_dir))
     model, data = run_together([
-        (["push_to_hub.py", "model", "--model-dir", str(converted_dir), "--repo-id", MODEL_REPO,
-          "--results", str(work / "results.json"), "--dataset-id", DATA_REPO],
+        (["push_to_hub.py", "model", "--model_dir", str(converted_dir), "--repo_id", MODEL_REPO,
+          "--results", str(work / "results.json"), "--dataset_id", DATA_REPO],
          hub_env(endpoint, work / "m"), REPO_ROOT),
-        (["push_to_hub.py", "dataset", "--data-dir", str(data_dir), "--repo-id", DATA_REPO],
+        (["push_to_hub.py", "dataset", "--data_dir", str(data_dir), "--repo_id", DATA_REPO],
          hub_env(endpoint, work / "d"), REPO_ROOT),
     ])
     return {"results": results, "work": work, "model_log": model.stdout, "data_log": data.stdout}
@@ -258,8 +258,8 @@ def test_release_converts_evaluates_and_publishes_those_numbers(hub, published, 
     endpoint, state = hub
     work = tmp_path / "release"
     run(["push_to_hub.py", "release", "--checkpoint", str(FIXTURE / "checkpoint.pth"), "--dataset", str(data_dir),
-         "--config", CONFIGS[0], "--split", "val", "--split", "testA", "--repo-id", RELEASE_REPO,
-         "--work-dir", str(work), "--dataset-id", DATA_REPO, "--private"], hub_env(endpoint, tmp_path / "home"),
+         "--config", CONFIGS[0], "--split", "val", "--split", "testA", "--repo_id", RELEASE_REPO,
+         "--work_dir", str(work), "--dataset_id", DATA_REPO, "--private"], hub_env(endpoint, tmp_path / "home"),
         REPO_ROOT)
     assert state.repos[("model", RELEASE_REPO)].private
     results = json.loads((work / "results.json").read_text())
@@ -289,9 +289,9 @@ def test_cli_errors_are_clear(hub, converted_dir, tmp_path):
             with contextlib.redirect_stderr(err):
                 rc = push_to_hub.main(args)
             print(rc, err.getvalue().strip().replace("\\n", " "))
-        attempt(["model", "--model-dir", {str(converted_dir)!r}, "--repo-id", "org/fine"])
-        attempt(["model", "--model-dir", {str(converted_dir)!r}, "--repo-id", "not a repo", "--dry-run", "x"])
-        attempt(["model", "--model-dir", {str(tmp_path)!r}, "--repo-id", "org/fine", "--dry-run", "y"])
+        attempt(["model", "--model_dir", {str(converted_dir)!r}, "--repo_id", "org/fine"])
+        attempt(["model", "--model_dir", {str(converted_dir)!r}, "--repo_id", "not a repo", "--dry_run", "x"])
+        attempt(["model", "--model_dir", {str(tmp_path)!r}, "--repo_id", "org/fine", "--dry_run", "y"])
     """)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "clip_vg"}))
     (tmp_path / "pytorch_model.bin").write_bytes(b"0")

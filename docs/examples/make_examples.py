@@ -47,15 +47,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch, running_hub() as (endpoint, state):
         work = Path(scratch)
-        assert convert(["--checkpoint", str(FIXTURE / "checkpoint.pth"), "--output-dir", str(work / "model")]) == 0
+        assert convert(["--checkpoint", str(FIXTURE / "checkpoint.pth"), "--output_dir", str(work / "model")]) == 0
         convert_pack(FIXTURE / "splits", FIXTURE / "image_data", work / "data", "unsup-single", ["unc", "referit"],
                      num_shards=2)
         (work / "results.json").write_text(json.dumps(fixture_results(work / "model", work / "data")))
         env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "HF_HOME": str(work / "hf"), "HF_ENDPOINT": endpoint,
                "HF_TOKEN": DEFAULT_TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        for args in (["model", "--model-dir", str(work / "model"), "--repo-id", MODEL_REPO, "--results",
-                      str(work / "results.json"), "--dataset-id", DATA_REPO],
-                     ["dataset", "--data-dir", str(work / "data"), "--repo-id", DATA_REPO]):
+        for args in (["model", "--model_dir", str(work / "model"), "--repo_id", MODEL_REPO, "--results",
+                      str(work / "results.json"), "--dataset_id", DATA_REPO],
+                     ["dataset", "--data_dir", str(work / "data"), "--repo_id", DATA_REPO]):
             subprocess.run([sys.executable, str(ROOT / "push_to_hub.py"), *args], env=env, check=True, cwd=ROOT)
         cards = (("model", MODEL_REPO, "model_card.md"), ("dataset", DATA_REPO, "dataset_card.md"))
         for repo_type, repo_id, name in cards:
