@@ -57,7 +57,7 @@ def test_two_processes_score_every_sample_exactly_once(converted_dir, fixture_da
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                           "127.0.0.1", "--master_port", str(free_port()), "-m", "clipvg_hf.curriculum.score",
                           "--model", str(converted_dir), "--dataset", str(fixture_dataset), "--config", CONFIG,
-                          "--output-dir", str(tmp_path), "--batch-size", "3", "--cpu", "--no-plot"],
+                          "--output_dir", str(tmp_path), "--batch_size", "3", "--cpu", "--no_plot"],
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "reliability.json").read_text())

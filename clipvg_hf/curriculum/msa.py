@@ -11,7 +11,7 @@ The first source is always added (nothing to compare with). Ties: earlier source
 own measurer, then the measurers' order; smaller h. Every candidate (source, measurer, h, samples, val accuracy,
 model) and decision is in ``msa.json``; the union D is written as a dataset config (``<config>-msa``).
 
-    python -m clipvg_hf.curriculum.msa --dataset DATA --config refcoco-unsup-multi --output-dir runs/msa \
+    python -m clipvg_hf.curriculum.msa --dataset DATA --config refcoco-unsup-multi --output_dir runs/msa \
         [--order fixed|gain] [--sources template relation caption] [--h0 0.5] [--search bisect] -- <train.py args>
 """
 
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                         "those present)")
     parser.add_argument("--order", choices=ORDERS, default="fixed", help="fixed source order or greedy by gain")
     parser.add_argument("--h0", type=float, default=0.5, help="threshold at which measurers are compared")
-    parser.add_argument("--output-config", help="name of the selected config (default: <config>-msa)")
+    parser.add_argument("--output_config", help="name of the selected config (default: <config>-msa)")
     args = parser.parse_args(argv)
     trainer, scorer, _ = build_backends(args)
     by_source = source_rows(args.dataset, args.config, args.split)

@@ -1,11 +1,11 @@
 """Score a pseudo-labelled split with a measurer model (reliability = IoU(prediction, pseudo box)).
 
     python -m clipvg_hf.curriculum.score --model runs/measurer/best --dataset DATA --config refcoco-unsup-single \
-        --split train_pseudo --output-dir runs/reliability [--source template] [--cpu]
+        --split train_pseudo --output_dir runs/reliability [--source template] [--cpu]
     torchrun --nproc_per_node 2 -m clipvg_hf.curriculum.score ... --cpu   # several processes, each sample once
 
 Writes ``scores.parquet``, ``reliability.json`` (measurer sha256, subsets, 1000-bin histogram) and
-``histogram.png`` into ``--output-dir`` (see :mod:`clipvg_hf.curriculum.reliability`).
+``histogram.png`` into ``--output_dir`` (see :mod:`clipvg_hf.curriculum.reliability`).
 """
 
 from __future__ import annotations
@@ -59,13 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="dataset config, e.g. refcoco-unsup-single")
     parser.add_argument("--split", default="train_pseudo", help="the pseudo-labelled split to score")
     parser.add_argument("--source", action="append", dest="sources", help="score only this source (repeatable)")
-    parser.add_argument("--output-dir", required=True, help="where scores.parquet / reliability.json go")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--image-root", help="root of the images of a path-mode dataset")
-    parser.add_argument("--plain-forward", action="store_true",
+    parser.add_argument("--output_dir", required=True, help="where scores.parquet / reliability.json go")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
+    parser.add_argument("--plain_forward", action="store_true",
                         help="plain model(...) per expression instead of encoding each image once")
-    parser.add_argument("--no-plot", action="store_true", help="skip histogram.png")
+    parser.add_argument("--no_plot", action="store_true", help="skip histogram.png")
     parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
     return parser
 

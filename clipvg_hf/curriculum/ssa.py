@@ -6,11 +6,11 @@
    split (search: the official 0.1 grid, or ``bisect`` on a unimodal curve);
 4. keep the best h and its model; write the selection as a dataset config.
 
-    python -m clipvg_hf.curriculum.ssa --dataset DATA --config refcoco-unsup-single --output-dir runs/ssa \
+    python -m clipvg_hf.curriculum.ssa --dataset DATA --config refcoco-unsup-single --output_dir runs/ssa \
         [--search grid|bisect] [--thresholds 0.0 0.1 ...] [--measurer DIR] [--launcher "torchrun --nproc_per_node 4"] \
         -- --model_name_or_path openai/clip-vit-base-patch16 --num_epochs 110      # everything after -- goes to train.py
 
-Outputs in ``--output-dir``: ``ssa.json`` (every decision: measurer, each h with its sample count, val accuracy,
+Outputs in ``--output_dir``: ``ssa.json`` (every decision: measurer, each h with its sample count, val accuracy,
 model and command, the best h, the number of trainings), ``ssa_curve.md`` / ``ssa_curve.png`` (accuracy vs h),
 ``scores/`` (reliabilities, histogram), ``runs/`` (one train.py run per training set) and ``dataset/`` with the
 selected config (``<config>-ssa``; load it with ``datasets.load_dataset(<output-dir>/dataset, "<config>-ssa")``).
@@ -171,16 +171,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="converted dataset folder")
     parser.add_argument("--config", required=True, help="config holding the pseudo-labelled split and val")
     parser.add_argument("--split", default="train_pseudo", help="pseudo-labelled training split")
-    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--output_dir", required=True)
     parser.add_argument("--search", choices=STRATEGIES, default="grid", help="threshold search strategy")
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(OFFICIAL_GRID),
                         help="candidate thresholds h (default: the official 0.1 grid)")
     parser.add_argument("--launcher", default="", help="command prefix for train.py / scoring, e.g. "
                         "'torchrun --nproc_per_node 4' (default: this python)")
-    parser.add_argument("--train-script", help="train.py to run (default: the repository's)")
-    parser.add_argument("--min-samples", type=int, help="skip training sets smaller than this (default: one "
+    parser.add_argument("--train_script", help="train.py to run (default: the repository's)")
+    parser.add_argument("--min_samples", type=int, help="skip training sets smaller than this (default: one "
                         "global batch of train.py)")
-    parser.add_argument("--score-args", default="", help="extra arguments of the score CLI, e.g. '--cpu'")
+    parser.add_argument("--score_args", default="", help="extra arguments of the score CLI, e.g. '--cpu'")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then arguments for train.py")
 
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_arguments(parser)
     parser.add_argument("--source", help="only this pseudo-label source of the split (default: all rows)")
     parser.add_argument("--measurer", help="an already trained measurer folder (skips T0)")
-    parser.add_argument("--output-config", help="name of the selected config (default: <config>-ssa)")
+    parser.add_argument("--output_config", help="name of the selected config (default: <config>-ssa)")
     args = parser.parse_args(argv)
     trainer, scorer, _ = build_backends(args)
     by_source = source_rows(args.dataset, args.config, args.split)
