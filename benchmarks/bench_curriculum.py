@@ -1,9 +1,9 @@
 """Does the self-paced curriculum work? SSA / MSA on demo shapes with simulated pseudo-label sources of known noise.
 
     python benchmarks/bench_curriculum.py                       # SSA + MSA, seeds 13 and 14: about an hour on 2 cores
-    python benchmarks/bench_curriculum.py --ssa-only --seeds 13  # SSA only, one seed
+    python benchmarks/bench_curriculum.py --ssa_only --seeds 13  # SSA only, one seed
     python benchmarks/bench_curriculum.py --quick               # smoke run with real trainings (~1.5 min)
-    python benchmarks/bench_curriculum.py --quick --oracle-only # data + oracle selection only (seconds)
+    python benchmarks/bench_curriculum.py --quick --oracle_only # data + oracle selection only (seconds)
 
 1. Data: the demo's shapes (32 px, :func:`clipvg_hf.demo.demo_config` learns them). The training images are dealt
    round-robin to simulated pseudo-label sources; each source labels every object of its images with the right
@@ -287,32 +287,32 @@ def _write(out: Path, summary: dict[str, Any], report: str, load: float, started
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", type=Path, default=Path("outputs/bench_curriculum"))
+    parser.add_argument("--output_dir", type=Path, default=Path("outputs/bench_curriculum"))
     parser.add_argument("--sources", nargs="+", default=["template", "relation"], choices=list(NOISE))
-    parser.add_argument("--train-images", type=int, default=1500)
-    parser.add_argument("--val-images", type=int, default=100)
-    parser.add_argument("--test-images", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=40, help="epochs per training when --train-steps is 0")
-    parser.add_argument("--train-steps", type=int, default=1400,
+    parser.add_argument("--train_images", type=int, default=1500)
+    parser.add_argument("--val_images", type=int, default=100)
+    parser.add_argument("--test_images", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=40, help="epochs per training when --train_steps is 0")
+    parser.add_argument("--train_steps", type=int, default=1400,
                         help="optimizer steps per training, whatever its set size (rounded up to whole epochs); "
                              "0: --epochs instead. Fewer than ~1000: the measurer does not learn")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14], help="training seeds (data: --data-seed)")
-    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14], help="training seeds (data: --data_seed)")
+    parser.add_argument("--data_seed", type=int, default=0)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.5, 0.7], help="SSA's h candidates")
-    parser.add_argument("--ssa-search", choices=("grid", "bisect"), default="grid")
-    parser.add_argument("--msa-search", choices=("grid", "bisect"), default="grid")
-    parser.add_argument("--msa-thresholds", type=float, nargs="+", default=[0.0, 0.5],
+    parser.add_argument("--ssa_search", choices=("grid", "bisect"), default="grid")
+    parser.add_argument("--msa_search", choices=("grid", "bisect"), default="grid")
+    parser.add_argument("--msa_thresholds", type=float, nargs="+", default=[0.0, 0.5],
                         help="h candidates when MSA tunes a source (each costs a training per source)")
     parser.add_argument("--h0", type=float, default=0.5)
-    parser.add_argument("--lr-scheduler", choices=("constant", "cosine"), default="constant",
+    parser.add_argument("--lr_scheduler", choices=("constant", "cosine"), default="constant",
                         help="after warm-up; a cosine squeezed into a short step budget decays before noisy data is "
                              "learnt")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--warmup-steps", type=int, default=50)
-    parser.add_argument("--oracle-noise", type=float, default=0.05, help="oracle measurer noise (x image side)")
-    parser.add_argument("--ssa-only", action="store_true", help="skip MSA (and best single source, the grid)")
-    parser.add_argument("--oracle-only", action="store_true", help="only the data and the oracle measurer's (a)")
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--warmup_steps", type=int, default=50)
+    parser.add_argument("--oracle_noise", type=float, default=0.05, help="oracle measurer noise (x image side)")
+    parser.add_argument("--ssa_only", action="store_true", help="skip MSA (and best single source, the grid)")
+    parser.add_argument("--oracle_only", action="store_true", help="only the data and the oracle measurer's (a)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch, h in {0, 0.5}, 1 seed")
     args = parser.parse_args(argv)
     args.train_steps = args.train_steps or None

@@ -12,7 +12,7 @@
   fused_crop_resize=True)`` decodes JPEGs at a reduced DCT scale when the resize branch shrinks them and does the
   crop branch's upscale-crop-downscale as one resize of the source window. Same random draws, sizes and boxes.
 - *grouped by image* (opt-in, **changes which expressions share a batch**, not their pixels): the same datasets read
-  in :class:`ImageGroupedSampler` order (every expression once per epoch, in runs of up to ``--max-per-image``
+  in :class:`ImageGroupedSampler` order (every expression once per epoch, in runs of up to ``--max_per_image``
   expressions of one image), so ``GroundingDataset.__getitems__`` reads and decodes each run's image once. The table
   gives the achieved expressions per image decode; the fixture has 2.4 expressions per JPEG image, RefCOCO about 7.
 - *eval*: both loaders read the split in file order, as evaluation does; ours reads and letterboxes each image once
@@ -21,11 +21,11 @@
 The paths run interleaved ``--repeats`` times per setting; the table gives medians and the median of per-repetition
 ratios. Torch uses ``--threads`` (default 1, as in DataLoader workers) so that tiny per-sample tensor ops do not
 fight over a loaded machine's cores. Runs on the parity fixture by default (13 images, 20 expressions; training
-orders draw with replacement); point ``--split-root/--image-root`` at a real pack for real numbers. Not a test.
+orders draw with replacement); point ``--split_root/--image_root`` at a real pack for real numbers. Not a test.
 
     python benchmarks/bench_data.py                  # about a minute
-    python benchmarks/bench_data.py --jpeg-only      # only the COCO photos (RefCOCO-like)
-    python benchmarks/bench_data.py --jpeg-only --expressions-per-image 7   # RefCOCO's expressions per image
+    python benchmarks/bench_data.py --jpeg_only      # only the COCO photos (RefCOCO-like)
+    python benchmarks/bench_data.py --jpeg_only --expressions_per_image 7   # RefCOCO's expressions per image
     python benchmarks/bench_data.py --quick          # seconds (CI smoke)
 """
 
@@ -223,21 +223,21 @@ def loader_pass(dataset: torch.utils.data.Dataset, collate: Any, order: list[int
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split-root", type=Path, default=TINY / "splits")
-    parser.add_argument("--image-root", type=Path, default=TINY / "image_data")
+    parser.add_argument("--split_root", type=Path, default=TINY / "splits")
+    parser.add_argument("--image_root", type=Path, default=TINY / "image_data")
     parser.add_argument("--dataset", default="unc")
     parser.add_argument("--split", default="train_pseudo")
     parser.add_argument("--setting", default="unsup-single")
     parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--expressions-per-image", type=int, default=None,
+    parser.add_argument("--expressions_per_image", type=int, default=None,
                         help="give every JPEG image of the split this many expressions (its own, cycled)")
-    parser.add_argument("--max-per-image", type=int, default=8,
+    parser.add_argument("--max_per_image", type=int, default=8,
                         help="longest run of one image's expressions in the grouped paths")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
-    parser.add_argument("--jpeg-only", action="store_true",
+    parser.add_argument("--jpeg_only", action="store_true",
                         help="sample only expressions whose image is a JPEG (as every RefCOCO image is)")
     parser.add_argument("--quick", action="store_true", help="a few seconds: 64 samples, no workers, 1 repeat")
     parser.add_argument("--json", type=Path, default=Path("outputs/bench_data.json"))
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.jpeg_only:  # the RefCOCO case: every image a COCO JPEG (the fixture also holds PNG edge cases)
             keep = [i for i, row in enumerate(official_train.rows) if str(row[0]).lower().endswith((".jpg", ".jpeg"))]
             if not keep:
-                raise ValueError(f"--jpeg-only: no expression of {split_file} is on a JPEG image")
+                raise ValueError(f"--jpeg_only: no expression of {split_file} is on a JPEG image")
             settings = {mode: {name: (torch.utils.data.Subset(dataset, keep), collate)
                                for name, (dataset, collate) in paths.items()} for mode, paths in settings.items()}
         for mode, paths in settings.items():

@@ -3,7 +3,7 @@
 
 Full ViT-B/16 size with random weights (nothing is downloaded). Measures, on CPU (default) or CUDA:
 
-- **evaluation** (expressions/s) on RefCOCO-like batches (``--images`` images, ``--per-image`` expressions each);
+- **evaluation** (expressions/s) on RefCOCO-like batches (``--images`` images, ``--per_image`` expressions each);
 - **training step** (samples/s): forward, loss, backward, AdamW step over the trainable parameters;
 - peak memory of one step, the FLOPs of each path (counted with eager attention, the same math), the machine's
   measured GEMM FLOP/s and the achieved FLOP/s (utilisation).
@@ -367,8 +367,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="tiny model, seconds: a smoke run")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--images", type=int, default=2, help="images per evaluation batch")
-    parser.add_argument("--per-image", type=int, default=7, help="expressions per image (RefCOCO: about 7)")
-    parser.add_argument("--train-batch", type=int, default=2, help="samples per training step")
+    parser.add_argument("--per_image", type=int, default=7, help="expressions per image (RefCOCO: about 7)")
+    parser.add_argument("--train_batch", type=int, default=2, help="samples per training step")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per path")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
                         help="bf16 autocast for our paths: auto = on CUDA only; on = also on CPU (exercises the "

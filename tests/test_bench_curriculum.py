@@ -1,6 +1,6 @@
 """Smoke run of benchmarks/bench_curriculum.py: the simulated sources and the oracle measurer's selection.
 
-The full benchmark trains many models (minutes each); here only ``--quick --oracle-only`` runs: data, conversion,
+The full benchmark trains many models (minutes each); here only ``--quick --oracle_only`` runs: data, conversion,
 known corruption and the kept sets of a measurer that predicts the clean boxes with noise. No timing asserts.
 """
 
@@ -15,7 +15,7 @@ import bench_curriculum
 
 def test_selection_with_a_noisy_clean_box_measurer_removes_most_corrupted_labels(tmp_path):
     out = tmp_path / "bench"
-    summary = bench_curriculum.main(["--quick", "--oracle-only", "--output-dir", str(out)])
+    summary = bench_curriculum.main(["--quick", "--oracle_only", "--output_dir", str(out)])
     sources = summary["sources"]
     assert set(sources) == {"template", "relation"}
     rate = {s: v["corrupted"] / v["rows"] for s, v in sources.items()}
