@@ -20,7 +20,7 @@ test: venv
 	$(PY) -m pytest -q tests
 
 demo: venv
-	$(PY) -m clipvg_hf.demo --output-dir outputs/demo
+	$(PY) -m clipvg_hf.demo --output_dir outputs/demo
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

@@ -1,6 +1,6 @@
 """The offline demo: a small CLIP-VG learns to ground expressions on generated shapes, in minutes on a CPU.
 
-    python -m clipvg_hf.demo --output-dir outputs/demo          # what `make demo` runs
+    python -m clipvg_hf.demo --output_dir outputs/demo          # what `make demo` runs
 
 1. generate a shapes pack in the official layout (:mod:`clipvg_hf.data.shapes`) and convert it with the same
    converter as real packs into a dataset folder (config ``shapes-full``);
@@ -172,14 +172,14 @@ def plot_curve(log_path: Path, baseline: float, path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Offline CLIP-VG demo on generated shapes.")
-    parser.add_argument("--output-dir", default="outputs/demo")
-    parser.add_argument("--train-images", type=int, default=1500)
-    parser.add_argument("--val-images", type=int, default=200)
-    parser.add_argument("--test-images", type=int, default=100)
+    parser.add_argument("--output_dir", default="outputs/demo")
+    parser.add_argument("--train_images", type=int, default=1500)
+    parser.add_argument("--val_images", type=int, default=200)
+    parser.add_argument("--test_images", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
-    parser.add_argument("--warmup-steps", type=int, default=50)
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--learning_rate", type=float, default=5e-4)
+    parser.add_argument("--warmup_steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
     started = time.time()

@@ -47,8 +47,8 @@ def test_sincos_positions_distinguish_every_patch():
 
 def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     out = tmp_path / "demo"
-    run = subprocess.run([sys.executable, "-m", "clipvg_hf.demo", "--output-dir", str(out), "--train-images", "24",
-                          "--val-images", "6", "--test-images", "4", "--epochs", "1", "--batch-size", "8"],
+    run = subprocess.run([sys.executable, "-m", "clipvg_hf.demo", "--output_dir", str(out), "--train_images", "24",
+                          "--val_images", "6", "--test_images", "4", "--epochs", "1", "--batch_size", "8"],
                          capture_output=True, text=True, timeout=600)
     summary = json.loads((out / "summary.json").read_text())
     assert run.returncode == (0 if summary["reached"] else 1), run.stderr[-3000:]
