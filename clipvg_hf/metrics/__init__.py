@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .modeling_clipvg import grounding_iou
+from ..modeling_clipvg import grounding_iou
 
 __all__ = ["ACCURACY_IOU_THRESHOLD", "GroundingMetrics", "summarize_ious"]
 
