@@ -5,7 +5,7 @@
 1. generate a shapes pack in the official layout (:mod:`clipvg_hf.data.shapes`) and convert it with the same
    converter as real packs into a dataset folder (config ``shapes-full``);
 2. build a small CLIP-VG from scratch (``trainable_clip="all"``; no download) and train it with
-   ``accelerate launch train.py``;
+   ``accelerate launch -m clipvg_hf.train``;
 3. evaluate the best model on the validation and test splits, and compare with the best language-blind baseline
    on the same validation split (mean box, largest object, random object): the expression must be needed;
 4. reload the model with ``AutoModel``, predict on held-out test images with the ``visual-grounding`` pipeline and
@@ -105,10 +105,9 @@ def language_blind_baselines(objects: dict, train_rows: list, eval_rows: list, s
 
 
 def train_command(out: Path, args: argparse.Namespace) -> list[str]:
-    """``accelerate launch train.py ...`` on one CPU process."""
-    train_py = Path(__file__).resolve().parents[1] / "train.py"
+    """``accelerate launch -m clipvg_hf.train ...`` on one CPU process (the installed package's training module)."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", str(train_py),
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "clipvg_hf.train",
             "--model_name_or_path", str(out / "init"), "--dataset", str(out / "data"), "--dataset_config",
             "shapes-full", "--output_dir", str(out / "run"), "--num_epochs", str(args.epochs),
             "--per_device_batch_size", str(args.batch_size), "--eval_batch_size", "256",

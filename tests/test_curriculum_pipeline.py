@@ -66,8 +66,7 @@ def test_ssa_cli_trains_on_subsets_and_writes_a_loadable_selection(converted_dir
 
 
 def test_train_rows_file_with_unknown_rows_is_refused(fixture_dataset, tmp_path):
-    sys.path.insert(0, str(ROOT))
-    import train
+    from clipvg_hf import train
 
     split = datasets.load_dataset(str(fixture_dataset), CONFIG, split="train_pseudo")
     rows = tmp_path / "rows.json"

@@ -1,4 +1,5 @@
-"""train.py end to end on the fixture data: one process, two processes, and a run killed and resumed."""
+"""The training module (clipvg_hf.train; train.py forwards to it) end to end on the fixture data: one process, two
+processes, and a run killed and resumed."""
 
 import json
 import os
@@ -34,9 +35,9 @@ def _args(model, dataset, out, *extra):
 
 
 def _run(args, nproc=1, timeout=600):
-    launcher = [sys.executable, str(ROOT / "train.py")] if nproc == 1 else [
+    launcher = [sys.executable, "-m", "clipvg_hf.train"] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), str(ROOT / "train.py")]
+        "--master_port", str(free_port()), "-m", "clipvg_hf.train"]
     result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -107,7 +108,7 @@ def test_killed_run_resumes_to_the_same_weights(converted_dir, fixture_dataset, 
     reference = reference_run
     common = COMMON
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset, killed,
+    proc = subprocess.Popen([sys.executable, "-m", "clipvg_hf.train", *_args(converted_dir, fixture_dataset, killed,
                             *common)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "step_7").exists():  # inside the second epoch
@@ -144,13 +145,14 @@ def test_train_steps_and_fused_adamw_reach_the_plain_run(converted_dir, fixture_
 
 
 def test_bad_optimizer_and_step_budget_are_refused_up_front(converted_dir, fixture_dataset, tmp_path):
+    # the checkout's train.py forwards to the package's training module
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
                             tmp_path / "x", "--optim", "sgd")], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode != 0 and "--optim must be adamw_torch or adamw_torch_fused, got 'sgd'" in result.stderr
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
+    result = subprocess.run([sys.executable, "-m", "clipvg_hf.train", *_args(converted_dir, fixture_dataset,
                             tmp_path / "y", "--train_steps", "0")], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode != 0 and "--train_steps must be positive, got 0" in result.stderr
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
+    result = subprocess.run([sys.executable, "-m", "clipvg_hf.train", *_args(converted_dir, fixture_dataset,
                             tmp_path / "z", "--group_by_image", "-1")], capture_output=True, text=True, timeout=300,
                             cwd=ROOT)
     assert result.returncode != 0

@@ -1,4 +1,4 @@
-"""Training and scoring back-ends of SSA/MSA: train.py / the score CLI as subprocesses, or any injected callable.
+"""Training and scoring back-ends of SSA/MSA: the train / score modules as subprocesses, or any injected callable.
 
 A *train function* maps (training row indices, output folder) to a :class:`TrainResult` (the best model folder and
 its validation Acc@0.5). :class:`CachedTrainer` wraps one so that a training set is trained at most once (e.g.
@@ -20,8 +20,10 @@ from pathlib import Path
 from .reliability import ReliabilityScores, load_scores, save_scores
 from .selection import write_row_indices
 
-__all__ = ["CachedTrainer", "ScoreCommand", "TrainResult", "TrainScriptTrainer", "default_train_script",
+__all__ = ["TRAIN_MODULE", "CachedTrainer", "ScoreCommand", "TrainResult", "TrainScriptTrainer",
            "in_process_scorer", "min_global_batch", "rows_digest"]
+
+TRAIN_MODULE = "clipvg_hf.train"  # launched with ``-m`` (python, torchrun and accelerate launch all accept it)
 
 
 @dataclass
@@ -66,11 +68,6 @@ class CachedTrainer:
         return result, "trained"
 
 
-def default_train_script() -> Path:
-    """The repository's ``train.py`` (next to the package)."""
-    return Path(__file__).resolve().parents[2] / "train.py"
-
-
 def _option(args: Sequence[str], name: str, default: str) -> str:
     """The value of ``--name value`` / ``--name=value`` in an argument list."""
     for i, arg in enumerate(args):
@@ -82,17 +79,18 @@ def _option(args: Sequence[str], name: str, default: str) -> str:
 
 
 def min_global_batch(train_args: Sequence[str], launcher: Sequence[str]) -> int:
-    """The smallest training set train.py accepts: one batch per process (it drops the last partial batch)."""
+    """The smallest training set the training loop accepts: one batch per process (it drops the last partial batch)."""
     batch = int(_option(train_args, "--per_device_batch_size", "64"))
     processes = int(_option(launcher, "--nproc_per_node", _option(launcher, "--num_processes", "1")))
     return batch * processes
 
 
 class TrainScriptTrainer:
-    """Run ``train.py`` on a subset of rows (``--train_row_indices``) and read ``best/val_metrics.json``.
+    """Run the training module on a subset of rows (``--train_row_indices``) and read ``best/val_metrics.json``.
 
     ``launcher`` prefixes the command (default ``python``; e.g. ``torchrun --nproc_per_node 2`` or
-    ``accelerate launch``). A folder whose ``done.json`` records the same rows and arguments is not trained again,
+    ``accelerate launch``), which runs ``-m clipvg_hf.train`` from the installed package, or ``script`` (a custom
+    training script path) when one is given. A folder whose ``done.json`` records the same rows and arguments is not trained again,
     so an interrupted SSA/MSA run resumes where it stopped.
     """
 
@@ -101,11 +99,11 @@ class TrainScriptTrainer:
                  timeout: float | None = None):
         self.dataset, self.config, self.train_args = str(dataset), config, list(train_args)
         self.launcher = list(launcher) if launcher else [sys.executable]
-        self.script = str(script or default_train_script())
+        self.entry = [str(script)] if script else ["-m", TRAIN_MODULE]
         self.timeout = timeout
 
     def command(self, rows_file: Path, output_dir: Path) -> list[str]:
-        return [*self.launcher, self.script, "--dataset", self.dataset, "--dataset_config", self.config,
+        return [*self.launcher, *self.entry, "--dataset", self.dataset, "--dataset_config", self.config,
                 "--train_row_indices", str(rows_file), "--output_dir", str(output_dir), *self.train_args]
 
     def __call__(self, rows: Sequence[int], output_dir: Path) -> TrainResult:
