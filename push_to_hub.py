@@ -3,8 +3,8 @@
 
     python push_to_hub.py model --model_dir DIR --repo_id ORG/NAME [--results results.json] [--private] [--dry_run OUT]
     python push_to_hub.py dataset --data_dir DIR --repo_id ORG/NAME [--default_config C] [--private] [--dry_run OUT]
-    python push_to_hub.py release --checkpoint best_checkpoint.pth --dataset D --config C --split val [--split testA] \\
-        --repo_id ORG/NAME --work_dir WORK [--dataset_id ORG/DATA] [--private] [--dry_run]
+    python push_to_hub.py release --checkpoint best_checkpoint.pth --dataset D --dataset_config C \\
+        --split val [--split testA] --repo_id ORG/NAME --work_dir WORK [--dataset_id ORG/DATA] [--private] [--dry_run]
 
 The token comes from --token, HF_TOKEN or `hf auth login`. ``--dry_run`` writes what would be uploaded and uploads
 nothing. The work is done by :mod:`clipvg_hf.hub`.
@@ -44,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     release = sub.add_parser("release", help="convert an official checkpoint, evaluate it, upload it")
     release.add_argument("--checkpoint", required=True)
     release.add_argument("--dataset", required=True, help="dataset folder or Hub id to evaluate on")
-    release.add_argument("--config", required=True, help="dataset config, e.g. refcoco-unsup-single")
+    release.add_argument("--dataset_config", dest="config", required=True,
+                         help="dataset config, e.g. refcoco-unsup-single")
     release.add_argument("--split", action="append", required=True, help="evaluation split (repeatable)")
     release.add_argument("--repo_id", required=True)
     release.add_argument("--work_dir", required=True, help="keeps model/, results.json and, for --dry_run, upload/")

@@ -1,7 +1,7 @@
 """Evaluate a CLIP-VG model on converted dataset splits: Acc@0.5 and mean IoU, each sample counted exactly once.
 
-    python -m clipvg_hf.evaluate --model DIR --dataset DATA --config refcoco-unsup-single --split val --split testA \
-        --output results.json
+    python -m clipvg_hf.evaluate --model_name_or_path DIR --dataset DATA --dataset_config refcoco-unsup-single \
+        --split val --split testA --output results.json
     accelerate launch -m clipvg_hf.evaluate ...          # several processes; samples are gathered, not duplicated
 
 IoU is computed as the official evaluation does: on the normalised letterbox canvas, prediction clamped to it,
@@ -157,9 +157,10 @@ def evaluate_model(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a CLIP-VG model (Acc@0.5, mean IoU).")
-    parser.add_argument("--model", required=True, help="CLIP-VG folder or Hub id")
+    parser.add_argument("--model_name_or_path", dest="model", required=True, help="CLIP-VG folder or Hub id")
     parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
-    parser.add_argument("--config", required=True, help="dataset config, e.g. refcoco-unsup-single")
+    parser.add_argument("--dataset_config", dest="config", required=True,
+                        help="dataset config, e.g. refcoco-unsup-single")
     parser.add_argument("--split", action="append", required=True, help="split to evaluate (repeatable)")
     parser.add_argument("--output", help="results JSON to write")
     parser.add_argument("--batch_size", type=int, default=128)

@@ -228,7 +228,7 @@ def check_results_for_model(results: dict[str, Any], weights_digest: str, result
         raise HubPublishError(
             f"{results_name} belongs to another model: it was computed for weights sha256 {recorded[:12]}…, but the "
             f"weights being pushed have sha256 {weights_digest[:12]}…; evaluate this model folder "
-            "(python -m clipvg_hf.evaluate --model DIR ...) and pass the new results file"
+            "(python -m clipvg_hf.evaluate --model_name_or_path DIR ...) and pass the new results file"
         )
 
 

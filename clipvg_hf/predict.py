@@ -1,7 +1,7 @@
 """Ground referring expressions in an image from the command line.
 
-    python -m clipvg_hf.predict --model DIR --image photo.jpg --text "the man on the left" [--text ...] \
-        [--output boxes.png]
+    python -m clipvg_hf.predict --model_name_or_path DIR --image photo.jpg --text "the man on the left" \
+        [--text ...] [--output boxes.png]
 
 Prints one JSON object per expression (``label``, ``box`` as [x1, y1, x2, y2] pixels, ``score``) and, with
 ``--output``, draws the boxes on the image. ``DIR`` is a saved CLIP-VG model (for example written by
@@ -34,7 +34,8 @@ class CLIError(Exception):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m clipvg_hf.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="saved CLIP-VG model folder or Hub id")
+    parser.add_argument("--model_name_or_path", dest="model", required=True,
+                        help="saved CLIP-VG model folder or Hub id")
     parser.add_argument("--image", required=True, help="image file")
     parser.add_argument("--text", required=True, action="append", help="referring expression (repeatable)")
     parser.add_argument("--output", help="write the image with the boxes drawn on it here")

@@ -56,7 +56,8 @@ def test_two_processes_score_every_sample_exactly_once(converted_dir, fixture_da
                                                        expected_json, tmp_path):
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                           "127.0.0.1", "--master_port", str(free_port()), "-m", "clipvg_hf.curriculum.score",
-                          "--model", str(converted_dir), "--dataset", str(fixture_dataset), "--config", CONFIG,
+                          "--model_name_or_path", str(converted_dir), "--dataset", str(fixture_dataset),
+                          "--dataset_config", CONFIG,
                           "--output_dir", str(tmp_path), "--batch_size", "3", "--cpu", "--no_plot"],
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]

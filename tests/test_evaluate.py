@@ -41,8 +41,9 @@ def test_metrics_refuse_double_counting():
 
 
 def test_cli_single_and_two_processes_agree(converted_dir, fixture_dataset, expected_json, tmp_path):
-    args = ["--model", str(converted_dir), "--dataset", str(fixture_dataset), "--config", "refcoco-unsup-single",
-            "--split", "val", "--split", "testA", "--batch_size", "4", "--cpu"]
+    args = ["--model_name_or_path", str(converted_dir), "--dataset", str(fixture_dataset),
+            "--dataset_config", "refcoco-unsup-single", "--split", "val", "--split", "testA",
+            "--batch_size", "4", "--cpu"]
     single = tmp_path / "single.json"
     run = subprocess.run([sys.executable, "-m", "clipvg_hf.evaluate", *args, "--output", str(single)],
                          capture_output=True, text=True, timeout=300)

@@ -258,7 +258,7 @@ def test_release_converts_evaluates_and_publishes_those_numbers(hub, published, 
     endpoint, state = hub
     work = tmp_path / "release"
     run(["push_to_hub.py", "release", "--checkpoint", str(FIXTURE / "checkpoint.pth"), "--dataset", str(data_dir),
-         "--config", CONFIGS[0], "--split", "val", "--split", "testA", "--repo_id", RELEASE_REPO,
+         "--dataset_config", CONFIGS[0], "--split", "val", "--split", "testA", "--repo_id", RELEASE_REPO,
          "--work_dir", str(work), "--dataset_id", DATA_REPO, "--private"], hub_env(endpoint, tmp_path / "home"),
         REPO_ROOT)
     assert state.repos[("model", RELEASE_REPO)].private

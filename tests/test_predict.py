@@ -64,21 +64,22 @@ def test_cli_falls_back_to_the_default_processor(model_dir, photo, tmp_path, cap
     bare.mkdir()
     for name in ("config.json", "model.safetensors"):
         (bare / name).symlink_to(model_dir / name)
-    assert main(["--model", str(bare), "--image", str(photo), "--text", "the umbrella"]) == 0
+    assert main(["--model_name_or_path", str(bare), "--image", str(photo), "--text", "the umbrella"]) == 0
     captured = capsys.readouterr()
     assert "holds no processor" in captured.err
-    with_processor = main(["--model", str(model_dir), "--image", str(photo), "--text", "the umbrella"])
+    with_processor = main(["--model_name_or_path", str(model_dir), "--image", str(photo), "--text", "the umbrella"])
     assert with_processor == 0 and json.loads(capsys.readouterr().out) == json.loads(captured.out)
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "{missing}", "--image", "{photo}", "--text", "a"], "model folder not found"),
-        (["--model", "{tmp}", "--image", "{photo}", "--text", "a"], "could not load a CLIP-VG model"),
-        (["--model", "{model}", "--image", "{tmp}/nope.jpg", "--text", "a"], "image file not found"),
-        (["--model", "{model}", "--image", "{tmp}/bad.jpg", "--text", "a"], "could not read image"),
-        (["--model", "{model}", "--image", "{photo}", "--text", "a", "--text", " "], "--text number 2 is empty"),
+        (["--model_name_or_path", "{missing}", "--image", "{photo}", "--text", "a"], "model folder not found"),
+        (["--model_name_or_path", "{tmp}", "--image", "{photo}", "--text", "a"], "could not load a CLIP-VG model"),
+        (["--model_name_or_path", "{model}", "--image", "{tmp}/nope.jpg", "--text", "a"], "image file not found"),
+        (["--model_name_or_path", "{model}", "--image", "{tmp}/bad.jpg", "--text", "a"], "could not read image"),
+        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--text", " "],
+         "--text number 2 is empty"),
     ],
 )
 def test_cli_reports_bad_input(model_dir, photo, tmp_path, capsys, args, message):
@@ -92,4 +93,4 @@ def test_cli_reports_bad_input(model_dir, photo, tmp_path, capsys, args, message
 def test_cli_requires_model_image_and_text(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--image", "x.jpg", "--text", "a"])
-    assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--model_name_or_path" in capsys.readouterr().err

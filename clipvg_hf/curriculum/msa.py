@@ -11,7 +11,7 @@ The first source is always added (nothing to compare with). Ties: earlier source
 own measurer, then the measurers' order; smaller h. Every candidate (source, measurer, h, samples, val accuracy,
 model) and decision is in ``msa.json``; the union D is written as a dataset config (``<config>-msa``).
 
-    python -m clipvg_hf.curriculum.msa --dataset DATA --config refcoco-unsup-multi --output_dir runs/msa \
+    python -m clipvg_hf.curriculum.msa --dataset DATA --dataset_config refcoco-unsup-multi --output_dir runs/msa \
         [--order fixed|gain] [--sources template relation caption] [--h0 0.5] [--search bisect] -- <train.py args>
 """
 

@@ -1,7 +1,8 @@
 """Score a pseudo-labelled split with a measurer model (reliability = IoU(prediction, pseudo box)).
 
-    python -m clipvg_hf.curriculum.score --model runs/measurer/best --dataset DATA --config refcoco-unsup-single \
-        --split train_pseudo --output_dir runs/reliability [--source template] [--cpu]
+    python -m clipvg_hf.curriculum.score --model_name_or_path runs/measurer/best --dataset DATA \
+        --dataset_config refcoco-unsup-single --split train_pseudo --output_dir runs/reliability \
+        [--source template] [--cpu]
     torchrun --nproc_per_node 2 -m clipvg_hf.curriculum.score ... --cpu   # several processes, each sample once
 
 Writes ``scores.parquet``, ``reliability.json`` (measurer sha256, subsets, 1000-bin histogram) and
@@ -54,9 +55,10 @@ def score_model(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Reliability of pseudo-labels under a measurer model.")
-    parser.add_argument("--model", required=True, help="the measurer: a CLIP-VG folder")
+    parser.add_argument("--model_name_or_path", dest="model", required=True, help="the measurer: a CLIP-VG folder")
     parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
-    parser.add_argument("--config", required=True, help="dataset config, e.g. refcoco-unsup-single")
+    parser.add_argument("--dataset_config", dest="config", required=True,
+                        help="dataset config, e.g. refcoco-unsup-single")
     parser.add_argument("--split", default="train_pseudo", help="the pseudo-labelled split to score")
     parser.add_argument("--source", action="append", dest="sources", help="score only this source (repeatable)")
     parser.add_argument("--output_dir", required=True, help="where scores.parquet / reliability.json go")

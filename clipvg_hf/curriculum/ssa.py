@@ -6,9 +6,9 @@
    split (search: the official 0.1 grid, or ``bisect`` on a unimodal curve);
 4. keep the best h and its model; write the selection as a dataset config.
 
-    python -m clipvg_hf.curriculum.ssa --dataset DATA --config refcoco-unsup-single --output_dir runs/ssa \
+    python -m clipvg_hf.curriculum.ssa --dataset DATA --dataset_config refcoco-unsup-single --output_dir runs/ssa \
         [--search grid|bisect] [--thresholds 0.0 0.1 ...] [--measurer DIR] [--launcher "torchrun --nproc_per_node 4"] \
-        -- --model_name_or_path openai/clip-vit-base-patch16 --num_epochs 110      # everything after -- goes to train.py
+        -- --model_name_or_path openai/clip-vit-base-patch16 --num_epochs 110   # everything after -- goes to train.py
 
 Outputs in ``--output_dir``: ``ssa.json`` (every decision: measurer, each h with its sample count, val accuracy,
 model and command, the best h, the number of trainings), ``ssa_curve.md`` / ``ssa_curve.png`` (accuracy vs h),
@@ -169,7 +169,8 @@ def source_rows(dataset: str, config: str, split: str) -> dict[str, list[int]]:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the SSA and MSA command lines."""
     parser.add_argument("--dataset", required=True, help="converted dataset folder")
-    parser.add_argument("--config", required=True, help="config holding the pseudo-labelled split and val")
+    parser.add_argument("--dataset_config", dest="config", required=True,
+                        help="config holding the pseudo-labelled split and val")
     parser.add_argument("--split", default="train_pseudo", help="pseudo-labelled training split")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--search", choices=STRATEGIES, default="grid", help="threshold search strategy")
