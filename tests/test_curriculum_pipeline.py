@@ -35,7 +35,7 @@ def test_ssa_cli_trains_on_subsets_and_writes_a_loadable_selection(converted_dir
                   "--per_device_batch_size", "4", "--eval_batch_size", "32", "--num_workers", "0", "--cpu",
                   "--no_aug_crop", "--no_aug_scale", "--keep_checkpoints", "0"]
     run = subprocess.run([sys.executable, "-m", "clipvg_hf.curriculum.ssa", "--dataset", str(fixture_dataset),
-                          "--config", CONFIG, "--output_dir", str(out), "--measurer", str(converted_dir),
+                          "--dataset_config", CONFIG, "--output_dir", str(out), "--measurer", str(converted_dir),
                           "--thresholds", "0.0", "0.3", "--search", "grid", "--score_args", "--cpu --no_plot",
                           "--", *train_args], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
     assert run.returncode == 0, run.stderr[-3000:]

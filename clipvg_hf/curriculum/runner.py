@@ -143,9 +143,9 @@ class ScoreCommand:
 
     def __call__(self, model_dir: Path, output_dir: Path) -> ReliabilityScores:
         output_dir.mkdir(parents=True, exist_ok=True)
-        command = [*self.launcher, "-m", "clipvg_hf.curriculum.score", "--model", str(model_dir), "--dataset",
-                   self.dataset, "--config", self.config, "--split", self.split, "--output_dir", str(output_dir),
-                   *self.extra_args]
+        command = [*self.launcher, "-m", "clipvg_hf.curriculum.score", "--model_name_or_path", str(model_dir),
+                   "--dataset", self.dataset, "--dataset_config", self.config, "--split", self.split,
+                   "--output_dir", str(output_dir), *self.extra_args]
         run = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, check=False)
         if run.returncode != 0:
             raise RuntimeError(f"scoring with {model_dir} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
