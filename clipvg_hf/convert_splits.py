@@ -1,13 +1,13 @@
-#!/usr/bin/env python
 """Convert an official CLIP-VG split pack into a Hugging Face dataset folder (parquet configs + README.md).
 
 Example (the unsupervised single-source pack, all six datasets):
 
-    python data_scripts/convert_splits.py --split_root /data/unsup_single_source \
+    clipvg-convert-splits --split_root /data/unsup_single_source \
         --image_root /data/image_data --setting unsup-single --output_dir /data/clipvg-hf
 
 Run it once per pack (setting) into the same output folder; the dataset card lists every config present.
-Then ``datasets.load_dataset("/data/clipvg-hf", "refcoco-unsup-single")``.
+Then ``datasets.load_dataset("/data/clipvg-hf", "refcoco-unsup-single")``. Also ``python -m clipvg_hf.convert_splits``
+and, from a checkout, ``python data_scripts/convert_splits.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from clipvg_hf.data import DATASETS, SETTINGS, ConversionError, SplitFileError, convert_pack, format_summary
+from .data import DATASETS, SETTINGS, ConversionError, SplitFileError, convert_pack, format_summary
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

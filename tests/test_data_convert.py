@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -243,10 +242,9 @@ def test_view_decodes_like_the_official_loader_without_exif_rotation(tmp_path):
 
 
 def _cli_main():
-    spec = importlib.util.spec_from_file_location("convert_splits_cli", REPO / "data_scripts" / "convert_splits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    from clipvg_hf.convert_splits import main
+
+    return main
 
 
 def test_cli_prints_the_summary_and_fails_cleanly(tmp_path, capsys):
