@@ -117,8 +117,8 @@ def official_boxes(model: CLIPVGForGrounding, pixel_values: torch.Tensor, pixel_
 
     Call with the model's attention set to eager. Inputs are per expression (images repeated).
     """
-    visual = model.visual_proj(model.get_visual_features(pixel_values))
-    text = model.text_proj(model.get_text_features(input_ids))
+    visual = model.visual_proj(model.get_multilevel_visual_features(pixel_values))
+    text = model.text_proj(model.get_text_token_features(input_ids))
     batch = text.shape[0]
     hidden = torch.cat([model.reg_token.unsqueeze(0).expand(batch, -1, -1), text, visual], dim=1)
     positions = model.fusion_position_embeddings.weight[: hidden.shape[1]].unsqueeze(0)
@@ -127,7 +127,7 @@ def official_boxes(model: CLIPVGForGrounding, pixel_values: torch.Tensor, pixel_
     padding = torch.cat([never, attention_mask == 0, never, patches], dim=1)
     additive = torch.zeros(padding.shape, dtype=hidden.dtype, device=hidden.device)
     additive = additive.masked_fill(padding, torch.finfo(hidden.dtype).min)[:, None, None, :]
-    hidden, _ = model.fusion(hidden, positions, additive, first_token_only=False)
+    hidden = model.fusion(hidden, positions, additive, first_token_only=False)[0]
     return model.box_head(hidden[:, 0])
 
 

@@ -150,16 +150,17 @@ def predict_boxes_grouped(
     image_index = image_index.to(device)
     chunk = expression_batch_size or max(1, input_ids.shape[0])
     with torch.no_grad(), _autocast(device, autocast_dtype):
-        visual_tokens = model.project_visual_features(model.get_visual_features(pixel_values.to(device)))
+        visual_features = model.get_multilevel_visual_features(pixel_values.to(device))
+        visual_tokens = model.project_visual_features(visual_features)
         patch_padding = patch_padding_mask(pixel_mask.to(device), model.config.num_patches_per_side)
         boxes = []
         for start in range(0, input_ids.shape[0], chunk):
             ids, mask = trim_text_padding(input_ids[start : start + chunk], attention_mask[start : start + chunk])
             rows = image_index[start : start + chunk]
-            text_features = model.get_text_features(ids.to(device))
-            box, _ = model.ground_projected(
+            text_features = model.get_text_token_features(ids.to(device))
+            box = model.ground_projected(
                 visual_tokens[rows], text_features, mask.to(device) == 0, patch_padding[rows]
-            )
+            )[0]
             boxes.append(box.float())
     return torch.cat(boxes) if boxes else torch.zeros(0, 4, device=device)
 

@@ -22,10 +22,13 @@ from transformers import CLIPConfig, CLIPModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, logging
 
-from .configuration_clipvg import CLIPVGConfig, default_extract_layers
+from .configuration_clipvg import TRAINABLE_CLIP_POLICIES, CLIPVGConfig, default_extract_layers
+
+logger = logging.get_logger(__name__)
 
 __all__ = [
     "CLIPVGForGrounding",
@@ -135,11 +138,20 @@ class CLIPVGGroundingOutput(ModelOutput):
             the multi-level visual feature (returned with `output_hidden_states=True`).
         text_features (`torch.FloatTensor` of shape `(batch_size, text_length, projection_dim)`, *optional*):
             the CLIP text features after the final layer norm and the text projection (with `output_hidden_states=True`).
-        visual_token_mask (`torch.BoolTensor` of shape `(batch_size, num_patches)`, *optional*):
-            True where a patch is padding and masked in the fusion (with `output_hidden_states=True`).
-        fusion_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+        patch_attention_mask (`torch.LongTensor` of shape `(batch_size, num_patches)`, *optional*):
+            1 for the patches the fusion attends to, 0 for letterbox-padding patches it masks out (with
+            `output_hidden_states=True`).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             the fusion encoder input and the output of each fusion layer, each `(batch_size, sequence_length,
-            fusion_hidden_size)` (with `output_hidden_states=True`).
+            fusion_hidden_size)` with `sequence_length = 1 + text_length + 1 + num_patches` (with
+            `output_hidden_states=True`).
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            the attention weights of each fusion layer, each `(batch_size, fusion_num_heads, sequence_length,
+            sequence_length)` (with `output_attentions=True` and `attn_implementation="eager"`).
+        vision_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            the attention weights of each CLIP vision block (with `output_attentions=True`, eager attention).
+        text_attentions (`tuple(torch.FloatTensor)`, *optional*):
+            the attention weights of each CLIP text block (with `output_attentions=True`, eager attention).
     """
 
     loss: torch.FloatTensor | None = None
@@ -148,8 +160,11 @@ class CLIPVGGroundingOutput(ModelOutput):
     pred_boxes: torch.FloatTensor | None = None
     visual_features: torch.FloatTensor | None = None
     text_features: torch.FloatTensor | None = None
-    visual_token_mask: torch.BoolTensor | None = None
-    fusion_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    patch_attention_mask: torch.LongTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    vision_attentions: tuple[torch.FloatTensor, ...] | None = None
+    text_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -236,16 +251,19 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
         position_embeddings: torch.Tensor,
         attention_mask: torch.Tensor | None,
         num_queries: int | None = None,
-    ) -> torch.Tensor:
-        """Update every token, or only the first ``num_queries`` (the others still serve as keys and values)."""
-        attended, _ = self.self_attn(hidden_states, position_embeddings, attention_mask, num_queries)
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Update every token, or only the first ``num_queries`` (the others still serve as keys and values).
+
+        Returns the new states and the attention weights (None unless the attention implementation gives them).
+        """
+        attended, weights = self.self_attn(hidden_states, position_embeddings, attention_mask, num_queries)
         if num_queries is not None:
             hidden_states = hidden_states[:, :num_queries]
         hidden_states = self.self_attn_layer_norm(
             hidden_states + F.dropout(attended, p=self.dropout, training=self.training)
         )
         ffn = self.fc2(F.dropout(self.activation_fn(self.fc1(hidden_states)), p=self.dropout, training=self.training))
-        return self.final_layer_norm(hidden_states + F.dropout(ffn, p=self.dropout, training=self.training))
+        return self.final_layer_norm(hidden_states + F.dropout(ffn, p=self.dropout, training=self.training)), weights
 
 
 class CLIPVGFusionEncoder(nn.Module):
@@ -263,21 +281,27 @@ class CLIPVGFusionEncoder(nn.Module):
         attention_mask: torch.Tensor | None,
         output_hidden_states: bool = False,
         first_token_only: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor | None, ...] | None]:
         """Run the layers; ``first_token_only`` makes the last layer update only token 0 (the [REG] token).
 
         The last layer's other outputs feed nothing downstream of the box head, so skipping their query projection,
         attention rows and feed-forward gives the same [REG] output at about 14% less fusion compute. The returned
-        tensor is then (B, 1, D). Ignored with ``output_hidden_states``, which needs every token.
+        tensor is then (B, 1, D). Ignored with ``output_hidden_states`` or ``output_attentions``, which need every
+        token. Returns the last states, every layer's states (or None) and every layer's attention weights (or None).
         """
         all_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        full = output_hidden_states or output_attentions
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
-            num_queries = 1 if first_token_only and last and not output_hidden_states else None
-            hidden_states = layer(hidden_states, position_embeddings, attention_mask, num_queries)
+            num_queries = 1 if first_token_only and last and not full else None
+            hidden_states, weights = layer(hidden_states, position_embeddings, attention_mask, num_queries)
             if output_hidden_states:
                 all_states += (hidden_states,)
-        return hidden_states, all_states
+            if output_attentions:
+                all_attentions += (weights,)
+        return hidden_states, all_states, all_attentions
 
 
 class CLIPVGBoxHead(nn.Module):
@@ -299,6 +323,13 @@ class CLIPVGBoxHead(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # Pretrained model base
 # ----------------------------------------------------------------------------------------------------------------
+def _initialize_module_tree(module: nn.Module, initialize: Callable[[nn.Module, bool], None]) -> None:
+    """Children first, then ``module``; a nested ``PreTrainedModel`` switches to its own initialiser."""
+    for child in module.children():
+        _initialize_module_tree(child, child._initialize_weights if isinstance(child, PreTrainedModel) else initialize)
+    initialize(module, False)
+
+
 def _torch_default_linear_init(module: nn.Linear) -> None:
     """PyTorch's own ``nn.Linear`` initialisation (Kaiming-uniform weight, uniform bias), which CLIP-VG keeps."""
     init.kaiming_uniform_(module.weight, a=math.sqrt(5))
@@ -312,7 +343,7 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
 
     config: CLIPVGConfig
     config_class = CLIPVGConfig
-    base_model_prefix = "clip_vg"
+    base_model_prefix = "clip"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
@@ -322,35 +353,50 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Initialise the grounding modules as the official CLIP-VG code does.
+        """Initialise the grounding modules as the official CLIP-VG code does, one module at a time.
 
         CLIP's own modules are initialised by ``CLIPModel`` (transformers dispatches sub-models to their own
-        ``_init_weights``). Everything else is set from the top-level module, because transformers skips
-        parameter-less container modules of custom-code models.
+        ``_init_weights``). Every call uses ``transformers.initialization``, which leaves loaded tensors alone, so a
+        checkpoint that lacks some tensors gets exactly those initialised.
         """
-        if not isinstance(module, CLIPVGForGrounding):
-            return
-        _torch_default_linear_init(module.visual_proj)
-        _torch_default_linear_init(module.text_proj)
-        for linear in module.box_head.layers:
-            _torch_default_linear_init(linear)
-        init.normal_(module.reg_token, std=1.0)
-        init.normal_(module.fusion_position_embeddings.weight, std=1.0)
-        for layer in module.fusion.layers:
-            attention = layer.self_attn
+        if isinstance(module, CLIPVGFusionAttention):
             # xavier-uniform over the packed (3·D, D) in-projection, zero biases, xavier-uniform out-projection
-            bound = math.sqrt(6.0 / (4 * attention.embed_dim))
-            for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
+            bound = math.sqrt(6.0 / (4 * module.embed_dim))
+            for proj in (module.q_proj, module.k_proj, module.v_proj):
                 init.uniform_(proj.weight, -bound, bound)
                 init.zeros_(proj.bias)
-            init.xavier_uniform_(attention.out_proj.weight)
-            init.zeros_(attention.out_proj.bias)
-            for linear in (layer.fc1, layer.fc2):
+            init.xavier_uniform_(module.out_proj.weight)
+            init.zeros_(module.out_proj.bias)
+        elif isinstance(module, CLIPVGFusionLayer):
+            for linear in (module.fc1, module.fc2):
                 _torch_default_linear_init(linear)
                 init.xavier_uniform_(linear.weight)
-            for norm in (layer.self_attn_layer_norm, layer.final_layer_norm):
+            for norm in (module.self_attn_layer_norm, module.final_layer_norm):
                 init.ones_(norm.weight)
                 init.zeros_(norm.bias)
+        elif isinstance(module, CLIPVGBoxHead):
+            for linear in module.layers:
+                _torch_default_linear_init(linear)
+        elif isinstance(module, CLIPVGForGrounding):
+            _torch_default_linear_init(module.visual_proj)
+            _torch_default_linear_init(module.text_proj)
+            init.normal_(module.reg_token, std=1.0)
+            init.normal_(module.fusion_position_embeddings.weight, std=1.0)
+            # CLIPModel's `_init_weights` leaves `logit_scale` alone (as upstream transformers does); CLIP-VG never
+            # uses it, but a missing one must not stay uninitialised memory
+            init.constant_(module.clip.logit_scale, module.clip.config.logit_scale_init_value)
+
+    @torch.no_grad()
+    @init.guard_torch_init_functions()
+    def initialize_weights(self) -> None:
+        """Initialise every module not loaded from a checkpoint, each sub-model with its own ``_init_weights``.
+
+        transformers' version skips parameter-less containers of custom-code models (such as ``CLIPAttention`` and
+        ``CLIPMLP``, whose linear layers then get a generic std-0.02 normal instead of CLIP's initialisation). That
+        shortcut protects initialisers that write tensors in place; CLIP's and this model's only use
+        ``transformers.initialization``, so every module is visited as in a built-in transformers model.
+        """
+        _initialize_module_tree(self, self._initialize_weights)
 
     def apply_trainable_clip_policy(self) -> None:
         """Set ``requires_grad`` of the CLIP parameters from ``config.trainable_clip``.
@@ -365,12 +411,14 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
             id(p) for m in (clip.visual_projection, clip.vision_model.post_layernorm) for p in m.parameters()
         } - {id(clip.logit_scale)}
         position = clip.vision_model.embeddings.position_embedding.weight
+        if policy not in TRAINABLE_CLIP_POLICIES:
+            raise ValueError(f"trainable_clip={policy!r} is not supported; choose one of {TRAINABLE_CLIP_POLICIES}.")
         for param in clip.parameters():
             if policy == "all":
                 param.requires_grad_(id(param) in used)
             elif policy == "official":
                 param.requires_grad_(param is position)
-            else:
+            else:  # "frozen"
                 param.requires_grad_(False)
         for name, param in self.named_parameters():
             if not name.startswith("clip."):
@@ -378,13 +426,16 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """Load as usual, then apply the ``trainable_clip`` policy (loading marks every parameter trainable)."""
-        model = super().from_pretrained(*args, **kwargs)
-        if isinstance(model, tuple):  # output_loading_info=True
-            model[0].apply_trainable_clip_policy()
-        else:
-            model.apply_trainable_clip_policy()
-        return model
+        """Load as usual, validate the config, then apply the ``trainable_clip`` policy.
+
+        Config values passed as keyword arguments (``trainable_clip="all"``) are set after the config is built, so
+        they are validated here; loading also marks every parameter trainable, hence the policy.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
+        model.config.validate()
+        model.apply_trainable_clip_policy()
+        return loaded
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual; when registered for remote code, ``auto_map`` also names the zero-shot detection class."""
@@ -404,8 +455,15 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
 
     def __init__(self, config: CLIPVGConfig):
         super().__init__(config)
+        # the CLIP config shares the two tower configs; building it must keep their attention implementation
+        # (a plain CLIPConfig resets it to "unset", which CLIPModel then resolves to its own default)
         clip_config = CLIPConfig(
-            text_config=config.text_config, vision_config=config.vision_config, projection_dim=config.projection_dim
+            text_config=config.text_config, vision_config=config.vision_config, projection_dim=config.projection_dim,
+            attn_implementation={
+                "": config._attn_implementation,
+                "text_config": config.text_config._attn_implementation,
+                "vision_config": config.vision_config._attn_implementation,
+            },
         )
         self.clip = CLIPModel(clip_config)
         hidden = config.fusion_hidden_size
@@ -440,10 +498,67 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         model.apply_trainable_clip_policy()
         return model
 
-    # -- the three stages, usable on their own (e.g. to encode an image once for several expressions) --------------
-    def get_visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    # -- transformers' feature API (as CLIPModel) ------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        """The CLIP text tower's token embedding."""
+        return self.clip.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.clip.text_model.embeddings.token_embedding = value
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """CLIP's text features, as [`CLIPModel.get_text_features`]: the text tower's output with the projected
+        end-of-text embedding as ``pooler_output``. For the per-token features CLIP-VG grounds with, see
+        [`get_text_token_features`].
+        """
+        return self.clip.get_text_features(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+        )
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        """CLIP's image features, as [`CLIPModel.get_image_features`]: the vision tower's output with the projected
+        CLS embedding as ``pooler_output``. ``pixel_mask`` is accepted so that image-processor outputs can be passed
+        as they are; the CLIP vision tower attends to every patch (as in CLIP-VG), so it does not change the result.
+        For the multi-level features CLIP-VG grounds with, see [`get_multilevel_visual_features`].
+        """
+        return self.clip.get_image_features(
+            pixel_values=pixel_values.to(self.clip.dtype), interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+
+    # -- the three CLIP-VG stages, usable on their own (e.g. to encode an image once for several expressions) ------
+    def get_multilevel_visual_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Multi-level visual feature (B, 1 + num_patches, len(extract_layers) * width): raw block outputs."""
+        return self._encode_image(pixel_values)[0]
+
+    def get_text_token_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """CLIP text features of every token (B, L, projection_dim), computed with the causal mask only.
+
+        No padding mask enters the text tower (as in the official model); under the causal mask the real tokens
+        never see the padding, so the pad id does not matter.
+        """
+        return self._encode_text(input_ids)[0]
+
+    def _encode_image(
+        self, pixel_values: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """The multi-level visual feature and, when asked, the vision tower's attention weights."""
         vision = self.clip.vision_model
+        if output_attentions:  # the whole tower, through its own forward, which records the weights
+            out = vision(pixel_values.to(self.clip.dtype), output_hidden_states=True, output_attentions=True)
+            features = torch.cat([out.hidden_states[i + 1] for i in self.config.extract_layers], dim=-1)
+            return features, out.attentions
         hidden_states = vision.pre_layrnorm(vision.embeddings(pixel_values.to(self.clip.dtype)))
         wanted = self.config.extract_layers
         collected = []
@@ -451,19 +566,17 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
             hidden_states = layer(hidden_states, None)
             if index in wanted:
                 collected.append(hidden_states)
-        return torch.cat(collected, dim=-1)
+        return torch.cat(collected, dim=-1), None
 
-    def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """CLIP text features of every token (B, L, projection_dim), computed with the causal mask only.
-
-        No padding mask enters the text tower (as in the official model); under the causal mask the real tokens
-        never see the padding, so the pad id does not matter.
-        """
+    def _encode_text(
+        self, input_ids: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Per-token projected text features and, when asked, the text tower's attention weights."""
         text_model = self.clip.text_model
         needs_grad = torch.is_grad_enabled() and any(p.requires_grad for p in text_model.parameters())
         with torch.set_grad_enabled(needs_grad):
-            hidden_states = text_model(input_ids=input_ids).last_hidden_state
-            return self.clip.text_projection(hidden_states)
+            out = text_model(input_ids=input_ids, output_attentions=output_attentions)
+            return self.clip.text_projection(out.last_hidden_state), out.attentions if output_attentions else None
 
     def ground(
         self,
@@ -472,10 +585,16 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         text_padding_mask: torch.Tensor,
         patch_padding: torch.Tensor,
         output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """Fuse the two modalities and regress the box; masks are True where a token is padding."""
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor | None, ...] | None]:
+        """Fuse the two modalities and regress the box; masks are True where a token is padding.
+
+        Returns the boxes (B, 4), and the fusion's hidden states and attention weights when asked (else None).
+        """
         visual = self.project_visual_features(visual_features)
-        return self.ground_projected(visual, text_features, text_padding_mask, patch_padding, output_hidden_states)
+        return self.ground_projected(
+            visual, text_features, text_padding_mask, patch_padding, output_hidden_states, output_attentions
+        )
 
     def project_visual_features(self, visual_features: torch.Tensor) -> torch.Tensor:
         """Multi-level visual feature -> fusion-width visual tokens (B, 1 + num_patches, fusion_hidden_size).
@@ -491,7 +610,8 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         text_padding_mask: torch.Tensor,
         patch_padding: torch.Tensor,
         output_hidden_states: bool = False,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor | None, ...] | None]:
         """[`ground`] after [`project_visual_features`]: fuse and regress the box."""
         batch_size, text_length = text_features.shape[:2]
         visual = visual_tokens
@@ -513,10 +633,11 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         attention_mask = torch.zeros(padding.shape, dtype=hidden_states.dtype, device=device)
         attention_mask = attention_mask.masked_fill(padding, torch.finfo(hidden_states.dtype).min)[:, None, None, :]
 
-        hidden_states, all_states = self.fusion(
-            hidden_states, position_embeddings, attention_mask, output_hidden_states, first_token_only=True
+        hidden_states, all_states, all_attentions = self.fusion(
+            hidden_states, position_embeddings, attention_mask, output_hidden_states, first_token_only=True,
+            output_attentions=output_attentions,
         )
-        return self.box_head(hidden_states[:, 0]), all_states
+        return self.box_head(hidden_states[:, 0]), all_states, all_attentions
 
     def forward(
         self,
@@ -525,10 +646,10 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         image_index: torch.Tensor | None = None,
-        **kwargs,
     ) -> CLIPVGGroundingOutput | tuple:
         r"""Predict one box per (image, expression).
 
@@ -543,6 +664,11 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
                 1 for real pixels, 0 for letterbox padding; all ones when omitted.
             labels (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
                 target boxes, normalised (cx, cy, w, h) on the canvas; the loss is returned when given.
+            output_attentions (`bool`, *optional*):
+                return the attention weights of the fusion layers and of both CLIP towers; they exist with
+                ``attn_implementation="eager"`` only (SDPA computes no weights and gives ``None`` entries).
+            output_hidden_states (`bool`, *optional*):
+                return the fusion hidden states and CLIP-VG's intermediate features and patch mask.
             image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 when given, `pixel_values` and `pixel_mask` hold `num_images` distinct images and expression `i` is
                 grounded in image `image_index[i]`: each image is encoded once for all its expressions (same boxes
@@ -551,6 +677,12 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if output_attentions and self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"output_attentions=True needs attn_implementation='eager'; {self.config._attn_implementation!r} "
+                "computes no attention weights, so the fusion's entries are None."
+            )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_inputs(pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index)
         if attention_mask is None:
@@ -558,15 +690,15 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         if pixel_mask is None:
             pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
 
-        visual_features = self.get_visual_features(pixel_values)
-        text_features = self.get_text_features(input_ids)
+        visual_features, vision_attentions = self._encode_image(pixel_values, output_attentions)
+        text_features, text_attentions = self._encode_text(input_ids, output_attentions)
         patch_padding = patch_padding_mask(pixel_mask, self.config.num_patches_per_side)
         visual_tokens = self.project_visual_features(visual_features)
         if image_index is not None:  # one row per expression from here on
             rows = image_index.to(visual_tokens.device, torch.long)
             visual_features, visual_tokens, patch_padding = visual_features[rows], visual_tokens[rows], patch_padding[rows]
-        boxes, fusion_states = self.ground_projected(
-            visual_tokens, text_features, attention_mask == 0, patch_padding, output_hidden_states
+        boxes, fusion_states, fusion_attentions = self.ground_projected(
+            visual_tokens, text_features, attention_mask == 0, patch_padding, output_hidden_states, output_attentions
         )
 
         loss = loss_dict = None
@@ -580,8 +712,11 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
             pred_boxes=boxes.unsqueeze(1),
             visual_features=visual_features if output_hidden_states else None,
             text_features=text_features if output_hidden_states else None,
-            visual_token_mask=patch_padding if output_hidden_states else None,
-            fusion_hidden_states=fusion_states,
+            patch_attention_mask=(~patch_padding).long() if output_hidden_states else None,
+            hidden_states=fusion_states,
+            attentions=fusion_attentions,
+            vision_attentions=vision_attentions,
+            text_attentions=text_attentions,
         )
         return output if return_dict else output.to_tuple()
 

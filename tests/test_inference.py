@@ -65,7 +65,7 @@ def test_forward_with_image_index_equals_repeated_images():
                       attention_mask=attention, labels=labels, output_hidden_states=True)
     torch.testing.assert_close(grouped.pred_boxes, plain.pred_boxes, atol=ATOL, rtol=0)
     torch.testing.assert_close(grouped.loss, plain.loss, atol=ATOL, rtol=0)
-    assert torch.equal(grouped.visual_token_mask, plain.visual_token_mask)
+    assert torch.equal(grouped.patch_attention_mask, plain.patch_attention_mask)
     torch.testing.assert_close(grouped.visual_features, plain.visual_features, atol=ATOL, rtol=0)
     with pytest.raises(ValueError, match="image_index values"):
         model(pixel_values=images, input_ids=ids, image_index=image_index + len(images))

@@ -42,7 +42,7 @@ def test_forward_shapes_and_loss(tiny_config):
     assert ((out.pred_boxes > 0) & (out.pred_boxes < 1)).all()
     assert out.visual_features.shape == (3, 1 + 16, 3 * 32)
     assert out.text_features.shape == (3, 7, 24)
-    assert out.visual_token_mask.shape == (3, 16)
+    assert out.patch_attention_mask.shape == (3, 16) and out.patch_attention_mask.dtype == torch.long
     assert set(out.loss_dict) == {"loss_bbox", "loss_giou"}
     torch.testing.assert_close(out.loss, out.loss_dict["loss_bbox"] + out.loss_dict["loss_giou"])
     # tuple output carries the same boxes (without hidden states the last fusion layer updates [REG] only)
@@ -94,12 +94,12 @@ def test_text_padding_and_padded_patches_do_not_change_the_box(tiny_config):
         torch.testing.assert_close(model(**longer).pred_boxes, base, atol=1e-6, rtol=0)
         # padded patches are masked keys in the fusion: their features do not reach the box
         # (the CLIP vision tower itself has no mask, as in the official model)
-        visual = model.get_visual_features(batch["pixel_values"])
-        text = model.get_text_features(batch["input_ids"])
+        visual = model.get_multilevel_visual_features(batch["pixel_values"])
+        text = model.get_text_token_features(batch["input_ids"])
         padded = patch_padding_mask(batch["pixel_mask"], tiny_config.num_patches_per_side)
         assert padded[0].tolist() == [False, False, False, True] * 4  # patch column 3 lies in the padding
         text_padding = batch["attention_mask"] == 0
-        boxes, _ = model.ground(visual, text, text_padding, padded)
+        boxes = model.ground(visual, text, text_padding, padded)[0]
         torch.testing.assert_close(boxes, base[:, 0], atol=1e-6, rtol=0)
         altered = visual.clone()
         altered[:, 1:][padded] += 5.0

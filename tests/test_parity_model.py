@@ -43,10 +43,10 @@ def test_features_and_token_mask_match_official(converted_model, expected_tensor
         out = converted_model(**_inputs(expected_tensors, "unc/val"), output_hidden_states=True)
     torch.testing.assert_close(out.visual_features, expected_tensors["unc/val/visual_multilevel"], atol=1e-4, rtol=0)
     torch.testing.assert_close(out.text_features, expected_tensors["unc/val/text_features"], atol=1e-4, rtol=0)
-    assert torch.equal(out.visual_token_mask, expected_tensors["unc/val/visual_token_mask"].bool())
+    assert torch.equal(out.patch_attention_mask, 1 - expected_tensors["unc/val/visual_token_mask"].long())
     # the fixture holds images whose border patches change if the mask downsample antialiases
-    assert out.visual_token_mask.any() and not out.visual_token_mask.all()
-    assert len(out.fusion_hidden_states) == converted_model.config.fusion_num_layers + 1
+    assert out.patch_attention_mask.any() and not out.patch_attention_mask.all()
+    assert len(out.hidden_states) == converted_model.config.fusion_num_layers + 1
 
 
 def test_reliability_subsets_match_official(converted_model, expected_tensors, expected_json):
