@@ -13,6 +13,7 @@ full training state is checkpointed atomically (``<output_dir>/checkpoints``) fo
 import json
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -28,7 +29,17 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, HfArgumentParser
 
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
+from clipvg_hf.cli import (
+    UsageError,
+    check_model_source,
+    check_number,
+    check_output_dir,
+    first_line,
+    load_split_checked,
+    report_usage_errors,
+)
 from clipvg_hf.data import (
+    EVAL_SPLITS,
     CLIPVGCollator,
     CLIPVGTrainTransform,
     GroundingDataset,
@@ -53,6 +64,14 @@ class ModelArguments:
     trainable_clip: str | None = field(
         default=None, metadata={"help": "Override the trainable_clip policy: official, frozen or all."}
     )
+
+    def __post_init__(self) -> None:
+        if self.trainable_clip not in (None, "official", "frozen", "all"):
+            raise UsageError(f"--trainable_clip must be official, frozen or all, got {self.trainable_clip!r}")
+        if self.config_file is not None and not Path(self.config_file).is_file():
+            raise UsageError(f"--config_file {self.config_file}: file not found")
+        if self.config_file is None:
+            check_model_source(self.model_name_or_path)
 
 
 @dataclass
@@ -86,7 +105,14 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         if self.group_by_image < 0:
-            raise ValueError(f"--group_by_image must be 0 (off) or a positive run length, got {self.group_by_image}")
+            raise UsageError(f"--group_by_image must be 0 (off) or a positive run length, got {self.group_by_image}")
+        check_number("--num_workers", self.num_workers, minimum=0, integer=True)
+        check_number("--max_train_samples", self.max_train_samples, minimum=1, integer=True)
+        if self.train_split is not None and (self.train_split == self.val_split or self.train_split in EVAL_SPLITS):
+            raise UsageError(f"--train_split {self.train_split} is an evaluation split (validated with --val_split "
+                             f"{self.val_split}); train on train / train_pseudo or a custom split")
+        if self.train_row_indices is not None and not Path(self.train_row_indices).is_file():
+            raise UsageError(f"--train_row_indices {self.train_row_indices}: file not found")
 
 
 @dataclass
@@ -112,14 +138,29 @@ class TrainArguments:
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Also checkpoint every N steps."})
     keep_checkpoints: int = field(default=2, metadata={"help": "How many checkpoints to keep."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Start a new run in an --output_dir that holds an earlier one (its checkpoints, best model and log "
+                "are deleted first). Without it such a folder is refused unless --resume_from_checkpoint is given."})
     with_tracking: bool = field(default=False, metadata={"help": "Log to the installed trackers (TensorBoard, ...)."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU (also with several processes)."})
 
     def __post_init__(self) -> None:  # bad values fail before any model or data is loaded
         if self.optim not in ("adamw_torch", "adamw_torch_fused"):
-            raise ValueError(f"--optim must be adamw_torch or adamw_torch_fused, got {self.optim!r}")
+            raise UsageError(f"--optim must be adamw_torch or adamw_torch_fused, got {self.optim!r}")
         if self.train_steps is not None and self.train_steps <= 0:
-            raise ValueError(f"--train_steps must be positive, got {self.train_steps}")
+            raise UsageError(f"--train_steps must be positive, got {self.train_steps}")
+        if self.lr_scheduler not in ("cosine", "constant"):
+            raise UsageError(f"--lr_scheduler must be cosine or constant, got {self.lr_scheduler!r}")
+        if self.scheduler_step not in ("epoch", "step"):
+            raise UsageError(f"--scheduler_step must be epoch or step, got {self.scheduler_step!r}")
+        for name, minimum in (("num_epochs", 1), ("per_device_batch_size", 1), ("eval_batch_size", 1),
+                              ("gradient_accumulation_steps", 1), ("checkpointing_steps", 1), ("warmup_steps", 0),
+                              ("keep_checkpoints", 0)):
+            check_number(f"--{name}", getattr(self, name), minimum=minimum, integer=True)
+        check_number("--learning_rate", self.learning_rate, above=0)
+        check_number("--weight_decay", self.weight_decay, minimum=0)
+        check_number("--max_grad_norm", self.max_grad_norm, minimum=0)
+        check_output_dir(self.output_dir)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +207,7 @@ def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
     position = {int(r): i for i, r in enumerate(train_set.row_index)}
     missing = [r for r in wanted if r not in position]
     if missing:
-        raise ValueError(f"{rows_file}: {len(missing)} row indices are not in the training split "
+        raise UsageError(f"{rows_file}: {len(missing)} row indices are not in the training split "
                          f"(or not of the chosen sources), e.g. {missing[:5]}")
     return sorted(position[r] for r in wanted)
 
@@ -212,7 +253,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, name: str, state
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
     if accelerator.is_main_process:
-        (partial / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        (partial / "trainer_state.json").write_text(json.dumps(state, indent=2, default=float))
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)
@@ -233,13 +274,65 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def resolve_checkpoint(spec: str, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from: a folder, the newest under ``output_dir`` (``latest``), None to start anew."""
     if spec != "latest":
         path = Path(spec)
         if not (path / "trainer_state.json").is_file():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint (no trainer_state.json)")
+            raise UsageError(f"--resume_from_checkpoint {path} is not a complete checkpoint (no trainer_state.json)")
         return path
     found = list_checkpoints(output_dir)
+    if not found and previous_run(output_dir):
+        raise UsageError(f"--resume_from_checkpoint latest: {output_dir} holds an earlier run "
+                         f"({', '.join(previous_run(output_dir))}) but no complete checkpoint; "
+                         "pass --overwrite_output_dir to start over")
     return found[-1] if found else None
+
+
+#: What a training run writes into its output folder.
+RUN_FILES = ("checkpoints", "best", ".partial-best", "log.jsonl", "logs")
+
+
+def previous_run(output_dir: Path) -> list[str]:
+    """The files of an earlier run in ``output_dir`` (none for a new or unrelated folder)."""
+    return [name for name in RUN_FILES if (output_dir / name).exists()]
+
+
+def prepare_output_dir(args: "TrainArguments") -> None:
+    """Refuse to mix a new run into an earlier one's folder; with --overwrite_output_dir, delete the earlier run."""
+    output_dir = Path(args.output_dir)
+    used = previous_run(output_dir)
+    if not used or args.resume_from_checkpoint:
+        return
+    if not args.overwrite_output_dir:
+        raise UsageError(f"--output_dir {output_dir} holds an earlier run ({', '.join(used)}); pass "
+                         "--resume_from_checkpoint latest to continue it or --overwrite_output_dir to replace it")
+    for name in used:  # every process gets here before any writes (they meet in Accelerator()); errors ignored
+        path = output_dir / name
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def load_training_state(accelerator: Accelerator, checkpoint: Path, scheduler) -> dict:
+    """Model, optimizer and RNG states (accelerate, ``weights_only=True``), the schedule and counters (JSON).
+
+    Nothing is registered with ``register_for_checkpointing``: accelerate unpickles such custom states with
+    ``weights_only=False``, which would run code from a crafted checkpoint.
+    """
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    pickles = sorted(p.name for p in checkpoint.glob("custom_checkpoint_*.pkl"))
+    if pickles:  # accelerate would unpickle these with weights_only=False, i.e. run any code they hold
+        raise UsageError(f"--resume_from_checkpoint {checkpoint}: holds {', '.join(pickles)}, a pickle that could run "
+                         "code; it is never loaded (this training keeps its schedule in trainer_state.json)")
+    if not isinstance(state.get("scheduler"), dict):
+        raise UsageError(f"--resume_from_checkpoint {checkpoint}: trainer_state.json holds no scheduler state")
+    try:
+        accelerator.load_state(str(checkpoint))
+    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, KeyError) as error:
+        reason = first_line(error)
+        if "weights_only" in reason or isinstance(error, pickle.UnpicklingError):
+            reason = "a file holds objects other than tensors and plain values (refused, never unpickled)"
+        raise UsageError(f"--resume_from_checkpoint {checkpoint}: cannot be loaded safely: {reason}") from error
+    scheduler.load_state_dict(state.pop("scheduler"))
+    return state
 
 
 def save_best(accelerator: Accelerator, model, processor: CLIPVGProcessor, output_dir: Path, metrics: dict) -> None:
@@ -261,9 +354,15 @@ def save_best(accelerator: Accelerator, model, processor: CLIPVGProcessor, outpu
 # ---------------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------------
+@report_usage_errors
 def main(argv: list[str] | None = None) -> dict:
-    model_args, data_args, train_args = HfArgumentParser((ModelArguments, DataArguments, TrainArguments)).parse_args_into_dataclasses(argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, TrainArguments))
+    model_args, data_args, train_args = parser.parse_args_into_dataclasses(argv)
     output_dir = Path(train_args.output_dir)
+    prepare_output_dir(train_args)
+    checkpoint = None
+    if train_args.resume_from_checkpoint:  # resolved before any work, so a bad one fails at once
+        checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, output_dir)
     accelerator = Accelerator(
         cpu=train_args.cpu,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
@@ -275,12 +374,17 @@ def main(argv: list[str] | None = None) -> dict:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
 
-    # model, processor, data
-    model = build_model(model_args)
-    processor = build_processor(model, model_args.model_name_or_path)
+    # data (checked first: cheap), model, processor
     train_split = data_args.train_split or default_train_split(data_args.dataset_config)
-    raw_train = load_split(data_args.dataset, data_args.dataset_config, train_split)
-    raw_val = load_split(data_args.dataset, data_args.dataset_config, data_args.val_split)
+    raw_train = load_split_checked(data_args.dataset, data_args.dataset_config, train_split, load_split)
+    raw_val = load_split_checked(data_args.dataset, data_args.dataset_config, data_args.val_split, load_split)
+    try:
+        model = build_model(model_args)
+    except (OSError, ValueError) as error:  # not a model folder, unreachable Hub id, invalid config values
+        reason = first_line(error)
+        name = model_args.model_name_or_path
+        raise UsageError(f"--model_name_or_path {name}: cannot load a model: {reason}") from error
+    processor = build_processor(model, model_args.model_name_or_path)
     transform = CLIPVGTrainTransform(size=model.config.image_size, aug_scale=data_args.aug_scale,
                                      aug_crop=data_args.aug_crop, aug_color=data_args.aug_color,
                                      aug_translate=data_args.aug_translate, draft_decode=data_args.fast_augment,
@@ -304,12 +408,12 @@ def main(argv: list[str] | None = None) -> dict:
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / train_args.gradient_accumulation_steps)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training samples do not fill one batch of "
+        raise UsageError(f"{len(train_set)} training samples do not fill one batch of "
                          f"{train_args.per_device_batch_size} x {accelerator.num_processes} processes")
     if train_args.train_steps is not None:
         train_args.num_epochs = math.ceil(train_args.train_steps / steps_per_epoch)
     scheduler = build_scheduler(optimizer, train_args, steps_per_epoch)
-    accelerator.register_for_checkpointing(scheduler)  # not prepared: stepped exactly once per epoch / step
+    # not prepared (stepped exactly once per epoch / step) and not registered: its state goes to trainer_state.json
     val_loader = eval_loader(raw_val, processor, accelerator, batch_size=train_args.eval_batch_size,
                              image_root=data_args.image_root)  # prepared once, before any state is loaded
 
@@ -324,12 +428,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     # resume
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "best_accuracy": -1.0}
-    if train_args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, output_dir)
-        if checkpoint is not None:
-            accelerator.load_state(str(checkpoint))
-            state = json.loads((checkpoint / "trainer_state.json").read_text())
-            accelerator.print(f"resumed from {checkpoint}: epoch {state['epoch']}, step {state['step_in_epoch']}")
+    if checkpoint is not None:
+        state = load_training_state(accelerator, checkpoint, scheduler)
+        accelerator.print(f"resumed from {checkpoint}: epoch {state['epoch']}, step {state['step_in_epoch']}")
+    elif train_args.resume_from_checkpoint:
+        accelerator.print(f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'} yet; "
+                          "starting a new run")
 
     log_path = output_dir / "log.jsonl"
     for epoch in range(state["epoch"], train_args.num_epochs):
@@ -361,7 +465,8 @@ def main(argv: list[str] | None = None) -> dict:
                     scheduler.step()
                 progress.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 if train_args.checkpointing_steps and state["global_step"] % train_args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, output_dir, f"step_{state['global_step']}", dict(state, epoch=epoch),
+                    save_checkpoint(accelerator, output_dir, f"step_{state['global_step']}",
+                                    dict(state, epoch=epoch, scheduler=scheduler.state_dict()),
                                     train_args.keep_checkpoints)
         lr = scheduler.get_last_lr()[0]
         if train_args.scheduler_step == "epoch":
@@ -376,7 +481,8 @@ def main(argv: list[str] | None = None) -> dict:
         state.update(epoch=epoch + 1, step_in_epoch=0, best_accuracy=max(val["accuracy"], state["best_accuracy"]))
         if improved:
             save_best(accelerator, model, processor, output_dir, {**val, "epoch": epoch, "split": data_args.val_split})
-        save_checkpoint(accelerator, output_dir, f"epoch_{epoch}", state, train_args.keep_checkpoints)
+        save_checkpoint(accelerator, output_dir, f"epoch_{epoch}", dict(state, scheduler=scheduler.state_dict()),
+                        train_args.keep_checkpoints)
         if accelerator.is_main_process:
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
