@@ -113,7 +113,7 @@ def train_command(out: Path, args: argparse.Namespace) -> list[str]:
             "--per_device_batch_size", str(args.batch_size), "--eval_batch_size", "256",
             "--learning_rate", str(args.learning_rate), "--scheduler_step", "step", "--warmup_steps",
             str(args.warmup_steps), "--no_aug_crop", "--no_aug_scale", "--no_aug_color", "--no_aug_translate",
-            "--num_workers", "1", "--seed", str(args.seed), "--cpu"]
+            "--num_workers", "1", "--seed", str(args.seed), "--cpu", "--overwrite_output_dir"]  # a rerun replaces
 
 
 def draw_predictions(model_dir: Path, image_dir: Path, rows: list, path: Path, count: int) -> None:

@@ -104,7 +104,8 @@ class TrainScriptTrainer:
 
     def command(self, rows_file: Path, output_dir: Path) -> list[str]:
         return [*self.launcher, *self.entry, "--dataset", self.dataset, "--dataset_config", self.config,
-                "--train_row_indices", str(rows_file), "--output_dir", str(output_dir), *self.train_args]
+                "--train_row_indices", str(rows_file), "--output_dir", str(output_dir),
+                "--overwrite_output_dir", *self.train_args]  # a training interrupted before done.json starts over
 
     def __call__(self, rows: Sequence[int], output_dir: Path) -> TrainResult:
         output_dir.mkdir(parents=True, exist_ok=True)
