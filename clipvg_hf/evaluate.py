@@ -5,11 +5,11 @@
     accelerate launch -m clipvg_hf.evaluate ...          # several processes; samples are gathered, not duplicated
 
 IoU is computed as the official evaluation does: on the normalised letterbox canvas, prediction clamped to it,
-against the official (int-truncated) box. The results JSON is what ``push_to_hub.py`` turns into a model card.
+against the official (int-truncated) box. The results JSON (:mod:`clipvg_hf.results`) is what ``clipvg-push``
+turns into a model card.
 """
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 from .data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset, load_split
 from .image_processing_clipvg import CLIPVGImageProcessor
 from .inference import predict_boxes
-from .metrics import ACCURACY_IOU_THRESHOLD, GroundingMetrics
+from .metrics import GroundingMetrics
 from .modeling_clipvg import CLIPVGForGrounding
 from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from .results import EvaluationResults, model_fingerprint, write_results
 
 __all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "load_model_and_processor",
-           "model_fingerprint", "predict_split"]
+           "predict_split"]
 
 
 def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
@@ -45,18 +46,6 @@ def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding,
         processor = CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": model.config.image_size}),
                                     build_clip_tokenizer())
     return model.eval(), processor
-
-
-def model_fingerprint(model_dir: str | Path) -> dict[str, str]:
-    """sha256 of the weights (single file or shards) and of the canonical config, to match results to a model."""
-    from .hub import weights_sha256
-
-    model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    config.pop("transformers_version", None)
-    canonical = json.dumps(config, sort_keys=True).encode()
-    return {"path": str(model_dir), "weights_sha256": weights_sha256(model_dir),
-            "config_sha256": hashlib.sha256(canonical).hexdigest()}
 
 
 @torch.no_grad()
@@ -141,18 +130,16 @@ def evaluate_model(
     accelerator = accelerator or Accelerator()
     model, processor = load_model_and_processor(model_dir)
     model = accelerator.prepare_model(model, evaluation_mode=True)
-    results: dict[str, Any] = {
-        "model": model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)},
-        "dataset": {"name": str(dataset), "config": config},
-        "metric": f"Acc@{ACCURACY_IOU_THRESHOLD}",
-        "splits": {},
-    }
+    results = EvaluationResults(
+        model=model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)},
+        dataset={"name": str(dataset), "config": config},
+    )
     for name in splits:
         split = load_split(dataset, config, name)
         metrics = evaluate_split(accelerator.unwrap_model(model), split, processor, accelerator,
                                  batch_size=batch_size, num_workers=num_workers, image_root=image_root, desc=name)
-        results["splits"][name] = metrics.compute()
-    return results
+        results.splits[name] = metrics.compute()
+    return results.to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,11 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                              num_workers=args.num_workers, image_root=args.image_root, accelerator=accelerator)
     results["num_processes"] = accelerator.num_processes
     if accelerator.is_main_process:
-        text = json.dumps(results, indent=2)
-        print(text)
+        print(json.dumps(results, indent=2))
         if args.output:
-            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.output).write_text(text + "\n")
+            write_results(results, args.output)
     accelerator.end_training()
     return 0
 

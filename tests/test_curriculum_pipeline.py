@@ -13,7 +13,7 @@ from conftest import make_tiny_config
 
 from clipvg_hf.curriculum import read_row_indices
 from clipvg_hf.data import CLIPVGEvalTransform, GroundingDataset
-from clipvg_hf.evaluate import model_fingerprint
+from clipvg_hf.results import model_fingerprint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "refcoco-unsup-single"

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import constants as hub_constants
 
 from clipvg_hf import hub
 from clipvg_hf.hub import HubPublishError
+from clipvg_hf.hub.release import _check_setting_against_args
+from clipvg_hf.results import ResultsError, load_results
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity" / "tiny"
 
@@ -28,7 +31,7 @@ def results_for(model_dir: Path, dataset: str = "org/grounding-tiny", config: st
 @pytest.fixture
 def online(monkeypatch):
     """Let resolve_token run as if online (conftest sets HF_HUB_OFFLINE=1 for the test session)."""
-    monkeypatch.setattr(hub.hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
 
 
 def test_dry_run_stages_exactly_what_push_uploads(converted_dir, tmp_path, monkeypatch, online):
@@ -101,7 +104,7 @@ def test_results_for_another_model_are_refused(converted_dir, tmp_path):
     results["model"]["weights_sha256"] = "ab" * 32
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
-    with pytest.raises(HubPublishError, match="belongs to another model: it was computed for weights sha256 ababab"):
+    with pytest.raises(ResultsError, match="belongs to another model: it was computed for weights sha256 ababab"):
         hub.push_model(converted_dir, "org/clip-vg", path, dry_run_dir=tmp_path / "dry")
     assert not (tmp_path / "dry").exists()
 
@@ -131,7 +134,7 @@ def test_good_repo_ids():
 def test_missing_token(monkeypatch, tmp_path, online):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setattr(hub, "get_token", lambda: None)
+    monkeypatch.setattr(hub.repo, "get_token", lambda: None)
     with pytest.raises(HubPublishError, match="no Hugging Face token: set HF_TOKEN, run `hf auth login`"):
         hub.resolve_token(None)
     assert hub.resolve_token("hf_given") == "hf_given"
@@ -162,8 +165,8 @@ def test_malformed_results_file(converted_dir, tmp_path, mutate, message):
     mutate(results)
     path = tmp_path / "results.json"
     path.write_text(json.dumps(results))
-    with pytest.raises(HubPublishError, match=message):
-        hub.load_results(path)
+    with pytest.raises(ResultsError, match=message):
+        load_results(path)
 
 
 def test_training_settings_for_the_card():
@@ -178,8 +181,8 @@ def test_training_settings_for_the_card():
     with pytest.raises(HubPublishError, match="unknown training setting"):
         hub.training_setting("weakly")
     with pytest.raises(HubPublishError, match="sup_type='full'"):
-        hub._check_setting_against_args("unsup-single", argparse.Namespace(sup_type="full"))
-    hub._check_setting_against_args("unsup-single", argparse.Namespace(sup_type="un"))
+        _check_setting_against_args("unsup-single", argparse.Namespace(sup_type="full"))
+    _check_setting_against_args("unsup-single", argparse.Namespace(sup_type="un"))
 
 
 def test_model_card_contents(converted_dir, tmp_path):

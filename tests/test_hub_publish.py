@@ -1,6 +1,6 @@
 """Publishing against the loopback Hub stand-in (tests/hub_server.py), then loading in fresh processes.
 
-Pushes run through ``push_to_hub.py`` in subprocesses whose environment points huggingface_hub at the stand-in
+Pushes run through the ``clipvg-push`` command (``python -m clipvg_hf.hub.cli``, ``push_to_hub.py``) in subprocesses whose environment points huggingface_hub at the stand-in
 (``HF_ENDPOINT``, ``HF_TOKEN``, an empty ``HF_HOME``, ``HF_HUB_DISABLE_XET=1``) before anything is imported. Loads
 run in further fresh processes with their own empty ``HF_HOME``: once with ``clipvg_hf`` importable and once with it
 blocked (Hub remote code only).
@@ -102,7 +102,7 @@ def published(hub, converted_dir, data_dir, tmp_path_factory):
     work = tmp_path_factory.mktemp("hub_push")
     results = write_results(work / "results.json", converted_dir, str(data_dir))
     model, data = run_together([
-        (["push_to_hub.py", "model", "--model_dir", str(converted_dir), "--repo_id", MODEL_REPO,
+        (["-m", "clipvg_hf.hub.cli", "model", "--model_dir", str(converted_dir), "--repo_id", MODEL_REPO,
           "--results", str(work / "results.json"), "--dataset_id", DATA_REPO],
          hub_env(endpoint, work / "m"), REPO_ROOT),
         (["push_to_hub.py", "dataset", "--data_dir", str(data_dir), "--repo_id", DATA_REPO],
@@ -281,13 +281,12 @@ def test_cli_errors_are_clear(hub, converted_dir, tmp_path):
     before = set(state.repos)
     script = textwrap.dedent(f"""
         import contextlib, io, sys, os
-        sys.argv = ["push_to_hub.py"]
-        sys.path.insert(0, {str(REPO_ROOT)!r})
-        import push_to_hub
+        sys.argv = ["clipvg-push"]
+        from clipvg_hf.hub.cli import main
         def attempt(args):
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
-                rc = push_to_hub.main(args)
+                rc = main(args)
             print(rc, err.getvalue().strip().replace("\\n", " "))
         attempt(["model", "--model_dir", {str(converted_dir)!r}, "--repo_id", "org/fine"])
         attempt(["model", "--model_dir", {str(converted_dir)!r}, "--repo_id", "not a repo", "--dry_run", "x"])

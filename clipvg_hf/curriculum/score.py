@@ -21,7 +21,8 @@ import datasets
 from accelerate import Accelerator
 
 from ..data import load_split
-from ..evaluate import load_model_and_processor, model_fingerprint
+from ..evaluate import load_model_and_processor
+from ..results import model_fingerprint
 from .reliability import ReliabilityScores, save_scores, score_split
 
 __all__ = ["main", "score_model"]

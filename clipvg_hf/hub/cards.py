@@ -1,0 +1,269 @@
+"""Model and dataset cards of CLIP-VG repos: metadata, the training setting, results, usage, citation.
+
+The card bodies are templates shipped with the package (``clipvg_hf/hub/templates/*.md``); this module fills them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+from ..data import SETTINGS
+from .repo import HubPublishError
+
+__all__ = [
+    "BASE_MODELS",
+    "CITATION",
+    "TrainingSetting",
+    "base_model_of",
+    "build_dataset_card",
+    "build_model_card",
+    "split_config_name",
+    "training_setting",
+    "usage_snippets",
+]
+
+CITATION = """@article{xiao2023clip,
+  title={CLIP-VG: Self-paced Curriculum Adapting of CLIP for Visual Grounding},
+  author={Xiao, Linhui and Yang, Xiaoshan and Peng, Fang and Yan, Ming and Wang, Yaowei and Xu, Changsheng},
+  journal={IEEE Transactions on Multimedia},
+  year={2023},
+  publisher={IEEE}
+}"""
+
+#: CLIP checkpoint the official code starts from, by (patch size, vision layers).
+BASE_MODELS = {
+    (16, 12): "openai/clip-vit-base-patch16",
+    (32, 12): "openai/clip-vit-base-patch32",
+    (14, 24): "openai/clip-vit-large-patch14",
+}
+DEFAULT_BASE_MODEL = "openai/clip-vit-base-patch16"
+
+#: Readable names of the dataset part of a config name (``<dataset>-<setting>``).
+DATASET_NAMES = {
+    "refcoco": "RefCOCO",
+    "refcocoplus": "RefCOCO+",
+    "refcocog-google": "RefCOCOg (Google split)",
+    "refcocog-umd": "RefCOCOg (UMD split)",
+    "referit": "ReferItGame",
+    "flickr30k": "Flickr30k Entities",
+}
+
+TASK_NAME = "Visual grounding (referring expression comprehension)"
+
+
+def card_template(name: str) -> str:
+    """The body template ``templates/<name>.md`` shipped with the package."""
+    return "\n" + resources.files(__package__).joinpath("templates", f"{name}.md").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class TrainingSetting:
+    """How the published model was trained, as the card states it."""
+
+    name: str
+    supervision: str
+    label_sources: str
+    curriculum: str
+
+
+
+_LABELS = {
+    "full": "human-annotated referring expressions (the TransVG training splits)",
+    "single": "pseudo-template labels (the Pseudo-Q generator): one pseudo-language source",
+    "multi": "pseudo-template, pseudo-relation and pseudo-caption labels: three pseudo-language sources",
+}
+_CURRICULA = {
+    "none": "none: trained on every label of the split",
+    "ssa": "single-source self-paced curriculum adapting (SSA): the training labels are those selected by SSA's "
+           "reliability measure, from easy to hard",
+    "msa": "multi-source self-paced curriculum adapting (MSA): labels selected per source and across sources by "
+           "reliability",
+}
+
+
+def split_config_name(config: str) -> tuple[str, str | None]:
+    """``"refcocog-umd-unsup-single"`` -> ``("refcocog-umd", "unsup-single")``; setting None if not recognised."""
+    for setting in sorted(SETTINGS, key=len, reverse=True):
+        if config.endswith(f"-{setting}"):
+            return config[: -len(setting) - 1], setting
+    return config, None
+
+
+def training_setting(setting: str | None, curriculum: str | None = None) -> TrainingSetting:
+    """Describe a paper setting (``full``, ``unsup-single``, ``unsup-multi-msa``, ...) for the card.
+
+    ``curriculum`` (``none``, ``ssa``, ``msa``) overrides what the setting name implies; without either, the card
+    says the curriculum is not recorded.
+    """
+    if setting not in SETTINGS:
+        raise HubPublishError(f"unknown training setting {setting!r}; expected one of {sorted(SETTINGS)}")
+    if setting.startswith("full"):
+        supervision, labels = "fully supervised", _LABELS["full"]
+    elif setting.startswith("unsup-single"):
+        supervision, labels = "unsupervised, single-source pseudo-language labels", _LABELS["single"]
+    else:
+        supervision, labels = "unsupervised, multi-source pseudo-language labels", _LABELS["multi"]
+    implied = "ssa" if setting.endswith("-ssa") else "msa" if setting.endswith("-msa") else None
+    chosen = curriculum or implied
+    if chosen is not None and chosen not in _CURRICULA:
+        raise HubPublishError(f"unknown curriculum {chosen!r}; expected one of {sorted(_CURRICULA)}")
+    text = _CURRICULA[chosen] if chosen else "not recorded with this checkpoint"
+    return TrainingSetting(setting, supervision, labels, text)
+
+
+def base_model_of(config: dict[str, Any]) -> str:
+    """The OpenAI CLIP checkpoint whose architecture the config follows (ViT-B/16 when unknown)."""
+    vision = config.get("vision_config") or {}
+    return BASE_MODELS.get((vision.get("patch_size"), vision.get("num_hidden_layers")), DEFAULT_BASE_MODEL)
+
+
+def _eval_results(results: dict[str, Any], dataset_id: str) -> list[EvalResult]:
+    """One model-index entry per split and metric; values are the results file's, unchanged."""
+    config = results["dataset"]["config"]
+    dataset_key, _ = split_config_name(config)
+    dataset_name = DATASET_NAMES.get(dataset_key, dataset_key)
+    entries = []
+    for split, scores in results["splits"].items():
+        common = {"task_type": "zero-shot-object-detection", "task_name": TASK_NAME, "dataset_type": dataset_id,
+                  "dataset_name": dataset_name, "dataset_config": config, "dataset_split": split}
+        entries.append(EvalResult(**common, metric_type="accuracy", metric_name="Acc@0.5",
+                                  metric_value=scores["accuracy"], metric_config="iou_threshold=0.5"))
+        if isinstance(scores.get("mean_iou"), (int, float)):
+            entries.append(EvalResult(**common, metric_type="mean_iou", metric_name="mean IoU",
+                                      metric_value=scores["mean_iou"]))
+    return entries
+
+
+def usage_snippets(repo_id: str) -> tuple[str, str]:
+    """Python usage: (remote code, no package needed; the ``visual-grounding`` pipeline of ``clipvg_hf``)."""
+    remote = f'''import torch
+from PIL import Image
+from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+repo_id = "{repo_id}"
+model = AutoModelForZeroShotObjectDetection.from_pretrained(repo_id, trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained(repo_id, trust_remote_code=True)
+
+image = Image.open("image.jpg").convert("RGB")
+texts = ["the person on the left", "the red umbrella"]  # one box per expression
+inputs = processor(images=image, text=texts, return_tensors="pt")
+with torch.no_grad():
+    outputs = model(**inputs)
+results = processor.post_process_grounded_object_detection(
+    outputs, target_sizes=[(image.height, image.width)] * len(texts), text_labels=texts
+)
+for result in results:
+    print(result["text_labels"][0], result["boxes"][0].tolist())  # (x1, y1, x2, y2) in pixels'''
+    package = f'''from transformers import pipeline
+
+import clipvg_hf  # registers CLIP-VG and the "visual-grounding" task
+
+grounder = pipeline("visual-grounding", model="{repo_id}")
+for result in grounder("image.jpg", text=["the person on the left", "the red umbrella"]):
+    print(result["label"], result["box"])'''
+    return remote, package
+
+
+def build_model_card(
+    repo_id: str,
+    config: dict[str, Any],
+    setting: TrainingSetting | None,
+    results: dict[str, Any] | None = None,
+    dataset_id: str | None = None,
+    num_parameters: int | None = None,
+    base_model: str | None = None,
+    source: str | None = None,
+) -> ModelCard:
+    """The model card: metadata (``model-index`` from ``results``), model and training facts, usage, citation."""
+    base_model = base_model or base_model_of(config)
+    eval_results = _eval_results(results, dataset_id) if results else None
+    data = ModelCardData(
+        license="mit", library_name="transformers", pipeline_tag="zero-shot-object-detection",
+        tags=["visual-grounding", "referring-expression-comprehension", "clip", "clip-vg", "custom_code"],
+        datasets=[dataset_id] if dataset_id else None, base_model=base_model, model_name=repo_id.split("/")[1],
+        eval_results=eval_results, metrics=["accuracy"] if results else None,
+    )
+    remote, package = usage_snippets(repo_id)
+    body = card_template("model_card").format(
+        name=repo_id.split("/")[1], base_model=base_model,
+        architecture=_architecture(config, num_parameters),
+        setting=_setting_text(setting), results=_results_text(results, dataset_id),
+        source=f"\nConverted from {source} with `clipvg_hf.convert_original_checkpoint`; the weights are the "
+               "official ones, unchanged.\n" if source else "",
+        remote=remote, package=package, citation=CITATION,
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _architecture(config: dict[str, Any], num_parameters: int | None) -> str:
+    vision, text = config.get("vision_config") or {}, config.get("text_config") or {}
+    lines = [
+        (f"- CLIP image encoder: ViT, patch {vision.get('patch_size')}, {vision.get('num_hidden_layers')} layers, "
+         f"width {vision.get('hidden_size')}, input {config.get('image_size')} px (letterboxed); features of blocks "
+         f"{config.get('extract_layers')} are concatenated and projected."),
+        (f"- CLIP text encoder: {text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}, at most "
+         f"{config.get('max_text_length')} tokens."),
+        (f"- Fusion: {config.get('fusion_num_layers')} transformer encoder layers (width "
+         f"{config.get('fusion_hidden_size')}, {config.get('fusion_num_heads')} heads) over a learnable [REG] token, "
+         "text tokens and image tokens."),
+        ("- Box head: a 3-layer MLP on the [REG] token; `pred_boxes` is one normalised (cx, cy, w, h) box per "
+         "expression, mapped to pixels by the processor's post-processing."),
+    ]
+    if num_parameters:
+        lines.append(f"- Parameters: {num_parameters:,}.")
+    return "\n".join(lines)
+
+
+def _setting_text(setting: TrainingSetting | None) -> str:
+    if setting is None:
+        return "Not recorded for this model."
+    return (f"- Supervision: {setting.supervision} (setting `{setting.name}`).\n"
+            f"- Training labels: {setting.label_sources}.\n"
+            f"- Curriculum: {setting.curriculum}.")
+
+
+def _results_text(results: dict[str, Any] | None, dataset_id: str | None) -> str:
+    if not results:
+        return "No evaluation results were supplied with this upload."
+    lines = [(f"Acc@0.5 (a prediction counts when its IoU with the ground-truth box is at least 0.5) on "
+              f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id}), config "
+              f"`{results['dataset']['config']}`, computed with `clipvg_hf.evaluate`:"), "",
+             "| split | Acc@0.5 (%) | mean IoU | expressions |", "|---|---:|---:|---:|"]
+    for split, scores in results["splits"].items():
+        iou = f"{scores['mean_iou']:.4f}" if isinstance(scores.get("mean_iou"), (int, float)) else "-"
+        lines.append(f"| {split} | {100 * scores['accuracy']:.2f} | {iou} | {scores['num_samples']} |")
+    return "\n".join(lines)
+
+
+def build_dataset_card(
+    repo_id: str,
+    metadata: dict[str, Any],
+    stats: dict[str, dict[str, dict[str, Any]]],
+    documentation: str,
+    license_id: str = "other",
+) -> DatasetCard:
+    """The dataset card: the pushed ``configs``/``dataset_info`` metadata plus licence, tags, provenance, citation.
+
+    ``documentation`` is the converter's card body (schema, box format, splits); ``stats`` is config -> split ->
+    :func:`_split_stats`.
+    """
+    data = DatasetCardData(**metadata)
+    data.license = license_id
+    data.pretty_name = "CLIP-VG visual grounding splits"
+    data.task_categories = ["zero-shot-object-detection"]
+    data.tags = sorted({*(data.get("tags") or []), "visual-grounding", "referring-expression-comprehension", "clip-vg"})
+    data.language = ["en"]
+    lines = ["| config | split | images | expressions | label sources (expressions) |", "|---|---|---:|---:|---|"]
+    for config, splits in stats.items():
+        for split, s in splits.items():
+            sources = ", ".join(f"{name}: {count}" for name, count in s["sources"].items())
+            lines.append(f"| {config} | {split} | {s['images']} | {s['expressions']} | {sources} |")
+    example_config = next(iter(stats))
+    body = documentation.strip() + "\n" + card_template("dataset_card").format(
+        repo_id=repo_id, table="\n".join(lines), example_config=example_config,
+        first_split=next(iter(stats[example_config])), citation=CITATION)
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
