@@ -7,8 +7,10 @@ Importing the package registers CLIP-VG with the transformers Auto classes, so t
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForZeroShotObjectDetection, AutoProcessor
 
 from .configuration_clipvg import CLIPVGConfig
+from .configuration_hivg import HiVGConfig
 from .image_processing_clipvg import CLIPVGImageProcessor
 from .modeling_clipvg import CLIPVGForGrounding, CLIPVGGroundingOutput, CLIPVGPreTrainedModel
+from .modeling_hivg import HiVGForGrounding, HiVGGroundingOutput, HiVGPreTrainedModel
 from .pipelines import VisualGroundingPipeline, register_pipelines
 from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 
@@ -24,6 +26,14 @@ CLIPVGImageProcessor.register_for_auto_class("AutoImageProcessor")
 CLIPVGProcessor.register_for_auto_class("AutoProcessor")
 AutoImageProcessor.register(CLIPVGConfig, image_processor_classes={"pil": CLIPVGImageProcessor}, exist_ok=True)
 AutoProcessor.register(CLIPVGConfig, CLIPVGProcessor, exist_ok=True)
+# HiVG, the second model family: the same processor, its own config and model (also saved as remote code).
+AutoConfig.register(HiVGConfig.model_type, HiVGConfig, exist_ok=True)
+AutoModel.register(HiVGConfig, HiVGForGrounding, exist_ok=True)
+AutoModelForZeroShotObjectDetection.register(HiVGConfig, HiVGForGrounding, exist_ok=True)
+HiVGConfig.register_for_auto_class()
+HiVGForGrounding.register_for_auto_class("AutoModel")
+AutoImageProcessor.register(HiVGConfig, image_processor_classes={"pil": CLIPVGImageProcessor}, exist_ok=True)
+AutoProcessor.register(HiVGConfig, CLIPVGProcessor, exist_ok=True)
 register_pipelines()
 
 __all__ = [
@@ -33,6 +43,10 @@ __all__ = [
     "CLIPVGImageProcessor",
     "CLIPVGPreTrainedModel",
     "CLIPVGProcessor",
+    "HiVGConfig",
+    "HiVGForGrounding",
+    "HiVGGroundingOutput",
+    "HiVGPreTrainedModel",
     "VisualGroundingPipeline",
     "build_clip_tokenizer",
 ]
