@@ -343,13 +343,17 @@ class TemplateEngine:
         return texts
 
     # -- per image --------------------------------------------------------------------------------------------
+    def filtered(self, detections: Sequence[Detection], width: int, height: int) -> tuple[dict[str, list[_Object]], ...]:
+        """People, clothes and things (by class, first-seen order) after the 0 -> 1 fix, tiny and overlap removal."""
+        objects = self.object_groups(detections)
+        return (self.remove_overlap(self.remove_tiny(objects.people, width, height)),
+                self.remove_overlap(objects.clothes),
+                self.remove_overlap(self.remove_tiny(objects.things, width, height)))
+
     def selected(self, image: ImageDetections) -> list[_Object]:
         """The top-n objects of one image after every filtering and matching rule, with attributes and spatial words."""
         w, h = image.width, image.height
-        objects = self.object_groups(image.detections)
-        people = self.remove_overlap(self.remove_tiny(objects.people, w, h))
-        clothes = self.remove_overlap(objects.clothes)
-        things = self.remove_overlap(self.remove_tiny(objects.things, w, h))
+        people, clothes, things = self.filtered(image.detections, w, h)
         attributed = self.attribute_groups(image.attr_detections)
         for mine, theirs in ((people, attributed.people), (clothes, attributed.clothes), (things, attributed.things)):
             self.match_attributes(mine, self.remove_overlap(theirs))

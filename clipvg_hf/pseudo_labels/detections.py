@@ -1,0 +1,269 @@
+"""Detections from any transformers detector pipeline, and the intermediate detections dataset.
+
+Two detector kinds, both through their transformers pipeline:
+
+- ``object-detection`` (DETR, Deformable / Conditional DETR, RT-DETR, YOLOS, ...): the model's own classes;
+- ``zero-shot-object-detection`` (OWLv2, Grounding DINO, ...) with a class vocabulary (the packaged COCO or Visual
+  Genome lists, or a file). The transformers pipeline runs one forward pass per vocabulary entry and image, so
+  a compact vocabulary (COCO's 80 classes, the default) keeps it affordable.
+
+Every image's detections (label, pixel box ``x1, y1, x2, y2``, score, and later its attribute) and caption are written
+to ``detections/shard-NNNNN.parquet`` (one row per image), so labels can be regenerated without detecting again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..data.dataset import open_raw_image
+from .templates import Detection, ImageDetections
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DetectedImage",
+    "Detector",
+    "ImageRecord",
+    "LoadedImage",
+    "Reject",
+    "dataset_images",
+    "detections_schema",
+    "folder_images",
+    "load_image",
+    "image_bytes",
+    "read_detection_shard",
+    "read_shard_side",
+    "write_detection_shard",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One input image: its position in the collection, its name, and where its bytes are."""
+
+    index: int
+    file_name: str
+    path: str | None = None
+    data: bytes | None = None
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    record: ImageRecord
+    image: PIL.Image.Image
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input image that could not be used, with the reason (written to the ``--rejects`` report)."""
+
+    index: int
+    file_name: str
+    reason: str
+
+
+@dataclass
+class DetectedImage:
+    """One image of the intermediate dataset."""
+
+    record: ImageRecord
+    width: int
+    height: int
+    detections: list[Detection] = field(default_factory=list)
+    caption: str | None = None
+
+    def for_templates(self) -> ImageDetections:
+        """The template engine's view: attribute boxes are the detections themselves (one model labels every box)."""
+        with_attr = [d for d in self.detections if d.attribute is not None]
+        return ImageDetections(self.record.file_name, self.width, self.height, self.detections, with_attr)
+
+
+# -- inputs -----------------------------------------------------------------------------------------------------
+def folder_images(image_dir: str | os.PathLike) -> tuple[list[ImageRecord], int]:
+    """Image files under ``image_dir`` (recursive, sorted by relative path) and the number of other files skipped."""
+    root = Path(image_dir)
+    records, others = [], 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            records.append(ImageRecord(len(records), path.relative_to(root).as_posix(), str(path)))
+        else:
+            others += 1
+    return records, others
+
+
+def dataset_images(
+    dataset: Any, image_column: str = "image", name_column: str | None = None
+) -> Iterator[ImageRecord]:
+    """Records of a ``datasets`` image dataset (map-style or streaming); images are read undecoded.
+
+    File names come from ``name_column`` when given, else from the image's own path, else ``<index>.jpg``-style.
+    """
+    import datasets
+
+    if isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    for index, row in enumerate(dataset):
+        cell = row[image_column]
+        data, path = (cell.get("bytes"), cell.get("path")) if isinstance(cell, dict) else (None, None)
+        if name_column is not None:
+            name = str(row[name_column])
+        elif path:
+            name = Path(path).name
+        else:
+            name = f"{index:08d}"
+        yield ImageRecord(index, name, None if data is not None else path, data)
+
+
+def load_image(record: ImageRecord) -> LoadedImage | Reject:
+    """Decode an image to RGB as the training loader does (no EXIF rotation), or say why it cannot be used."""
+    try:
+        image = open_raw_image({"bytes": record.data, "path": record.path}, record.file_name)
+    except ValueError as err:
+        return Reject(record.index, record.file_name, str(err))
+    if image.width <= 0 or image.height <= 0:
+        return Reject(record.index, record.file_name, f"image {record.file_name!r} has no pixels")
+    return LoadedImage(record, image)
+
+
+# -- the detector -----------------------------------------------------------------------------------------------
+class Detector:
+    """Batched detection through a transformers ``object-detection`` or ``zero-shot-object-detection`` pipeline.
+
+    Labels are lower-cased and stripped; boxes (the pipeline's integer pixel corners) are clipped to the image and
+    dropped when that leaves no area; at most ``max_detections`` boxes per image (highest scores) above ``threshold``
+    are kept, in the pipeline's order.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        task: str,
+        threshold: float = 0.3,
+        max_detections: int = 36,
+        vocabulary: Sequence[str] | None = None,
+        batch_size: int = 8,
+    ):
+        if task == "zero-shot-object-detection" and not vocabulary:
+            raise ValueError("a zero-shot-object-detection model needs a class vocabulary")
+        self.pipe, self.task, self.threshold = pipe, task, threshold
+        self.max_detections, self.vocabulary, self.batch_size = max_detections, list(vocabulary or ()), batch_size
+
+    def __call__(self, images: Sequence[PIL.Image.Image]) -> list[list[Detection]]:
+        """Detections per image. Images of one size share pipeline batches (the pipelines cannot batch images
+        that their processor turns into tensors of different sizes); the result is in input order."""
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.size, []).append(i)
+        result: list[list[Detection]] = [[] for _ in images]
+        for positions in by_size.values():
+            group = [images[i] for i in positions]
+            for i, found in zip(positions, self._run(group)):
+                result[i] = self._detections(found, images[i].width, images[i].height)
+        return result
+
+    def _run(self, images: list[PIL.Image.Image]) -> list[list[dict[str, Any]]]:
+        if self.task == "zero-shot-object-detection":
+            inputs: list[Any] = [{"image": im, "candidate_labels": self.vocabulary} for im in images]
+        else:
+            inputs = list(images)
+        outputs = self.pipe(inputs, threshold=self.threshold, batch_size=self.batch_size)
+        return [outputs] if len(images) == 1 and (not outputs or isinstance(outputs[0], dict)) else outputs
+
+    def _detections(self, found: Iterable[dict[str, Any]], width: int, height: int) -> list[Detection]:
+        """Clip boxes to the image, drop those left without area, keep the ``max_detections`` best (in order)."""
+        out = []
+        for f in found:
+            box = f["box"]
+            x1, y1 = min(max(float(box["xmin"]), 0.0), width), min(max(float(box["ymin"]), 0.0), height)
+            x2, y2 = min(max(float(box["xmax"]), 0.0), width), min(max(float(box["ymax"]), 0.0), height)
+            if x2 > x1 and y2 > y1:
+                out.append(Detection(str(f["label"]).strip().lower(), (x1, y1, x2, y2), float(f["score"])))
+        if len(out) > self.max_detections:
+            keep = set(sorted(range(len(out)), key=lambda i: -out[i].score)[: self.max_detections])
+            out = [d for i, d in enumerate(out) if i in keep]
+        return out
+
+
+# -- the intermediate dataset -------------------------------------------------------------------------------------
+_DETECTION = pa.struct([("label", pa.string()), ("box", pa.list_(pa.float64(), 4)), ("score", pa.float64()),
+                        ("attribute", pa.string()), ("attribute_score", pa.float64())])
+
+
+def detections_schema() -> pa.Schema:
+    """One row per image: the image (bytes or path, as ``datasets.Image``), its size, detections and caption."""
+    return pa.schema([
+        ("index", pa.int64()),
+        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        ("file_name", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("detections", pa.list_(_DETECTION)),
+        ("caption", pa.string()),
+    ])
+
+
+def _row(item: DetectedImage) -> dict[str, Any]:
+    rec = item.record
+    return {
+        "index": rec.index,
+        "image": {"bytes": rec.data, "path": rec.path if rec.data is None else rec.file_name},
+        "file_name": rec.file_name,
+        "width": item.width,
+        "height": item.height,
+        "detections": [{"label": d.label, "box": list(d.box), "score": d.score, "attribute": d.attribute,
+                        "attribute_score": d.attribute_score} for d in item.detections],
+        "caption": item.caption,
+    }
+
+
+def write_detection_shard(path: Path, items: Sequence[DetectedImage], rejects: Sequence[Reject],
+                          meta: dict[str, Any]) -> None:
+    """Write one shard atomically (``.tmp`` then rename) with its rejects and run settings beside it.
+
+    The parquet file is written last, so its presence means the shard is complete (resume skips it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = path.with_suffix(".json")
+    side_tmp = side.with_name(side.name + ".tmp")
+    side_tmp.write_text(json.dumps({"meta": meta, "rejects": [asdict(r) for r in rejects]}, indent=1) + "\n")
+    os.replace(side_tmp, side)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_pylist([_row(i) for i in items], schema=detections_schema()), tmp)
+    os.replace(tmp, path)
+
+
+def read_detection_shard(path: Path, batch_rows: int = 1024) -> Iterator[DetectedImage]:
+    """Stream the images of one shard (row batches: memory stays flat whatever the shard size)."""
+    handle = pq.ParquetFile(path)
+    for batch in handle.iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            image = row["image"] or {}
+            record = ImageRecord(row["index"], row["file_name"], image.get("path") if image.get("bytes") is None
+                                 else None, image.get("bytes"))
+            dets = [Detection(d["label"], tuple(d["box"]), d["score"], d["attribute"], d["attribute_score"] or 0.0)
+                    for d in row["detections"]]
+            yield DetectedImage(record, row["width"], row["height"], dets, row["caption"])
+
+
+def read_shard_side(path: Path) -> dict[str, Any]:
+    """The rejects and settings recorded beside a shard."""
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def image_bytes(record: ImageRecord) -> bytes:
+    """The original file bytes of an image (stored once in the output dataset)."""
+    if record.data is not None:
+        return record.data
+    with open(record.path, "rb") as handle:
+        return handle.read()
+
