@@ -6,7 +6,7 @@ this file only forwards the command line, so the documented entry point keeps wo
 
 import sys
 
-from clipvg_hf.train import main
+from clipvg_hf.train import cli
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli())

@@ -493,5 +493,11 @@ def main(argv: list[str] | None = None) -> dict:
     return state
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """The ``clipvg-train`` console script: train with the command-line arguments, exit status 0."""
     main(sys.argv[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
