@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli import check_output_dir, exit_usage_error, non_negative_float, positive_int, report_usage_errors
 from .data import DATASETS, SETTINGS, ConversionError, SplitFileError, convert_pack, format_summary
 
 
@@ -27,20 +28,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), help="default: every dataset folder present")
     parser.add_argument("--image_mode", choices=("embed", "path"), default="embed",
                         help="embed image bytes (self-contained) or store absolute paths to --image_root")
-    parser.add_argument("--num_shards", type=int, default=8, help="parquet files per split (fewer if fewer images)")
+    parser.add_argument("--num_shards", type=positive_int, default=8, help="parquet files per split (fewer if fewer images)")
     parser.add_argument("--rejects", action="store_true",
-                        help="write bad rows to <output-dir>/rejects/<config>.jsonl instead of stopping")
-    parser.add_argument("--box_tolerance", type=float, default=1.0,
+                        help="write bad rows to <output_dir>/rejects/<config>.jsonl instead of stopping")
+    parser.add_argument("--box_tolerance", type=non_negative_float, default=1.0,
                         help="pixels a box may exceed the image before it counts as outside")
     parser.add_argument("--train_file", help="use this .pth as the training split (e.g. a reliability refine file)")
     return parser.parse_args(argv)
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
+    """Convert; bad input is one line ``error: ...`` (file, row and reason) and exit status 2, nothing half written."""
     args = parse_args(argv)
     if args.train_file and (not args.datasets or len(args.datasets) != 1):
-        print("error: --train_file needs exactly one --datasets entry", file=sys.stderr)
-        return 2
+        exit_usage_error("--train_file needs exactly one --datasets entry")
+    check_output_dir(args.output_dir)
     try:
         reports, rejects = convert_pack(
             args.split_root,
@@ -55,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             train_file=args.train_file,
         )
     except (ConversionError, SplitFileError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        if not args.rejects:
-            print("(rerun with --rejects to write a rejects report instead of stopping)", file=sys.stderr)
-        return 1
+        hint = "" if args.rejects else "; rerun with --rejects to list bad rows in a report instead of stopping"
+        exit_usage_error(f"{err}{hint}")
     print(format_summary(reports, rejects))
     if rejects:
         print(f"\n{len(rejects)} rejected; see {args.output_dir}/rejects/")

@@ -258,8 +258,10 @@ def test_cli_prints_the_summary_and_fails_cleanly(tmp_path, capsys):
     assert "rows in" in ok.stdout and "unc_train_pseudo.pth" in ok.stdout
     save_split(splits / "flickr" / "flickr_val.pth", [("nope.jpg", [0, 0, 5, 5], "gone")])
     main = _cli_main()
-    assert main(args) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
     err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "flickr_val.pth: row 0: image not found" in err and "--rejects" in err
     assert main([*args, "--rejects"]) == 0
     out = capsys.readouterr().out

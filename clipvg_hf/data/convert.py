@@ -9,7 +9,10 @@ per-expression view in the original file order.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +24,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, List, Value
 from tqdm.auto import tqdm
+from transformers import CLIPTokenizer
 
+from ..processing_clipvg import build_clip_tokenizer, clean_text
 from .splits import (
     DATASETS,
     DatasetInfo,
@@ -111,6 +116,7 @@ class FileReport:
     rejected: int = 0
     images: int = 0
     shards: int = 0
+    duplicates: int = 0  # kept rows repeating an earlier (image, expression, box) of the same file
     note: str = ""
 
 
@@ -215,6 +221,17 @@ def _read_train_split(
     return split
 
 
+def _count_rows(paths: Sequence[Path]) -> int:
+    """Rows of split files that are rejected whole (0 for a file that cannot be read), so every row is counted."""
+    total = 0
+    for path in paths:
+        try:
+            total += len(load_split_file(path))
+        except SplitFileError:
+            pass
+    return total
+
+
 def _gather_splits(
     folder: Path, info: DatasetInfo, setting: Setting, config: str, collect: bool, train_file: Path | None
 ) -> tuple[list[_Split], list[Reject], list[FileReport]]:
@@ -233,6 +250,9 @@ def _gather_splits(
             if not collect:
                 raise ConversionError(str(err)) from err
             file_rejects.append(Reject(config, "-", path.name, None, err.reason))
+            rows = _count_rows([path])
+            notes.append(FileReport(config, "-", path.name, rows_in=rows, rejected=rows,
+                                    note=f"rejected: {err.reason}"))
             continue
         if name == setting.train_split:
             continue
@@ -259,14 +279,26 @@ class _ImageMeta:
     height: int
 
 
-def _probe_image(path: Path) -> _ImageMeta | str:
-    """Width and height of a readable image, or the reason it cannot be used."""
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` stays inside ``root`` by its name (symbolic links the user made inside root are followed)."""
+    path_text, root_text = os.path.normpath(os.path.abspath(path)), os.path.normpath(os.path.abspath(root))
+    return path_text == root_text or path_text.startswith(root_text.rstrip(os.sep) + os.sep)
+
+
+def _probe_image(path: Path, root: Path) -> _ImageMeta | str:
+    """Width and height of an image that decodes completely, or the reason it cannot be used.
+
+    Every pixel is decoded (``Image.verify()`` does not decode JPEG data, so a truncated JPEG would pass it and fail
+    later in training or evaluation).
+    """
+    if not _inside(path, root):
+        return f"image path {path} lies outside --image_root {root}"
     if not path.is_file():
         return f"image not found: {path}"
     try:
         with PIL.Image.open(path) as image:
             width, height = image.size
-            image.verify()  # catches truncated or corrupt files without decoding every pixel
+            image.load()
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as err:  # PIL's broken-file errors
         return f"unreadable image {path}: {type(err).__name__}: {err}"
     if width <= 0 or height <= 0:
@@ -285,20 +317,51 @@ def _box_problem(row: SplitRow, meta: _ImageMeta, tolerance: float) -> str | Non
     return None
 
 
+def _text_problems(rows: Sequence[SplitRow | None]) -> dict[int, str]:
+    """Rows whose expression exceeds CLIP's text context: the one rule, applied here, so that training, evaluation
+    and the pipeline never meet such a row (they would refuse or truncate it)."""
+    present = [(i, row) for i, row in enumerate(rows) if row is not None]
+    if not present:
+        return {}
+    tokenizer = _tokenizer()
+    texts = [clean_text(row.expression) for _, row in present]
+    lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]
+    limit = tokenizer.model_max_length
+    return {i: f"expression has {n} tokens with [SOT] and [EOT], more than CLIP's text context of {limit}"
+            for (i, _), n in zip(present, lengths, strict=True) if n > limit}
+
+
+@functools.cache
+def _tokenizer() -> CLIPTokenizer:
+    """OpenAI's CLIP tokenizer from the BPE file shipped with the package (built once)."""
+    return build_clip_tokenizer()
+
+
+def _refuse_if_no_image_found(splits: Sequence[_Split], image_dir: Path) -> None:
+    """Every row rejected because its image is missing means a wrong --image_root, not bad rows: an error."""
+    missing = [r for s in splits for r in s.rejects if r.reason.startswith("image not found")]
+    if missing and not any(row is not None for s in splits for row in s.rows):
+        raise ConversionError(f"none of the images of {len(missing)} rows was found under {image_dir}; "
+                              "is --image_root the official image_data folder?")
+
+
 def _check_rows(
-    split: _Split, image_dir: Path, config: str, collect: bool, tolerance: float
+    split: _Split, image_dir: Path, image_root: Path, config: str, collect: bool, tolerance: float
 ) -> dict[str, _ImageMeta]:
-    """Check every image and box of a split; bad rows become rejects (set to None) or raise."""
+    """Check every expression, image and box of a split; bad rows become rejects (set to None) or raise."""
     metas: dict[str, _ImageMeta | str] = {}
+    text_problems = _text_problems(split.rows)
     for file, start, count in split.files:
         for index in range(start, start + count):
             row = split.rows[index]
             if row is None:
                 continue
             if row.file_name not in metas:
-                metas[row.file_name] = _probe_image(image_dir / row.file_name)
+                metas[row.file_name] = _probe_image(image_dir / row.file_name, image_root)
             meta = metas[row.file_name]
-            problem = meta if isinstance(meta, str) else _box_problem(row, meta, tolerance)
+            problem = text_problems.get(index)
+            if problem is None:
+                problem = meta if isinstance(meta, str) else _box_problem(row, meta, tolerance)
             if problem is None:
                 continue
             if not collect:
@@ -392,6 +455,65 @@ def _progress(items: Any, desc: str) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _CheckedDataset:
+    """One dataset folder read and checked, not yet written."""
+
+    config: str
+    image_dir: Path
+    splits: list[_Split]
+    metas: list[dict[str, _ImageMeta]]
+    rejects: list[Reject]
+    reports: list[FileReport]
+
+
+def _read_and_check(
+    split_root: str | Path, image_root: str | Path, dataset: str, setting: str, *, collect_rejects: bool,
+    box_tolerance: float, train_file: str | Path | None,
+) -> _CheckedDataset:
+    """Every file, row, expression, image and box of one dataset folder checked (bad ones raise or are rejects)."""
+    info = dataset_info(dataset)
+    cfg = config_name(dataset, setting)
+    if isinstance(box_tolerance, bool) or not math.isfinite(box_tolerance) or box_tolerance < 0:
+        raise ConversionError(f"box tolerance must be a finite number >= 0, got {box_tolerance!r}")
+    folder = Path(split_root) / info.key
+    if not folder.is_dir():
+        raise ConversionError(f"{folder}: dataset folder not found")
+    if not Path(image_root).is_dir():
+        raise ConversionError(f"{image_root}: image root not found")
+    image_dir = Path(image_root) / info.image_dir
+    splits, rejects, reports = _gather_splits(
+        folder, info, SETTINGS[setting], cfg, collect_rejects, Path(train_file) if train_file else None
+    )
+    if not splits:
+        raise ConversionError(f"{folder}: no split files for setting {setting!r}")
+    metas = [_check_rows(s, image_dir, Path(image_root), cfg, collect_rejects, box_tolerance) for s in splits]
+    _refuse_if_no_image_found(splits, image_dir)
+    return _CheckedDataset(cfg, image_dir, splits, metas, rejects, reports)
+
+
+def _write_checked(checked: _CheckedDataset, output_dir: str | Path, num_shards: int, embed_images: bool) -> None:
+    """Write the parquet shards of a checked dataset and count every file's rows into its reports."""
+    cfg = checked.config
+    for split, metas in zip(checked.splits, checked.metas, strict=True):
+        shards = _write_shards(_group_by_image(split.rows), metas, Path(output_dir) / cfg, split.name, num_shards,
+                               embed_images)
+        for file, start, count in split.files:
+            kept = [r for r in split.rows[start : start + count] if r is not None]
+            checked.reports.append(FileReport(
+                cfg, split.name, file, rows_in=count, rows_out=len(kept),
+                rejected=sum(1 for r in split.rejects if r.file == file), images=len({r.file_name for r in kept}),
+                shards=shards, duplicates=len(kept) - len({(r.file_name, r.expression, r.bbox) for r in kept}),
+                note=split.note,
+            ))
+        checked.rejects.extend(split.rejects)
+
+
+def _check_num_shards(num_shards: int) -> None:
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ConversionError(f"number of shards must be a positive integer, got {num_shards!r}")
+
+
 def convert_dataset(
     split_root: str | Path,
     image_root: str | Path,
@@ -410,42 +532,16 @@ def convert_dataset(
     Also records the counts in ``conversion.json`` and rewrites the dataset card. Raises :class:`ConversionError`
     on the first bad row or file unless ``collect_rejects``, in which case bad rows
     are returned as :class:`Reject` records (and counted in the reports) and everything else is written. Boxes may
-    exceed the image by ``box_tolerance`` pixels (annotation rounding) before they count as outside it.
+    exceed the image by ``box_tolerance`` pixels (annotation rounding) before they count as outside it. Everything
+    is checked before anything is written, so an error leaves ``output_dir`` as it was.
     """
-    info = dataset_info(dataset)
-    cfg = config_name(dataset, setting)
-    folder = Path(split_root) / info.key
-    if not folder.is_dir():
-        raise ConversionError(f"{folder}: dataset folder not found")
-    image_dir = Path(image_root) / info.image_dir
-    splits, rejects, reports = _gather_splits(
-        folder, info, SETTINGS[setting], cfg, collect_rejects, Path(train_file) if train_file else None
-    )
-    if not splits:
-        raise ConversionError(f"{folder}: no split files for setting {setting!r}")
-    for split in splits:
-        metas = _check_rows(split, image_dir, cfg, collect_rejects, box_tolerance)
-        groups = _group_by_image(split.rows)
-        shards = _write_shards(groups, metas, Path(output_dir) / cfg, split.name, num_shards, embed_images)
-        for file, start, count in split.files:
-            kept = [r for r in split.rows[start : start + count] if r is not None]
-            reports.append(
-                FileReport(
-                    cfg,
-                    split.name,
-                    file,
-                    rows_in=count,
-                    rows_out=len(kept),
-                    rejected=sum(1 for r in split.rejects if r.file == file),
-                    images=len({r.file_name for r in kept}),
-                    shards=shards,
-                    note=split.note,
-                )
-            )
-        rejects.extend(split.rejects)
-    write_conversion_log(output_dir, reports, rejects, setting)
+    _check_num_shards(num_shards)
+    checked = _read_and_check(split_root, image_root, dataset, setting, collect_rejects=collect_rejects,
+                              box_tolerance=box_tolerance, train_file=train_file)
+    _write_checked(checked, output_dir, num_shards, embed_images)
+    write_conversion_log(output_dir, checked.reports, checked.rejects, setting)
     write_dataset_card(output_dir)
-    return reports, rejects
+    return checked.reports, checked.rejects
 
 
 def convert_pack(
@@ -454,32 +550,48 @@ def convert_pack(
     output_dir: str | Path,
     setting: str,
     datasets: Sequence[str] | None = None,
-    **kwargs: Any,
+    *,
+    collect_rejects: bool = False,
+    embed_images: bool = True,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    box_tolerance: float = 1.0,
+    train_file: str | Path | None = None,
 ) -> tuple[list[FileReport], list[Reject]]:
     """Convert every dataset folder of one pack (or the listed ones) into ``output_dir``.
 
-    A folder under ``split_root`` that is not an official dataset key is an error (or a file-level reject).
+    A folder under ``split_root`` that is not an official dataset key is an error (or a file-level reject). Every
+    dataset is checked before any is written.
     """
     root = Path(split_root)
     if not root.is_dir():
         raise ConversionError(f"{root}: split root not found")
+    _check_num_shards(num_shards)
+    extra: list[Reject] = []
+    reports: list[FileReport] = []
     if datasets is None:
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
         unknown = [name for name in present if name not in DATASETS]
-        if unknown and not kwargs.get("collect_rejects"):
+        if unknown and not collect_rejects:
             raise ConversionError(f"{root}: unknown dataset folder(s) {unknown}; expected any of {sorted(DATASETS)}")
         datasets = [name for name in present if name in DATASETS]
-        extra = [Reject("_pack", "-", f"{name}/", None, "unknown dataset folder") for name in unknown]
+        for name in unknown:
+            extra.append(Reject("_pack", "-", f"{name}/", None, "unknown dataset folder"))
+            rows = _count_rows(sorted((root / name).rglob("*.pth")))
+            reports.append(FileReport("_pack", "-", f"{name}/", rows_in=rows, rejected=rows,
+                                      note="rejected: unknown dataset folder"))
     else:
         for name in datasets:
             dataset_info(name)
-        extra = []
-    reports: list[FileReport] = []
+    checked = [_read_and_check(root, image_root, name, setting, collect_rejects=collect_rejects,
+                               box_tolerance=box_tolerance, train_file=train_file) for name in datasets]
     rejects: list[Reject] = list(extra)
-    for name in datasets:
-        r, j = convert_dataset(root, image_root, output_dir, name, setting, **kwargs)
-        reports += r
-        rejects += j
+    for one in checked:
+        _write_checked(one, output_dir, num_shards, embed_images)
+        write_conversion_log(output_dir, one.reports, one.rejects, setting)
+        reports += one.reports
+        rejects += one.rejects
+    if checked:
+        write_dataset_card(output_dir)
     if extra:
         write_conversion_log(output_dir, [], extra, setting)
     return reports, rejects
@@ -520,6 +632,11 @@ def format_summary(reports: Sequence[FileReport], rejects: Sequence[Reject] = ()
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     fmt = lambda line: "  ".join(cell.ljust(w) if i < 3 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
     text = [fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines[1:]]
+    duplicated = [f"{r.file} ({r.duplicates})" for r in reports if r.duplicates]
+    if duplicated:
+        text.append("")
+        text.append(f"kept {sum(r.duplicates for r in reports)} duplicate rows (the image, expression and box of an "
+                    f"earlier row of the same file, as the official loader keeps them): {', '.join(duplicated)}")
     file_rejects = [r for r in rejects if r.row is None]
     if file_rejects:
         text.append("")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ __all__ = [
     "SplitRowError",
     "dataset_info",
     "exact_box",
+    "has_visible_text",
+    "image_path_problem",
     "load_split_file",
     "official_box",
     "parse_row",
@@ -129,6 +132,8 @@ def load_split_file(path: str | Path) -> list[Any]:
         raise SplitFileError(path, f"cannot be loaded safely (weights_only=True): {_load_reason(err)}") from err
     if not isinstance(data, (list, tuple)):
         raise SplitFileError(path, f"expected a list of rows, got {type(data).__name__}")
+    if not data:
+        raise SplitFileError(path, "holds no rows (an empty list)")
     return list(data)
 
 
@@ -187,6 +192,9 @@ def parse_row(row: Any, index: int, info: DatasetInfo, file: str, source: str) -
         ann_file = ann if isinstance(ann, str) and ann != "useless placeholder" else None
     if not isinstance(image, str) or not image.strip():
         raise SplitRowError(file, index, f"image file name must be a non-empty string, got {image!r}")
+    escape = image_path_problem(image)
+    if escape:
+        raise SplitRowError(file, index, escape)
     box = _as_box(raw_box)
     if box is None:
         raise SplitRowError(file, index, f"box must be 4 finite numbers, got {raw_box!r}")
@@ -194,6 +202,8 @@ def parse_row(row: Any, index: int, info: DatasetInfo, file: str, source: str) -
         raise SplitRowError(file, index, f"expression must be a string, got {type(expression).__name__}")
     if not expression.strip():
         raise SplitRowError(file, index, "empty expression")
+    if not has_visible_text(expression):
+        raise SplitRowError(file, index, f"expression {expression!r} has no visible character")
     return SplitRow(
         file_name=image,
         expression=expression,
@@ -204,6 +214,21 @@ def parse_row(row: Any, index: int, info: DatasetInfo, file: str, source: str) -
         source_file=file,
         source_row=index,
     )
+
+
+def image_path_problem(name: str) -> str | None:
+    """Why an image name from a split file could point outside the image folder (absolute, ``..``), or None."""
+    parts = re.split(r"[\\/]", name)
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or "\0" in name:
+        return f"image path {name!r} is absolute; it must be relative to the image folder under --image_root"
+    if ".." in parts:
+        return f"image path {name!r} leaves the image folder ('..'); it must stay inside --image_root"
+    return None
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether a text holds a letter, digit, punctuation mark or symbol (not only spaces or zero-width marks)."""
+    return any(unicodedata.category(ch)[0] in "LNPS" for ch in text)
 
 
 def parse_rows(
