@@ -106,7 +106,8 @@ def dataset_images(
 ) -> Iterator[ImageRecord]:
     """Records of a ``datasets`` image dataset (map-style or streaming); images are read undecoded.
 
-    File names come from ``name_column`` when given, else from the image's own path, else ``<index>.jpg``-style.
+    File names come from ``name_column`` when given (they must be unique), else ``<index>_<file name>`` from the
+    image's own path, else ``<index>`` (8 digits).
     """
     import datasets
 
@@ -118,7 +119,7 @@ def dataset_images(
         if name_column is not None:
             name = str(row[name_column])
         elif path:
-            name = Path(path).name
+            name = f"{index:08d}_{Path(path).name}"  # unique even when two source folders share a file name
         else:
             name = f"{index:08d}"
         yield ImageRecord(index, name, None if data is not None else path, data)

@@ -1,0 +1,325 @@
+"""``clipvg-pseudo-label``: turn an image folder (or a ``datasets`` image dataset) into a CLIP-VG training dataset.
+
+    clipvg-pseudo-label --image_dir photos/ --output_dir data/photos --detector facebook/detr-resnet-50 \\
+        --attribute_model openai/clip-vit-base-patch32 --captioner Salesforce/blip-image-captioning-base
+    accelerate launch -m clipvg_hf.pseudo_labels --image_dir photos/ ...   # shards over processes / GPUs
+
+Stages: (1) detections (+ attributes, + captions) per shard of ``--shard_size`` images, written to
+``<output_dir>/detections/`` — each process handles the shards ``k`` with ``k % world_size == rank``, and a rerun
+skips finished shards; (2) on the main process, template / relation / caption labels from those detections, written
+as ``<name>-unsup-single`` and ``<name>-unsup-multi`` configs with a dataset card. ``--labels_only`` reruns (2) alone.
+Models, the input and every setting are checked before any work: a bad one is a one-line error, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .templates import OFFICIAL_SEED, TemplateConfig
+from .vocab import attribute_vocabulary, coco_classes, visual_genome_classes
+
+__all__ = ["build_parser", "cli", "main"]
+
+_VOCABULARIES = {"coco": coco_classes, "visual_genome": visual_genome_classes}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipvg-pseudo-label", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = parser.add_argument_group("input (one of)")
+    src.add_argument("--image_dir", help="folder of images (recursive; sorted by relative path)")
+    src.add_argument("--dataset", help="a datasets image dataset: Hub id or local folder")
+    src.add_argument("--dataset_config", default=None)
+    src.add_argument("--dataset_split", default="train")
+    src.add_argument("--image_column", default="image")
+    src.add_argument("--name_column", default=None, help="column holding unique file names (default: from the image)")
+    src.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output_dir", required=True)
+    out.add_argument("--name", default=None, help="dataset name in the config names (default: the input's name)")
+    out.add_argument("--rejects", default=None, help="where to write unreadable images (default <output_dir>/rejects.jsonl)")
+    out.add_argument("--shard_size", type=int, default=1000, help="images per detection shard (the official split size)")
+    out.add_argument("--labels_only", action="store_true", help="regenerate labels from existing detections")
+    models = parser.add_argument_group("models")
+    models.add_argument("--detector", help="object-detection or zero-shot-object-detection model id / folder")
+    models.add_argument("--detector_revision", default=None)
+    models.add_argument("--vocabulary", default="coco",
+                        help="classes for a zero-shot detector: coco, visual_genome or a file (one class a line)")
+    models.add_argument("--detection_threshold", type=float, default=0.3)
+    models.add_argument("--max_detections", type=int, default=36)
+    models.add_argument("--attribute_model", default=None, help="zero-shot-image-classification model (CLIP, SigLIP)")
+    models.add_argument("--attribute_revision", default=None)
+    models.add_argument("--attribute_vocabulary", default=None, help="file of attribute words (default: VG 400)")
+    models.add_argument("--attribute_template", default="This is a photo of {}.")
+    models.add_argument("--captioner", default=None, help="image-text-to-text captioning model (BLIP, GIT, ...)")
+    models.add_argument("--captioner_revision", default=None)
+    models.add_argument("--caption_prompt", default="")
+    models.add_argument("--caption_max_new_tokens", type=int, default=30)
+    models.add_argument("--caption_query", type=int, default=6, help="caption rows sampled per image (official 6)")
+    models.add_argument("--relations", default="geometric",
+                        help="geometric, none, or module:callable returning a RelationModel")
+    models.add_argument("--batch_size", type=int, default=8)
+    models.add_argument("--device", default=None, help="torch device of the pipelines (default: this process's)")
+    models.add_argument("--bf16", action="store_true", help="bfloat16 models on CUDA (opt-in)")
+    models.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is available")
+    tpl = parser.add_argument_group("template rules (official values by default)")
+    for f in dataclasses.fields(TemplateConfig):
+        if f.name == "seed":
+            continue
+        if f.type in ("bool", bool):
+            tpl.add_argument(f"--{f.name}", type=_boolean, default=f.default, metavar="{true,false}")
+        else:
+            tpl.add_argument(f"--{f.name}", type=int if f.type in ("int", int) else float, default=f.default)
+    tpl.add_argument("--seed", type=int, default=OFFICIAL_SEED, help="template / caption sampling seed (official)")
+    return parser
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _read_word_list(path: str, flag: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        _fail(f"{flag} {path!r}: file not found")
+    words = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not words:
+        _fail(f"{flag} {path!r}: no entries")
+    return words
+
+
+# -- checks before any work -------------------------------------------------------------------------------------
+def _check(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the input, settings and every model; return the checked model infos."""
+    from .models import ModelCheckError, check_model
+
+    if args.shard_size <= 0 or args.batch_size <= 0:
+        _fail("--shard_size and --batch_size must be positive")
+    if not args.labels_only:
+        if (args.image_dir is None) == (args.dataset is None):
+            _fail("give exactly one of --image_dir or --dataset")
+        if args.image_dir is not None and not Path(args.image_dir).is_dir():
+            _fail(f"--image_dir {args.image_dir!r}: not a folder")
+        if args.detector is None:
+            _fail("--detector is required (unless --labels_only)")
+    if args.relations not in ("geometric", "none") and ":" not in args.relations:
+        _fail(f"--relations {args.relations!r}: expected geometric, none or module:callable")
+    infos: dict[str, Any] = {}
+    if args.labels_only:
+        return infos
+    try:
+        infos["detector"] = check_model(args.detector, ("object-detection", "zero-shot-object-detection"),
+                                        "--detector", args.detector_revision)
+        if args.attribute_model:
+            infos["attributes"] = check_model(args.attribute_model, "zero-shot-image-classification",
+                                              "--attribute_model", args.attribute_revision)
+        if args.captioner:
+            infos["captioner"] = check_model(args.captioner, "image-to-text", "--captioner", args.captioner_revision)
+    except ModelCheckError as err:
+        _fail(str(err))
+    return infos
+
+
+def _records(args: argparse.Namespace) -> tuple[Iterator[Any], int | None, str]:
+    """The input's image records, their number when known, and the default dataset name."""
+    from .detections import dataset_images, folder_images
+
+    if args.image_dir is not None:
+        records, others = folder_images(args.image_dir)
+        if not records:
+            _fail(f"--image_dir {args.image_dir!r}: no image files ({', '.join(('.jpg', '.png', '...'))}); "
+                  f"{others} other file(s)")
+        return iter(records), len(records), Path(args.image_dir).resolve().name
+    import datasets
+
+    try:
+        data = datasets.load_dataset(args.dataset, args.dataset_config, split=args.dataset_split,
+                                     streaming=args.streaming)
+    except Exception as err:  # datasets raises many kinds for a bad id / config / split
+        _fail(f"--dataset {args.dataset!r}: cannot load split {args.dataset_split!r}: {err}".splitlines()[0])
+    if data.column_names is not None and args.image_column not in data.column_names:
+        _fail(f"--image_column {args.image_column!r}: not a column of {args.dataset!r} ({data.column_names})")
+    total = None if args.streaming else len(data)
+    if total == 0:
+        _fail(f"--dataset {args.dataset!r}: split {args.dataset_split!r} is empty")
+    return dataset_images(data, args.image_column, args.name_column), total, Path(args.dataset).name
+
+
+def _shards(records: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]]:
+    shard: list[Any] = []
+    number = 0
+    for record in records:
+        shard.append(record)
+        if len(shard) == size:
+            yield number, shard
+            number, shard = number + 1, []
+    if shard:
+        yield number, shard
+
+
+# -- stage 1: detections ----------------------------------------------------------------------------------------
+def _detection_settings(args: argparse.Namespace, infos: dict[str, Any]) -> dict[str, Any]:
+    keys = ("detection_threshold", "max_detections", "vocabulary", "attribute_vocabulary", "attribute_template",
+            "caption_prompt", "caption_max_new_tokens", "shard_size")
+    return {"models": {k: v.as_dict() for k, v in infos.items()}, **{k: getattr(args, k) for k in keys}}
+
+
+def _build_stages(args: argparse.Namespace, infos: dict[str, Any], device: str | None) -> dict[str, Any]:
+    from .attributes import AttributeClassifier
+    from .captions import Captioner
+    from .detections import Detector
+    from .models import load_pipeline
+
+    info = infos["detector"]
+    vocabulary = None
+    if info.task == "zero-shot-object-detection":
+        source = args.vocabulary
+        vocabulary = list(_VOCABULARIES[source]()) if source in _VOCABULARIES else _read_word_list(source, "--vocabulary")
+    stages: dict[str, Any] = {"detector": Detector(load_pipeline(info, device, args.bf16), info.task,
+                                                   args.detection_threshold, args.max_detections, vocabulary,
+                                                   args.batch_size)}
+    if "attributes" in infos:
+        words = (_read_word_list(args.attribute_vocabulary, "--attribute_vocabulary") if args.attribute_vocabulary
+                 else list(attribute_vocabulary()))
+        stages["attributes"] = AttributeClassifier(load_pipeline(infos["attributes"], device, args.bf16), words,
+                                                   args.attribute_template, 4 * args.batch_size)
+    if "captioner" in infos:
+        stages["captioner"] = Captioner(load_pipeline(infos["captioner"], device, args.bf16), args.caption_prompt,
+                                        args.caption_max_new_tokens, args.batch_size)
+    return stages
+
+
+def detect_shard(records: Sequence[Any], stages: dict[str, Any], batch_size: int) -> tuple[list[Any], list[Any]]:
+    """Detections, attributes and captions of one shard's images; unreadable images become rejects."""
+    from .detections import DetectedImage, Reject, load_image
+
+    items, rejects = [], []
+    for start in range(0, len(records), batch_size):
+        loaded = []
+        for record in records[start : start + batch_size]:
+            result = load_image(record)
+            (rejects if isinstance(result, Reject) else loaded).append(result)
+        images = [x.image for x in loaded]
+        detections = stages["detector"](images)
+        if "attributes" in stages:
+            detections = stages["attributes"](images, detections)
+        captions = stages["captioner"](images) if "captioner" in stages else [None] * len(images)
+        items += [DetectedImage(x.record, x.image.width, x.image.height, d, c)
+                  for x, d, c in zip(loaded, detections, captions)]
+    return items, rejects
+
+
+def run_detections(args: argparse.Namespace, infos: dict[str, Any], state: Any) -> None:
+    """Stage 1 on this process: its shards, skipping the finished ones (same settings) and refusing others."""
+    from .detections import read_shard_side, write_detection_shard
+
+    records, total, _ = _records(args)
+    folder = Path(args.output_dir) / "detections"
+    settings = _detection_settings(args, infos)
+    stages: dict[str, Any] | None = None
+    device = args.device or (None if args.cpu else str(state.device))
+    bar = tqdm(total=total, desc=f"detect (process {state.process_index})", disable=not state.is_local_main_process)
+    for number, shard in _shards(records, args.shard_size):
+        bar.update(len(shard))
+        if number % state.num_processes != state.process_index:
+            continue
+        path = folder / f"shard-{number:05d}.parquet"
+        if path.is_file():
+            previous = read_shard_side(path)["meta"]
+            if previous != settings:
+                _fail(f"{path}: made with other settings ({previous}); use another --output_dir or --labels_only")
+            continue
+        stages = stages or _build_stages(args, infos, device)
+        items, rejects = detect_shard(shard, stages, args.batch_size)
+        write_detection_shard(path, items, rejects, settings)
+    bar.close()
+
+
+# -- stage 2: labels ----------------------------------------------------------------------------------------------
+def _relation_model(spec: str) -> Any:
+    from .relations import GeometricRelations
+
+    if spec == "none":
+        return None
+    if spec == "geometric":
+        return GeometricRelations()
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)()
+    except (ImportError, AttributeError) as err:
+        _fail(f"--relations {spec!r}: {err}")
+
+
+def run_labels(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Stage 2: labels from every detection shard, the dataset, the card and the rejects report."""
+    from .captions import CaptionMatcher
+    from .detections import read_shard_side
+    from .templates import TemplateEngine
+    from .writer import Labeler, write_dataset
+
+    output_dir = Path(args.output_dir)
+    shards = sorted((output_dir / "detections").glob("shard-*.parquet"))
+    if not shards:
+        _fail(f"{output_dir / 'detections'}: no detection shards (run without --labels_only first)")
+    sides = [read_shard_side(s) for s in shards]
+    config = TemplateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TemplateConfig)})
+    engine = TemplateEngine(config)
+    has_captions = bool(sides[0]["meta"]["models"].get("captioner"))
+    labeler = Labeler(engine, _relation_model(args.relations), CaptionMatcher(engine) if has_captions else None,
+                      args.caption_query)
+    rejects = [r for side in sides for r in side["rejects"]]
+    rejects_path = Path(args.rejects) if args.rejects else output_dir / "rejects.jsonl"
+    rejects_path.parent.mkdir(parents=True, exist_ok=True)
+    rejects_path.write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    manifest = {"models": sides[0]["meta"]["models"], "rejected": len(rejects), "shard_size": args.shard_size,
+                "settings": {"detection": {k: v for k, v in sides[0]["meta"].items() if k != "models"},
+                             "templates": dataclasses.asdict(config), "relations": args.relations,
+                             "caption_query": args.caption_query}}
+    counts = write_dataset(output_dir, name, shards, labeler, args.seed, manifest)
+    return {**counts.as_dict(), "rejected": len(rejects), "rejects_file": str(rejects_path)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    args = build_parser().parse_args(argv)
+    infos = _check(args)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=args.cpu)
+    name = args.name or (Path(args.image_dir).resolve().name if args.image_dir else
+                         Path(args.dataset).name if args.dataset else Path(args.output_dir).resolve().name)
+    if not args.labels_only:
+        run_detections(args, infos, state)
+        state.wait_for_everyone()
+    summary = None
+    if state.is_main_process:
+        summary = run_labels(args, name)
+        print(json.dumps(summary, sort_keys=True))
+    state.wait_for_everyone()
+    return summary
+
+
+def cli() -> int:
+    """Console-script entry point (``clipvg-pseudo-label``): exit status 0, or 2 for a refused input."""
+    main()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
