@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
@@ -38,6 +39,8 @@ from clipvg_hf.cli import (
     load_split_checked,
     report_usage_errors,
 )
+from clipvg_hf.curriculum.sampler import POOLS, CurriculumSampler, sampler_from_scores
+from clipvg_hf.curriculum.selection import read_row_indices
 from clipvg_hf.data import (
     EVAL_SPLITS,
     CLIPVGCollator,
@@ -47,6 +50,7 @@ from clipvg_hf.data import (
     image_ids,
     load_split,
 )
+from clipvg_hf.data.sampler import row_indices
 from clipvg_hf.evaluate import eval_loader, evaluate_loader
 from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
 from clipvg_hf.processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
@@ -102,6 +106,21 @@ class DataArguments:
     group_by_image: int = field(default=0, metadata={
         "help": "Opt-in, changes batch composition: order each epoch in runs of up to N expressions of one image, "
                 "each image decoded once per run (ImageGroupedSampler); 0 = independent shuffle (official)."})
+    curriculum_scores: str | None = field(default=None, metadata={
+        "help": "Sample every epoch with CurriculumSampler from these reliabilities: scores.parquet of "
+                "clipvg-curriculum score (or its folder), scoring every training row. The pool is chosen by "
+                "--curriculum_pool; each epoch draws --curriculum_samples_per_epoch positions from it."})
+    curriculum_pool: str = field(default="threshold", metadata={
+        "help": "threshold: every epoch the rows with reliability >= --curriculum_threshold (SSA's selection); "
+                "easy_to_hard: the --curriculum_start_fraction most reliable rows, growing linearly to "
+                "--curriculum_end_fraction at epoch --curriculum_full_at_epoch."})
+    curriculum_threshold: float = field(default=0.0, metadata={"help": "Reliability threshold h of the pool."})
+    curriculum_start_fraction: float = field(default=0.5, metadata={"help": "easy_to_hard: pool fraction at epoch 0."})
+    curriculum_end_fraction: float = field(default=1.0, metadata={"help": "easy_to_hard: final pool fraction."})
+    curriculum_full_at_epoch: int = field(default=10, metadata={"help": "easy_to_hard: epoch the pool stops growing."})
+    curriculum_samples_per_epoch: int | None = field(default=None, metadata={
+        "help": "Positions drawn per epoch (constant, so the schedule and resumption stay exact); default: the size "
+                "of the largest pool of the run (a pool smaller than this is repeated in fresh permutations)."})
 
     def __post_init__(self) -> None:
         if self.group_by_image < 0:
@@ -113,6 +132,23 @@ class DataArguments:
                              f"{self.val_split}); train on train / train_pseudo or a custom split")
         if self.train_row_indices is not None and not Path(self.train_row_indices).is_file():
             raise UsageError(f"--train_row_indices {self.train_row_indices}: file not found")
+        self._check_curriculum()
+
+    def _check_curriculum(self) -> None:
+        if self.curriculum_scores is None:
+            return
+        if not Path(self.curriculum_scores).exists():
+            raise UsageError(f"--curriculum_scores {self.curriculum_scores}: file not found")
+        if self.group_by_image:
+            raise UsageError("--curriculum_scores and --group_by_image both choose the sample order; use one")
+        if self.curriculum_pool not in POOLS:
+            raise UsageError(f"--curriculum_pool must be one of {', '.join(POOLS)}, got {self.curriculum_pool!r}")
+        if not 0 < self.curriculum_start_fraction <= self.curriculum_end_fraction <= 1:
+            raise UsageError("need 0 < --curriculum_start_fraction <= --curriculum_end_fraction <= 1, got "
+                             f"{self.curriculum_start_fraction} and {self.curriculum_end_fraction}")
+        check_number("--curriculum_threshold", self.curriculum_threshold)
+        check_number("--curriculum_full_at_epoch", self.curriculum_full_at_epoch, minimum=0, integer=True)
+        check_number("--curriculum_samples_per_epoch", self.curriculum_samples_per_epoch, minimum=1, integer=True)
 
 
 @dataclass
@@ -142,6 +178,9 @@ class TrainArguments:
         "help": "Start a new run in an --output_dir that holds an earlier one (its checkpoints, best model and log "
                 "are deleted first). Without it such a folder is refused unless --resume_from_checkpoint is given."})
     with_tracking: bool = field(default=False, metadata={"help": "Log to the installed trackers (TensorBoard, ...)."})
+    log_sample_order: bool = field(default=False, metadata={
+        "help": "Append the row_index of every sample each process trained on, one line per epoch, to "
+                "<output_dir>/sample_order/rank<r>.jsonl (audits a curriculum and a resumed run)."})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU (also with several processes)."})
 
     def __post_init__(self) -> None:  # bad values fail before any model or data is loaded
@@ -201,8 +240,6 @@ def default_train_split(config: str) -> str:
 
 def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
     """Positions in ``train_set`` of the row indices listed in ``rows_file``; rows it lacks are an error."""
-    from clipvg_hf.curriculum.selection import read_row_indices
-
     wanted = read_row_indices(rows_file)
     position = {int(r): i for i, r in enumerate(train_set.row_index)}
     missing = [r for r in wanted if r not in position]
@@ -210,6 +247,26 @@ def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
         raise UsageError(f"{rows_file}: {len(missing)} row indices are not in the training split "
                          f"(or not of the chosen sources), e.g. {missing[:5]}")
     return sorted(position[r] for r in wanted)
+
+
+def build_curriculum_sampler(args: DataArguments, rows: np.ndarray, seed: int) -> CurriculumSampler:
+    """The --curriculum_* sampler over the training set whose positions hold ``rows``."""
+    try:
+        return sampler_from_scores(args.curriculum_scores, rows, pool=args.curriculum_pool,
+                                   threshold=args.curriculum_threshold, start_fraction=args.curriculum_start_fraction,
+                                   end_fraction=args.curriculum_end_fraction,
+                                   full_at_epoch=args.curriculum_full_at_epoch,
+                                   num_samples=args.curriculum_samples_per_epoch, seed=seed)
+    except (OSError, ValueError) as error:  # not a scores file, unscored rows, an empty pool
+        raise UsageError(f"--curriculum_scores {args.curriculum_scores}: {first_line(error)}") from error
+
+
+def log_sample_order(output_dir: Path, rank: int, epoch: int, skipped: int, rows: list[int]) -> None:
+    """One JSON line per epoch: the rows this process trained on (after ``skipped`` batches when resumed)."""
+    folder = output_dir / "sample_order"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"rank{rank}.jsonl", "a") as handle:
+        handle.write(json.dumps({"epoch": epoch, "skipped_batches": skipped, "rows": rows}) + "\n")
 
 
 def cosine_factor(progress: float) -> float:
@@ -399,9 +456,11 @@ def main(argv: list[str] | None = None) -> dict:
     order = {"shuffle": True, "generator": torch.Generator().manual_seed(train_args.seed)}
     if data_args.group_by_image:  # every rank builds the same order; accelerate shards its batches
         order = {"sampler": ImageGroupedSampler(image_ids(train_set), data_args.group_by_image, train_args.seed)}
+    if data_args.curriculum_scores:  # likewise: one global order per (seed, epoch), sharded by accelerate
+        order = {"sampler": build_curriculum_sampler(data_args, row_indices(train_set), train_args.seed)}
+    collator = CLIPVGCollator(processor.tokenizer, return_row_index=train_args.log_sample_order)
     train_loader = DataLoader(train_set, batch_size=train_args.per_device_batch_size, drop_last=True,
-                              num_workers=data_args.num_workers, collate_fn=CLIPVGCollator(processor.tokenizer),
-                              **order)
+                              num_workers=data_args.num_workers, collate_fn=collator, **order)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, train_args)
@@ -425,6 +484,9 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.group_by_image or data_args.fast_augment:
         accelerator.print(f"opt-in data shortcuts: group_by_image={data_args.group_by_image}, "
                           f"fast_augment={data_args.fast_augment}")
+    if data_args.curriculum_scores:
+        accelerator.print(f"curriculum: {data_args.curriculum_pool} pool from {data_args.curriculum_scores}, "
+                          f"{len(order['sampler'])} samples per epoch")
 
     # resume
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "best_accuracy": -1.0}
@@ -445,7 +507,10 @@ def main(argv: list[str] | None = None) -> dict:
         totals = {"loss": 0.0, "loss_bbox": 0.0, "loss_giou": 0.0}
         n_batches, started = 0, time.time()
         progress = tqdm(loader, desc=f"epoch {epoch}", disable=not accelerator.is_local_main_process, leave=False)
+        seen: list[int] = []
         for batch in progress:
+            if train_args.log_sample_order:
+                seen += batch.pop("row_index").tolist()
             with accelerator.accumulate(model):
                 torch.manual_seed(step_seed(train_args.seed, state["micro_step"], accelerator.process_index))
                 out = model(**batch)
@@ -471,6 +536,8 @@ def main(argv: list[str] | None = None) -> dict:
         lr = scheduler.get_last_lr()[0]
         if train_args.scheduler_step == "epoch":
             scheduler.step()
+        if train_args.log_sample_order:
+            log_sample_order(output_dir, accelerator.process_index, epoch, skip, seen)
 
         val = evaluate_loader(accelerator.unwrap_model(model), val_loader, accelerator, desc=f"val {epoch}").compute()
         record = {"epoch": epoch, "train_lr": lr, **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},

@@ -21,7 +21,7 @@ from .runner import (
     TrainScriptTrainer,
     in_process_scorer,
 )
-from .sampler import CurriculumSampler, easy_to_hard_pool, threshold_pool
+from .sampler import CurriculumSampler, easy_to_hard_pool, sampler_from_scores, threshold_pool
 from .search import OFFICIAL_GRID, SearchResult, search_threshold
 from .selection import read_row_indices, write_row_indices, write_selection_config
 
@@ -43,6 +43,7 @@ __all__ = [
     "reliability_histogram",
     "save_scores",
     "score_split",
+    "sampler_from_scores",
     "search_threshold",
     "threshold_pool",
     "threshold_subsets",

@@ -11,17 +11,26 @@ The pool of an epoch comes from a callable; two schedules are provided:
 - :func:`threshold_pool`: the samples with reliability >= h (SSA's selection, every epoch);
 - :func:`easy_to_hard_pool`: within-run self-paced learning: the pool starts with the ``start_fraction`` most
   reliable samples and grows linearly to ``end_fraction`` at ``full_at_epoch``.
+
+:func:`sampler_from_scores` builds either from a ``scores.parquet`` of ``clipvg-curriculum score`` for the rows of a
+training set (what ``train.py --curriculum_scores`` uses).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["CurriculumSampler", "easy_to_hard_pool", "threshold_pool"]
+from .reliability import load_scores
+
+__all__ = ["POOLS", "CurriculumSampler", "easy_to_hard_pool", "reliability_of_rows", "sampler_from_scores",
+           "threshold_pool"]
+
+POOLS = ("threshold", "easy_to_hard")
 
 PoolFn = Callable[[int], Sequence[int]]
 
@@ -84,3 +93,37 @@ def easy_to_hard_pool(reliability: Sequence[float], *, start_fraction: float = 0
         return sorted(ranked[: max(1, round(fraction * len(ranked)))])
 
     return pool
+
+
+def reliability_of_rows(scores_path: str | Path, row_index: Sequence[int]) -> np.ndarray:
+    """The reliability of each of ``row_index`` (training-set order) read from a scores file; every row must be
+    scored (a row the measurer never saw is an error, never a silent zero)."""
+    scores = load_scores(scores_path).as_dict()
+    missing = [int(r) for r in row_index if int(r) not in scores]
+    if missing:
+        raise ValueError(f"{scores_path}: {len(missing)} training rows have no reliability score, e.g. "
+                         f"row_index {missing[:5]} (score the same split and sources)")
+    return np.array([scores[int(r)] for r in row_index], dtype=np.float64)
+
+
+def sampler_from_scores(scores_path: str | Path, row_index: Sequence[int], *, pool: str = "threshold",
+                        threshold: float = 0.0, start_fraction: float = 0.5, end_fraction: float = 1.0,
+                        full_at_epoch: int = 10, num_samples: int | None = None,
+                        seed: int = 0) -> CurriculumSampler:
+    """A :class:`CurriculumSampler` over the positions of a training set whose rows are ``row_index``.
+
+    ``pool="threshold"``: every epoch the rows with reliability >= ``threshold`` (SSA's selection);
+    ``pool="easy_to_hard"``: the pool of :func:`easy_to_hard_pool`. ``num_samples`` (per epoch, constant) defaults
+    to the size of the largest pool, so an epoch of the full pool visits each of its rows once.
+    """
+    reliability = reliability_of_rows(scores_path, row_index)
+    if pool == "threshold":
+        pool_for_epoch = threshold_pool(reliability, threshold)
+        largest = len(pool_for_epoch(0))
+    elif pool == "easy_to_hard":
+        pool_for_epoch = easy_to_hard_pool(reliability, start_fraction=start_fraction, end_fraction=end_fraction,
+                                           full_at_epoch=full_at_epoch)
+        largest = len(pool_for_epoch(max(full_at_epoch, 0)))
+    else:
+        raise ValueError(f"unknown curriculum pool {pool!r}; expected one of {POOLS}")
+    return CurriculumSampler(pool_for_epoch, num_samples or largest, seed=seed)

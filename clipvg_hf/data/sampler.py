@@ -29,6 +29,16 @@ def image_ids(dataset: torch.utils.data.Dataset) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
+def row_indices(dataset: torch.utils.data.Dataset) -> np.ndarray:
+    """The ``row_index`` of every position of a :class:`~clipvg_hf.data.GroundingDataset`, also through ``Subset``s."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        return row_indices(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    rows = getattr(dataset, "row_index", None)
+    if rows is None:
+        raise TypeError(f"{type(dataset).__name__} has no row_index: expected a GroundingDataset")
+    return np.asarray(rows, dtype=np.int64)
+
+
 class ImageGroupedSampler(Sampler[int]):
     """Every position once per epoch, in shuffled runs of at most ``max_per_image`` expressions of one image.
 
