@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import pickle
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +30,7 @@ __all__ = [
     "positive_float",
     "positive_int",
     "report_usage_errors",
+    "torch_load_reason",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,3 +142,23 @@ def load_split_checked(dataset: str, config: str, split: str, loader: Callable[.
     except (ValueError, OSError, ConnectionError) as error:  # unknown config / split, unreachable Hub id
         where = f"--dataset {dataset} --dataset_config {config} split {split!r}"
         raise UsageError(f"{where}: {first_line(error)}") from error
+
+
+def torch_load_reason(error: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused or failed on a file, in words for the user.
+
+    Names the refused class when there is one and never repeats torch's advice to retry with ``weights_only=False``
+    (that would run whatever code the file holds).
+    """
+    text = str(error)
+    match = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
+    if match:
+        return f"the pickle references {match.group(1)}, which is not allowlisted (it is never unpickled)"
+    if isinstance(error, EOFError):
+        return "the file ends early (empty or cut off)"
+    context = error.__context__
+    if context is not None and str(context):  # torch wraps the unpickler's own error
+        return f"not a valid torch file ({first_line(context)})"
+    if isinstance(error, pickle.UnpicklingError) or "weights_only" in text:
+        return "not a valid torch file"
+    return f"not a valid torch file ({type(error).__name__}: {first_line(error)})"

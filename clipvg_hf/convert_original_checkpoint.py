@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .cli import exit_usage_error, positive_int, torch_load_reason
 from .configuration_clipvg import CLIPVGConfig
 from .image_processing_clipvg import CLIPVGImageProcessor
 from .modeling_clipvg import CLIPVGForGrounding
@@ -39,20 +40,43 @@ class CheckpointConversionError(ValueError):
 
 
 def load_original_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read an official checkpoint without unpickling arbitrary objects; returns the whole checkpoint dict."""
+    """Read an official checkpoint without unpickling arbitrary objects; returns the whole checkpoint dict.
+
+    A bare state dict becomes ``{"model": state_dict}``; a ``module.`` prefix (a checkpoint saved from a
+    DistributedDataParallel wrapper) is removed, and the converter says so.
+    """
     path = Path(path)
+    if path.is_dir():
+        hint = " (it holds config.json: already a converted model folder)" if (path / "config.json").is_file() else ""
+        raise FileNotFoundError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointConversionError(f"{path}: cannot be read as a CLIP-VG checkpoint: the file is empty (0 bytes)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle errors name the refused class; keep the message
-        raise CheckpointConversionError(f"{path}: cannot be read as a CLIP-VG checkpoint: {error}") from error
-    if isinstance(checkpoint, dict) and "model" not in checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
+    except Exception as error:  # UnpicklingError for refused classes, EOFError / RuntimeError for damaged files
+        reason = torch_load_reason(error)
+        raise CheckpointConversionError(f"{path}: cannot be read as a CLIP-VG checkpoint: {reason}") from error
+    if isinstance(checkpoint, dict) and "model" not in checkpoint and checkpoint and all(
+            torch.is_tensor(v) for v in checkpoint.values()):
         checkpoint = {"model": checkpoint}  # a bare state dict
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise CheckpointConversionError(f"{path}: expected a dict with a 'model' state dict")
+    state_dict = checkpoint["model"]
+    if state_dict and all(key.startswith("module.") for key in state_dict):
+        logger.info("removed the 'module.' prefix of every key (a checkpoint saved from DistributedDataParallel)")
+        checkpoint["model"] = {key[len("module."):]: value for key, value in state_dict.items()}
     return checkpoint
+
+
+def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN / infinite weights: a model converted from them would print NaN boxes."""
+    bad = [key for key, value in state_dict.items() if torch.is_tensor(value) and value.is_floating_point()
+           and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise CheckpointConversionError(f"{len(bad)} tensors hold NaN or infinite values, e.g. {bad[:5]}")
 
 
 def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
@@ -63,15 +87,26 @@ def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
     return len(indices)
 
 
-def config_from_state_dict(state_dict: dict[str, torch.Tensor], args: Any = None) -> CLIPVGConfig:
-    """Infer every size of the model from the official state dict (and the training ``args`` where stored)."""
-    required = ["clip.visual.conv1.weight", "clip.visual.positional_embedding", "clip.token_embedding.weight",
-                "clip.positional_embedding", "clip.text_projection", "clip.ln_final.weight", "text_proj.weight",
-                "ml_visu_proj.weight", "vl_pos_embed.weight", "vl_transformer.encoder.layers.0.linear1.weight"]
-    missing = [key for key in required if key not in state_dict]
+_REQUIRED = ("clip.visual.conv1.weight", "clip.visual.positional_embedding", "clip.token_embedding.weight",
+             "clip.positional_embedding", "clip.text_projection", "clip.ln_final.weight", "text_proj.weight",
+             "ml_visu_proj.weight", "vl_pos_embed.weight", "vl_transformer.encoder.layers.0.linear1.weight")
+
+
+def _check_required(state_dict: dict[str, torch.Tensor]) -> None:
+    """The keys every CLIP-VG state dict has (a foreign checkpoint is named as such, not by its first odd key)."""
+    missing = [key for key in _REQUIRED if key not in state_dict]
     if missing:
         raise CheckpointConversionError(f"not a CLIP-VG state dict: missing {missing}")
 
+
+def config_from_state_dict(state_dict: dict[str, torch.Tensor], args: Any = None,
+                           fusion_num_heads: int | None = None) -> CLIPVGConfig:
+    """Infer every size of the model from the official state dict (and the training ``args`` where stored).
+
+    The one size the weights cannot tell is the fusion transformer's head count (``args.vl_nheads``): a checkpoint
+    without ``args`` needs ``fusion_num_heads``; a value that disagrees with the stored one is an error.
+    """
+    _check_required(state_dict)
     vision_width, _, patch, _ = state_dict["clip.visual.conv1.weight"].shape
     grid = round((state_dict["clip.visual.positional_embedding"].shape[0] - 1) ** 0.5)
     if grid * grid + 1 != state_dict["clip.visual.positional_embedding"].shape[0]:
@@ -91,11 +126,9 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], args: Any = None
             f"cannot tell which vision blocks feed ml_visu_proj ({tuple(state_dict['ml_visu_proj.weight'].shape)}) "
             f"for a {vision_layers}-layer, width-{vision_width} vision tower"
         )
-    fusion_heads = getattr(args, "vl_nheads", None)
-    if fusion_heads is None:
-        fusion_heads = 8
-        logger.warning("the checkpoint stores no args.vl_nheads; assuming 8 fusion heads (the official default)")
-    max_text_length = int(getattr(args, "max_query_len", None) or context)
+    fusion_heads = _fusion_heads(getattr(args, "vl_nheads", None), fusion_num_heads, fusion_hidden)
+    positions = state_dict["vl_pos_embed.weight"].shape[0]
+    max_text_length = int(getattr(args, "max_query_len", None) or positions - 2 - grid * grid)
     config = CLIPVGConfig(
         text_config={"vocab_size": vocab, "hidden_size": text_width,
                      "intermediate_size": state_dict["clip.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
@@ -121,6 +154,21 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], args: Any = None
             f"1 + {max_text_length} + 1 + {grid}**2 = {config.num_fusion_positions}"
         )
     return config
+
+
+def _fusion_heads(stored: Any, given: int | None, hidden: int) -> int:
+    """The fusion head count: stored in the checkpoint's args or given; never guessed."""
+    if stored is None and given is None:
+        raise CheckpointConversionError(
+            "the checkpoint stores no training args (args.vl_nheads), and the number of fusion attention heads "
+            "cannot be read from the weights; pass --fusion_num_heads N (the official default is 8)")
+    if stored is not None and given is not None and int(stored) != given:
+        raise CheckpointConversionError(f"--fusion_num_heads {given} disagrees with the checkpoint's args.vl_nheads "
+                                        f"{int(stored)}")
+    heads = int(stored if stored is not None else given)
+    if heads < 1 or hidden % heads:
+        raise CheckpointConversionError(f"{heads} fusion heads do not divide the fusion width {hidden}")
+    return heads
 
 
 def _clip_block_rules(source: str, target: str) -> list[tuple[str, str]]:
@@ -202,13 +250,23 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, t
     return converted, dropped
 
 
-def convert_checkpoint(path: str | Path, trainable_clip: str = "official") -> CLIPVGForGrounding:
-    """Build a [`CLIPVGForGrounding`] holding exactly the weights of an official checkpoint."""
+def convert_checkpoint(path: str | Path, trainable_clip: str = "official",
+                       fusion_num_heads: int | None = None) -> CLIPVGForGrounding:
+    """Build a [`CLIPVGForGrounding`] holding exactly the weights of an official checkpoint.
+
+    ``fusion_num_heads`` is needed only for a checkpoint without its training ``args`` (see
+    :func:`config_from_state_dict`).
+    """
     checkpoint = load_original_checkpoint(path)
     state_dict = checkpoint["model"]
-    config = config_from_state_dict(state_dict, checkpoint.get("args"))
+    try:
+        check_finite(state_dict)
+    except CheckpointConversionError as error:
+        raise CheckpointConversionError(f"{path}: {error}") from None
+    _check_required(state_dict)
+    converted, dropped = convert_state_dict(state_dict)  # unmappable keys before sizes: they say what the file is
+    config = config_from_state_dict(state_dict, checkpoint.get("args"), fusion_num_heads)
     config.trainable_clip = trainable_clip
-    converted, dropped = convert_state_dict(state_dict)
     model = CLIPVGForGrounding(config)
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(converted)), sorted(set(converted) - expected)
@@ -240,8 +298,7 @@ def _convert_hivg_if_hivg(argv: list[str] | None) -> int | None:
     try:
         checkpoint = load_original_checkpoint(known.checkpoint)
     except (CheckpointConversionError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        exit_usage_error(str(error))
     if known.family == "hivg" or is_hivg_state_dict(checkpoint["model"]):
         return hivg_main(argv, checkpoint=checkpoint)
     return None
@@ -259,13 +316,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder to write (config, model.safetensors, processor and tokenizer files)")
     parser.add_argument("--trainable_clip", default="official", choices=["official", "frozen", "all"],
                         help="the trainable_clip policy stored in the config (for later fine-tuning)")
+    parser.add_argument("--fusion_num_heads", type=positive_int,
+                        help="fusion attention heads, for a bare state dict without the training args (official: 8)")
     args = parser.parse_args(argv)
+    output = Path(args.output_dir)
+    if output.exists() and not output.is_dir():
+        exit_usage_error(f"--output_dir {output} is a file, not a folder")
+    if output.is_dir() and any(output.iterdir()):
+        exit_usage_error(f"--output_dir {output} is not empty; choose a new folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        model = convert_checkpoint(args.checkpoint, trainable_clip=args.trainable_clip)
+        model = convert_checkpoint(args.checkpoint, trainable_clip=args.trainable_clip,
+                                   fusion_num_heads=args.fusion_num_heads)
     except (CheckpointConversionError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        exit_usage_error(str(error))
     model.save_pretrained(args.output_dir)
     # the official evaluation inputs: letterbox at the model's image size, OpenAI's BPE (shipped with the package)
     image_processor = CLIPVGImageProcessor(size={"longest_edge": model.config.image_size})

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cli import torch_load_reason
+
 __all__ = [
     "DATASETS",
     "SOURCES",
@@ -129,24 +131,12 @@ def load_split_file(path: str | Path) -> list[Any]:
         with torch.serialization.safe_globals(_numpy_allowlist()):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for disallowed globals, EOFError/RuntimeError for corrupt files
-        raise SplitFileError(path, f"cannot be loaded safely (weights_only=True): {_load_reason(err)}") from err
+        raise SplitFileError(path, f"cannot be loaded safely (weights_only=True): {torch_load_reason(err)}") from err
     if not isinstance(data, (list, tuple)):
         raise SplitFileError(path, f"expected a list of rows, got {type(data).__name__}")
     if not data:
         raise SplitFileError(path, "holds no rows (an empty list)")
     return list(data)
-
-
-def _load_reason(err: Exception) -> str:
-    """The informative part of a torch.load failure: the refused global if any, else the first line."""
-    text = str(err)
-    match = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
-    if match:
-        return f"the pickle references {match.group(1)}, which is not allowlisted"
-    if err.__context__ is not None and str(err.__context__):  # torch wraps the real unpickler error
-        return f"not a valid pickle ({err.__context__})"
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def _as_box(value: Any) -> tuple[float, float, float, float] | None:
