@@ -1,12 +1,16 @@
 """Grounding metrics: Acc@0.5 and mean IoU, computed as the official CLIP-VG evaluation does."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
 from ..modeling_clipvg import grounding_iou
 
-__all__ = ["ACCURACY_IOU_THRESHOLD", "GroundingMetrics", "summarize_ious"]
+__all__ = ["ACCURACY_IOU_THRESHOLD", "GROUNDING_ACCURACY_PATH", "GroundingMetrics", "summarize_ious"]
+
+#: Folder of the ``evaluate`` metric: ``evaluate.load(str(GROUNDING_ACCURACY_PATH))`` (needs no clipvg_hf).
+GROUNDING_ACCURACY_PATH = Path(__file__).resolve().parent / "grounding_accuracy"
 
 #: A prediction counts as correct when its IoU with the target is at least this.
 ACCURACY_IOU_THRESHOLD = 0.5
