@@ -104,12 +104,14 @@ def config_from_state_dict(
     args: Any = None,
     clip_config: dict | None = None,
     bridge_text_source: str | None = None,
+    fusion_num_heads: int | None = None,
 ) -> HiVGConfig:
     """Infer the HiVG configuration from a state dict with the peft prefix stripped (see [`strip_peft_prefix`]).
 
     ``clip_config`` is the ``config.json`` of the Hugging Face CLIP the model was built on; only its attention head
     counts, activation and layer-norm eps matter (shapes cannot tell them; without it ``width // 64`` heads, CLIP's
-    rule). ``bridge_text_source`` overrides what the training ``args`` say (``mixup_pretrain``).
+    rule). ``bridge_text_source`` overrides what the training ``args`` say (``mixup_pretrain``); ``fusion_num_heads`` is
+    needed when no ``args`` are stored (the weights cannot tell it).
     """
     required = ["clip.vision_model.embeddings.patch_embedding.weight", "clip.text_model.embeddings.token_embedding.weight",
                 "clip.text_projection.weight", "multilevel_proj.weight", "text_proj.weight",
@@ -165,7 +167,13 @@ def config_from_state_dict(
             f"cannot tell which vision blocks feed ml_visual_projection "
             f"({tuple(state_dict['multilevel_proj.weight'].shape)}) for a {vision_layers}-layer tower"
         )
-    fusion_heads = getattr(args, "vl_nheads", None) or 8  # without stored args: the official default
+    stored_heads = getattr(args, "vl_nheads", None)
+    if stored_heads is not None and fusion_num_heads is not None and int(stored_heads) != fusion_num_heads:
+        raise CheckpointConversionError(f"fusion_num_heads={fusion_num_heads} disagrees with args.vl_nheads={stored_heads}")
+    fusion_heads = stored_heads if stored_heads is not None else fusion_num_heads
+    if fusion_heads is None:
+        raise CheckpointConversionError("the checkpoint stores no args.vl_nheads: pass --fusion_num_heads (8 for the "
+                                        "released models)")
 
     def tower(name: str, width: int, layers: int, mlp_key: str, **sizes) -> dict:
         given = clip_config.get(f"{name}_config") or {}
@@ -286,6 +294,7 @@ def convert_checkpoint(
     bridge_text_source: str | None = None,
     bridge_batch_mixing: bool = False,
     trainable_clip: str = "official",
+    fusion_num_heads: int | None = None,
 ) -> HiVGForGrounding:
     """Build a [`HiVGForGrounding`] holding exactly the weights of an official checkpoint (a path or a loaded dict)."""
     if checkpoint is None:
@@ -293,7 +302,7 @@ def convert_checkpoint(
     depth = peft_nesting_depth(checkpoint["model"])
     state_dict = strip_peft_prefix(checkpoint["model"])
     args = checkpoint.get("args")
-    config = config_from_state_dict(_plain_names(state_dict), args, clip_config, bridge_text_source)
+    config = config_from_state_dict(_plain_names(state_dict), args, clip_config, bridge_text_source, fusion_num_heads)
     config.trainable_clip = trainable_clip
     config.bridge_batch_mixing = bridge_batch_mixing
     converted, dropped = convert_state_dict(state_dict, config.bridge_text_source)
@@ -328,6 +337,8 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
                         help="config.json of the Hugging Face CLIP the model was built on (head counts)")
     parser.add_argument("--bridge_text_source", default=None, choices=BRIDGE_TEXT_SOURCES,
                         help="override the bridge text source the training args imply (mixup_pretrain)")
+    parser.add_argument("--fusion_num_heads", type=int, default=None,
+                        help="fusion attention heads, for checkpoints that store no training args (8 when released)")
     parser.add_argument("--bridge_batch_mixing", action="store_true",
                         help="store the official batched bridge (outputs depend on the batch) as the default")
     parser.add_argument("--trainable_clip", default="official", choices=["official", "frozen", "all"],
@@ -343,7 +354,8 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
     try:
         model = convert_checkpoint(args.checkpoint, checkpoint=checkpoint, merge_lora=args.merge_lora,
                                    clip_config=clip_config, bridge_text_source=args.bridge_text_source,
-                                   bridge_batch_mixing=args.bridge_batch_mixing, trainable_clip=args.trainable_clip)
+                                   bridge_batch_mixing=args.bridge_batch_mixing, trainable_clip=args.trainable_clip,
+                                   fusion_num_heads=args.fusion_num_heads)
     except (CheckpointConversionError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
