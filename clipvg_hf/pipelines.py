@@ -10,12 +10,15 @@ the official pipeline; this one batches the expressions of an image together, en
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 import torch
 from transformers import AutoModelForZeroShotObjectDetection, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
+
+from .cli import first_line
 
 __all__ = ["VisualGroundingPipeline", "register_pipelines"]
 
@@ -75,13 +78,22 @@ class VisualGroundingPipeline(Pipeline):
     def preprocess(self, inputs: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         if not isinstance(inputs, dict) or "image" not in inputs or inputs.get("text") is None:
             raise ValueError(f"The {TASK} pipeline needs an image and `text` (one expression or a list of them).")
-        image = load_image(inputs["image"], timeout=timeout)
-        texts = [inputs["text"]] if isinstance(inputs["text"], str) else list(inputs["text"])
-        if not texts:
-            raise ValueError("Got an empty list of expressions.")
+        texts = _expressions(inputs["text"])
+        image = _load_image(inputs["image"], timeout)
+        self._check_image_size(image, inputs["image"])
         model_inputs = self.processor(images=image, text=texts, return_tensors="pt")
         model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype)
         return {"target_size": (image.height, image.width), "text_labels": texts, **model_inputs}
+
+    def _check_image_size(self, image: Any, source: Any) -> None:
+        """An image so thin that the letterbox would shrink its short side to no pixel is refused by name."""
+        size = getattr(getattr(self.processor, "image_processor", None), "size", None)
+        longest = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
+        width, height = image.size
+        if longest and min(width, height) * longest < max(width, height):
+            name = f" {_describe(source)}" if isinstance(source, str) else ""
+            raise ValueError(f"Image{name} of {width}x{height} pixels is too thin: resized to the "
+                             f"model's {longest}-pixel input its short side would have no pixel.")
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         target_size = model_inputs.pop("target_size")
@@ -103,6 +115,38 @@ class VisualGroundingPipeline(Pipeline):
             text_labels=texts,
         )
         return [_as_detection(result) for result in results]
+
+
+def _expressions(text: Any) -> list[str]:
+    """One expression or a list of them, checked: anything else is an error naming what was given."""
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)):
+        raise ValueError(f"`text` must be a string or a list of strings, got {type(text).__name__} {text!r}.")
+    wrong = [(i, t) for i, t in enumerate(texts) if not isinstance(t, str)]
+    if wrong:
+        index, value = wrong[0]
+        raise ValueError(f"`text` item {index} must be a string, got {type(value).__name__} {value!r}.")
+    if not texts:
+        raise ValueError("Got an empty list of expressions.")
+    return list(texts)
+
+
+def _describe(source: Any) -> str:
+    """How an image input is named in messages (a path or URL as given, else its type)."""
+    if isinstance(source, str):
+        return repr(source if len(source) <= 200 else source[:200] + "...")
+    return type(source).__name__
+
+
+def _load_image(source: Any, timeout: float | None) -> Any:
+    """``transformers.image_utils.load_image`` with errors that name the input (missing file, unreachable URL)."""
+    if isinstance(source, str) and not source.startswith(("http://", "https://", "data:")):
+        if not os.path.isfile(source) and (os.sep in source or "." in source[-5:]):
+            raise ValueError(f"Image file not found: {source!r}.")
+    try:
+        return load_image(source, timeout=timeout)
+    except Exception as error:  # PIL, httpx and base64 errors: re-raised naming the input
+        raise ValueError(f"Could not load image {_describe(source)}: {first_line(error)}") from error
 
 
 def _as_detection(result: dict[str, Any]) -> dict[str, Any]:

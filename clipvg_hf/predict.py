@@ -5,12 +5,13 @@
 
 Prints one JSON object per expression (``label``, ``box`` as [x1, y1, x2, y2] pixels, ``score``) and, with
 ``--output``, draws the boxes on the image. ``DIR`` is a saved CLIP-VG model (for example written by
-``python -m clipvg_hf.convert_original_checkpoint``) or a Hub id; a model saved without a processor gets the default one
-(the letterbox at the model's image size and OpenAI's tokenizer from the BPE file shipped with the package).
+``python -m clipvg_hf.convert_original_checkpoint``) or a Hub id; a model saved without a processor gets the default
+one (the letterbox at the model's image size and OpenAI's tokenizer from the BPE file shipped with the package).
 """
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageOps
+import torch
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
 
+from .cli import UsageError, check_output_file, first_line, report_usage_errors
 from .image_processing_clipvg import CLIPVGImageProcessor
 from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 
@@ -28,8 +31,7 @@ __all__ = ["draw_boxes", "main", "parse_args", "predict"]
 _COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324")
 
 
-class CLIError(Exception):
-    """A user error to report in one line, without a traceback."""
+CLIError = UsageError  # a user error, reported in one line without a traceback
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +57,18 @@ def _load_image(path: str) -> PIL.Image.Image:
         raise CLIError(f"could not read image {path}: {error}") from error
 
 
+def _check_device(device: str) -> None:
+    """A torch device that exists here (``cpu``, ``cuda:0`` with a GPU present, ...)."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise CLIError(f"--device {device!r} is not a torch device ({first_line(error)}); e.g. cpu, cuda:0") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise CLIError(f"--device {device}: no such CUDA device here")
+    if parsed.type not in ("cpu", "cuda") and not hasattr(torch, parsed.type):
+        raise CLIError(f"--device {device}: unsupported device type")
+
+
 def _load_model_and_processor(model: str, device: str) -> tuple[Any, Any]:
     """Load the model, and its processor or the default one if the folder holds none."""
     looks_local = model.startswith((".", "/", "~")) or model.count("/") != 1
@@ -62,8 +76,8 @@ def _load_model_and_processor(model: str, device: str) -> tuple[Any, Any]:
         raise CLIError(f"model folder not found: {model}")
     try:
         grounding_model = AutoModelForZeroShotObjectDetection.from_pretrained(model).to(device).eval()
-    except (OSError, ValueError) as error:
-        raise CLIError(f"could not load a CLIP-VG model from {model}: {error}") from error
+    except (OSError, ValueError, RuntimeError) as error:
+        raise CLIError(f"could not load a CLIP-VG model from {model}: {first_line(error)}") from error
     try:
         processor = AutoProcessor.from_pretrained(model)
     except (OSError, ValueError, TypeError):
@@ -77,10 +91,15 @@ def predict(model: Any, processor: Any, image: PIL.Image.Image, texts: list[str]
     """Run the visual-grounding pipeline: one ``{"label", "box", "score"}`` per expression."""
     grounder = pipeline("visual-grounding", model=model, processor=processor, device=model.device)
     results = grounder(image, text=texts)
-    return [
+    boxes = [
         {"label": r["label"], "box": [r["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")], "score": r["score"]}
         for r in results
     ]
+    broken = [b["label"] for b in boxes if not all(math.isfinite(v) for v in [*b["box"], b["score"]])]
+    if broken:  # NaN / infinite weights: never printed as a result
+        raise CLIError(f"the model predicted a non-finite box for {broken[0]!r}: its weights are broken "
+                       "(NaN or infinite values); reconvert or retrain it")
+    return boxes
 
 
 def draw_boxes(image: PIL.Image.Image, results: list[dict[str, Any]]) -> PIL.Image.Image:
@@ -96,21 +115,27 @@ def draw_boxes(image: PIL.Image.Image, results: list[dict[str, Any]]) -> PIL.Ima
     return canvas
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
+    """Print the boxes as JSON; bad input is one line ``error: ...`` and exit status 2, checked before any work."""
     args = parse_args(argv)
+    empty = [i for i, text in enumerate(args.text) if not text.strip()]
+    if empty:
+        raise CLIError(f"--text number {empty[0] + 1} is empty; give a referring expression")
+    if args.output:
+        check_output_file(args.output, "--output")
+        if Path(args.output).suffix.lower() not in PIL.Image.registered_extensions():
+            raise CLIError(f"--output {args.output}: unknown image format; use e.g. .png or .jpg")
+    _check_device(args.device)
+    image = _load_image(args.image)
+    model, processor = _load_model_and_processor(args.model, args.device)
     try:
-        empty = [i for i, text in enumerate(args.text) if not text.strip()]
-        if empty:
-            raise CLIError(f"--text number {empty[0] + 1} is empty; give a referring expression")
-        image = _load_image(args.image)
-        model, processor = _load_model_and_processor(args.model, args.device)
         results = predict(model, processor, image, args.text)
-        if args.output:
-            draw_boxes(image, results).save(args.output)
-    except CLIError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(results, indent=2))
+    except ValueError as error:  # the pipeline's own input checks (e.g. an image too thin to letterbox)
+        raise CLIError(f"{first_line(error)}") from error
+    if args.output:
+        draw_boxes(image, results).save(args.output)
+    print(json.dumps(results, indent=2, allow_nan=False))
     return 0
 
 

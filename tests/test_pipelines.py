@@ -130,3 +130,25 @@ def test_readme_snippets_run(model_dir, capsys):
         exec(snippet.replace("path/to/clipvg-model", str(model_dir)).replace("photo.jpg", photo), {})
     printed = capsys.readouterr().out
     assert printed.count("the umbrella") == 2 and "woman holding a pink umbrella" in printed
+
+
+@pytest.fixture(scope="module")
+def grounder(model_dir):
+    return pipeline("visual-grounding", model=str(model_dir))
+
+
+@pytest.mark.parametrize(("image", "text", "message"), [
+    ("rgb", 123, "`text` must be a string or a list of strings, got int 123"),
+    ("rgb", ["a", 5], "`text` item 1 must be a string, got int 5"),
+    ("{tmp}/missing.jpg", "a", "Image file not found: '{tmp}/missing.jpg'"),
+    ("{tmp}/bad.jpg", "a", "Could not load image '{tmp}/bad.jpg'"),
+    ("http://127.0.0.1:9/photo.jpg", "a", "Could not load image 'http://127.0.0.1:9/photo.jpg'"),
+    ("thin", "a", "Image of 10000x1 pixels is too thin"),
+])
+def test_bad_inputs_are_errors_naming_the_input(grounder, tmp_path, image, text, message):
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    images = {"rgb": PIL.Image.new("RGB", (64, 48)), "thin": PIL.Image.new("RGB", (10000, 1))}
+    source = images.get(image, image.format(tmp=tmp_path))
+    with pytest.raises(ValueError) as error:
+        grounder(source, text=text, timeout=5)
+    assert message.format(tmp=tmp_path) in str(error.value)

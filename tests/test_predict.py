@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import PIL.Image
 import pytest
+import torch
 from parity_processing import REPO_ROOT, load_split, save_fixture_model
 from readme_snippets_processing import CLI
 from transformers import pipeline
@@ -80,14 +81,44 @@ def test_cli_falls_back_to_the_default_processor(model_dir, photo, tmp_path, cap
         (["--model_name_or_path", "{model}", "--image", "{tmp}/bad.jpg", "--text", "a"], "could not read image"),
         (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--text", " "],
          "--text number 2 is empty"),
+        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--device", "banana"],
+         "--device 'banana' is not a torch device"),
+        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}/no/dir/b.png"],
+         "folder {tmp}/no/dir does not exist"),
+        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}"],
+         "is a folder; give a file name"),
+        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}/boxes.xyz"],
+         "unknown image format"),
+        (["--model_name_or_path", "{model}", "--image", "{tmp}/thin.png", "--text", "a"], "is too thin"),
+        (["--model_name_or_path", "{nan_model}", "--image", "{photo}", "--text", "a"], "non-finite box for 'a'"),
     ],
 )
-def test_cli_reports_bad_input(model_dir, photo, tmp_path, capsys, args, message):
+def test_cli_reports_bad_input(model_dir, nan_model_dir, photo, tmp_path, capsys, args, message):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    values = {"missing": tmp_path / "no_model", "photo": photo, "tmp": tmp_path, "model": model_dir}
-    assert main([a.format(**values) for a in args]) == 2
+    PIL.Image.new("RGB", (10000, 1)).save(tmp_path / "thin.png")
+    values = {"missing": tmp_path / "no_model", "photo": photo, "tmp": tmp_path, "model": model_dir,
+              "nan_model": nan_model_dir}
+    before = sorted(tmp_path.iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        main([a.format(**values) for a in args])
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # (after transformers' own weight-loading progress bar, if any)
+    assert exit_info.value.code == 2 and last.startswith("error: ") and err.count("error") == 1
+    assert message.format(**values) in last and "Traceback" not in err
+    assert capsys.readouterr().out == "" and sorted(tmp_path.iterdir()) == before  # nothing printed or written
+
+
+@pytest.fixture(scope="module")
+def nan_model_dir(model_dir, tmp_path_factory):
+    """The fixture model with NaN box-head weights (what a broken checkpoint gives)."""
+    from transformers import AutoModelForZeroShotObjectDetection
+
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.box_head.layers[-1].weight.fill_(float("nan"))
+    folder = tmp_path_factory.mktemp("nan_model")
+    model.save_pretrained(folder)
+    return folder
 
 
 def test_cli_requires_model_image_and_text(capsys):
