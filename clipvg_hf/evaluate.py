@@ -21,6 +21,14 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .cli import (
+    check_model_source,
+    check_output_file,
+    load_split_checked,
+    non_negative_int,
+    positive_int,
+    report_usage_errors,
+)
 from .data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset, load_split
 from .image_processing_clipvg import CLIPVGImageProcessor
 from .inference import predict_boxes
@@ -142,7 +150,9 @@ def evaluate_model(
     return results.to_dict()
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
+    """Evaluate and print the results; bad input is one line ``error: ...`` and exit status 2, before any work."""
     parser = argparse.ArgumentParser(description="Evaluate a CLIP-VG model (Acc@0.5, mean IoU).")
     parser.add_argument("--model_name_or_path", dest="model", required=True, help="CLIP-VG folder or Hub id")
     parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
@@ -150,11 +160,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="dataset config, e.g. refcoco-unsup-single")
     parser.add_argument("--split", action="append", required=True, help="split to evaluate (repeatable)")
     parser.add_argument("--output", help="results JSON to write")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--num_workers", type=non_negative_int, default=0)
     parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
     parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
     args = parser.parse_args(argv)
+    check_model_source(args.model)
+    if args.output:
+        check_output_file(args.output, "--output")
+    if args.image_root is not None and not Path(args.image_root).is_dir():
+        parser.error(f"--image_root {args.image_root}: folder not found")
+    for split in args.split:  # a missing folder, unknown config or split fails before the model is loaded
+        load_split_checked(args.dataset, args.config, split, load_split)
     accelerator = Accelerator(cpu=args.cpu)
     results = evaluate_model(args.model, args.dataset, args.config, args.split, batch_size=args.batch_size,
                              num_workers=args.num_workers, image_root=args.image_root, accelerator=accelerator)
