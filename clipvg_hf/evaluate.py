@@ -12,6 +12,7 @@ turns into a model card.
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,13 @@ from .cli import (
 )
 from .data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset, load_split
 from .image_processing_clipvg import CLIPVGImageProcessor
-from .inference import predict_boxes
 from .metrics import GroundingMetrics
 from .modeling_clipvg import CLIPVGForGrounding
 from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 from .results import EvaluationResults, model_fingerprint, write_results
 
-__all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "load_model_and_processor",
-           "predict_split"]
+__all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "gather_predictions",
+           "load_model_and_processor", "predict_split"]
 
 
 def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
@@ -57,21 +57,28 @@ def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding,
 
 
 @torch.no_grad()
-def predict_split(
+def gather_predictions(
     model: CLIPVGForGrounding, loader: DataLoader, accelerator: Accelerator, desc: str = "eval"
-) -> GroundingMetrics:
-    """Run the model over a prepared loader and gather per-sample IoUs from every process, duplicates removed.
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(boxes, labels, row_index)`` of each batch of a prepared loader, gathered from every process.
 
-    Expressions of the same image in a batch share one image encoding (the boxes equal the plain forward pass).
+    A batch of :func:`eval_loader` holds each distinct image once plus ``image_index``, so ``model(**batch)``
+    encodes an image once for all its expressions (the boxes equal one image row per expression).
     """
     model.eval()
-    metrics = GroundingMetrics()
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
         row_index = batch.pop("row_index")
         labels = batch.pop("labels")
-        boxes = predict_boxes(model, batch["pixel_values"], batch["pixel_mask"], batch["input_ids"],
-                              batch["attention_mask"])
-        boxes, labels, row_index = accelerator.gather_for_metrics((boxes.float(), labels, row_index))
+        boxes = model(**batch).pred_boxes[:, 0]
+        yield accelerator.gather_for_metrics((boxes.float(), labels, row_index))
+
+
+def predict_split(
+    model: CLIPVGForGrounding, loader: DataLoader, accelerator: Accelerator, desc: str = "eval"
+) -> GroundingMetrics:
+    """Run the model over a prepared loader and gather per-sample IoUs from every process, duplicates removed."""
+    metrics = GroundingMetrics()
+    for boxes, labels, row_index in gather_predictions(model, loader, accelerator, desc=desc):
         metrics.update(boxes, labels, row_index)
     return metrics
 
@@ -85,13 +92,14 @@ def eval_loader(
     num_workers: int = 0,
     image_root: str | None = None,
 ) -> DataLoader:
-    """A prepared, sequential loader over one split with the official eval transform.
+    """A prepared, sequential loader over one split with the official eval transform; each batch carries its
+    distinct images once with ``image_index`` (the dataset knows which expressions share an image).
 
     Prepare it once and reuse it (accelerate keeps every prepared loader, and checkpoints their state).
     """
     view = GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor), image_root=image_root)
     loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=CLIPVGCollator(processor.tokenizer, return_row_index=True))
+                        collate_fn=CLIPVGCollator(processor.tokenizer, return_row_index=True, group_images=True))
     return accelerator.prepare_data_loader(loader)
 
 

@@ -1,8 +1,9 @@
 """Fast inference paths of CLIP-VG whose boxes equal the plain ``model(...)`` forward pass (within 1e-5).
 
-Evaluation, reliability scoring and the grounding pipeline ground several expressions per image (≈ 7 on RefCOCO).
-The plain forward pass encodes the image once per expression; these helpers encode each distinct image once, reuse
-its (frozen) visual tokens for all its expressions, and pad the text only to the longest expression.
+Several expressions are grounded per image (≈ 7 on RefCOCO). Evaluation and scoring batches already hold each
+distinct image once with ``image_index`` (``CLIPVGCollator(group_images=True)``), so ``model(**batch)`` encodes it
+once; this module adds what the forward pass does not: the text padded only to the longest expression of a chunk,
+a bound on the expressions fused at once, and optional autocast / compilation.
 
 API (stable; other modules call it):
 
@@ -15,13 +16,6 @@ expression_batch_size=None, autocast_dtype=None) -> torch.Tensor``
     .pred_boxes[:, 0]``. Runs without autograd. ``expression_batch_size`` bounds the expressions fused at once
     (memory); ``autocast_dtype`` (e.g. ``torch.bfloat16`` on CUDA) is an opt-in that changes the numbers.
 
-``group_by_image(pixel_values, pixel_mask=None, image_ids=None) -> (pixel_values, pixel_mask, image_index)``
-    Turn a per-expression batch (one image row per expression, as ``CLIPVGCollator`` builds) into distinct images
-    plus ``image_index``; images are matched by ``image_ids`` when given, else by exact content.
-
-``predict_boxes(model, pixel_values, pixel_mask, input_ids, attention_mask, image_ids=None, **kwargs)``
-    ``group_by_image`` followed by ``predict_boxes_grouped``: a drop-in for a per-expression batch.
-
 ``trim_text_padding(input_ids, attention_mask) -> (input_ids, attention_mask)``
     Drop the trailing columns that are padding in every row (77-token inputs become longest-expression inputs).
 
@@ -32,15 +26,13 @@ expression_batch_size=None, autocast_dtype=None) -> torch.Tensor``
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .modeling_clipvg import CLIPVGForGrounding, patch_padding_mask
 
-__all__ = ["compile_model", "group_by_image", "predict_boxes", "predict_boxes_grouped", "trim_text_padding"]
+__all__ = ["compile_model", "predict_boxes_grouped", "trim_text_padding"]
 
 
 def trim_text_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,48 +47,6 @@ def trim_text_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     real_columns = attention_mask.bool().any(dim=0).nonzero()
     length = int(real_columns.max()) + 1 if len(real_columns) else 1
     return input_ids[:, :length], attention_mask[:, :length]
-
-
-def _fingerprint(*tensors: torch.Tensor | None) -> bytes:
-    """Digest of the exact bytes of one image's tensors (pixels and mask)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for tensor in tensors:
-        if tensor is not None:
-            digest.update(str(tensor.dtype).encode())
-            digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return digest.digest()
-
-
-def group_by_image(
-    pixel_values: torch.Tensor,
-    pixel_mask: torch.Tensor | None = None,
-    image_ids: Sequence[Any] | torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Distinct images of a per-expression batch and the image index of each expression.
-
-    With ``image_ids`` (anything hashable per row, e.g. file names or dataset image rows) rows with equal ids are
-    taken to be the same image; without, rows are grouped by identical pixel and mask bytes (a content digest).
-    Images keep their order of first appearance.
-    """
-    batch = pixel_values.shape[0]
-    if image_ids is None:
-        keys: list[Any] = [_fingerprint(pixel_values[i], None if pixel_mask is None else pixel_mask[i])
-                           for i in range(batch)]
-    else:
-        keys = image_ids.tolist() if isinstance(image_ids, torch.Tensor) else list(image_ids)
-        if len(keys) != batch:
-            raise ValueError(f"got {len(keys)} image ids for a batch of {batch}")
-    group_of: dict[Any, int] = {}
-    first_rows: list[int] = []
-    index = []
-    for row, key in enumerate(keys):
-        if key not in group_of:
-            group_of[key] = len(first_rows)
-            first_rows.append(row)
-        index.append(group_of[key])
-    image_index = torch.tensor(index, dtype=torch.long, device=pixel_values.device)
-    rows = torch.tensor(first_rows, dtype=torch.long, device=pixel_values.device)
-    return pixel_values[rows], None if pixel_mask is None else pixel_mask[rows], image_index
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -163,20 +113,6 @@ def predict_boxes_grouped(
             )[0]
             boxes.append(box.float())
     return torch.cat(boxes) if boxes else torch.zeros(0, 4, device=device)
-
-
-def predict_boxes(
-    model: CLIPVGForGrounding,
-    pixel_values: torch.Tensor,
-    pixel_mask: torch.Tensor | None,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    image_ids: Sequence[Any] | torch.Tensor | None = None,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """Boxes (E, 4) of a per-expression batch (one image row per expression), each distinct image encoded once."""
-    images, masks, image_index = group_by_image(pixel_values, pixel_mask, image_ids)
-    return predict_boxes_grouped(model, images, masks, image_index, input_ids, attention_mask, **kwargs)
 
 
 def compile_model(model: CLIPVGForGrounding, **compile_kwargs: Any) -> CLIPVGForGrounding:

@@ -63,6 +63,24 @@ def test_collator_outputs_are_model_forward_arguments(unc_splits):
     assert set(batch) <= set(inspect.signature(CLIPVGForGrounding.forward).parameters)
 
 
+def test_grouped_batches_hold_each_image_once_with_the_same_boxes(unc_splits, converted_model):
+    """Evaluation batches: the dataset's image_id groups expressions; model(**batch) gives the per-row boxes."""
+    tokenizer = build_clip_tokenizer(TINY.parent / "bpe_simple_vocab_16e6.txt.gz")
+    view = GroundingDataset(unc_splits["val"], CLIPVGEvalTransform())
+    samples = view.__getitems__(list(range(4)))
+    grouped = CLIPVGCollator(tokenizer, group_images=True)(samples)
+    plain = CLIPVGCollator(tokenizer)(samples)
+    images = len(set(view.image_index[:4].tolist()))
+    assert 1 < images < 4 and grouped["pixel_values"].shape[0] == grouped["pixel_mask"].shape[0] == images
+    assert torch.equal(grouped["pixel_values"][grouped["image_index"]], plain["pixel_values"])
+    assert torch.equal(grouped["pixel_mask"][grouped["image_index"]], plain["pixel_mask"])
+    model = converted_model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**grouped).pred_boxes, model(**plain).pred_boxes, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="group_images needs samples with an image_id"):
+        CLIPVGCollator(tokenizer, group_images=True)([{k: v for k, v in samples[0].items() if k != "image_id"}])
+
+
 def test_too_long_expression_names_the_sample(collator):
     sample = {"pixel_values": torch.zeros(3, 4, 4), "pixel_mask": torch.ones(4, 4), "labels": torch.zeros(4),
               "text": "word " * 80, "row_index": 12}

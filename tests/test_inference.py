@@ -5,7 +5,7 @@ import torch
 from conftest import make_tiny_config
 
 from clipvg_hf import CLIPVGForGrounding
-from clipvg_hf.inference import group_by_image, predict_boxes, predict_boxes_grouped, trim_text_padding
+from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf.modeling_clipvg import grounding_iou
 
 ATOL = 1e-5
@@ -95,35 +95,6 @@ def test_grouped_without_masks_and_unused_images():
                                atol=ATOL, rtol=0)
 
 
-def test_predict_boxes_groups_a_per_expression_batch():
-    model = _tiny_model()
-    images, masks, image_index, ids, attention = _grouped_batch(model, counts=(2, 3, 2))
-    per_row = (images[image_index], masks[image_index])
-    expected = _plain(model, images, masks, image_index, ids, attention)
-    torch.testing.assert_close(predict_boxes(model, *per_row, ids, attention), expected, atol=ATOL, rtol=0)
-    names = [f"img{int(i)}.jpg" for i in image_index]
-    torch.testing.assert_close(predict_boxes(model, *per_row, ids, attention, image_ids=names), expected,
-                               atol=ATOL, rtol=0)
-
-
-def test_group_by_image_content_and_ids():
-    pixels = torch.randn(3, 3, 8, 8)
-    masks = torch.ones(3, 8, 8, dtype=torch.long)
-    rows = torch.tensor([1, 1, 0, 2, 0, 1])
-    images, image_masks, index = group_by_image(pixels[rows], masks[rows])
-    assert index.tolist() == [0, 0, 1, 2, 1, 0]
-    assert torch.equal(images, pixels[[1, 0, 2]]) and torch.equal(image_masks, masks[[1, 0, 2]])
-    # same pixels, different masks: different images
-    other = masks.clone()
-    other[0, 0, 0] = 0
-    _, _, index = group_by_image(pixels[[0, 0]], torch.stack([masks[0], other[0]]))
-    assert index.tolist() == [0, 1]
-    _, none_mask, index = group_by_image(pixels[rows], None, image_ids=torch.tensor([7, 7, 3, 9, 3, 7]))
-    assert none_mask is None and index.tolist() == [0, 0, 1, 2, 1, 0]
-    with pytest.raises(ValueError, match="image ids"):
-        group_by_image(pixels, masks, image_ids=[1, 2])
-
-
 def test_trim_text_padding():
     ids = torch.tensor([[5, 6, 0, 0, 0], [5, 6, 7, 0, 0]])
     mask = (ids > 0).long()
@@ -181,7 +152,10 @@ def test_grouped_reproduces_official_predictions_on_fixture(converted_model, exp
     pixel_mask = 1 - expected_tensors[f"{split}/pad_mask"].long()
     ids = expected_tensors[f"{split}/input_ids"].long()
     attention = expected_tensors[f"{split}/text_mask"].long()
-    images, masks, image_index = group_by_image(pixel_values, pixel_mask)
+    rows = torch.cat([pixel_values.flatten(1), pixel_mask.flatten(1).float()], dim=1)
+    _, image_index = torch.unique(rows, dim=0, return_inverse=True)  # which fixture rows show the same image
+    first = torch.stack([torch.nonzero(image_index == i)[0, 0] for i in range(int(image_index.max()) + 1)])
+    images, masks = pixel_values[first], pixel_mask[first]
     assert len(images) < len(image_index)  # the fixture has several expressions per image
     boxes = predict_boxes_grouped(converted_model, images, masks, image_index, ids, attention)
     torch.testing.assert_close(boxes, expected_tensors[f"{split}/pred_boxes"], atol=ATOL, rtol=0)

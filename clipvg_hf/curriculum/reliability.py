@@ -27,6 +27,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Subset
 
 from ..data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
+from ..evaluate import gather_predictions
 from ..modeling_clipvg import grounding_iou
 
 __all__ = [
@@ -80,16 +81,6 @@ def expression_sources(split: datasets.Dataset) -> dict[int, str]:
     return dict(zip(rows.tolist(), sources))
 
 
-def _predict(model: torch.nn.Module, batch: dict[str, torch.Tensor], grouped: bool) -> torch.Tensor:
-    """(B, 4) boxes: each distinct image encoded once (``clipvg_hf.inference``) or the plain forward pass."""
-    if grouped:
-        from ..inference import predict_boxes
-
-        return predict_boxes(model, batch["pixel_values"], batch["pixel_mask"], batch["input_ids"],
-                             batch["attention_mask"])
-    return model(**batch).pred_boxes[:, 0]
-
-
 @torch.no_grad()
 def score_split(
     model: torch.nn.Module,
@@ -106,22 +97,19 @@ def score_split(
 ) -> ReliabilityScores:
     """Score every expression of ``split`` with ``model`` (the measurer); every process gets all the scores.
 
-    Expressions are visited image by image so that the grouped inference encodes each image once per batch.
+    Expressions are visited image by image; with ``grouped`` a batch carries each distinct image once plus
+    ``image_index`` (from the dataset), so the model encodes it once for all its expressions in the batch.
     """
     view = GroundingDataset(split, CLIPVGEvalTransform(image_processor), sources=sources, image_root=image_root)
     if len(view) == 0:
         raise ValueError(f"no expressions to score (sources={sources})")
     by_image = np.argsort(view.image_index, kind="stable")
+    collator = CLIPVGCollator(tokenizer, return_row_index=True, group_images=grouped)
     loader = DataLoader(Subset(view, by_image.tolist()), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=CLIPVGCollator(tokenizer, return_row_index=True))
+                        num_workers=num_workers, collate_fn=collator)
     loader = accelerator.prepare_data_loader(loader)
-    model.eval()
     preds, targets, rows = [], [], []
-    for batch in loader:
-        row_index = batch.pop("row_index")
-        labels = batch.pop("labels")
-        boxes = _predict(model, batch, grouped).float()
-        boxes, labels, row_index = accelerator.gather_for_metrics((boxes, labels, row_index))
+    for boxes, labels, row_index in gather_predictions(model, loader, accelerator, desc="score"):
         preds.append(boxes.cpu())
         targets.append(labels.cpu())
         rows.append(row_index.cpu())

@@ -198,7 +198,7 @@ class GroundingDataset(torch.utils.data.Dataset):
         expression = row["expressions"][int(self.position[index])]
         return {"image": image, "box": expression[self.box_key], "text": expression["expression"].lower(),
                 "row_index": expression["row_index"], "source": expression["source"],
-                "file_name": row["file_name"]}
+                "file_name": row["file_name"], "image_id": int(self.image_index[index])}
 
     def _check_index(self, index: int) -> int:
         if not -len(self) <= index < len(self):
@@ -233,8 +233,8 @@ class GroundingDataset(torch.utils.data.Dataset):
 def transform_items(
     transform: Transform, run: list[dict[str, Any]], seed: int | None, epoch: int
 ) -> list[dict[str, Any]]:
-    """``transform`` applied to raw items of one image (keys image, box, text, row_index, file_name), each output
-    with its ``text`` and ``row_index``.
+    """``transform`` applied to raw items of one image (keys image, box, text, row_index, file_name, optionally
+    image_id), each output with its ``text``, ``row_index`` and ``image_id`` (when given).
 
     A transform with a ``transform_run(image, boxes)`` method (a deterministic one, such as the evaluation letterbox)
     processes the image once for the whole run; others run item by item, each with its own random stream
@@ -251,6 +251,8 @@ def transform_items(
         raise ValueError(f"cannot read image {run[0]['file_name']!r}: {type(err).__name__}: {err}") from err
     for out, item in zip(outs, run, strict=True):
         out.update(text=item["text"], row_index=item["row_index"])
+        if "image_id" in item:  # the dataset image row: expressions of one image share it
+            out["image_id"] = item["image_id"]
     return outs
 
 
