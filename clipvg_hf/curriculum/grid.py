@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import check_output_file, report_usage_errors
 from .plots import plot_histogram_grid
 from .reliability import load_scores
 
 __all__ = ["main"]
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="n x n SR/CR reliability histogram grid.")
     parser.add_argument("--scores", nargs="+", required=True, help="NAME=FOLDER of each measurer's score run")
@@ -29,11 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="PNG to write")
     parser.add_argument("--json", help="also write the per-cell summaries here")
     args = parser.parse_args(argv)
-    cells, names, all_sources = {}, [], set()
+    check_output_file(args.output, "--output")
+    if args.json:
+        check_output_file(args.json, "--json")
+    specs = []
     for spec in args.scores:
         if "=" not in spec:
             parser.error(f"--scores entries are NAME=FOLDER, got {spec!r}")
         name, folder = spec.split("=", 1)
+        if not (Path(folder).is_file() or (Path(folder) / "scores.parquet").is_file()):
+            parser.error(f"--scores {spec}: {folder} holds no scores.parquet (run clipvg_hf.curriculum.score)")
+        specs.append((name, folder))
+    cells, names, all_sources = {}, [], set()
+    for name, folder in specs:
         scores = load_scores(folder)
         names.append(name)
         for source in set(scores.source):

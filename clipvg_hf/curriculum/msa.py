@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cli import finite_float, report_usage_errors
 from .reliability import ReliabilityScores
 from .runner import CachedTrainer, ScoreFn
 from .search import OFFICIAL_GRID, search_threshold
@@ -37,6 +38,7 @@ from .ssa import (
     add_common_arguments,
     build_backends,
     curve_table,
+    parse_curriculum_args,
     select_rows,
     selection_writer,
     source_rows,
@@ -203,15 +205,18 @@ def run_msa(
     return report
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Multi-source self-paced adapting (MSA).")
     add_common_arguments(parser)
     parser.add_argument("--sources", nargs="+", help=f"sources in order (default: {' '.join(DEFAULT_ORDER)}, "
                         "those present)")
     parser.add_argument("--order", choices=ORDERS, default="fixed", help="fixed source order or greedy by gain")
-    parser.add_argument("--h0", type=float, default=0.5, help="threshold at which measurers are compared")
+    parser.add_argument("--h0", type=finite_float, default=0.5, help="threshold at which measurers are compared")
     parser.add_argument("--output_config", help="name of the selected config (default: <config>-msa)")
-    args = parser.parse_args(argv)
+    args = parse_curriculum_args(parser, argv)
+    if not 0 <= args.h0 <= 1:
+        parser.error(f"--h0 is an IoU threshold in [0, 1], got {args.h0}")
     trainer, scorer, _ = build_backends(args)
     by_source = source_rows(args.dataset, args.config, args.split)
     wanted = args.sources or [s for s in DEFAULT_ORDER if s in by_source]

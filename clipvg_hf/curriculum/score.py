@@ -20,6 +20,14 @@ from typing import Any
 import datasets
 from accelerate import Accelerator
 
+from ..cli import (
+    check_model_source,
+    check_output_dir,
+    load_split_checked,
+    non_negative_int,
+    positive_int,
+    report_usage_errors,
+)
 from ..data import load_split
 from ..evaluate import load_model_and_processor
 from ..results import model_fingerprint
@@ -63,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train_pseudo", help="the pseudo-labelled split to score")
     parser.add_argument("--source", action="append", dest="sources", help="score only this source (repeatable)")
     parser.add_argument("--output_dir", required=True, help="where scores.parquet / reliability.json go")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--num_workers", type=int, default=0)
+    parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--num_workers", type=non_negative_int, default=0)
     parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
     parser.add_argument("--plain_forward", action="store_true",
                         help="plain model(...) per expression instead of encoding each image once")
@@ -73,8 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
+    """Score and save; bad input is one line ``error: ...`` and exit status 2, before the model is loaded."""
     args = build_parser().parse_args(argv)
+    check_model_source(args.model)
+    check_output_dir(args.output_dir)
+    load_split_checked(args.dataset, args.config, args.split, load_split)
     accelerator = Accelerator(cpu=args.cpu)
     scores = score_model(args.model, args.dataset, args.config, args.split, sources=args.sources,
                          accelerator=accelerator, batch_size=args.batch_size, num_workers=args.num_workers,

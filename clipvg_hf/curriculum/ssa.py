@@ -28,6 +28,15 @@ from typing import Any
 
 import datasets
 
+from ..cli import (
+    UsageError,
+    check_model_source,
+    check_output_dir,
+    finite_float,
+    load_split_checked,
+    positive_int,
+    report_usage_errors,
+)
 from ..data import load_split
 from .reliability import ReliabilityScores, expression_sources
 from .runner import (
@@ -161,7 +170,7 @@ def selection_writer(dataset: str, config: str, split: str, output_dir: Path, na
 def source_rows(dataset: str, config: str, split: str) -> dict[str, list[int]]:
     """Row indices of each pseudo-label source of a split, in row order."""
     by_source: dict[str, list[int]] = {}
-    for row, source in sorted(expression_sources(load_split(dataset, config, split)).items()):
+    for row, source in sorted(expression_sources(load_split_checked(dataset, config, split, load_split)).items()):
         by_source.setdefault(source, []).append(row)
     return by_source
 
@@ -174,15 +183,42 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train_pseudo", help="pseudo-labelled training split")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--search", choices=STRATEGIES, default="grid", help="threshold search strategy")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=list(OFFICIAL_GRID),
+    parser.add_argument("--thresholds", type=finite_float, nargs="+", default=list(OFFICIAL_GRID),
                         help="candidate thresholds h (default: the official 0.1 grid)")
     parser.add_argument("--launcher", default="", help="command prefix for train.py / scoring, e.g. "
                         "'torchrun --nproc_per_node 4' (default: this python)")
     parser.add_argument("--train_script", help="train.py to run (default: the repository's)")
-    parser.add_argument("--min_samples", type=int, help="skip training sets smaller than this (default: one "
+    parser.add_argument("--min_samples", type=positive_int, help="skip training sets smaller than this (default: one "
                         "global batch of train.py)")
-    parser.add_argument("--score_args", default="", help="extra arguments of the score CLI, e.g. '--cpu'")
+    parser.add_argument("--score_args", default="", help="extra arguments of the score CLI, e.g. '--cpu' "
+                        "(a value starting with -- is taken as the value)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then arguments for train.py")
+
+
+def parse_curriculum_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse SSA / MSA arguments, checking them before any training or scoring starts.
+
+    ``--score_args '--cpu'`` is read as the value it is (argparse alone would take ``--cpu`` for an option).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    for i in range(end - 1, -1, -1):
+        if argv[i] == "--score_args" and i + 1 < end:
+            argv[i : i + 2] = [f"--score_args={argv[i + 1]}"]
+    args = parser.parse_args(argv)
+    bad = [h for h in args.thresholds if not 0 <= h <= 1]
+    if bad:
+        parser.error(f"--thresholds are IoU thresholds in [0, 1], got {bad}")
+    if args.train_script and not Path(args.train_script).is_file():
+        parser.error(f"--train_script {args.train_script}: file not found")
+    if getattr(args, "measurer", None):
+        check_model_source(args.measurer, "--measurer")
+    check_output_dir(args.output_dir)
+    try:
+        shlex.split(args.score_args), shlex.split(args.launcher)
+    except ValueError as error:
+        raise UsageError(f"--score_args / --launcher: {error}") from None
+    return args
 
 
 def build_backends(args: argparse.Namespace) -> tuple[CachedTrainer, ScoreFn, list[str]]:
@@ -196,13 +232,14 @@ def build_backends(args: argparse.Namespace) -> tuple[CachedTrainer, ScoreFn, li
     return CachedTrainer(trainer, minimum), scorer, train_args
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Single-source self-paced adapting (SSA).")
     add_common_arguments(parser)
     parser.add_argument("--source", help="only this pseudo-label source of the split (default: all rows)")
     parser.add_argument("--measurer", help="an already trained measurer folder (skips T0)")
     parser.add_argument("--output_config", help="name of the selected config (default: <config>-ssa)")
-    args = parser.parse_args(argv)
+    args = parse_curriculum_args(parser, argv)
     trainer, scorer, _ = build_backends(args)
     by_source = source_rows(args.dataset, args.config, args.split)
     if args.source and args.source not in by_source:
