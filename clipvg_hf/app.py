@@ -7,8 +7,8 @@ Upload an image (or pick an example), write one referring expression per line an
 coloured box per expression, lists the boxes in image pixels and, on request, shows the letterboxed picture the model
 sees. The image is encoded once for all its expressions (the pipeline batches them). Also the ``app.py`` of a model's
 Space (``push_to_hub.py space``): there ``clipvg_hf`` is not installed, so the pipeline comes from the
-``grounding_pipeline.py`` beside this file and the model from its repo's code (``trust_remote_code=True``); the model
-id is read from ``space_config.json``.
+``grounding_pipeline/`` folder beside this file and the model from its repo's code (``trust_remote_code=True``); the
+model id is read from ``space_config.json``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ try:
     from clipvg_hf.pipelines import TASK, register_pipelines
 
     REMOTE_CODE = False
-except ImportError:  # a Space: the pipeline file is staged beside this one, the model brings its own code
-    from grounding_pipeline import TASK, register_pipelines
+except ImportError:  # a Space: the pipeline code is staged beside this file, the model brings its own code
+    from grounding_pipeline.pipelines import TASK, register_pipelines
 
     REMOTE_CODE = True
 

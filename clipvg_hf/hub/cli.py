@@ -4,6 +4,7 @@
     clipvg-push dataset --data_dir DIR --repo_id ORG/NAME [--default_config C] [--private] [--dry_run OUT]
     clipvg-push release --checkpoint best_checkpoint.pth --dataset D --dataset_config C \\
         --split val [--split testA] --repo_id ORG/NAME --work_dir WORK [--dataset_id ORG/DATA] [--private] [--dry_run]
+    clipvg-push space --model_id ORG/NAME --repo_id ORG/NAME-demo [--private] [--dry_run OUT]
 
 The token comes from --token, HF_TOKEN or `hf auth login`. ``--dry_run`` writes what would be uploaded and uploads
 nothing. Also ``python -m clipvg_hf.hub.cli`` and, from a checkout, ``python push_to_hub.py``.
@@ -17,6 +18,7 @@ import sys
 from ..results import ResultsError
 from .release import release_checkpoint
 from .repo import HubPublishError, PushResult, configure_logging
+from .space import push_space
 from .staging import push_dataset, push_model
 
 
@@ -55,11 +57,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     release.add_argument("--work_dir", required=True, help="keeps model/, results.json and, for --dry_run, upload/")
     _card_options(release)
 
-    for sub_parser in (model, dataset):
+    space = sub.add_parser("space", help="upload a Gradio Space that demos a published model")
+    space.add_argument("--model_id", required=True, help="Hub id of the model the Space loads")
+    space.add_argument("--repo_id", required=True, help="Hub id of the Space, e.g. ORG/NAME-demo")
+
+    for sub_parser in (model, dataset, space):
         sub_parser.add_argument("--dry_run", metavar="OUT",
                                 help="write what would be uploaded into OUT; upload nothing")
     release.add_argument("--dry_run", action="store_true", help="stage WORK/upload; upload nothing")
-    for sub_parser in (model, dataset, release):
+    for sub_parser in (model, dataset, release, space):
         sub_parser.add_argument("--private", action="store_true", help="create the repo as private")
         sub_parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
     return parser.parse_args(argv)
@@ -74,6 +80,9 @@ def run(args: argparse.Namespace) -> PushResult:
     if args.command == "dataset":
         return push_dataset(args.data_dir, args.repo_id, default_config=args.default_config,
                             private=args.private, dry_run_dir=args.dry_run, token=args.token)
+    if args.command == "space":
+        return push_space(args.model_id, args.repo_id, private=args.private, dry_run_dir=args.dry_run,
+                          token=args.token)
     return release_checkpoint(args.checkpoint, args.dataset, args.config, args.split, args.repo_id, args.work_dir,
                               dataset_id=args.dataset_id, private=args.private, dry_run=args.dry_run,
                               token=args.token, setting=args.setting, curriculum=args.curriculum)
