@@ -27,6 +27,24 @@ def default_extract_layers(num_layers: int) -> list[int]:
     return sorted({max(0, i) for i in picks})
 
 
+#: sizes that must be positive integers, on the config and on each tower's config
+_POSITIVE_FIELDS = ("projection_dim", "fusion_hidden_size", "fusion_num_layers", "fusion_num_heads",
+                    "fusion_intermediate_size", "max_text_length", "image_size")
+_TOWER_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+_POSITIVE_TOWER_FIELDS = {
+    "text_config": (*_TOWER_FIELDS, "vocab_size", "max_position_embeddings"),
+    "vision_config": (*_TOWER_FIELDS, "image_size", "patch_size", "num_channels"),
+}
+
+
+def _check_positive(config: PreTrainedConfig, prefix: str, fields: tuple[str, ...]) -> None:
+    """Raise naming the first of ``fields`` that is not a positive integer."""
+    for field in fields:
+        value = getattr(config, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{prefix}{field}={value!r} must be a positive integer.")
+
+
 @strict
 class CLIPVGConfig(PreTrainedConfig):
     r"""Configuration of [`CLIPVGForGrounding`].
@@ -38,8 +56,9 @@ class CLIPVGConfig(PreTrainedConfig):
         text_config (`dict` or `CLIPTextConfig`, *optional*): the CLIP text tower (ViT-B/16's by default).
         vision_config (`dict` or `CLIPVisionConfig`, *optional*): the CLIP vision tower (ViT-B/16's by default).
         projection_dim (`int`): output size of CLIP's text projection, the input size of the fusion's text projection.
-        extract_layers (`list[int]`): 0-based indices of the vision blocks whose raw outputs are concatenated into the
-            multi-level visual feature. The official numbering ``[0, 3, 7, 11]`` is transformers'
+        extract_layers (`list[int]`, *optional*): 0-based indices of the vision blocks whose raw outputs are
+            concatenated into the multi-level visual feature; by default the official choice for the tower's depth
+            ([`default_extract_layers`]). The official numbering ``[0, 3, 7, 11]`` is transformers'
             ``hidden_states[1, 4, 8, 12]`` (``hidden_states[0]`` is the embedding output).
         fusion_hidden_size (`int`): width of the vision-language fusion encoder.
         fusion_num_layers (`int`): number of fusion encoder layers.
@@ -47,8 +66,10 @@ class CLIPVGConfig(PreTrainedConfig):
         fusion_intermediate_size (`int`): feed-forward width of the fusion encoder.
         fusion_dropout (`float`): dropout on attention weights and both residual branches of the fusion encoder.
         fusion_activation (`str`): feed-forward activation of the fusion encoder.
-        max_text_length (`int`): text context length; the fusion has one learned position per text token.
-        image_size (`int`): side of the square letterboxed canvas fed to the vision tower.
+        max_text_length (`int`, *optional*): text context length; the fusion has one learned position per text
+            token. Defaults to the text tower's ``max_position_embeddings``.
+        image_size (`int`, *optional*): side of the square letterboxed canvas fed to the vision tower. Defaults to
+            the vision tower's ``image_size`` (224 without a vision config).
         trainable_clip (`str`): which CLIP parameters train, one of ``"official"``, ``"frozen"``, ``"all"``.
         initializer_range (`float`): std of the normal initialisation of CLIP-style weights.
     """
@@ -59,15 +80,15 @@ class CLIPVGConfig(PreTrainedConfig):
     text_config: dict | CLIPTextConfig | None = None
     vision_config: dict | CLIPVisionConfig | None = None
     projection_dim: int = 512
-    extract_layers: list[int] | tuple[int, ...] = (0, 3, 7, 11)
+    extract_layers: list[int] | tuple[int, ...] | None = None
     fusion_hidden_size: int = 512
     fusion_num_layers: int = 6
     fusion_num_heads: int = 8
     fusion_intermediate_size: int = 2048
     fusion_dropout: float | int = 0.1
     fusion_activation: str = "relu"
-    max_text_length: int = 77
-    image_size: int = 224
+    max_text_length: int | None = None
+    image_size: int | None = None
     trainable_clip: str = "official"
     initializer_range: float = 0.02
 
@@ -75,9 +96,16 @@ class CLIPVGConfig(PreTrainedConfig):
         if self.text_config is None:
             self.text_config = dict(_DEFAULT_TEXT)
         if self.vision_config is None:
-            self.vision_config = dict(_DEFAULT_VISION, image_size=self.image_size)
+            self.vision_config = dict(_DEFAULT_VISION, image_size=self.image_size or _DEFAULT_VISION["image_size"])
+        super().__post_init__(**kwargs)  # builds the sub-configs
+        # unset sizes follow the towers (so that e.g. a CLIP checkpoint's config describes a matching CLIP-VG)
+        if self.image_size is None:
+            self.image_size = self.vision_config.image_size
+        if self.max_text_length is None:
+            self.max_text_length = self.text_config.max_position_embeddings
+        if self.extract_layers is None:
+            self.extract_layers = default_extract_layers(self.vision_config.num_hidden_layers)
         self.extract_layers = [int(i) for i in self.extract_layers]
-        super().__post_init__(**kwargs)
 
     @property
     def num_patches_per_side(self) -> int:
@@ -96,6 +124,9 @@ class CLIPVGConfig(PreTrainedConfig):
                 f"trainable_clip={self.trainable_clip!r} is not supported; choose one of {TRAINABLE_CLIP_POLICIES}."
             )
         vision, text = self.vision_config, self.text_config
+        _check_positive(self, "", _POSITIVE_FIELDS)
+        for name, sub_config in (("text_config", text), ("vision_config", vision)):
+            _check_positive(sub_config, f"{name}.", _POSITIVE_TOWER_FIELDS[name])
         n_layers = vision.num_hidden_layers
         if not self.extract_layers or any(not 0 <= i < n_layers for i in self.extract_layers):
             raise ValueError(
@@ -109,8 +140,6 @@ class CLIPVGConfig(PreTrainedConfig):
             )
         if not 0.0 <= self.fusion_dropout < 1.0:
             raise ValueError(f"fusion_dropout={self.fusion_dropout} must lie in [0, 1).")
-        if min(self.fusion_num_layers, self.fusion_intermediate_size, self.max_text_length) < 1:
-            raise ValueError("fusion_num_layers, fusion_intermediate_size and max_text_length must be positive.")
         if self.image_size != vision.image_size:
             raise ValueError(
                 f"image_size={self.image_size} differs from vision_config.image_size={vision.image_size}."

@@ -24,7 +24,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput, logging
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_clipvg import TRAINABLE_CLIP_POLICIES, CLIPVGConfig, default_extract_layers
 
@@ -426,14 +426,9 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """Load as usual, validate the config, then apply the ``trainable_clip`` policy.
-
-        Config values passed as keyword arguments (``trainable_clip="all"``) are set after the config is built, so
-        they are validated here; loading also marks every parameter trainable, hence the policy.
-        """
+        """Load as usual, then apply the ``trainable_clip`` policy (loading marks every parameter trainable)."""
         loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info=True
-        model.config.validate()
         model.apply_trainable_clip_policy()
         return loaded
 
@@ -454,6 +449,8 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
     """CLIP-VG: predicts the box a referring expression describes, one box per (image, expression) pair."""
 
     def __init__(self, config: CLIPVGConfig):
+        # from_pretrained sets its config keyword arguments (trainable_clip="all") after the config's own checks
+        config.validate()
         super().__init__(config)
         # the CLIP config shares the two tower configs; building it must keep their attention implementation
         # (a plain CLIPConfig resets it to "unset", which CLIPModel then resolves to its own default)
@@ -506,6 +503,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.clip.text_model.embeddings.token_embedding = value
 
+    @can_return_tuple
     def get_text_features(
         self,
         input_ids: torch.Tensor,
@@ -518,9 +516,10 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         [`get_text_token_features`].
         """
         return self.clip.get_text_features(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs
         )
 
+    @can_return_tuple
     def get_image_features(
         self,
         pixel_values: torch.Tensor,
@@ -534,7 +533,8 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         For the multi-level features CLIP-VG grounds with, see [`get_multilevel_visual_features`].
         """
         return self.clip.get_image_features(
-            pixel_values=pixel_values.to(self.clip.dtype), interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+            pixel_values=pixel_values.to(self.clip.dtype), interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True, **kwargs,
         )
 
     # -- the three CLIP-VG stages, usable on their own (e.g. to encode an image once for several expressions) ------
@@ -647,7 +647,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         pixel_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | list[int] | None = None,
         return_dict: bool | None = None,
         image_index: torch.Tensor | None = None,
     ) -> CLIPVGGroundingOutput | tuple:
@@ -667,8 +667,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
             output_attentions (`bool`, *optional*):
                 return the attention weights of the fusion layers and of both CLIP towers; they exist with
                 ``attn_implementation="eager"`` only (SDPA computes no weights and gives ``None`` entries).
-            output_hidden_states (`bool`, *optional*):
-                return the fusion hidden states and CLIP-VG's intermediate features and patch mask.
+            output_hidden_states (`bool` or `list[int]`, *optional*):
+                return the fusion hidden states and CLIP-VG's intermediate features and patch mask; a list of
+                indices (negative ones count from the end) keeps only those fusion states, the others are None.
             image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 when given, `pixel_values` and `pixel_mask` hold `num_images` distinct images and expression `i` is
                 grounded in image `image_index[i]`: each image is encoded once for all its expressions (same boxes
@@ -698,8 +699,12 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
             rows = image_index.to(visual_tokens.device, torch.long)
             visual_features, visual_tokens, patch_padding = visual_features[rows], visual_tokens[rows], patch_padding[rows]
         boxes, fusion_states, fusion_attentions = self.ground_projected(
-            visual_tokens, text_features, attention_mask == 0, patch_padding, output_hidden_states, output_attentions
+            visual_tokens, text_features, attention_mask == 0, patch_padding, bool(output_hidden_states),
+            output_attentions,
         )
+        if isinstance(output_hidden_states, (list, tuple)):
+            kept = {index % len(fusion_states) for index in output_hidden_states}
+            fusion_states = tuple(state if i in kept else None for i, state in enumerate(fusion_states))
 
         loss = loss_dict = None
         if labels is not None:

@@ -150,16 +150,120 @@ def test_official_initialisation(tiny_config):
     assert model.visual_proj.weight.abs().max() <= 1 / math.sqrt(model.visual_proj.in_features)
 
 
-def test_sdpa_and_eager_agree(tmp_path, tiny_config):
+def _attention_implementations(model) -> dict[str, set[str]]:
+    """Attention implementation of every attention module, by module class."""
+    found = {}
+    for module in model.modules():
+        if type(module).__name__.endswith("Attention"):
+            found.setdefault(type(module).__name__, set()).add(module.config._attn_implementation)
+    return found
+
+
+@pytest.mark.parametrize("request_as", ["string", "dict"])
+def test_eager_reaches_both_towers_and_the_fusion_and_agrees_with_sdpa(tmp_path, tiny_config, request_as):
     CLIPVGForGrounding(tiny_config).save_pretrained(tmp_path)
     batch = _batch(tiny_config)
-    outs = []
-    for impl in ("sdpa", "eager"):
-        model = AutoModel.from_pretrained(tmp_path, attn_implementation=impl).eval()
-        assert model.config._attn_implementation == impl
+    eager = "eager" if request_as == "string" else {"": "eager", "text_config": "eager", "vision_config": "eager"}
+    boxes = {}
+    for impl, requested in (("sdpa", None), ("eager", eager)):
+        kwargs = {} if requested is None else {"attn_implementation": requested}
+        model = AutoModel.from_pretrained(tmp_path, **kwargs).eval()
+        assert _attention_implementations(model) == {"CLIPAttention": {impl}, "CLIPVGFusionAttention": {impl}}
+        assert len([m for m in model.clip.modules() if type(m).__name__ == "CLIPAttention"]) == 2 + 4
         with torch.no_grad():
-            outs.append(model(**batch).pred_boxes)
-    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=0)
+            boxes[impl] = model(**batch).pred_boxes
+    torch.testing.assert_close(boxes["sdpa"], boxes["eager"], atol=1e-5, rtol=0)
+
+
+def test_output_attentions_of_fusion_and_towers(tiny_config):
+    model = CLIPVGForGrounding(tiny_config).eval()
+    model.set_attn_implementation("eager")
+    batch = _batch(tiny_config)
+    with torch.no_grad():
+        out = model(**batch, output_attentions=True)
+        plain = model(**batch)
+    length = 1 + 7 + 1 + 16  # [REG], text, visual CLS, patches
+    assert len(out.attentions) == tiny_config.fusion_num_layers
+    assert all(a.shape == (3, tiny_config.fusion_num_heads, length, length) for a in out.attentions)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(3, 4, length))  # softmax rows
+    # padded text tokens (last expression, positions 4..6) receive no attention
+    assert out.attentions[0][2, :, :, 1 + 4 : 1 + 7].abs().max() < 1e-6
+    assert len(out.vision_attentions) == 4 and len(out.text_attentions) == 2
+    assert out.vision_attentions[0].shape == (3, 4, 17, 17) and out.text_attentions[0].shape == (3, 4, 7, 7)
+    torch.testing.assert_close(out.pred_boxes, plain.pred_boxes, atol=1e-6, rtol=0)
+    assert plain.attentions is None and plain.vision_attentions is None
+    with pytest.raises(TypeError, match="output_attention"):
+        model(**batch, output_attention=True)  # a misspelt argument is an error, not silently ignored
+
+
+def test_transformers_feature_api(tiny_config):
+    model = CLIPVGForGrounding(tiny_config).eval()
+    batch = _batch(tiny_config)
+    with torch.no_grad():
+        text = model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        image = model.get_image_features(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"])
+        reference = model.clip.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    assert text.last_hidden_state.shape == (3, 7, 32) and text.pooler_output.shape == (3, 24)
+    torch.testing.assert_close(text.pooler_output, reference.pooler_output)
+    assert image.last_hidden_state.shape == (3, 17, 32) and image.pooler_output.shape == (3, 24)
+    assert isinstance(model.get_text_features(input_ids=batch["input_ids"], return_dict=False), tuple)
+    assert model.get_input_embeddings() is model.clip.text_model.embeddings.token_embedding
+    assert model.base_model is model.clip
+
+
+def _drop_tensors(folder, prefixes) -> list[str]:
+    """Remove the tensors whose names start with any of ``prefixes`` from a saved model; their names."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    tensors = load_file(path)
+    dropped = sorted(k for k in tensors if k.startswith(prefixes))
+    save_file({k: v for k, v in tensors.items() if k not in dropped}, path, metadata={"format": "pt"})
+    return dropped
+
+
+def test_missing_tensors_get_the_official_initialisation(tmp_path):
+    config = make_tiny_config(fusion_hidden_size=64, fusion_intermediate_size=256)
+    saved = CLIPVGForGrounding(config)
+    saved.save_pretrained(tmp_path)
+    attention = "clip.text_model.encoder.layers.0.self_attn."
+    dropped = _drop_tensors(tmp_path, ("box_head.", "fusion.layers.0.fc1.weight", "reg_token", attention,
+                                       "clip.vision_model.encoder.layers.1.mlp.fc1."))
+    model, info = CLIPVGForGrounding.from_pretrained(tmp_path, output_loading_info=True)
+    assert sorted(info["missing_keys"]) == dropped
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # loaded tensors are kept as they were
+    loaded = saved.state_dict()
+    for name, tensor in model.state_dict().items():
+        if name not in dropped:
+            assert torch.equal(tensor, loaded[name]), name
+    # missing ones follow CLIP-VG's rules ...
+    fc1 = model.fusion.layers[0].fc1.weight
+    assert 0.9 * math.sqrt(6 / (64 + 256)) < fc1.abs().max() <= math.sqrt(6 / (64 + 256))  # xavier-uniform
+    for linear in model.box_head.layers:  # PyTorch's default Linear
+        bound = 1 / math.sqrt(linear.in_features)
+        assert linear.weight.abs().max() <= bound and linear.bias.abs().max() <= bound
+    assert 0.6 < model.reg_token.std() < 1.4  # N(0, 1)
+    # ... and CLIP's own inside CLIP: q/k/v std width**-0.5 * (2 * layers)**-0.5, fc1 std (2 * width)**-0.5
+    q = model.clip.text_model.encoder.layers[0].self_attn.q_proj.weight
+    assert abs(q.std().item() - 32**-0.5 * 4**-0.5) < 0.15 * 32**-0.5 * 4**-0.5
+    fc1 = model.clip.vision_model.encoder.layers[1].mlp.fc1.weight
+    assert abs(fc1.std().item() - 64**-0.5) < 0.15 * 64**-0.5
+
+
+def test_config_values_passed_at_load_are_validated(tmp_path, tiny_config):
+    from huggingface_hub.errors import StrictDataclassClassValidationError
+
+    CLIPVGForGrounding(tiny_config).save_pretrained(tmp_path)
+    with pytest.raises(StrictDataclassClassValidationError, match="trainable_clip='everything'"):
+        CLIPVGForGrounding.from_pretrained(tmp_path, trainable_clip="everything")
+    with pytest.raises(StrictDataclassClassValidationError, match="fusion_num_heads=0"):
+        AutoModel.from_pretrained(tmp_path, fusion_num_heads=0)
+    model = CLIPVGForGrounding.from_pretrained(tmp_path, trainable_clip="frozen")
+    assert not any(p.requires_grad for p in model.clip.parameters())
+    model.config.trainable_clip = "everything"
+    with pytest.raises(ValueError, match="trainable_clip='everything'"):
+        model.apply_trainable_clip_policy()
 
 
 def test_bfloat16_forward_on_cpu(tiny_config):
