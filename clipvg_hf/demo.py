@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from .cli import check_output_dir, non_negative_int, positive_float, positive_int, report_usage_errors
 from .configuration_clipvg import CLIPVGConfig
 from .data import convert_dataset, format_summary
 from .data.shapes import ShapesSpec, write_shapes_pack
@@ -169,18 +170,20 @@ def plot_curve(log_path: Path, baseline: float, path: Path) -> bool:
     return True
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Offline CLIP-VG demo on generated shapes.")
     parser.add_argument("--output_dir", default="outputs/demo")
-    parser.add_argument("--train_images", type=int, default=1500)
-    parser.add_argument("--val_images", type=int, default=200)
-    parser.add_argument("--test_images", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--learning_rate", type=float, default=5e-4)
-    parser.add_argument("--warmup_steps", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--train_images", type=positive_int, default=1500)
+    parser.add_argument("--val_images", type=positive_int, default=200)
+    parser.add_argument("--test_images", type=positive_int, default=100)
+    parser.add_argument("--epochs", type=positive_int, default=20)
+    parser.add_argument("--batch_size", type=positive_int, default=64)
+    parser.add_argument("--learning_rate", type=positive_float, default=5e-4)
+    parser.add_argument("--warmup_steps", type=non_negative_int, default=50)
+    parser.add_argument("--seed", type=non_negative_int, default=13)
     args = parser.parse_args(argv)
+    check_output_dir(args.output_dir)
     started = time.time()
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
