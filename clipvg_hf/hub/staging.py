@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from datasets.table import embed_table_storage
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 from ..configuration_clipvg import CLIPVGConfig
@@ -292,6 +293,21 @@ def _card_documentation(data_dir: Path) -> str:
     return DatasetCard.load(data_dir / "README.md").text
 
 
+def _stage_parquet(dataset: Any, config: str, shards: dict[str, int], folder: Path) -> list[str]:
+    """Write the parquet files ``DatasetDict.push_to_hub`` would upload for one config (same shards, same names,
+    images embedded), so a dry run shows every byte that would leave the machine."""
+    names = []
+    for split, count in shards.items():
+        for index in range(count):
+            shard = dataset[split].shard(num_shards=count, index=index, contiguous=True).with_format("arrow")
+            shard = shard.map(embed_table_storage, batched=True, keep_in_memory=True)
+            name = f"{config}/{split}-{index:05d}-of-{count:05d}.parquet"
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shard.to_parquet(folder / name)
+            names.append(name)
+    return names
+
+
 def push_dataset(
     data_dir: str | Path,
     repo_id: str,
@@ -321,9 +337,12 @@ def push_dataset(
     api = None if dry_run_dir else HfApi(token=token)
     if api is not None:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    staged: list[str] = []
     for config in order:
         dataset = load_split(data_dir, config)
         stats[config] = {split: _split_stats(dataset[split]) for split in configs[config]}
+        if dry_run_dir:
+            staged += _stage_parquet(dataset, config, configs[config], Path(dry_run_dir))
         if api is not None:
             dataset.push_to_hub(repo_id, config_name=config, set_default=config == default_config or None,
                                 private=private, token=token, num_shards=configs[config],
@@ -340,7 +359,7 @@ def push_dataset(
         card.save(folder / "README.md")
         _write_json(folder / "upload_plan.json", {"repo_id": repo_id, "push_order": order, "shards": configs,
                                                    "rows": stats})
-        return PushResult(repo_id, "dataset", ["README.md", "upload_plan.json"], notes, folder=folder)
+        return PushResult(repo_id, "dataset", ["README.md", "upload_plan.json", *staged], notes, folder=folder)
     operations = [CommitOperationAdd("README.md", str(card).encode())]
     if (data_dir / "conversion.json").is_file():  # rows in/out per official file, which the card refers to
         operations.append(CommitOperationAdd("conversion.json", str(data_dir / "conversion.json")))
