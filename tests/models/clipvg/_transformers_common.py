@@ -9,8 +9,8 @@ The sdist ships only the top-level common test modules. The few modules they imp
 repository, and the Hub files they download, get small local stand-ins written next to the unpacked files:
 
 * ``__init__.py``: empty, as in transformers' repository;
-* ``exporters/test_export.py`` and ``generation/test_utils.py``: empty ``ExportTesterMixin`` / ``GenerationTesterMixin``
-  (the export tests are not in the sdist; CLIP-VG does not generate);
+* ``exporters/test_export.py`` and ``generation/test_utils.py``: empty ``ExportTesterMixin`` and
+  ``GenerationTesterMixin`` (the export tests are not in the sdist; CLIP-VG does not generate);
 * ``utils/test_configuration_utils.py``: ``config_common_kwargs`` with non-default values of common config fields;
 * ``fetch_hub_objects_for_ci.py``: ``url_to_local_path`` maps the mixins' Hub image URLs to synthetic local images.
 
@@ -50,7 +50,7 @@ class GenerationTesterMixin:
     pass
 ''',
     "utils/__init__.py": "",
-    "utils/test_configuration_utils.py": '''"""Stand-in: common config fields with values that differ from their defaults."""
+    "utils/test_configuration_utils.py": '''"""Stand-in: common config fields with non-default values."""
 
 config_common_kwargs = {
     "return_dict": False,
@@ -67,7 +67,7 @@ config_common_kwargs = {
 ''',
 }
 
-_FETCH_STANDIN = '''"""Stand-in: the Hub images the mixins download, as synthetic local images (made by the CLIP-VG testers)."""
+_FETCH_STANDIN = '''"""Stand-in: the Hub images the mixins download, as synthetic local images."""
 
 import os
 
