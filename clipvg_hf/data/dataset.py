@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from .splits import image_path_problem
+
 try:  # optional (extra "fast"): libjpeg-turbo without PIL's per-row decoding overhead
     import simplejpeg
 except ImportError:  # pragma: no cover - exercised where the extra is missing
@@ -87,6 +89,9 @@ def open_raw_image(
     reduced scale, see ``CLIPVGTrainTransform.draft_decode``); a JPEG keeps its decodes per scale in
     ``info[DECODED_SCALES]``.
     """
+    problem = image_path_problem(file_name) if image_root is not None else None
+    if problem:  # a file name from the data never reaches outside the given root
+        raise ValueError(f"cannot read image {file_name!r}: {problem}")
     try:
         path = os.path.join(image_root, file_name) if image_root is not None else image.get("path")
         data = image.get("bytes") if image_root is None else None
