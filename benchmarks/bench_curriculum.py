@@ -51,8 +51,7 @@ from clipvg_hf.data import convert_dataset, load_split
 from clipvg_hf.data.shapes import ShapesSpec, write_shapes_pack
 from clipvg_hf.demo import build_demo_model, demo_config
 from clipvg_hf.evaluate import evaluate_model
-from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
-from clipvg_hf.processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
 CONFIG = "shapes-unsup-multi"
 #: source -> (fraction of rows given another object's box, fraction of the other rows with a jittered box)
@@ -337,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     truth = attach_row_indices(out / "data", truth_list)
     (out / "truth.json").write_text(json.dumps({str(r): t for r, t in sorted(truth.items())}) + "\n")
     rows_by_source = {s: sorted(r for r, t in truth.items() if t["source"] == s) for s in args.sources}
-    processor = CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": spec.image_size}), build_clip_tokenizer())
+    processor = CLIPVGProcessor.from_defaults(spec.image_size)
 
     oracle = oracle_reliability(truth, args.oracle_noise, spec.image_size, args.data_seed)
     groups = {**rows_by_source, "all": sorted(truth)}

@@ -20,9 +20,8 @@ import torch
 
 from .cli import exit_usage_error, positive_int, torch_load_reason
 from .configuration_clipvg import CLIPVGConfig
-from .image_processing_clipvg import CLIPVGImageProcessor
 from .modeling_clipvg import CLIPVGForGrounding
-from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from .processing_clipvg import CLIPVGProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -332,8 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         exit_usage_error(str(error))
     model.save_pretrained(args.output_dir)
     # the official evaluation inputs: letterbox at the model's image size, OpenAI's BPE (shipped with the package)
-    image_processor = CLIPVGImageProcessor(size={"longest_edge": model.config.image_size})
-    CLIPVGProcessor(image_processor, build_clip_tokenizer()).save_pretrained(args.output_dir)
+    CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(args.output_dir)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.output_dir}: {n_params:,} parameters, config {model.config.vision_config.patch_size=}, "
           f"{model.config.extract_layers=}")

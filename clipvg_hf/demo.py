@@ -31,9 +31,8 @@ from .configuration_clipvg import CLIPVGConfig
 from .data import convert_dataset, format_summary
 from .data.shapes import ShapesSpec, write_shapes_pack
 from .evaluate import evaluate_model
-from .image_processing_clipvg import CLIPVGImageProcessor
 from .modeling_clipvg import CLIPVGForGrounding, box_xyxy_to_cxcywh, grounding_iou
-from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from .processing_clipvg import CLIPVGProcessor
 
 __all__ = ["demo_config", "language_blind_baselines", "main", "sincos_position_table"]
 
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     config = demo_config(spec.image_size)
     model = build_demo_model(config, args.seed)
     model.save_pretrained(out / "init")
-    CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": spec.image_size}), build_clip_tokenizer()).save_pretrained(out / "init")
+    CLIPVGProcessor.from_defaults(spec.image_size).save_pretrained(out / "init")
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training a {n_params / 1e6:.2f}M-parameter CLIP-VG from scratch on {counts['train']} expressions")
     command = train_command(out, args)

@@ -31,29 +31,14 @@ from .cli import (
     report_usage_errors,
 )
 from .data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset, load_split
-from .image_processing_clipvg import CLIPVGImageProcessor
+from .loading import load_model_and_processor
 from .metrics import GroundingMetrics
 from .modeling_clipvg import CLIPVGForGrounding
-from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from .processing_clipvg import CLIPVGProcessor
 from .results import EvaluationResults, model_fingerprint, write_results
 
 __all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "gather_predictions",
-           "load_model_and_processor", "predict_split"]
-
-
-def load_model_and_processor(model_dir: str | Path) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
-    """Load a CLIP-VG folder (or Hub id) and its processor; a folder without one gets the default processor."""
-    from transformers import AutoModel, AutoProcessor
-
-    model = AutoModel.from_pretrained(model_dir)
-    if not isinstance(model, CLIPVGForGrounding):
-        raise ValueError(f"{model_dir} holds a {type(model).__name__}, not a CLIP-VG model")
-    try:
-        processor = AutoProcessor.from_pretrained(model_dir)
-    except (OSError, ValueError):
-        processor = CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": model.config.image_size}),
-                                    build_clip_tokenizer())
-    return model.eval(), processor
+           "predict_split"]
 
 
 @torch.no_grad()

@@ -23,8 +23,7 @@ import torch
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
 
 from .cli import UsageError, check_output_file, first_line, report_usage_errors
-from .image_processing_clipvg import CLIPVGImageProcessor
-from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from .processing_clipvg import CLIPVGProcessor
 
 __all__ = ["draw_boxes", "main", "parse_args", "predict"]
 
@@ -82,8 +81,7 @@ def _load_model_and_processor(model: str, device: str) -> tuple[Any, Any]:
         processor = AutoProcessor.from_pretrained(model)
     except (OSError, ValueError, TypeError):
         print(f"note: {model} holds no processor; using the default CLIP-VG processor", file=sys.stderr)
-        image_processor = CLIPVGImageProcessor(size={"longest_edge": grounding_model.config.image_size})
-        processor = CLIPVGProcessor(image_processor, build_clip_tokenizer())
+        processor = CLIPVGProcessor.from_defaults(grounding_model.config.image_size)
     return grounding_model, processor
 
 

@@ -17,7 +17,7 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import ImageInput
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin, Unpack
 
-from .image_processing_clipvg import CLIPVGImageProcessorKwargs
+from .image_processing_clipvg import CLIPVGImageProcessor, CLIPVGImageProcessorKwargs
 
 try:  # ftfy is a dependency of the package; remote-code users without it get a warning, not a crash
     import ftfy
@@ -131,6 +131,12 @@ class CLIPVGProcessor(ProcessorMixin):
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer)
+
+    @classmethod
+    def from_defaults(cls, image_size: int = 224) -> "CLIPVGProcessor":
+        """The official processor without any download: letterbox to `image_size` px and OpenAI's CLIP BPE tokenizer
+        built from the bundled vocabulary (:func:`build_clip_tokenizer`)."""
+        return cls(CLIPVGImageProcessor(size={"longest_edge": int(image_size)}), build_clip_tokenizer())
 
     def __call__(
         self,

@@ -52,8 +52,8 @@ from clipvg_hf.data import (
 )
 from clipvg_hf.data.sampler import row_indices
 from clipvg_hf.evaluate import eval_loader, evaluate_loader
-from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
-from clipvg_hf.processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from clipvg_hf.loading import load_processor
+from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
 
 @dataclass
@@ -219,19 +219,6 @@ def build_model(args: ModelArguments) -> CLIPVGForGrounding:
         model.apply_trainable_clip_policy()
         return model
     return CLIPVGForGrounding.from_clip_pretrained(args.model_name_or_path, **overrides)
-
-
-def build_processor(model: CLIPVGForGrounding, model_name_or_path: str) -> CLIPVGProcessor:
-    """The model's own processor when it has one, else the official letterbox + OpenAI's CLIP tokenizer."""
-    from transformers import AutoProcessor
-
-    try:
-        processor = AutoProcessor.from_pretrained(model_name_or_path)
-        if isinstance(processor, CLIPVGProcessor):
-            return processor
-    except (OSError, ValueError, TypeError):
-        pass
-    return CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": model.config.image_size}), build_clip_tokenizer())
 
 
 def default_train_split(config: str) -> str:
@@ -441,7 +428,7 @@ def main(argv: list[str] | None = None) -> dict:
         reason = first_line(error)
         name = model_args.model_name_or_path
         raise UsageError(f"--model_name_or_path {name}: cannot load a model: {reason}") from error
-    processor = build_processor(model, model_args.model_name_or_path)
+    processor = load_processor(model_args.model_name_or_path, model.config.image_size)
     transform = CLIPVGTrainTransform(size=model.config.image_size, aug_scale=data_args.aug_scale,
                                      aug_crop=data_args.aug_crop, aug_color=data_args.aug_color,
                                      aug_translate=data_args.aug_translate, draft_decode=data_args.fast_augment,

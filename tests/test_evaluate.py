@@ -9,7 +9,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from clipvg_hf.evaluate import evaluate_model, evaluate_split, load_model_and_processor
+from clipvg_hf.evaluate import evaluate_model, evaluate_split
+from clipvg_hf.loading import load_model_and_processor
 from clipvg_hf.results import model_fingerprint
 from clipvg_hf.metrics import GroundingMetrics, summarize_ious
 from conftest import free_port

@@ -29,7 +29,7 @@ from ..cli import (
     report_usage_errors,
 )
 from ..data import load_split
-from ..evaluate import load_model_and_processor
+from ..loading import load_model_and_processor
 from ..results import model_fingerprint
 from .reliability import ReliabilityScores, save_scores, score_split
 

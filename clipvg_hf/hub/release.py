@@ -11,8 +11,7 @@ from typing import Any
 
 from ..convert_original_checkpoint import CheckpointConversionError, convert_checkpoint, load_original_checkpoint
 from ..evaluate import evaluate_model
-from ..image_processing_clipvg import CLIPVGImageProcessor
-from ..processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from ..processing_clipvg import CLIPVGProcessor
 from ..results import write_results
 from .cards import split_config_name
 from .repo import HubPublishError, resolve_token, validate_repo_id
@@ -56,7 +55,7 @@ def release_checkpoint(
     setting = setting or split_config_name(config)[1]
     _check_setting_against_args(setting, args)
     model.save_pretrained(model_dir)
-    _save_default_processor(model_dir, model.config.image_size)
+    CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(model_dir)
     del model
     results = evaluate_model(str(model_dir), dataset, config, list(splits), **(evaluate_kwargs or {}))
     write_results(results, work_dir / "results.json")
@@ -73,8 +72,3 @@ def _check_setting_against_args(setting: str | None, args: Any) -> None:
     if (sup_type == "full") != setting.startswith("full"):
         raise HubPublishError(f"the checkpoint was trained with sup_type={sup_type!r} but the setting is {setting!r}; "
                               "pass the right --setting")
-
-
-def _save_default_processor(model_dir: Path, image_size: int) -> None:
-    CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": image_size}), build_clip_tokenizer()).save_pretrained(
-        model_dir)

@@ -23,7 +23,7 @@ from ..configuration_clipvg import CLIPVGConfig
 from ..data import load_split
 from ..image_processing_clipvg import CLIPVGImageProcessor
 from ..modeling_clipvg import CLIPVGForGrounding
-from ..processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from ..processing_clipvg import CLIPVGProcessor
 from ..results import check_results_for_model, load_results, no_weights_message, weights_sha256
 from .cards import build_dataset_card, build_model_card, split_config_name, training_setting
 from .repo import HubPublishError, PushResult, looks_local, resolve_token, validate_repo_id
@@ -147,10 +147,10 @@ def _stage_processor(model_dir: Path, out: Path, config: dict[str, Any]) -> list
         )
     else:
         size = int(config.get("image_size") or 224)
-        processor = CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": size}), build_clip_tokenizer())
+        processor = CLIPVGProcessor.from_defaults(size)
         processor.save_pretrained(out)
         notes.append(f"the folder has no processor files: built the default processor (letterbox to {size} px, "
-                     "OpenAI CLIP BPE tokenizer built offline with build_clip_tokenizer())")
+                     "OpenAI CLIP BPE tokenizer built offline: CLIPVGProcessor.from_defaults)")
     processor_config = json.loads((out / "processor_config.json").read_text())
     processor_config["auto_map"] = dict(PROCESSOR_AUTO_MAP)
     if isinstance(processor_config.get("image_processor"), dict):
