@@ -1,0 +1,66 @@
+"""HiVG through the processor, the visual-grounding pipeline and the predict CLI, from image files."""
+
+import json
+from pathlib import Path
+
+import PIL.Image
+import pytest
+import torch
+from _hivg_fixture import converted, expected_json, expected_tensors, one_thread
+
+from clipvg_hf import CLIPVGImageProcessor, CLIPVGProcessor, build_clip_tokenizer
+
+IMAGES = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "tiny" / "image_data"  # the same files
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return CLIPVGProcessor(CLIPVGImageProcessor(size={"longest_edge": 224}), build_clip_tokenizer())
+
+
+def _split_files(split):
+    meta = expected_json()["splits"][split]
+    return [IMAGES / f for f in meta["image_files"]], meta["phrases"]
+
+
+def test_processor_inputs_reproduce_the_official_boxes_in_both_semantics(processor):
+    """Decoded files, letterbox, CLIP tokenizer (padded to the longest with <|endoftext|>): the model applies HiVG's
+    text rule and antialiased patch mask itself."""
+    files, phrases = _split_files("unc/val")
+    images = [PIL.Image.open(f).convert("RGB") for f in files]
+    inputs = processor(images=images, text=phrases, return_tensors="pt")
+    assert inputs["input_ids"].shape[1] < 77 and (inputs["input_ids"] == 49407).sum() > len(phrases)
+    model, tensors = converted("unc"), expected_tensors()
+    with torch.no_grad():
+        per_sample = model(**inputs, output_hidden_states=True)
+        batched = model(**inputs, bridge_batch_mixing=True)
+    assert torch.equal(per_sample.patch_attention_mask == 0, tensors["unc/val/visual_token_mask"].bool())
+    torch.testing.assert_close(per_sample.pred_boxes[:, 0], tensors["unc/val/pred_boxes_bs1"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched.pred_boxes[:, 0], tensors["unc/val/pred_boxes"], atol=1e-5, rtol=0)
+
+
+def test_pipeline_and_predict_cli_on_a_hivg_folder(tmp_path, processor, capsys):
+    from transformers import pipeline
+
+    from clipvg_hf.predict import main as predict_main
+
+    folder = tmp_path / "hivg"
+    converted("unc", merge_lora=True).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    files, phrases = _split_files("unc/testA")
+    image = PIL.Image.open(files[0])
+    grounder = pipeline("visual-grounding", model=str(folder))
+    results = grounder(str(files[0]), text=phrases[:2])
+    official = processor.post_process_grounded_object_detection(
+        {"pred_boxes": expected_tensors()["unc/testA/pred_boxes_bs1"][:2, None]},
+        target_sizes=[(image.height, image.width)] * 2, text_labels=phrases[:2])
+    for result, reference, phrase in zip(results, official, phrases):
+        assert result["label"] == phrase
+        box = torch.tensor([result["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")])
+        torch.testing.assert_close(box, reference["boxes"][0], atol=1e-3, rtol=0)
+    assert not predict_main(["--model_name_or_path", str(folder), "--image", str(files[0]), "--text", phrases[0]])
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["label"] == phrases[0]
+    torch.testing.assert_close(torch.tensor(rows[0]["box"], dtype=torch.float32), official[0]["boxes"][0],
+                               atol=1e-2, rtol=0)
