@@ -138,3 +138,13 @@ def test_an_error_in_a_later_dataset_writes_nothing(capsys, pack):
     err = _fails(capsys, [*_args(splits, images, out)[:-2], "--datasets", "unc", "referit"])
     assert "referit_test.pth: row 0: image not found" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["../outside/secret.png", "/etc/hostname", "a/../../outside/secret.png"])
+def test_reading_with_an_image_root_never_leaves_it(tmp_path, name):
+    from clipvg_hf.data import open_raw_image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    with pytest.raises(ValueError, match="must stay inside --image_root|is absolute"):
+        open_raw_image({"bytes": None, "path": None}, name, image_root=root)
