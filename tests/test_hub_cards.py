@@ -213,6 +213,8 @@ def test_dataset_dry_run_writes_card_and_plan(tmp_path):
     card = (tmp_path / "dry" / "README.md").read_text()
     assert "default: true" in card and "| referit-unsup-single | test | 3 | 4 | human: 4 |" in card
     assert 'load_dataset("org/grounding", "referit-unsup-single")' in card and str(tmp_path) not in card
-    assert result.files == ["README.md", "upload_plan.json"]
+    assert result.files == ["README.md", "upload_plan.json", "referit-unsup-single/test-00000-of-00001.parquet",
+                            "flickr30k-unsup-single/test-00000-of-00001.parquet"]  # what would be uploaded
+    assert all((tmp_path / "dry" / name).is_file() for name in result.files)
     with pytest.raises(HubPublishError, match="default config 'nope' is not in"):
         hub.push_dataset(data, "org/grounding", default_config="nope", dry_run_dir=tmp_path / "dry2")
