@@ -83,7 +83,8 @@ def explain_bad_uploads(component: gr.Image) -> gr.Image:
             return stock(payload)
         except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
             name = getattr(payload, "orig_name", None) or Path(getattr(payload, "path", "") or "upload").name
-            raise gr.Error(f"The upload {name!r} is not an image this app can read ({type(error).__name__}).") from None
+            reason = type(error).__name__
+            raise gr.Error(f"The upload {name!r} is not an image this app can read ({reason}).") from None
 
     component.preprocess = preprocess
     return component

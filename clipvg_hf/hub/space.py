@@ -30,6 +30,13 @@ SPACE_REQUIREMENTS = ("torch", "transformers>=5.24,<6", "ftfy>=6.1", "numpy", "p
 PIPELINE_PACKAGE = "grounding_pipeline"
 
 
+def _imports_package(node: ast.AST) -> bool:
+    """Whether an import statement reaches clipvg_hf by name or a parent package (``from .. import``)."""
+    if isinstance(node, ast.ImportFrom):
+        return node.level > 1 or (node.level == 0 and (node.module or "").split(".")[0] == "clipvg_hf")
+    return isinstance(node, ast.Import) and any(alias.name.split(".")[0] == "clipvg_hf" for alias in node.names)
+
+
 def pipeline_modules(start: str = "pipelines.py") -> list[str]:
     """``start`` and every sibling module of ``clipvg_hf`` it imports relatively (recursively), in import order.
 
@@ -46,12 +53,10 @@ def pipeline_modules(start: str = "pipelines.py") -> list[str]:
             raise HubPublishError(f"the pipeline imports {name[:-3]!r}, which is not a module file of clipvg_hf")
         order.append(name)
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                pending.append(node.module.split(".")[0] + ".py")
-            elif isinstance(node, ast.ImportFrom) and node.level == 1:
-                pending.extend(alias.name + ".py" for alias in node.names)
-            elif (isinstance(node, ast.ImportFrom) and (node.level > 1 or (node.module or "").startswith("clipvg_hf"))) \
-                    or (isinstance(node, ast.Import) and any(a.name.startswith("clipvg_hf") for a in node.names)):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                pending.extend([node.module.split(".")[0] + ".py"] if node.module else
+                               [alias.name + ".py" for alias in node.names])
+            elif _imports_package(node):
                 raise HubPublishError(f"clipvg_hf/{name} line {node.lineno} imports outside its own folder; "
                                       "the Space could not run it without the package")
     return order

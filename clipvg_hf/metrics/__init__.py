@@ -34,7 +34,9 @@ class GroundingMetrics:
     ious: list[torch.Tensor] = field(default_factory=list)
     row_indices: list[torch.Tensor] = field(default_factory=list)
 
-    def update(self, pred_boxes: torch.Tensor, target_boxes: torch.Tensor, row_index: torch.Tensor | None = None) -> torch.Tensor:
+    def update(
+        self, pred_boxes: torch.Tensor, target_boxes: torch.Tensor, row_index: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Add a batch of (cx, cy, w, h) predictions and targets; returns the batch IoUs."""
         iou = grounding_iou(pred_boxes.reshape(-1, 4).float(), target_boxes.reshape(-1, 4).float())
         self.ious.append(iou.detach().cpu())

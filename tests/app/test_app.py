@@ -50,15 +50,16 @@ def expected(served) -> list[dict]:
 
 
 def expected_rows(results: list[dict]) -> list[list]:
-    return [[i + 1, r["label"], *(r["box"][k] for k in ("xmin", "ymin", "xmax", "ymax"))] for i, r in enumerate(results)]
+    corners = ("xmin", "ymin", "xmax", "ymax")
+    return [[i + 1, r["label"], *(r["box"][k] for k in corners)] for i, r in enumerate(results)]
 
 
 def assert_rows_match(rows: list[list], results: list[dict]) -> None:
     """Table rows (number, expression, x1, y1, x2, y2) equal the pipeline's boxes to the table's 2 decimals."""
     want = expected_rows(results)
     assert [[int(float(r[0])), str(r[1])] for r in rows] == [w[:2] for w in want]
-    np.testing.assert_allclose(np.asarray([[float(v) for v in r[2:]] for r in rows]), np.asarray([w[2:] for w in want]),
-                               atol=0.006, rtol=0)
+    shown = np.asarray([[float(v) for v in r[2:]] for r in rows])
+    np.testing.assert_allclose(shown, np.asarray([w[2:] for w in want]), atol=0.006, rtol=0)
 
 
 def on_outline(box: dict, x: int, y: int, width: int) -> bool:

@@ -84,8 +84,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 def test_push_after_the_model_and_run_without_the_package(converted_dir, tmp_path):
     """A Space push refuses a model that is not on the Hub; after the model's push it goes up, and its code
     grounds with that model."""
-    import clipvg_hf  # noqa: F401  (registers the pipeline in this process)
     from transformers import pipeline
+
+    import clipvg_hf  # noqa: F401  (registers the pipeline in this process)
 
     with running_hub() as (endpoint, state):
         env = hub_process_env(endpoint, tmp_path / "home")

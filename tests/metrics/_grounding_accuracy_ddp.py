@@ -2,7 +2,7 @@
 
 ``argv``: model folder, dataset folder, metric folder, output folder. For every fixture split, three numbers sets:
 ``project`` from :func:`clipvg_hf.evaluate.evaluate_split` (gathered IoUs, padding duplicates dropped),
-``gathered`` from the metric fed with the boxes that ``gather_for_metrics`` returns (main process), and
+``gathered`` from the metric fed with the gathered boxes of :func:`clipvg_hf.evaluate.gather_predictions`, and
 ``distributed`` from the metric in evaluate's own multi-process mode (``num_process`` / ``process_id``), each rank
 adding only its own shard of a loader prepared with ``even_batches=False``. Rank 0 writes ``<out>/results.json``.
 """
@@ -16,8 +16,8 @@ import evaluate
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 
-from clipvg_hf.evaluate import eval_loader, evaluate_split, load_model_and_processor
-from clipvg_hf.inference import predict_boxes
+from clipvg_hf.evaluate import eval_loader, evaluate_split, gather_predictions
+from clipvg_hf.loading import load_model_and_processor
 from clipvg_hf.metrics import summarize_ious
 
 SPLITS = (("refcoco-unsup-single", "val"), ("refcoco-unsup-single", "testA"), ("referit-unsup-single", "test"),
@@ -35,8 +35,8 @@ def project_numbers(ious: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def feed(metric, model, loader, accelerator: Accelerator, gather: bool) -> None:
-    """Predict every batch and add (prediction, target) pairs, gathered or this rank's own.
+def add_own_shard(metric, model, loader) -> None:
+    """Add this rank's own (prediction, target) pairs, not gathered.
 
     In evaluate's multi-process mode every process must add something, or the main process waits for its cache file
     and fails: a rank whose shard is empty (4 samples in one batch of 4 over 2 processes) adds an empty batch.
@@ -46,11 +46,7 @@ def feed(metric, model, loader, accelerator: Accelerator, gather: bool) -> None:
     for batch in loader:
         batch.pop("row_index")
         labels = batch.pop("labels")
-        boxes = predict_boxes(model, batch["pixel_values"], batch["pixel_mask"], batch["input_ids"],
-                              batch["attention_mask"]).float()
-        if gather:
-            boxes, labels = accelerator.gather_for_metrics((boxes, labels))
-        metric.add_batch(predictions=boxes.reshape(-1, 4), references=labels.reshape(-1, 4))
+        metric.add_batch(predictions=model(**batch).pred_boxes[:, 0], references=labels)
 
 
 def main(model_dir: str, data_dir: str, metric_dir: str, out: Path) -> None:
@@ -64,10 +60,12 @@ def main(model_dir: str, data_dir: str, metric_dir: str, out: Path) -> None:
         split = datasets.load_dataset(data_dir, config, split=name)
         project = evaluate_split(model, split, processor, accelerator, batch_size=BATCH).per_sample()[0]
         gathered = evaluate.load(metric_dir, keep_in_memory=True)
-        feed(gathered, model, eval_loader(split, processor, accelerator, batch_size=BATCH), accelerator, gather=True)
+        loader = eval_loader(split, processor, accelerator, batch_size=BATCH)
+        for boxes, labels, _ in gather_predictions(model, loader, accelerator):
+            gathered.add_batch(predictions=boxes, references=labels)
         shared = evaluate.load(metric_dir, num_process=world, process_id=rank, experiment_id=f"{config}-{name}",
                                cache_dir=str(out / "cache"), timeout=60)
-        feed(shared, model, eval_loader(split, processor, uneven, batch_size=BATCH), uneven, gather=False)
+        add_own_shard(shared, model, eval_loader(split, processor, uneven, batch_size=BATCH))
         distributed = shared.compute(iou_thresholds=THRESHOLDS)  # None on rank 1
         results[f"{config}/{name}"] = {"project": project_numbers(project),
                                        "gathered": gathered.compute(iou_thresholds=THRESHOLDS),

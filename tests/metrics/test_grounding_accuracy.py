@@ -31,7 +31,8 @@ def test_official_fixture_accuracy_and_iou(metric, expected_tensors, expected_js
     """On the boxes the official code produced, the metric reproduces its per-sample IoU and its Acc@0.5."""
     ious = sys.modules[type(metric).__module__].grounding_ious
     for split in PARITY_SPLITS:
-        pred, target = expected_tensors[f"{split}/pred_boxes"].numpy(), expected_tensors[f"{split}/target_boxes"].numpy()
+        pred = expected_tensors[f"{split}/pred_boxes"].numpy()
+        target = expected_tensors[f"{split}/target_boxes"].numpy()
         official = expected_tensors[f"{split}/iou"].double().numpy()
         result = metric.compute(predictions=pred, references=target, iou_thresholds=[0.25, 0.5, 0.75])
         np.testing.assert_allclose(ious(pred, target), official, atol=1e-6, rtol=0)
@@ -95,7 +96,35 @@ def test_metric_space_page_scores_json_boxes():
     spec = importlib.util.spec_from_file_location("grounding_accuracy_space", GROUNDING_ACCURACY_PATH / "app.py")
     page = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(page)
-    result = page.score("[[10, 10, 50, 50], [0, 0, 5, 5]]", "[[12, 10, 52, 50], [20, 20, 30, 30]]", "xyxy", "0.5, 0.95")
+    boxes = "[[10, 10, 50, 50], [0, 0, 5, 5]]", "[[12, 10, 52, 50], [20, 20, 30, 30]]"
+    result = page.score(*boxes, "xyxy", "0.5, 0.95")
     assert result["hits"] == 1 and result["hits@0.95"] == 0 and result["num_samples"] == 2
-    with pytest.raises(page.gr.Error, match="Expecting value"):
+    with pytest.raises(page.gr.Error, match="Expecting .,. delimiter"):
         page.score("[[1, 2", "[]", "xyxy", "")
+
+
+def test_readme_snippet_scores_a_loader_like_the_evaluation_loop(converted_dir, fixture_dataset, capsys):
+    """The README's metric snippet, run on a prepared fixture loader, prints the evaluation loop's figures."""
+    import ast
+
+    import datasets
+    from accelerate import Accelerator
+    from readme_snippets_processing import readme_snippet
+    from torch.utils.data import DataLoader
+
+    from clipvg_hf.data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
+    from clipvg_hf.evaluate import evaluate_split
+    from clipvg_hf.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(converted_dir)
+    split = datasets.load_dataset(str(fixture_dataset), "refcoco-unsup-single", split="val")
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare_data_loader(DataLoader(
+        GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor)), batch_size=5,
+        collate_fn=CLIPVGCollator(processor.tokenizer)))
+    exec(readme_snippet("metric"), {"loader": loader, "model": model, "accelerator": accelerator})
+    printed = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
+    project = evaluate_split(model, split, processor, accelerator, batch_size=5).compute()
+    assert printed["num_samples"] == project["num_samples"] == 18
+    assert printed["accuracy"] == project["accuracy"]
+    assert printed["mean_iou"] == pytest.approx(project["mean_iou"], abs=1e-6)
