@@ -198,18 +198,23 @@ class CLIPVGImageProcessor(PilBackend):
             return _read_image_file(image_url_or_urls)
         return super().fetch_images(image_url_or_urls)
 
-    def process_image(self, image: ImageInput, **kwargs: Any) -> np.ndarray:
-        """Turn one image (PIL, NumPy or torch, any PIL mode) into a channels-first RGB array."""
-        if isinstance(image, PIL.Image.Image):
+    def process_image(self, image: ImageInput, do_convert_rgb: bool | None = None, **kwargs: Any) -> np.ndarray:
+        """Turn one image (PIL, NumPy or torch) into a channels-first array.
+
+        With ``do_convert_rgb`` (the default) any PIL mode becomes RGB through PIL's ``convert("RGB")``, and arrays
+        with 1 or 4 channels get their grey channel repeated or their alpha dropped, as that conversion does.
+        With ``do_convert_rgb=False`` the channels are kept as they are (the model itself takes 3).
+        """
+        convert = self.do_convert_rgb if do_convert_rgb is None else do_convert_rgb
+        if isinstance(image, PIL.Image.Image) and convert:
             image = _pil_to_rgb(image)
             kwargs["input_data_format"] = "channels_last"
-        kwargs["do_convert_rgb"] = False
-        array = super().process_image(image, **kwargs)
-        if array.shape[0] == 1:
+        array = super().process_image(image, do_convert_rgb=False, **kwargs)
+        if convert and array.shape[0] == 1:
             array = np.repeat(array, 3, axis=0)
-        elif array.shape[0] == 4:  # drop alpha like PIL's convert("RGB")
+        elif convert and array.shape[0] == 4:  # drop alpha like PIL's convert("RGB")
             array = array[:3]
-        if array.shape[0] != 3 or array.shape[1] == 0 or array.shape[2] == 0:
+        if (convert and array.shape[0] != 3) or array.shape[1] == 0 or array.shape[2] == 0:
             raise ValueError(
                 f"Expected a non-empty image with 1, 3 or 4 channels, got an array of shape {array.shape}."
             )
