@@ -92,7 +92,14 @@ def test_ground_and_its_messages(served, expected):
     from clipvg_hf.app import ground, parse_expressions, truncation_notes
 
     grounder, _ = served
-    drawn, rows, model_input, message = ground(grounder, str(IMAGE), "\n" + "\n".join(EXPRESSIONS) + "\n", True)
+    images_seen = []  # the vision tower's batch sizes: the image is encoded once for both expressions
+    embeddings = grounder.model.clip.vision_model.embeddings
+    hook = embeddings.register_forward_hook(lambda module, args, output: images_seen.append(len(output)))
+    try:
+        drawn, rows, model_input, message = ground(grounder, str(IMAGE), "\n" + "\n".join(EXPRESSIONS) + "\n", True)
+    finally:
+        hook.remove()
+    assert images_seen == [1]
     assert_rows_match(rows, expected)
     assert_boxes_drawn(drawn, expected)
     side = grounder.processor.image_processor.size["longest_edge"]
