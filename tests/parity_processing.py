@@ -32,6 +32,18 @@ class Sample(NamedTuple):
     phrase: str
 
 
+def fixture_pixel_tolerance() -> float:
+    """Largest |Δ| expected between our pixels and the fixture's (which were made with Pillow 13).
+
+    Pillow before 13 resizes extreme downscales (the 33x700 strip) up to one uint8 level differently: one level of
+    the normalised pixels, 1 / (255 * 0.224), on top of the fp16 storage step.
+    """
+    import PIL
+
+    one_level = 1 / (255 * 0.224) if int(PIL.__version__.split(".")[0]) < 13 else 0.0
+    return one_level + 2e-3
+
+
 @lru_cache
 def expected_json() -> dict:
     return json.loads((TINY / "expected.json").read_text())
