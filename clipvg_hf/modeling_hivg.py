@@ -33,6 +33,7 @@ from transformers.activations import ACT2FN
 from transformers.loss.loss_for_object_detection import dice_loss, sigmoid_focal_loss
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .configuration_clipvg import default_extract_layers
 from .configuration_hivg import HILORA_STAGE_VISION_LAYERS, HiVGConfig
 from .modeling_clipvg import (
     CLIPVGBoxHead,
@@ -405,6 +406,35 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         self.post_init()
         self.apply_trainable_clip_policy()
 
+    @classmethod
+    def from_clip_pretrained(cls, clip_name_or_path: str, **config_kwargs) -> "HiVGForGrounding":
+        """A fresh HiVG on the weights of a transformers CLIP checkpoint (e.g. ``openai/clip-vit-base-patch16``).
+
+        The fusion width defaults to CLIP's projection size, the extracted and bridged blocks to the official choice
+        for the tower's depth, the bridge text to the last text layer; other ``config_kwargs`` go to [`HiVGConfig`].
+        The HiVG modules (bridges, LoRA, heads) are newly initialised; the multi-level projection starts from CLIP's
+        visual projection.
+        """
+        clip = CLIPModel.from_pretrained(clip_name_or_path)
+        text, vision = clip.config.text_config, clip.config.vision_config
+        config_kwargs.setdefault("fusion_hidden_size", clip.config.projection_dim)
+        config_kwargs.setdefault("extract_layers", default_extract_layers(vision.num_hidden_layers))
+        config_kwargs.setdefault("bridge_layers", config_kwargs["extract_layers"])
+        config_kwargs.setdefault("bridge_text_layers", [text.num_hidden_layers])
+        config = HiVGConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
+                            projection_dim=clip.config.projection_dim, image_size=vision.image_size, **config_kwargs)
+        model = cls(config)
+        wrapped = {name for name, _ in _lora_layers(model.clip)}
+        weights = {}
+        for key, value in clip.state_dict().items():
+            module, _, leaf = key.rpartition(".")
+            weights[f"{module}.base_layer.{leaf}" if module in wrapped else key] = value
+        model.clip.load_state_dict(weights, strict=False)  # the LoRA adapters keep their fresh initialisation
+        with torch.no_grad():
+            model.multilevel_proj.weight.copy_(torch.cat([clip.visual_projection.weight] * len(config.extract_layers), 1))
+        model.apply_trainable_clip_policy()
+        return model
+
     def _inject_lora(self) -> None:
         """Wrap every HiLoRA target projection in a peft LoRA layer (one adapter, ``"default"``)."""
         if inject_adapter_in_model is None:
@@ -479,6 +509,7 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         bridge_batch_mixing: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> HiVGGroundingOutput | tuple:
         r"""Predict one box per (image, expression), with HiVG's auxiliary outputs.
 
@@ -500,15 +531,22 @@ class HiVGForGrounding(HiVGPreTrainedModel):
                 rasterised from `labels` ([`box_mask`]) when omitted.
             bridge_batch_mixing (`bool`, *optional*): override `config.bridge_batch_mixing` (True reproduces the
                 official batched computation, whose outputs depend on the batch composition).
+            image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                `pixel_values` / `pixel_mask` hold distinct images and expression `i` is grounded in image
+                `image_index[i]` (CLIP-VG's layout). The bridges make the visual features depend on the expression,
+                so each image is still encoded once per expression.
         """
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         mixing = self.config.bridge_batch_mixing if bridge_batch_mixing is None else bridge_batch_mixing
-        CLIPVGForGrounding._check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels)
+        CLIPVGForGrounding._check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index)
         if pixel_mask is None:
             pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
+        if image_index is not None:  # one row per expression
+            rows = image_index.to(pixel_values.device, torch.long)
+            pixel_values, pixel_mask = pixel_values[rows], pixel_mask[rows.to(pixel_mask.device)]
         ids, text_padding = official_text_inputs(input_ids, attention_mask, self.config.max_text_length)
 
         text_hidden_states, text_features, text_embeds = self.encode_text(ids)

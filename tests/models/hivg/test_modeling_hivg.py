@@ -149,3 +149,27 @@ def test_vit_b16_parameter_counts_are_the_official_minus_unused_modules():
 def test_config_refuses_settings_it_cannot_run(field, value, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
         small_config(**{field: value})
+
+
+def test_from_clip_pretrained_and_image_index(tmp_path):
+    from transformers import CLIPConfig, CLIPModel
+
+    towers = small_config()
+    clip = CLIPModel(CLIPConfig(text_config=towers.text_config.to_dict(), vision_config=towers.vision_config.to_dict(),
+                                projection_dim=12))
+    clip.save_pretrained(tmp_path)
+    model = HiVGForGrounding.from_clip_pretrained(str(tmp_path), fusion_num_heads=2, fusion_num_layers=1,
+                                                  fusion_intermediate_size=16, token_mlp_size=16).eval()
+    assert model.config.bridge_layers == model.config.extract_layers == [0, 1, 3]
+    assert model.config.bridge_text_layers == [4]
+    loaded = model.clip.state_dict()
+    for key, value in clip.state_dict().items():
+        module, _, leaf = key.rpartition(".")
+        assert torch.equal(loaded.get(key, loaded.get(f"{module}.base_layer.{leaf}")), value), key
+    inputs = _inputs(3)
+    with torch.no_grad():
+        repeated = model(**{**inputs, "pixel_values": inputs["pixel_values"][[0, 0, 1]],
+                            "pixel_mask": inputs["pixel_mask"][[0, 0, 1]]}).pred_boxes
+        indexed = model(**{**inputs, "pixel_values": inputs["pixel_values"][:2], "pixel_mask": inputs["pixel_mask"][:2]},
+                        image_index=torch.tensor([0, 0, 1])).pred_boxes
+    assert torch.equal(repeated, indexed)
