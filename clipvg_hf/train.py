@@ -49,8 +49,9 @@ from clipvg_hf.data import (
     ImageGroupedSampler,
     image_ids,
     load_split,
+    row_indices,
+    train_split_of,
 )
-from clipvg_hf.data.sampler import row_indices
 from clipvg_hf.evaluate import eval_loader, evaluate_loader
 from clipvg_hf.loading import load_processor
 from clipvg_hf.processing_clipvg import CLIPVGProcessor
@@ -219,10 +220,6 @@ def build_model(args: ModelArguments) -> CLIPVGForGrounding:
         model.apply_trainable_clip_policy()
         return model
     return CLIPVGForGrounding.from_clip_pretrained(args.model_name_or_path, **overrides)
-
-
-def default_train_split(config: str) -> str:
-    return "train_pseudo" if "-unsup" in config else "train"
 
 
 def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
@@ -419,7 +416,7 @@ def main(argv: list[str] | None = None) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
 
     # data (checked first: cheap), model, processor
-    train_split = data_args.train_split or default_train_split(data_args.dataset_config)
+    train_split = data_args.train_split or train_split_of(data_args.dataset_config)
     raw_train = load_split_checked(data_args.dataset, data_args.dataset_config, train_split, load_split)
     raw_val = load_split_checked(data_args.dataset, data_args.dataset_config, data_args.val_split, load_split)
     try:

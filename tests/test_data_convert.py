@@ -23,6 +23,7 @@ from _data_factory import (
     save_split,
 )
 from datasets import load_dataset
+from huggingface_hub import DatasetCard
 from safetensors.torch import load_file
 
 from clipvg_hf.data import CLIPVGEvalTransform, ConversionError, GroundingDataset, convert_pack, format_summary
@@ -134,9 +135,9 @@ def test_load_dataset_in_a_fresh_process_including_streaming(fixture_output, tmp
 def test_dataset_card_lists_configs_and_documents_the_schema(fixture_output):
     folder, _, _ = fixture_output
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nconfigs:\n")
-    assert "- config_name: refcoco-unsup-single" in card
-    assert "    path: refcoco-unsup-single/train_pseudo-*.parquet" in card
+    configs = {c["config_name"]: c["data_files"] for c in DatasetCard.load(folder / "README.md").data.configs}
+    assert {"split": "train_pseudo", "path": "refcoco-unsup-single/train_pseudo-*.parquet"} in configs[
+        "refcoco-unsup-single"]
     assert "| refcoco-unsup-single | val | 18 | 13 |" in card
     assert "bbox_official" in card and "x2 = int(x) + int(w)" in card
 

@@ -15,12 +15,11 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
 from ..data import load_split
+from ..data.card import register_config
 
-__all__ = ["read_row_indices", "register_config", "selected_config_name", "write_row_indices",
-           "write_selection_config"]
+__all__ = ["read_row_indices", "selected_config_name", "write_row_indices", "write_selection_config"]
 
 
 def selected_config_name(config: str, method: str) -> str:
@@ -121,24 +120,3 @@ def write_selection_config(
                 splits.append(other)
     register_config(output_dir, output_config, splits)
     return folder
-
-
-def register_config(output_dir: str | Path, config: str, splits: Sequence[str]) -> Path:
-    """Add (or replace) ``config`` in the ``configs:`` YAML of ``<output_dir>/README.md``, keeping the rest."""
-    path = Path(output_dir) / "README.md"
-    header, body = {}, "\n# Curriculum selections\n\nWritten by `clipvg_hf.curriculum` (SSA / MSA selections).\n"
-    if path.is_file():
-        text = path.read_text()
-        if text.startswith("---\n") and "\n---" in text[4:]:
-            end = text.index("\n---", 4)
-            header = yaml.safe_load(text[4:end]) or {}
-            body = text[end + 4:]
-        else:
-            body = text
-    configs = [c for c in header.get("configs", []) if c.get("config_name") != config]
-    configs.append({"config_name": config,
-                    "data_files": [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]})
-    header["configs"] = configs
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("---\n" + yaml.safe_dump(header, sort_keys=False) + "---" + body)
-    return path

@@ -1,25 +1,23 @@
 """CLIP-VG data: official split files to Hugging Face datasets, the official training transforms, loaders.
 
+- :mod:`.registry` names the datasets, settings and config names (``<dataset>-<setting>``);
 - :mod:`.splits` reads the official ``.pth`` split files safely and converts boxes;
-- :mod:`.convert` writes parquet configs + a dataset card (CLI: ``data_scripts/convert_splits.py``);
+- :mod:`.convert` writes parquet configs (CLI: ``clipvg-convert-splits``), :mod:`.card` their dataset card;
 - :mod:`.transforms` is the official training augmentation and the eval transform (= the image processor);
 - :mod:`.dataset` gives the per-expression view, :mod:`.collate` batches it into model inputs;
 - :mod:`.sampler` orders training expressions in short runs per image (each image decoded once per run).
 """
 
+from .card import register_config, write_dataset_card
 from .collate import CLIPVGCollator
 from .convert import (
-    EVAL_SPLITS,
-    SETTINGS,
     ConversionError,
     FileReport,
     Reject,
-    config_name,
     convert_dataset,
     convert_pack,
     format_summary,
     grounding_features,
-    write_dataset_card,
 )
 from .dataset import (
     GroundingDataset,
@@ -29,8 +27,20 @@ from .dataset import (
     sample_rng,
     streaming_samples,
 )
-from .sampler import ImageGroupedSampler, image_ids
-from .splits import DATASETS, SOURCES, SplitFileError, SplitRow, SplitRowError, load_split_file, parse_row
+from .registry import (
+    DATASETS,
+    EVAL_SPLITS,
+    SETTINGS,
+    SOURCES,
+    DatasetInfo,
+    Setting,
+    config_name,
+    display_name,
+    split_config_name,
+    train_split_of,
+)
+from .sampler import ImageGroupedSampler, image_ids, row_indices
+from .splits import SplitFileError, SplitRow, SplitRowError, load_split_file, parse_row
 from .transforms import (
     SPATIAL_WORDS,
     CLIPVGEvalTransform,
@@ -44,42 +54,32 @@ from .transforms import (
     train_scales,
 )
 
+# what users use; the building blocks above stay importable from here and from their modules
 __all__ = [
     "DATASETS",
     "EVAL_SPLITS",
     "SETTINGS",
     "SOURCES",
-    "SPATIAL_WORDS",
     "CLIPVGCollator",
     "CLIPVGEvalTransform",
     "CLIPVGTrainTransform",
     "ConversionError",
-    "FileReport",
+    "DatasetInfo",
     "GroundingDataset",
     "ImageGroupedSampler",
-    "Reject",
+    "Setting",
     "SplitFileError",
-    "SplitRow",
-    "SplitRowError",
-    "color_jitter",
     "config_name",
     "convert_dataset",
     "convert_pack",
+    "display_name",
     "format_summary",
-    "grounding_features",
-    "has_spatial_word",
     "image_ids",
     "load_split",
-    "local_cache_dir",
-    "load_split_file",
-    "normalize_and_pad",
-    "open_raw_image",
-    "parse_row",
-    "random_size_crop",
-    "resize_long_side",
-    "resize_short_side",
-    "sample_rng",
+    "register_config",
+    "row_indices",
+    "split_config_name",
     "streaming_samples",
-    "train_scales",
+    "train_split_of",
     "write_dataset_card",
 ]

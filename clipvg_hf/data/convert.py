@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ from tqdm.auto import tqdm
 from transformers import CLIPTokenizer
 
 from ..processing_clipvg import build_clip_tokenizer, clean_text
+from .card import write_dataset_card
+from .registry import EVAL_SPLITS, SETTINGS, Setting, config_name
 from .splits import (
     DATASETS,
     DatasetInfo,
@@ -55,38 +56,10 @@ __all__ = [
     "write_dataset_card",
 ]
 
-#: Evaluation splits, converted whenever their file is present (``trainval`` is not converted: for most datasets
-#: the official loader builds it on the fly as train + val).
-EVAL_SPLITS = ("val", "testA", "testB", "test")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One of the paper's training settings and how its pack is laid out."""
-
-    name: str
-    train_split: str  # the .pth split the setting trains on (also the HF split name)
-    train_source: str  # source of the training rows when it cannot be read from train_separate/
-    description: str
-
-
-SETTINGS: dict[str, Setting] = {
-    s.name: s
-    for s in (
-        Setting("full", "train", "human", "fully supervised (TransVG labels)"),
-        Setting("full-ssa", "train", "human", "fully supervised, SSA-filtered train set (released for gref_umd)"),
-        Setting("unsup-single", "train_pseudo", "template", "unsupervised, single-source pseudo-template labels"),
-        Setting("unsup-single-ssa", "train_pseudo", "template", "unsupervised single-source, SSA-selected"),
-        Setting("unsup-multi", "train_pseudo", "pseudo", "unsupervised, multi-source (template + relation + caption)"),
-        Setting("unsup-multi-msa", "train_pseudo", "pseudo", "unsupervised multi-source, MSA-selected"),
-    )
-}
-
 #: Rows per parquet row group (each row is an image with all its expressions).
 ROW_GROUP_SIZE = 64
 #: A typical data-parallel world size: streaming shards per rank need at least this many files.
 DEFAULT_NUM_SHARDS = 8
-_SHARD_RE = re.compile(r"^(?P<split>\w+)-\d{5}-of-\d{5}\.parquet$")
 
 
 class ConversionError(ValueError):
@@ -129,13 +102,6 @@ class _Split:
     files: list[tuple[str, int, int]] = field(default_factory=list)  # (file, first row, row count) in `rows`
     rejects: list[Reject] = field(default_factory=list)
     note: str = ""
-
-
-def config_name(dataset: str, setting: str) -> str:
-    """Hub config name of a (dataset key, setting) pair, e.g. ``("unc+", "full") -> "refcocoplus-full"``."""
-    if setting not in SETTINGS:
-        raise ConversionError(f"unknown setting {setting!r}; expected one of {sorted(SETTINGS)}")
-    return f"{dataset_info(dataset).name}-{setting}"
 
 
 def grounding_features(embed_images: bool = True) -> Features:
@@ -473,6 +439,8 @@ def _read_and_check(
 ) -> _CheckedDataset:
     """Every file, row, expression, image and box of one dataset folder checked (bad ones raise or are rejects)."""
     info = dataset_info(dataset)
+    if setting not in SETTINGS:
+        raise ConversionError(f"unknown setting {setting!r}; expected one of {sorted(SETTINGS)}")
     cfg = config_name(dataset, setting)
     if isinstance(box_tolerance, bool) or not math.isfinite(box_tolerance) or box_tolerance < 0:
         raise ConversionError(f"box tolerance must be a finite number >= 0, got {box_tolerance!r}")
@@ -642,103 +610,3 @@ def format_summary(reports: Sequence[FileReport], rejects: Sequence[Reject] = ()
         text.append("")
         text += [f"rejected file {r.file}: {r.reason}" for r in file_rejects]
     return "\n".join(line.rstrip() for line in text)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Dataset card
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _configs_on_disk(output_dir: Path) -> dict[str, list[str]]:
-    """Config folder -> split names, read from the parquet file names present."""
-    configs: dict[str, list[str]] = {}
-    for folder in sorted(p for p in output_dir.iterdir() if p.is_dir() and p.name != "rejects"):
-        splits = sorted({m.group("split") for f in folder.glob("*.parquet") if (m := _SHARD_RE.match(f.name))})
-        if splits:
-            order = {s: i for i, s in enumerate(("train", "train_pseudo", *EVAL_SPLITS))}
-            configs[folder.name] = sorted(splits, key=lambda s: order.get(s, 99))
-    return configs
-
-
-def write_dataset_card(output_dir: str | Path) -> Path:
-    """(Re)write ``README.md`` with the ``configs:`` YAML of every config folder present and the documentation."""
-    out = Path(output_dir)
-    configs = _configs_on_disk(out)
-    log_path = out / "conversion.json"
-    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
-    yaml = ["---", "configs:"]
-    for config, splits in configs.items():
-        yaml.append(f"- config_name: {config}")
-        yaml.append("  data_files:")
-        for split in splits:
-            yaml += [f"  - split: {split}", f"    path: {config}/{split}-*.parquet"]
-    yaml += ["task_categories:", "- zero-shot-object-detection", "tags:", "- visual-grounding", "- clip-vg", "---", ""]
-    table = ["| config | split | expressions | images |", "|---|---|---:|---:|"]
-    for config, splits in configs.items():
-        files = log.get(config, {}).get("files", [])
-        for split in splits:
-            expressions = sum(f["rows_out"] for f in files if f["split"] == split)
-            images = sum(pq.ParquetFile(f).metadata.num_rows for f in (out / config).glob(f"{split}-*.parquet"))
-            table.append(f"| {config} | {split} | {expressions} | {images} |")
-    card = "\n".join(yaml) + _CARD_BODY.format(table="\n".join(table)) + "\n"
-    path = out / "README.md"
-    path.write_text(card)
-    return path
-
-
-_CARD_BODY = """# CLIP-VG visual grounding splits
-
-The official CLIP-VG / TransVG label packs (RefCOCO, RefCOCO+, RefCOCOg, ReferItGame, Flickr30k Entities) converted
-to parquet by `clipvg_hf` (`data_scripts/convert_splits.py`). Load a config with
-`datasets.load_dataset(<this folder or repo>, "<config>")`; add `streaming=True` to stream the shards.
-
-## Configs and splits
-
-Config names are `<dataset>-<setting>`. Datasets (official key in brackets): `refcoco` (unc), `refcocoplus` (unc+),
-`refcocog-google` (gref), `refcocog-umd` (gref_umd), `referit` (referit), `flickr30k` (flickr). Settings:
-
-| setting | training split | labels |
-|---|---|---|
-| `full` | `train` | fully supervised (human annotations, TransVG's files) |
-| `full-ssa` | `train` | fully supervised, SSA-filtered train set (released for RefCOCOg-umd) |
-| `unsup-single` | `train_pseudo` | unsupervised, single-source pseudo-template labels |
-| `unsup-single-ssa` | `train_pseudo` | the same after single-source self-paced curriculum selection (SSA) |
-| `unsup-multi` | `train_pseudo` | unsupervised, template + relation + caption pseudo-labels (`train_separate/` concatenated in order) |
-| `unsup-multi-msa` | `train_pseudo` | the same after multi-source selection (MSA) |
-
-Evaluation splits keep the official names: `val`, `testA`, `testB` (RefCOCO/RefCOCO+), `test`. They hold
-ground-truth labels in every setting, as in the official code.
-
-{table}
-
-## Schema
-
-One row per **image** of a split (so an image's bytes are stored once per split), with all its expressions:
-
-- `image`: the original file bytes (or, if converted with `--image_mode path`, an absolute path).
-- `file_name`, `width`, `height`: the image file name in the official image folder and its size in pixels, as
-  PIL reads it **without** EXIF rotation (the official loader never rotates). `datasets`' own `Image` decoding
-  applies EXIF rotation; `clipvg_hf.data.GroundingDataset` decodes the raw bytes like the official loader.
-- `expressions`: list of
-  - `row_index`: position of the row in the official split file (for `unsup-multi*`, in the merged
-    `<dataset>_train_pseudo.pth`, i.e. the concatenation of `train_separate/` files 1, 2, 3);
-  - `expression`: the text exactly as in the file (the training pipeline lower-cases it);
-  - `bbox`: `(x1, y1, x2, y2)` in absolute pixels, the file's numbers converted exactly (RefCOCO-family files store
-    `(x, y, w, h)`, so `x2 = x + w`; ReferIt and Flickr files already store corners);
-  - `bbox_official`: the integer box the official loader trains and evaluates on: every stored number is truncated
-    toward zero first, so for RefCOCO-family `x2 = int(x) + int(w)` (not `int(x + w)`). Use it for parity with
-    the paper's numbers;
-  - `source`: `human` (annotations), `template`, `relation`, `caption` (pseudo-label generators), or `pseudo`
-    (pseudo-labels of unknown generator: a merged multi-source file converted without `train_separate/`);
-  - `source_file`, `source_row`: the `.pth` file and 0-based row the expression was read from;
-  - `ann_file`: the annotation-file field of supervised RefCOCO/ReferIt rows (null for pseudo-labels and Flickr).
-
-`GroundingDataset` (in `clipvg_hf.data`) turns a split into the flat per-expression view, in `row_index` order.
-
-## Conversion
-
-Rows in and out per file are in `conversion.json`. Rows that could not be used (a missing or unreadable image,
-a malformed tuple, a box outside the image or without area after truncation, an empty expression) stop the
-conversion with an error naming file, row and reason, unless `--rejects` was given, in which case they are listed in
-`rejects/<config>.jsonl`. The 5th field of RefCOCO/ReferIt rows (relation parses, or a placeholder) is not kept.
-"""

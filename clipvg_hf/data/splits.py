@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..cli import torch_load_reason
+from .registry import DATASETS, SOURCES, DatasetInfo
 
 __all__ = [
     "DATASETS",
@@ -40,39 +41,6 @@ __all__ = [
     "same_rows",
     "separate_source_files",
 ]
-
-#: Where each pseudo-label / annotation came from. ``pseudo`` is a pseudo-label whose generator is unknown
-#: (a merged multi-source file converted without its ``train_separate/`` folder).
-SOURCES = ("human", "template", "relation", "caption", "pseudo")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static facts about one official dataset key."""
-
-    key: str  # the official key, also the folder and file prefix: unc, unc+, gref, gref_umd, referit, flickr
-    name: str  # the name used in Hub config names
-    splits: tuple[str, ...]  # splits the official loader accepts
-    image_dir: str  # folder of its images under the official image root
-    box_format: str  # "xywh" (top-left + size) or "xyxy"
-    num_fields: int  # fields per row in the .pth list
-
-
-_COCO_DIR = "other/images/mscoco/images/train2014"
-DATASETS: dict[str, DatasetInfo] = {
-    info.key: info
-    for info in (
-        DatasetInfo("unc", "refcoco", ("train", "val", "trainval", "testA", "testB", "train_pseudo"), _COCO_DIR, "xywh", 5),
-        DatasetInfo("unc+", "refcocoplus", ("train", "val", "trainval", "testA", "testB", "train_pseudo"), _COCO_DIR, "xywh", 5),
-        DatasetInfo("gref", "refcocog-google", ("train", "val", "train_pseudo"), _COCO_DIR, "xywh", 5),
-        DatasetInfo("gref_umd", "refcocog-umd", ("train", "val", "test", "train_pseudo"), _COCO_DIR, "xywh", 5),
-        DatasetInfo("referit", "referit", ("train", "val", "trainval", "test", "train_pseudo"), "referit/images", "xyxy", 5),
-        DatasetInfo("flickr", "flickr30k", ("train", "val", "test", "train_pseudo"), "Flickr30k/flickr30k-images", "xyxy", 3),
-        # the synthetic shapes of the offline demo (clipvg_hf.data.shapes), laid out like Flickr30k
-        DatasetInfo("shapes", "shapes", ("train", "val", "test", "train_pseudo"), "shapes/images", "xyxy", 3),
-    )
-}
-
 
 class SplitFileError(ValueError):
     """A whole split file is unusable (missing, not a list, unsafe pickle, unknown dataset or split)."""

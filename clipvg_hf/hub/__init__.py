@@ -8,6 +8,7 @@
 - :mod:`.cli`: the ``clipvg-push`` command (``push_to_hub.py`` in a checkout).
 """
 
+from ..data.registry import split_config_name
 from ..results import ResultsError, check_results_for_model, load_results, weights_sha256
 from .cards import (
     BASE_MODELS,
@@ -15,7 +16,6 @@ from .cards import (
     TrainingSetting,
     build_dataset_card,
     build_model_card,
-    split_config_name,
     training_setting,
 )
 from .release import release_checkpoint

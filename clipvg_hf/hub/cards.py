@@ -11,7 +11,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from ..data import SETTINGS
+from ..data.registry import SETTINGS, display_name, split_config_name
 from .repo import HubPublishError
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "base_model_of",
     "build_dataset_card",
     "build_model_card",
-    "split_config_name",
     "training_setting",
     "usage_snippets",
 ]
@@ -41,16 +40,6 @@ BASE_MODELS = {
     (14, 24): "openai/clip-vit-large-patch14",
 }
 DEFAULT_BASE_MODEL = "openai/clip-vit-base-patch16"
-
-#: Readable names of the dataset part of a config name (``<dataset>-<setting>``).
-DATASET_NAMES = {
-    "refcoco": "RefCOCO",
-    "refcocoplus": "RefCOCO+",
-    "refcocog-google": "RefCOCOg (Google split)",
-    "refcocog-umd": "RefCOCOg (UMD split)",
-    "referit": "ReferItGame",
-    "flickr30k": "Flickr30k Entities",
-}
 
 TASK_NAME = "Visual grounding (referring expression comprehension)"
 
@@ -85,14 +74,6 @@ _CURRICULA = {
 }
 
 
-def split_config_name(config: str) -> tuple[str, str | None]:
-    """``"refcocog-umd-unsup-single"`` -> ``("refcocog-umd", "unsup-single")``; setting None if not recognised."""
-    for setting in sorted(SETTINGS, key=len, reverse=True):
-        if config.endswith(f"-{setting}"):
-            return config[: -len(setting) - 1], setting
-    return config, None
-
-
 def training_setting(setting: str | None, curriculum: str | None = None) -> TrainingSetting:
     """Describe a paper setting (``full``, ``unsup-single``, ``unsup-multi-msa``, ...) for the card.
 
@@ -124,8 +105,7 @@ def base_model_of(config: dict[str, Any]) -> str:
 def _eval_results(results: dict[str, Any], dataset_id: str) -> list[EvalResult]:
     """One model-index entry per split and metric; values are the results file's, unchanged."""
     config = results["dataset"]["config"]
-    dataset_key, _ = split_config_name(config)
-    dataset_name = DATASET_NAMES.get(dataset_key, dataset_key)
+    dataset_name = display_name(split_config_name(config)[0])
     entries = []
     for split, scores in results["splits"].items():
         common = {"task_type": "zero-shot-object-detection", "task_name": TASK_NAME, "dataset_type": dataset_id,

@@ -13,7 +13,7 @@ from ..convert_original_checkpoint import CheckpointConversionError, convert_che
 from ..evaluate import evaluate_model
 from ..processing_clipvg import CLIPVGProcessor
 from ..results import write_results
-from .cards import split_config_name
+from ..data.registry import split_config_name
 from .repo import HubPublishError, resolve_token, validate_repo_id
 from .staging import push_model
 
