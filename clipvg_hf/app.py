@@ -211,6 +211,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not SPACE_CONFIG.is_file():
             parser.error("--model is required (no space_config.json beside the app)")
         args.model = json.loads(SPACE_CONFIG.read_text())["model_id"]
+    is_hub_id = args.model.count("/") == 1 and not args.model.startswith((".", "/", "~"))
+    if not is_hub_id and not Path(args.model).expanduser().is_dir():
+        parser.error(f"--model {args.model}: no such model folder (and not a Hub id ORG/NAME)")
     if not 0 < args.port < 65536:
         parser.error(f"--port must be between 1 and 65535, got {args.port}")
     return args
