@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, HfArgumentParser
 
-from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
+from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding, HiVGConfig, HiVGForGrounding
 from clipvg_hf.cli import (
     UsageError,
     check_model_source,
@@ -69,8 +69,20 @@ class ModelArguments:
     trainable_clip: str | None = field(
         default=None, metadata={"help": "Override the trainable_clip policy: official, frozen or all."}
     )
+    model_family: str = field(
+        default="clipvg", metadata={"help": "clipvg or hivg: the family of a fresh model (CLIP checkpoint or "
+                                            "--config_file); a saved model folder must be of this family."}
+    )
+    hilora_stage: int | None = field(
+        default=None, metadata={"help": "HiVG: the HiLoRA stage to train (0 warm-up, 1-3: vision LoRA of blocks "
+                                        "0-4/0-7/0-11 and the text LoRA); start each stage from the previous best."}
+    )
 
     def __post_init__(self) -> None:
+        if self.model_family not in ("clipvg", "hivg"):
+            raise UsageError(f"--model_family must be clipvg or hivg, got {self.model_family!r}")
+        if self.hilora_stage is not None and (self.model_family != "hivg" or self.hilora_stage not in (0, 1, 2, 3)):
+            raise UsageError(f"--hilora_stage {self.hilora_stage}: needs --model_family hivg and a stage 0-3")
         if self.trainable_clip not in (None, "official", "frozen", "all"):
             raise UsageError(f"--trainable_clip must be official, frozen or all, got {self.trainable_clip!r}")
         if self.config_file is not None and not Path(self.config_file).is_file():
@@ -207,19 +219,27 @@ class TrainArguments:
 # Building blocks
 # ---------------------------------------------------------------------------------------------------------------
 def build_model(args: ModelArguments) -> CLIPVGForGrounding:
-    """A CLIP-VG folder/id as is, a CLIP checkpoint wrapped into a fresh CLIP-VG, or a config trained from scratch."""
+    """A CLIP-VG/HiVG folder/id as is, a CLIP checkpoint wrapped into a fresh model of ``--model_family``, or a
+    config trained from scratch."""
     overrides = {"trainable_clip": args.trainable_clip} if args.trainable_clip else {}
+    if args.hilora_stage is not None:
+        overrides["hilora_stage"] = args.hilora_stage
+    config_class, model_class = (HiVGConfig, HiVGForGrounding) if args.model_family == "hivg" else (
+        CLIPVGConfig, CLIPVGForGrounding)
     if args.config_file:
-        config = CLIPVGConfig.from_json_file(args.config_file)
+        config = config_class.from_json_file(args.config_file)
         for key, value in overrides.items():
             setattr(config, key, value)
-        return CLIPVGForGrounding(config)
+        return model_class(config)
     config = AutoConfig.from_pretrained(args.model_name_or_path)
     if isinstance(config, CLIPVGConfig):
+        if isinstance(config, HiVGConfig) != (args.model_family == "hivg"):
+            raise UsageError(f"--model_name_or_path {args.model_name_or_path} holds a {config.model_type} model; "
+                             f"pass --model_family {'hivg' if isinstance(config, HiVGConfig) else 'clipvg'}")
         model = AutoModel.from_pretrained(args.model_name_or_path, **overrides)
         model.apply_trainable_clip_policy()
         return model
-    return CLIPVGForGrounding.from_clip_pretrained(args.model_name_or_path, **overrides)
+    return model_class.from_clip_pretrained(args.model_name_or_path, **overrides)
 
 
 def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
