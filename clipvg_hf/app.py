@@ -188,12 +188,14 @@ def build_demo(grounder: Any, title: str = "CLIP-VG visual grounding") -> gr.Blo
                                      label="Boxes in image pixels", interactive=False, elem_id="box-table")
                 message = gr.Markdown(elem_id="message")
                 model_input = gr.Image(type="pil", format="png", label="Model input (letterboxed)",
-                                       interactive=False, elem_id="model-input")
+                                       interactive=False, visible=False, elem_id="model-input")
         examples = [[str(EXAMPLES_DIR / name), text_] for name, text_ in EXAMPLES if (EXAMPLES_DIR / name).is_file()]
         if examples:
             gr.Examples(examples, inputs=[image, text], label="Examples (licences: examples/LICENSES.md)")
         button.click(lambda *args: ground(grounder, *args), inputs=[image, text, show_input],
                      outputs=[drawn, table, model_input, message], api_name="ground")
+        show_input.change(lambda show: gr.Image(visible=show), inputs=show_input, outputs=model_input,
+                          queue=False, api_visibility="private")
     return demo
 
 

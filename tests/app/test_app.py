@@ -172,8 +172,11 @@ def test_browser_upload_two_expressions_and_read_the_result(served, expected, tm
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#input-image img")))
         textbox = driver.find_element(By.CSS_SELECTOR, "#expressions textarea")
         textbox.send_keys("\n".join(EXPRESSIONS))
+        assert not driver.find_elements(By.CSS_SELECTOR, "#model-input img")
+        driver.find_element(By.CSS_SELECTOR, "#show-input input[type=checkbox]").click()  # the model input on request
         driver.find_element(By.CSS_SELECTOR, "#ground").click()
         wait.until(lambda d: EXPRESSIONS[1] in d.find_element(By.ID, "box-table").text)
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#model-input img")))
         output = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#output-image img")))
         rows = [[cell.get_attribute("textContent").strip() for cell in row.find_elements(By.CSS_SELECTOR,
                                                                                        "[role=gridcell]")]
