@@ -132,6 +132,16 @@ class CLIPVGProcessor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         super().__init__(image_processor, tokenizer)
 
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """Save as usual. The ``auto_map`` that saving as remote code records on the processor is written to the file
+        only: loading never sets it, so the saved and the reloaded processor stay equal."""
+        had_auto_map = "auto_map" in self.__dict__
+        try:
+            return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        finally:
+            if not had_auto_map:
+                self.__dict__.pop("auto_map", None)
+
     @classmethod
     def from_defaults(cls, image_size: int = 224) -> "CLIPVGProcessor":
         """The official processor without any download: letterbox to `image_size` px and OpenAI's CLIP BPE tokenizer

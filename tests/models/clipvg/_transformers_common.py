@@ -81,7 +81,7 @@ def url_to_local_path(url, return_url_if_not_found=True):
 
 #: the Hub images named by the image-processing and processing mixins
 _IMAGE_NAMES = ("000000039769.jpg", "ADE_val_00000001.jpg", "ADE_val_00000002.jpg", "ADE_val_00000001.png",
-                "ADE_val_00000002.png", "australia.jpg", "pipeline-cat-chonk.jpeg", "view.jpg")
+                "ADE_val_00000002.png", "australia.jpg", "coco_sample.png", "pipeline-cat-chonk.jpeg", "view.jpg")
 
 
 def cache_dir() -> Path:
