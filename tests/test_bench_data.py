@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from clipvg_hf.data import CLIPVGTrainTransform
-from clipvg_hf.data import dataset as dataset_module
+from clipvg_hf.data import decode as decode_module
 from clipvg_hf.data.transforms import decode_at_least, draft_region, normalize_and_pad
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -91,7 +91,7 @@ def test_draft_region_decodes_reduced_but_keeps_the_region():
 def test_decode_at_least_picks_the_draft_scale_with_either_decoder(fast, monkeypatch):
     """Both decoders reduce by the same power of two, and give nearly the same pixels."""
     if not fast:
-        monkeypatch.setattr(dataset_module, "simplejpeg", None)
+        monkeypatch.setattr(decode_module, "simplejpeg", None)
     path = sorted(COCO.glob("*.jpg"))[0]  # 481 x 640
     with PIL.Image.open(path) as reference:
         reference.draft("RGB", (100, 150))

@@ -7,7 +7,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from clipvg_hf.data.dataset import decode_jpeg_rgb, open_raw_image
+from clipvg_hf.data.decode import decode_jpeg_rgb, open_raw_image
 
 COCO = Path(__file__).parent / "fixtures" / "parity" / "tiny" / "image_data" / "other/images/mscoco/images/train2014"
 PHOTOS = sorted(COCO.glob("*.jpg"))

@@ -6,6 +6,7 @@ import torch
 from datasets import load_dataset
 
 import clipvg_hf.data.dataset as dataset_module
+import clipvg_hf.data.decode as decode_module
 from clipvg_hf.data import (
     CLIPVGCollator,
     CLIPVGTrainTransform,
@@ -80,7 +81,7 @@ def test_image_ids_follow_subsets(train_split):
 @pytest.mark.parametrize("simplejpeg", [True, False], ids=["simplejpeg", "pil"])
 def test_getitems_equals_item_by_item_and_decodes_each_run_once(train_split, transform, simplejpeg, monkeypatch):
     if not simplejpeg:
-        monkeypatch.setattr(dataset_module, "simplejpeg", None)
+        monkeypatch.setattr(decode_module, "simplejpeg", None)
     dataset = GroundingDataset(train_split, transform, seed=11)
     order = ImageGroupedSampler(image_ids(dataset), max_per_image=8, seed=0).indices(0) * 4  # every branch drawn
     for epoch in (0, 1):

@@ -19,14 +19,8 @@ from .convert import (
     format_summary,
     grounding_features,
 )
-from .dataset import (
-    GroundingDataset,
-    load_split,
-    local_cache_dir,
-    open_raw_image,
-    sample_rng,
-    streaming_samples,
-)
+from .dataset import GroundingDataset, load_split, local_cache_dir, sample_rng, streaming_samples
+from .decode import open_raw_image
 from .registry import (
     DATASETS,
     EVAL_SPLITS,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -15,24 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .splits import image_path_problem
-
-try:  # optional (extra "fast"): libjpeg-turbo without PIL's per-row decoding overhead
-    import simplejpeg
-except ImportError:  # pragma: no cover - exercised where the extra is missing
-    simplejpeg = None
+from .decode import open_raw_image
 
 __all__ = [
-    "DECODED_SCALES", "GroundingDataset", "decode_jpeg_rgb", "load_split", "local_cache_dir",
-    "open_raw_image", "sample_rng", "streaming_samples", "transform_items",
+    "GroundingDataset", "load_split", "local_cache_dir", "sample_rng", "streaming_samples", "transform_items",
 ]
 
 #: Box column used by default: the official int-truncated box (parity with the paper's numbers).
 DEFAULT_BOX_KEY = "bbox_official"
-
-#: Key of ``PIL.Image.info`` under which an image opened undecoded by :func:`open_raw_image` keeps its decodes
-#: (DCT scale -> RGB image), so that the expressions sharing it decode each scale once.
-DECODED_SCALES = "clipvg_decoded_scales"
 
 Transform = Callable[[PIL.Image.Image, Any, str, np.random.Generator], dict[str, Any]]
 
@@ -57,59 +46,6 @@ def load_split(dataset: str | os.PathLike, config: str, split: str | None = None
     if os.path.isdir(dataset):
         kwargs.setdefault("cache_dir", local_cache_dir(dataset))
     return datasets.load_dataset(str(dataset), config, split=split, **kwargs)
-
-
-def decode_jpeg_rgb(data: bytes, min_width: int = 0, min_height: int = 0) -> PIL.Image.Image | None:
-    """Decode JPEG bytes to an RGB image with simplejpeg, or None when it is not installed or cannot decode them.
-
-    Both simplejpeg and PIL decode with libjpeg-turbo's defaults (accurate integer IDCT, smooth chroma upsampling), so
-    the pixels are PIL's bit for bit (tested on baseline, progressive, grey and every chroma subsampling); simplejpeg
-    skips PIL's row-by-row buffering and is about 1.6x faster. CMYK / YCCK streams (which PIL converts with its own
-    formula) and damaged files (strict mode) return None, so PIL reads them and reports its own error.
-    ``min_width`` / ``min_height``: decode at the smallest DCT scale that keeps the image at least that large.
-    """
-    if simplejpeg is None or not data.startswith(b"\xff\xd8"):
-        return None
-    try:
-        if simplejpeg.decode_jpeg_header(data)[2] not in ("YCbCr", "Gray", "RGB"):
-            return None  # CMYK / YCCK: PIL converts these with its own formula
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width, min_height=min_height)
-    except ValueError:
-        return None
-    return PIL.Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1)
-
-
-def open_raw_image(
-    image: dict[str, Any], file_name: str, image_root: str | os.PathLike | None = None, decode: bool = True
-) -> PIL.Image.Image:
-    """Decode an undecoded ``Image`` cell to RGB like the official loader: PIL, no EXIF rotation.
-
-    ``image_root`` re-roots path-mode rows (``<image_root>/<file_name>``) for users whose images moved.
-    ``decode=False`` returns the opened, not yet decoded image in its own mode (for transforms that decode at a
-    reduced scale, see ``CLIPVGTrainTransform.draft_decode``); a JPEG keeps its decodes per scale in
-    ``info[DECODED_SCALES]``.
-    """
-    problem = image_path_problem(file_name) if image_root is not None else None
-    if problem:  # a file name from the data never reaches outside the given root
-        raise ValueError(f"cannot read image {file_name!r}: {problem}")
-    try:
-        path = os.path.join(image_root, file_name) if image_root is not None else image.get("path")
-        data = image.get("bytes") if image_root is None else None
-        if data is None and decode and str(path).lower().endswith((".jpg", ".jpeg")):
-            with open(path, "rb") as handle:  # read once: simplejpeg first, PIL if it declines
-                data = handle.read()
-        if not decode:
-            opened = PIL.Image.open(io.BytesIO(data) if data is not None else path)
-            if opened.format == "JPEG":
-                opened.info[DECODED_SCALES] = {}
-            return opened
-        fast = decode_jpeg_rgb(data) if data is not None else None
-        if fast is not None:
-            return fast
-        with PIL.Image.open(io.BytesIO(data) if data is not None else path) as opened:
-            return opened.convert("RGB")
-    except Exception as err:
-        raise ValueError(f"cannot read image {file_name!r}: {type(err).__name__}: {err}") from err
 
 
 def sample_rng(seed: int | None, epoch: int, index: int) -> np.random.Generator:

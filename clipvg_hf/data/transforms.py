@@ -10,7 +10,6 @@ processor's by construction.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import PIL.ImageEnhance
 import torch
 
 from ..image_processing_clipvg import IMAGENET_MEAN, IMAGENET_STD, CLIPVGImageProcessor, letterbox_geometry
-from .dataset import DECODED_SCALES, decode_jpeg_rgb
+from .decode import as_rgb, decode_at_least, decode_full
 
 __all__ = [
     "CROP_SHORT_SIDES",
@@ -68,11 +67,6 @@ def _resize(image: PIL.Image.Image, box: Box, width: int, height: int, ratio: fl
     return image.resize((width, height), PIL.Image.BILINEAR), box * ratio
 
 
-def _as_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
-    """The image in RGB mode, without the copy ``convert("RGB")`` makes of an image that already is."""
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
 def resize_long_side(image: PIL.Image.Image, box: Box, size: int, draft: bool = False) -> tuple[PIL.Image.Image, Box]:
     """Resize so the long side is ``size`` (sides rounded as the eval letterbox rounds them).
 
@@ -84,51 +78,6 @@ def resize_long_side(image: PIL.Image.Image, box: Box, size: int, draft: bool = 
     if draft:
         image = decode_at_least(image, geometry.new_width, geometry.new_height)
     return _resize(image, box, geometry.new_width, geometry.new_height, geometry.scale)
-
-
-def decode_at_least(image: PIL.Image.Image, width: int, height: int) -> PIL.Image.Image:
-    """Decode an opened, not yet decoded JPEG at the smallest DCT scale (1, 1/2, 1/4 or 1/8, chosen as PIL's
-    ``draft`` chooses it) that keeps it at least ``width`` x ``height``; RGB. Other images are decoded as they are.
-
-    With simplejpeg installed the decoding skips PIL's row buffering (entropy decoding, which no DCT scale avoids,
-    dominates the cost of a photo); otherwise PIL's ``draft`` does it, on a fresh handle so that ``image`` itself
-    stays undecoded. An image opened by :func:`~clipvg_hf.data.open_raw_image` keeps its decodes per scale, so the
-    expressions of one image that share it (``GroundingDataset.__getitems__``) decode each scale once.
-    """
-    if image.format != "JPEG" or not image.tile:  # tile is emptied once the image is decoded
-        return _as_rgb(image)
-    factor = min(image.width // max(width, 1), image.height // max(height, 1))
-    scale = next(s for s in (8, 4, 2, 1) if factor >= s)
-    memo = image.info.get(DECODED_SCALES)
-    if memo is not None and scale in memo:
-        return memo[scale]
-    data = _file_bytes(image)
-    decoded = decode_jpeg_rgb(data, -(-image.width // scale), -(-image.height // scale)) if data is not None else None
-    if decoded is None:
-        source = PIL.Image.open(io.BytesIO(data)) if data is not None else image
-        source.draft("RGB", (width, height))
-        decoded = _as_rgb(source)
-        decoded.load()
-    if memo is not None:
-        memo[scale] = decoded
-    return decoded
-
-
-def _decoded(image: PIL.Image.Image) -> PIL.Image.Image:
-    """The image at full scale in RGB; an undecoded JPEG goes through :func:`decode_at_least` (same pixels)."""
-    return decode_at_least(image, image.width, image.height)
-
-
-def _file_bytes(image: PIL.Image.Image) -> bytes | None:
-    """The encoded bytes behind an opened image (its file or buffer), or None."""
-    handle = getattr(image, "fp", None)
-    if handle is None:
-        return None
-    position = handle.tell()
-    handle.seek(0)
-    data = handle.read()
-    handle.seek(position)
-    return data
 
 
 def draft_region(
@@ -250,7 +199,7 @@ def normalize_and_pad(
     """
     if image.width > size or image.height > size:
         raise ValueError(f"image of {image.width}x{image.height} does not fit a {size}x{size} canvas")
-    pixels = np.asarray(_as_rgb(image), dtype=np.uint8)
+    pixels = np.asarray(as_rgb(image), dtype=np.uint8)
     free_h, free_w = size - image.height, size - image.width
     if rng is None:
         top, left = _centre_offset(free_h), _centre_offset(free_w)
@@ -325,12 +274,12 @@ class CLIPVGTrainTransform:
             image, box, crop, scale = self._fused_crop_resize(image, box, rng)
             return self._finish(image, box, rng, crop, scale, "crop")
         if take_crop:
-            image = _decoded(image)
+            image = decode_full(image)
             image, box = resize_short_side(image, box, int(rng.choice(self.crop_short_sides)))
             image, box, crop = random_size_crop(image, box, rng, self.crop_min, self.crop_max)
         scale = int(rng.choice(self.scales))
         draft = self.draft_decode and not take_crop
-        image, box = resize_long_side(image if draft else _decoded(image), box, scale, draft=draft)
+        image, box = resize_long_side(image if draft else decode_full(image), box, scale, draft=draft)
         return self._finish(image, box, rng, crop, scale, "crop" if take_crop else "resize")
 
     def _finish(self, image: PIL.Image.Image, box: Box, rng: np.random.Generator, crop: Any, scale: int,
@@ -361,7 +310,7 @@ class CLIPVGTrainTransform:
         source = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
         if self.draft_decode:  # the window shrinks at least ~2x on its way to the canvas: decode it reduced
             image, source = draft_region(image, source, geometry.new_width, geometry.new_height)
-        image = _decoded(image).resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
+        image = decode_full(image).resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
         return image, box * geometry.scale, window, scale
 
 
