@@ -38,6 +38,13 @@ def test_official_extract_layer_rule():
         (dict(fusion_dropout=1.0), "fusion_dropout"),
         (dict(max_text_length=78), "max_text_length=78"),
         (dict(image_size=200), "image_size=200"),
+        (dict(fusion_num_heads=0), "fusion_num_heads=0 must be a positive integer"),
+        (dict(fusion_hidden_size=-8), "fusion_hidden_size=-8 must be a positive integer"),
+        (dict(projection_dim=0), "projection_dim=0"),
+        (dict(text_config=dict(num_hidden_layers=-3)), "text_config.num_hidden_layers=-3 must be a positive integer"),
+        (dict(text_config=dict(vocab_size=0)), "text_config.vocab_size=0"),
+        (dict(vision_config=dict(patch_size=0)), "vision_config.patch_size=0"),
+        (dict(vision_config=dict(num_attention_heads=-1)), "vision_config.num_attention_heads=-1"),
     ],
 )
 def test_invalid_values_raise_clear_errors(kwargs, message):
@@ -57,3 +64,14 @@ def test_round_trip_through_auto_config(tmp_path, tiny_config):
     strip = lambda d: {k: v for k, v in d.items() if k != "_name_or_path"}  # noqa: E731
     assert strip(loaded.to_dict()) == strip(tiny_config.to_dict())
     assert isinstance(loaded.vision_config, CLIPVisionConfig) and loaded.vision_config.image_size == 64
+
+
+def test_unset_sizes_follow_the_towers():
+    text = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                max_position_embeddings=16, projection_dim=32)
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=6, num_attention_heads=4, image_size=48,
+                  patch_size=8)
+    config = CLIPVGConfig(text_config=text, vision_config=vision, projection_dim=32)
+    assert (config.image_size, config.max_text_length) == (48, 16)
+    assert config.extract_layers == default_extract_layers(6) == [0, 1, 3, 5]
+    assert CLIPVGConfig(image_size=448).vision_config.image_size == 448
