@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 from .configuration_clipvg import CLIPVGConfig
 from .configuration_hivg import HiVGConfig
 from .image_processing_clipvg import CLIPVGImageProcessor
+from .metrics import GROUNDING_ACCURACY_PATH
 from .modeling_clipvg import CLIPVGForGrounding, CLIPVGGroundingOutput, CLIPVGPreTrainedModel
 from .modeling_hivg import HiVGForGrounding, HiVGGroundingOutput, HiVGPreTrainedModel
 from .pipelines import VisualGroundingPipeline, register_pipelines
@@ -43,6 +44,7 @@ __all__ = [
     "CLIPVGImageProcessor",
     "CLIPVGPreTrainedModel",
     "CLIPVGProcessor",
+    "GROUNDING_ACCURACY_PATH",
     "HiVGConfig",
     "HiVGForGrounding",
     "HiVGGroundingOutput",

@@ -5,6 +5,7 @@
 - :mod:`.staging`: what a model / dataset repo holds (weights, ``auto_map``, remote code, processor), dry runs and
   uploads (:func:`push_model`, :func:`push_dataset`);
 - :mod:`.release`: official checkpoint -> converted folder -> evaluation -> :func:`push_model`;
+- :mod:`.space`: a Gradio Space demoing a published model (:func:`push_space`);
 - :mod:`.cli`: the ``clipvg-push`` command (``push_to_hub.py`` in a checkout).
 """
 
@@ -20,6 +21,7 @@ from .cards import (
 )
 from .release import release_checkpoint
 from .repo import HubPublishError, PushResult, configure_logging, resolve_token, validate_repo_id
+from .space import push_space, stage_space
 from .staging import count_parameters, dataset_configs, prepare_model_folder, push_dataset, push_model, weight_files
 
 __all__ = [
@@ -39,9 +41,11 @@ __all__ = [
     "prepare_model_folder",
     "push_dataset",
     "push_model",
+    "push_space",
     "release_checkpoint",
     "resolve_token",
     "split_config_name",
+    "stage_space",
     "training_setting",
     "validate_repo_id",
     "weight_files",
