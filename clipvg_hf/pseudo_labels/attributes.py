@@ -49,7 +49,8 @@ class AttributeClassifier:
         """``(len(crops), len(vocabulary))`` scores, as the pipeline computes them for one image."""
         out = []
         for start in range(0, len(crops), self.batch_size):
-            pixels = self.pipe.image_processor(images=list(crops[start : start + self.batch_size]), return_tensors="pt")
+            batch = list(crops[start : start + self.batch_size])
+            pixels = self.pipe.image_processor(images=batch, return_tensors="pt")
             pixels = pixels.to(self.pipe.device).to(self.pipe.dtype)
             logits = self.pipe.model(**self._texts(), **pixels).logits_per_image.float()
             out.append(torch.sigmoid(logits) if "siglip" in self.pipe.model.config.model_type else logits.softmax(-1))

@@ -132,7 +132,7 @@ def _contains(words: list[str], name: list[str]) -> bool:
 
 
 class Captioner:
-    """One caption per image from a transformers ``image-text-to-text`` pipeline (greedy, like the official CLIPCap)."""
+    """One caption per image from an ``image-text-to-text`` pipeline (greedy decoding, like the official CLIPCap)."""
 
     def __init__(self, pipe: Any, prompt: str = "", max_new_tokens: int = 30, batch_size: int = 8):
         self.pipe, self.prompt, self.max_new_tokens, self.batch_size = pipe, prompt, max_new_tokens, batch_size

@@ -45,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--output_dir", required=True)
     out.add_argument("--name", default=None, help="dataset name in the config names (default: the input's name)")
-    out.add_argument("--rejects", default=None, help="where to write unreadable images (default <output_dir>/rejects.jsonl)")
-    out.add_argument("--shard_size", type=int, default=1000, help="images per detection shard (the official split size)")
+    out.add_argument("--rejects", default=None,
+                     help="where to list unreadable images (default <output_dir>/rejects.jsonl)")
+    out.add_argument("--shard_size", type=int, default=1000,
+                     help="images per detection shard; the sampling seed restarts per shard (official split size)")
     out.add_argument("--labels_only", action="store_true", help="regenerate labels from existing detections")
     models = parser.add_argument_group("models")
     models.add_argument("--detector", help="object-detection or zero-shot-object-detection model id / folder")
@@ -189,7 +191,8 @@ def _build_stages(args: argparse.Namespace, infos: dict[str, Any], device: str |
     vocabulary = None
     if info.task == "zero-shot-object-detection":
         source = args.vocabulary
-        vocabulary = list(_VOCABULARIES[source]()) if source in _VOCABULARIES else _read_word_list(source, "--vocabulary")
+        vocabulary = (list(_VOCABULARIES[source]()) if source in _VOCABULARIES
+                      else _read_word_list(source, "--vocabulary"))
     stages: dict[str, Any] = {"detector": Detector(load_pipeline(info, device, args.bf16), info.task,
                                                    args.detection_threshold, args.max_detections, vocabulary,
                                                    args.batch_size)}

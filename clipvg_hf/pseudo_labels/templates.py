@@ -4,7 +4,7 @@ Given one image's object detections and attribute detections (pixel ``x1, y1, x2
 builds the same candidate expressions, in the same order, as the official ``pseudo_query_generation.py``, and samples
 ``each_image_query`` of them with the same random stream. The steps, each a function below:
 
-1. boxes touching ``x = 0`` / ``y = 0`` get that coordinate set to 1; boxes with ``x1 > x2`` or ``y1 > y2`` are dropped;
+1. a box coordinate ``x1 = 0`` / ``y1 = 0`` is set to 1; boxes with ``x1 > x2`` or ``y1 > y2`` are dropped;
 2. classes fall into *people*, *clothes* and *things* by exact membership in the official lists (:class:`ClassGroups`);
 3. people and things smaller than ``tiny_area_ratio`` of the image are dropped (clothes never);
 4. within each group, every pair with IoU above ``overlap_iou`` loses its lower-score box (not NMS: removed boxes
@@ -183,7 +183,8 @@ class TemplateEngine:
         for index, det in enumerate(detections):
             box = self._fixed_box(det.box)
             if box is not None:
-                objects.append(_Object(det.label, box, float(det.score), None, index, self.groups.is_people(det.label)))
+                person = self.groups.is_people(det.label)
+                objects.append(_Object(det.label, box, float(det.score), None, index, person))
         return self._group(objects)
 
     def attribute_groups(self, attr_detections: Sequence[Detection]) -> _Groups:
@@ -343,7 +344,9 @@ class TemplateEngine:
         return texts
 
     # -- per image --------------------------------------------------------------------------------------------
-    def filtered(self, detections: Sequence[Detection], width: int, height: int) -> tuple[dict[str, list[_Object]], ...]:
+    def filtered(
+        self, detections: Sequence[Detection], width: int, height: int
+    ) -> tuple[dict[str, list[_Object]], ...]:
         """People, clothes and things (by class, first-seen order) after the 0 -> 1 fix, tiny and overlap removal."""
         objects = self.object_groups(detections)
         return (self.remove_overlap(self.remove_tiny(objects.people, width, height)),
@@ -351,7 +354,7 @@ class TemplateEngine:
                 self.remove_overlap(self.remove_tiny(objects.things, width, height)))
 
     def selected(self, image: ImageDetections) -> list[_Object]:
-        """The top-n objects of one image after every filtering and matching rule, with attributes and spatial words."""
+        """The top-n objects of one image after every filtering and matching rule (attributes, spatial words set)."""
         w, h = image.width, image.height
         people, clothes, things = self.filtered(image.detections, w, h)
         attributed = self.attribute_groups(image.attr_detections)

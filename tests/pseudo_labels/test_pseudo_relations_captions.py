@@ -57,7 +57,8 @@ def test_relation_targets_follow_the_template_filters():
                   det("shirt", (20, 20, 200, 200), 0.9),  # clothes are never targets
                   det("table", (300, 200, 640, 480), 0.4)]
     targets = relation_targets(TemplateEngine(), detections, W, H)
-    assert [(t.label, t.box) for t in targets] == [("man", (1.0, 1.0, 300.0, 400.0)), ("table", (300.0, 200.0, 640.0, 480.0))]
+    assert [(t.label, t.box) for t in targets] == [("man", (1.0, 1.0, 300.0, 400.0)),
+                                                   ("table", (300.0, 200.0, 640.0, 480.0))]
 
 
 @pytest.mark.parametrize(

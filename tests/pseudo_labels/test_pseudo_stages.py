@@ -3,7 +3,6 @@
 import PIL.Image
 import pytest
 from _pseudo_tiny_models import DETR_LABELS, build_blip, build_clip, build_detr, write_images
-from transformers import pipeline
 
 from clipvg_hf.pseudo_labels.attributes import AttributeClassifier
 from clipvg_hf.pseudo_labels.captions import Captioner

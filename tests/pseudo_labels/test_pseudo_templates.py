@@ -1,4 +1,4 @@
-"""The template engine against what the official generator produced from the same detections (tests/fixtures/templates).
+"""The template engine against the official generator's output on the same detections (tests/fixtures/templates).
 
 The fixture's detections are synthetic but laid out so that every rule and template branch of the official code is
 hit; the official code was run unmodified on them (see tests/fixtures/templates/README.md). Everything is compared
