@@ -2,7 +2,7 @@
 
     python -m clipvg_hf.demo --output_dir outputs/demo          # what `make demo` runs
 
-1. generate a shapes pack in the official layout (:mod:`clipvg_hf.data.shapes`) and convert it with the same
+1. generate a shapes pack in the official layout (:mod:`clipvg_hf.demo_shapes`) and convert it with the same
    converter as real packs into a dataset folder (config ``shapes-full``);
 2. build a small CLIP-VG from scratch (``trainable_clip="all"``; no download) and train it with
    ``accelerate launch -m clipvg_hf.train``;
@@ -29,7 +29,7 @@ import torch
 from .cli import check_output_dir, non_negative_int, positive_float, positive_int, report_usage_errors
 from .configuration_clipvg import CLIPVGConfig
 from .data import convert_dataset, format_summary
-from .data.shapes import ShapesSpec, write_shapes_pack
+from .demo_shapes import ShapesSpec, write_shapes_pack
 from .evaluate import evaluate_model
 from .modeling_clipvg import CLIPVGForGrounding, box_xyxy_to_cxcywh, grounding_iou
 from .processing_clipvg import CLIPVGProcessor

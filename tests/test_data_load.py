@@ -3,7 +3,7 @@
 import datasets
 
 from clipvg_hf.data import convert_dataset, load_split, local_cache_dir
-from clipvg_hf.data.shapes import ShapesSpec, write_shapes_pack
+from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
 
 
 def _convert(root, images, seed):

@@ -7,7 +7,7 @@ import sys
 import torch
 from PIL import Image
 
-from clipvg_hf.data.shapes import ShapesSpec, draw_scene, make_scene, write_shapes_pack
+from clipvg_hf.demo_shapes import ShapesSpec, draw_scene, make_scene, write_shapes_pack
 from clipvg_hf.demo import language_blind_baselines, sincos_position_table
 
 
@@ -20,7 +20,7 @@ def test_shapes_are_deterministic_distinct_and_drawn_inside_their_boxes(tmp_path
     image = draw_scene(a, spec.image_size)
     for (x1, y1, x2, y2), color in zip(a.boxes, a.colors):
         inside = np.asarray(image)[y1:y2, x1:x2].reshape(-1, 3)
-        from clipvg_hf.data.shapes import COLORS
+        from clipvg_hf.demo_shapes import COLORS
 
         assert (inside == COLORS[color]).all(axis=1).mean() > 0.4  # the shape fills its box
     counts = write_shapes_pack(tmp_path, {"train": 3, "val": 2}, spec, seed=1)

@@ -62,7 +62,7 @@ DATASETS: dict[str, DatasetInfo] = {
                     "xyxy", 5, "ReferItGame"),
         DatasetInfo("flickr", "flickr30k", ("train", "val", "test", "train_pseudo"), "Flickr30k/flickr30k-images",
                     "xyxy", 3, "Flickr30k Entities"),
-        # the synthetic shapes of the offline demo (clipvg_hf.data.shapes), laid out like Flickr30k
+        # the synthetic shapes of the offline demo (clipvg_hf.demo_shapes), laid out like Flickr30k
         DatasetInfo("shapes", "shapes", ("train", "val", "test", "train_pseudo"), "shapes/images", "xyxy", 3,
                     "Shapes (synthetic demo)"),
     )
