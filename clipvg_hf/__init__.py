@@ -14,6 +14,7 @@ from .modeling_clipvg import CLIPVGForGrounding, CLIPVGGroundingOutput, CLIPVGPr
 from .modeling_hivg import HiVGForGrounding, HiVGGroundingOutput, HiVGPreTrainedModel
 from .pipelines import VisualGroundingPipeline, register_pipelines
 from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from .pseudo_labels import TemplateConfig, TemplateEngine
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,8 @@ __all__ = [
     "HiVGForGrounding",
     "HiVGGroundingOutput",
     "HiVGPreTrainedModel",
+    "TemplateConfig",
+    "TemplateEngine",
     "VisualGroundingPipeline",
     "build_clip_tokenizer",
 ]
