@@ -11,6 +11,7 @@ from pathlib import Path
 from transformers import AutoModel, AutoProcessor
 
 from .modeling_clipvg import CLIPVGForGrounding
+from .modeling_hivg import HiVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 
 __all__ = ["load_model_and_processor", "load_processor"]
@@ -28,8 +29,8 @@ def load_processor(name_or_path: str | Path, image_size: int) -> CLIPVGProcessor
 
 
 def load_model_and_processor(name_or_path: str | Path, **model_kwargs) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
-    """A CLIP-VG model (in eval mode) and its processor; ``ValueError`` if the folder holds another model type."""
+    """A CLIP-VG or HiVG model (in eval mode) and its processor; ``ValueError`` if the folder holds another type."""
     model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
-    if not isinstance(model, CLIPVGForGrounding):
-        raise ValueError(f"{name_or_path} holds a {type(model).__name__}, not a CLIP-VG model")
+    if not isinstance(model, (CLIPVGForGrounding, HiVGForGrounding)):
+        raise ValueError(f"{name_or_path} holds a {type(model).__name__}, not a CLIP-VG model or a HiVG one")
     return model.eval(), load_processor(name_or_path, model.config.image_size)

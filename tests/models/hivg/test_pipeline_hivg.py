@@ -64,3 +64,22 @@ def test_pipeline_and_predict_cli_on_a_hivg_folder(tmp_path, processor, capsys):
     assert rows[0]["label"] == phrases[0]
     torch.testing.assert_close(torch.tensor(rows[0]["box"], dtype=torch.float32), official[0]["boxes"][0],
                                atol=1e-2, rtol=0)
+
+
+def test_evaluation_on_the_converted_dataset_gives_the_official_per_sample_ious(fixture_dataset, tmp_path, processor):
+    import datasets
+    from accelerate import Accelerator
+
+    from clipvg_hf.evaluate import evaluate_split
+    from clipvg_hf.loading import load_model_and_processor
+
+    folder = tmp_path / "hivg"
+    converted("unc").save_pretrained(folder)
+    processor.save_pretrained(folder)
+    model, loaded_processor = load_model_and_processor(folder)
+    data = datasets.load_dataset(str(fixture_dataset), "refcoco-unsup-single", split="val")
+    metrics = evaluate_split(model, data, loaded_processor, Accelerator(cpu=True), batch_size=5)
+    ious, rows = metrics.per_sample()
+    assert rows.tolist() == list(range(len(ious)))
+    torch.testing.assert_close(ious.float(), expected_tensors()["unc/val/iou_bs1"], atol=1e-5, rtol=0)
+    assert metrics.compute()["accuracy"] == expected_json()["splits"]["unc/val"]["acc_at_0.5_bs1"]
