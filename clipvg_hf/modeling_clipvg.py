@@ -232,6 +232,48 @@ class CLIPVGFusionAttention(nn.Module):
         return self.out_proj(output), weights
 
 
+def packed_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_lengths: list[int],
+    query_lengths: list[int],
+    scaling: float,
+    dropout: float = 0.0,
+    batched: bool | None = None,
+) -> torch.Tensor:
+    """Attention within each of several sequences packed along the rows: (T, heads, head_dim) inputs.
+
+    Sequence ``s`` has ``query_lengths[s]`` query rows and ``key_lengths[s]`` key/value rows, consecutive in
+    ``query`` and ``key``/``value``; it attends to its own keys only, every one of which is a real token, so no mask
+    is needed. On the CPU each sequence is one SDPA call; ``batched`` (the default elsewhere) pads the sequences
+    to the longest and runs one masked call, fewer kernel launches for the same result.
+    """
+    if batched is None:
+        batched = query.device.type != "cpu"
+    heads, head_dim = query.shape[1:]
+    if not batched:
+        outputs = [
+            F.scaled_dot_product_attention(
+                q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0),
+                dropout_p=dropout, scale=scaling,
+            )[0].transpose(0, 1)
+            for q, k, v in zip(query.split(query_lengths), key.split(key_lengths), value.split(key_lengths))
+        ]
+        return torch.cat(outputs).reshape(-1, heads * head_dim)
+    padded_q = torch.nn.utils.rnn.pad_sequence(list(query.split(query_lengths)), batch_first=True)
+    padded_k = torch.nn.utils.rnn.pad_sequence(list(key.split(key_lengths)), batch_first=True)
+    padded_v = torch.nn.utils.rnn.pad_sequence(list(value.split(key_lengths)), batch_first=True)
+    lengths = torch.tensor(key_lengths, device=query.device)
+    keep = torch.arange(padded_k.shape[1], device=query.device) < lengths[:, None]
+    output = F.scaled_dot_product_attention(
+        padded_q.transpose(1, 2), padded_k.transpose(1, 2), padded_v.transpose(1, 2),
+        attn_mask=keep[:, None, None, :], dropout_p=dropout, scale=scaling,
+    ).transpose(1, 2)
+    rows = torch.arange(padded_q.shape[1], device=query.device) < torch.tensor(query_lengths, device=query.device)[:, None]
+    return output[rows].reshape(-1, heads * head_dim)
+
+
 class CLIPVGFusionLayer(GradientCheckpointingLayer):
     """Post-norm transformer encoder layer (DETR style): attention, add & norm, feed-forward, add & norm."""
 
@@ -264,6 +306,41 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
         )
         ffn = self.fc2(F.dropout(self.activation_fn(self.fc1(hidden_states)), p=self.dropout, training=self.training))
         return self.final_layer_norm(hidden_states + F.dropout(ffn, p=self.dropout, training=self.training)), weights
+
+    def forward_packed(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor,
+        lengths: list[int],
+        query_rows: torch.Tensor | None = None,
+        projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The same layer on sequences packed along the rows of ``hidden_states`` (T, D), every row a real token.
+
+        ``query_rows`` (one row per sequence) updates only those rows, as ``num_queries=1`` does in [`forward`].
+        ``projected`` gives the query, key and value rows (T, D) when the caller computed them.
+        """
+        attention = self.self_attn
+        if projected is None:
+            with_position = hidden_states + position_embeddings
+            queries = with_position if query_rows is None else with_position[query_rows]
+            query, key, value = attention.q_proj(queries), attention.k_proj(with_position), attention.v_proj(hidden_states)
+        else:
+            query, key, value = projected
+            query = query if query_rows is None else query[query_rows]
+        shape = (-1, attention.num_heads, attention.head_dim)
+        attended = packed_attention(
+            query.view(shape), key.view(shape), value.view(shape), lengths,
+            lengths if query_rows is None else [1] * len(lengths), attention.scaling,
+            attention.dropout if self.training else 0.0,
+        )
+        if query_rows is not None:
+            hidden_states = hidden_states[query_rows]
+        hidden_states = self.self_attn_layer_norm(
+            hidden_states + F.dropout(attention.out_proj(attended), p=self.dropout, training=self.training)
+        )
+        ffn = self.fc2(F.dropout(self.activation_fn(self.fc1(hidden_states)), p=self.dropout, training=self.training))
+        return self.final_layer_norm(hidden_states + F.dropout(ffn, p=self.dropout, training=self.training))
 
 
 class CLIPVGFusionEncoder(nn.Module):
@@ -302,6 +379,39 @@ class CLIPVGFusionEncoder(nn.Module):
             if output_attentions:
                 all_attentions += (weights,)
         return hidden_states, all_states, all_attentions
+
+    def forward_packed(
+        self,
+        unique_states: torch.Tensor,
+        unique_positions: torch.Tensor,
+        gather: torch.Tensor,
+        lengths: list[int],
+        first_rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run the layers on packed sequences of real tokens; returns the final state of each sequence's first row.
+
+        ``unique_states`` and ``unique_positions`` (U, D) hold each distinct input row once (the [REG] token, every
+        text token, each image's visual tokens) and ``gather`` (T,) lays the sequences out from them, ``lengths``
+        rows each, starting at ``first_rows``. The first layer's projections depend on a row's input alone, so they
+        are computed once per distinct row (an image's visual tokens once for all its expressions); the last layer
+        updates only the first row of each sequence (see ``first_token_only`` in [`forward`]).
+        """
+        hidden_states, positions = unique_states[gather], unique_positions[gather]
+        for index, layer in enumerate(self.layers):
+            query_rows = first_rows if index == len(self.layers) - 1 else None
+            projected = None
+            if index == 0:
+                attention = layer.self_attn
+                with_position = unique_states + unique_positions
+                projected = (attention.q_proj(with_position)[gather], attention.k_proj(with_position)[gather],
+                             attention.v_proj(unique_states)[gather])
+            if getattr(layer, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled():
+                hidden_states = torch.utils.checkpoint.checkpoint(
+                    layer.forward_packed, hidden_states, positions, lengths, query_rows, projected, use_reentrant=False
+                )
+            else:
+                hidden_states = layer.forward_packed(hidden_states, positions, lengths, query_rows, projected)
+        return hidden_states
 
 
 class CLIPVGBoxHead(nn.Module):
@@ -639,6 +749,56 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         )
         return self.box_head(hidden_states[:, 0]), all_states, all_attentions
 
+    def ground_packed(
+        self,
+        visual_tokens: torch.Tensor,
+        text_features: torch.Tensor,
+        text_padding_mask: torch.Tensor,
+        patch_padding: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[`ground_projected`]'s boxes (E, 4) without computing the tokens that every fusion layer masks.
+
+        Padded text tokens and letterbox-padded patches are never attended to, so they are left out of the fusion
+        instead of being masked: each expression's sequence holds [REG], its real text tokens and its image's visual
+        CLS and real patches (same boxes, within float rounding). ``visual_tokens`` (I, 1 + P, D) and
+        ``patch_padding`` (I, P) are per image and ``image_index`` (E,) gives each expression's image (default: one
+        image per expression); the first fusion layer then projects each image's visual tokens once.
+        """
+        device = visual_tokens.device
+        num_images = visual_tokens.shape[0]
+        image_index = (torch.arange(num_images, device=device) if image_index is None
+                       else image_index.to(device, torch.long))
+        count = image_index.shape[0]
+        if count == 0:
+            return self.box_head(visual_tokens.new_zeros(0, visual_tokens.shape[-1]))
+        keep_text = ~text_padding_mask.to(device, torch.bool)
+        keep_visual = torch.cat(
+            [torch.ones(num_images, 1, dtype=torch.bool, device=device), ~patch_padding.to(device, torch.bool)], dim=1
+        )
+        text = self.text_proj(text_features[keep_text].to(self.text_proj.weight.dtype))
+        unique_states = torch.cat([self.reg_token, text, visual_tokens[keep_visual]])
+        # positions by sequence slot, as in ground_projected: [REG] 0, text 1..L, visual after the full text context
+        text_slots = keep_text.nonzero()[:, 1] + 1
+        visual_slots = keep_visual.nonzero()[:, 1] + 1 + self.config.max_text_length
+        unique_positions = self.fusion_position_embeddings(torch.cat([text_slots.new_zeros(1), text_slots, visual_slots]))
+
+        # sequence e: [REG] (unique row 0), its text rows, then the visual rows of image image_index[e]
+        text_counts, visual_counts = keep_text.sum(1), keep_visual.sum(1)
+        text_start = 1 + text_counts.cumsum(0) - text_counts
+        visual_start = (1 + text_counts.sum() + visual_counts.cumsum(0) - visual_counts)[image_index]
+        lengths = 1 + text_counts + visual_counts[image_index]
+        first_rows = lengths.cumsum(0) - lengths
+        length_list = lengths.tolist()
+        sequence = torch.repeat_interleave(torch.arange(count, device=device), lengths, output_size=sum(length_list))
+        slot = torch.arange(sequence.shape[0], device=device) - first_rows[sequence]
+        in_text = slot <= text_counts[sequence]
+        gather = torch.where(in_text, text_start[sequence] + slot - 1,
+                             visual_start[sequence] + slot - 1 - text_counts[sequence])
+        gather = gather.masked_fill(slot == 0, 0)
+        hidden_states = self.fusion.forward_packed(unique_states, unique_positions, gather, length_list, first_rows)
+        return self.box_head(hidden_states)
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -695,14 +855,19 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         text_features, text_attentions = self._encode_text(input_ids, output_attentions)
         patch_padding = patch_padding_mask(pixel_mask, self.config.num_patches_per_side)
         visual_tokens = self.project_visual_features(visual_features)
-        if image_index is not None:  # one row per expression from here on
-            rows = image_index.to(visual_tokens.device, torch.long)
-            visual_features, visual_tokens, patch_padding = visual_features[rows], visual_tokens[rows], patch_padding[rows]
-        boxes, fusion_states, fusion_attentions = self.ground_projected(
-            visual_tokens, text_features, attention_mask == 0, patch_padding, bool(output_hidden_states),
-            output_attentions,
-        )
-        if isinstance(output_hidden_states, (list, tuple)):
+        if not (output_hidden_states or output_attentions):  # nothing padded is computed
+            boxes = self.ground_packed(visual_tokens, text_features, attention_mask == 0, patch_padding, image_index)
+            fusion_states = fusion_attentions = None
+        else:  # the padded layout that hidden states and attention maps are returned in
+            if image_index is not None:  # one row per expression from here on
+                rows = image_index.to(visual_tokens.device, torch.long)
+                visual_features, visual_tokens = visual_features[rows], visual_tokens[rows]
+                patch_padding = patch_padding[rows]
+            boxes, fusion_states, fusion_attentions = self.ground_projected(
+                visual_tokens, text_features, attention_mask == 0, patch_padding, bool(output_hidden_states),
+                output_attentions,
+            )
+        if isinstance(output_hidden_states, (list, tuple)) and fusion_states is not None:
             kept = {index % len(fusion_states) for index in output_hidden_states}
             fusion_states = tuple(state if i in kept else None for i, state in enumerate(fusion_states))
 
