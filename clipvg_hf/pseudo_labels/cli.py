@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .templates import OFFICIAL_SEED, TemplateConfig
@@ -243,9 +244,13 @@ def run_detections(args: argparse.Namespace, infos: dict[str, Any], state: Any) 
             continue
         path = folder / f"shard-{number:05d}.parquet"
         if path.is_file():
-            previous = read_shard_side(path)["meta"]
-            if previous != settings:
-                _fail(f"{path}: made with other settings ({previous}); use another --output_dir or --labels_only")
+            side = read_shard_side(path)
+            if side["meta"] != settings:
+                _fail(f"{path}: made with other settings ({side['meta']}); use another --output_dir or --labels_only")
+            done = sorted(pq.read_table(path, columns=["file_name"]).column("file_name").to_pylist()
+                          + [r["file_name"] for r in side["rejects"]])
+            if done != sorted(r.file_name for r in shard):
+                _fail(f"{path}: made from other images than shard {number} of this input; use another --output_dir")
             continue
         stages = stages or _build_stages(args, infos, device)
         items, rejects = detect_shard(shard, stages, args.batch_size)

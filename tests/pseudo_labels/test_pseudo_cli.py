@@ -128,6 +128,14 @@ def test_rerun_resumes_and_labels_only_regenerates(run, setup):
     with pytest.raises(SystemExit) as err:  # other detection settings cannot reuse the shards
         main(_args(setup, out, "--detection_threshold", "0.5"))
     assert err.value.code == 2
+    extra = setup["images"] / "zzz_new.png"  # the collection changed: the last shard no longer matches it
+    extra.write_bytes((setup["images"] / "img_001.png").read_bytes())
+    try:
+        with pytest.raises(SystemExit) as err:
+            main(_args(setup, out))
+        assert err.value.code == 2
+    finally:
+        extra.unlink()
     main(["--labels_only", "--output_dir", str(out)])
 
 
