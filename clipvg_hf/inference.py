@@ -108,9 +108,7 @@ def predict_boxes_grouped(
             ids, mask = trim_text_padding(input_ids[start : start + chunk], attention_mask[start : start + chunk])
             rows = image_index[start : start + chunk]
             text_features = model.get_text_token_features(ids.to(device))
-            box = model.ground_projected(
-                visual_tokens[rows], text_features, mask.to(device) == 0, patch_padding[rows]
-            )[0]
+            box = model.ground_packed(visual_tokens, text_features, mask.to(device) == 0, patch_padding, rows)
             boxes.append(box.float())
     return torch.cat(boxes) if boxes else torch.zeros(0, 4, device=device)
 
