@@ -83,3 +83,24 @@ def test_evaluation_on_the_converted_dataset_gives_the_official_per_sample_ious(
     assert rows.tolist() == list(range(len(ious)))
     torch.testing.assert_close(ious.float(), expected_tensors()["unc/val/iou_bs1"], atol=1e-5, rtol=0)
     assert metrics.compute()["accuracy"] == expected_json()["splits"]["unc/val"]["acc_at_0.5_bs1"]
+
+
+def test_hivg_split_files_convert_and_evaluate_to_the_official_numbers(tmp_path, processor):
+    """HiVG's own split rows (a {"height", "width"} dict where TransVG's carry a mask file name) convert as they are."""
+    from clipvg_hf.data import convert_pack
+    from clipvg_hf.evaluate import evaluate_model
+
+    convert_pack(Path(__file__).resolve().parents[2] / "fixtures" / "hivg_tiny" / "splits", IMAGES, tmp_path / "data",
+                 "full")
+    folder = tmp_path / "hivg"
+    converted("unc").save_pretrained(folder)
+    processor.save_pretrained(folder)
+    from accelerate import Accelerator
+
+    results = evaluate_model(folder, str(tmp_path / "data"), "refcoco-full", ["val", "testA"], batch_size=6,
+                             accelerator=Accelerator(cpu=True))
+    for split in ("val", "testA"):
+        official = expected_tensors()[f"unc/{split}/iou_bs1"]
+        assert results["splits"][split]["num_samples"] == len(official)
+        assert abs(results["splits"][split]["mean_iou"] - official.mean().item()) < 1e-6
+        assert results["splits"][split]["accuracy"] == expected_json()["splits"][f"unc/{split}"]["acc_at_0.5_bs1"]
