@@ -13,7 +13,8 @@ from _curriculum_synthetic import (
 
 from clipvg_hf.curriculum import OFFICIAL_GRID, CachedTrainer, search_threshold
 from clipvg_hf.curriculum.msa import run_msa
-from clipvg_hf.curriculum.ssa import run_ssa, select_rows
+from clipvg_hf.curriculum.common import select_rows
+from clipvg_hf.curriculum.ssa import run_ssa
 
 
 def test_grid_search_evaluates_every_candidate_and_picks_the_first_maximum():

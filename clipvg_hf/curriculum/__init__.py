@@ -6,7 +6,6 @@ Command lines: ``python -m clipvg_hf.curriculum.score`` (reliabilities, subsets,
 
 from .reliability import (
     HISTOGRAM_BINS,
-    SUBSET_THRESHOLDS,
     ReliabilityScores,
     load_scores,
     reliability_histogram,
@@ -28,7 +27,6 @@ from .selection import read_row_indices, write_row_indices, write_selection_conf
 __all__ = [
     "HISTOGRAM_BINS",
     "OFFICIAL_GRID",
-    "SUBSET_THRESHOLDS",
     "CachedTrainer",
     "CurriculumSampler",
     "ReliabilityScores",

@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, Subset
 from ..data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
 from ..evaluate import gather_predictions
 from ..modeling_clipvg import grounding_iou
+from .search import OFFICIAL_GRID
 
 __all__ = [
     "HISTOGRAM_BINS",
-    "SUBSET_THRESHOLDS",
     "ReliabilityScores",
     "expression_sources",
     "load_scores",
@@ -42,8 +42,6 @@ __all__ = [
     "threshold_subsets",
 ]
 
-#: Official subset thresholds: ``IoU > t`` for these, plus the ``IoU == 1.0`` subset named "1.0".
-SUBSET_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(10))
 #: Bins of the reliability histogram over (0, 1] (the paper's Fig. 5).
 HISTOGRAM_BINS = 1000
 
@@ -142,7 +140,7 @@ def threshold_subsets(scores: ReliabilityScores) -> dict[str, list[int]]:
     Comparisons are in float32, as the official code compares float32 tensors with Python floats.
     """
     rel = scores.reliability.astype(np.float32)
-    subsets = {f"{t:.1f}": scores.row_index[rel > np.float32(t)].tolist() for t in SUBSET_THRESHOLDS}
+    subsets = {f"{t:.1f}": scores.row_index[rel > np.float32(t)].tolist() for t in OFFICIAL_GRID}
     subsets["1.0"] = scores.row_index[rel == np.float32(1.0)].tolist()
     return subsets
 

@@ -90,8 +90,8 @@ class TrainScriptTrainer:
 
     ``launcher`` prefixes the command (default ``python``; e.g. ``torchrun --nproc_per_node 2`` or
     ``accelerate launch``), which runs ``-m clipvg_hf.train`` from the installed package, or ``script`` (a custom
-    training script path) when one is given. A folder whose ``done.json`` records the same rows and arguments is not trained again,
-    so an interrupted SSA/MSA run resumes where it stopped.
+    training script path) when one is given. A folder whose ``done.json`` records the same rows and arguments is not
+    trained again, so an interrupted SSA/MSA run resumes where it stopped.
     """
 
     def __init__(self, dataset: str | Path, config: str, train_args: Sequence[str] = (), *,

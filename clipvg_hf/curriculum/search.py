@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 __all__ = ["OFFICIAL_GRID", "STRATEGIES", "SearchResult", "search_threshold"]
 
-#: The thresholds the official scoring materialises.
+#: The threshold grid: the official subsets (``IoU > t``, plus "1.0" = IoU == 1) and SSA / MSA's default candidates.
 OFFICIAL_GRID = tuple(round(0.1 * i, 1) for i in range(10))
 STRATEGIES = ("grid", "bisect")
 
