@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--detector_revision", default=None)
     models.add_argument("--vocabulary", default="coco",
                         help="classes for a zero-shot detector: coco, visual_genome or a file (one class a line)")
+    models.add_argument("--pipeline_queries", action="store_true",
+                        help="OWL-ViT / OWLv2: one forward per class as the pipeline does (default: all at once)")
     models.add_argument("--detection_threshold", type=float, default=0.3)
     models.add_argument("--max_detections", type=int, default=36)
     models.add_argument("--attribute_model", default=None, help="zero-shot-image-classification model (CLIP, SigLIP)")
@@ -177,7 +179,7 @@ def _shards(records: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]
 
 # -- stage 1: detections ----------------------------------------------------------------------------------------
 def _detection_settings(args: argparse.Namespace, infos: dict[str, Any]) -> dict[str, Any]:
-    keys = ("detection_threshold", "max_detections", "vocabulary", "attribute_vocabulary", "attribute_template",
+    keys = ("detection_threshold", "max_detections", "vocabulary", "pipeline_queries", "attribute_vocabulary", "attribute_template",
             "caption_prompt", "caption_max_new_tokens", "shard_size")
     return {"models": {k: v.as_dict() for k, v in infos.items()}, **{k: getattr(args, k) for k in keys}}
 
@@ -196,7 +198,7 @@ def _build_stages(args: argparse.Namespace, infos: dict[str, Any], device: str |
                       else _read_word_list(source, "--vocabulary"))
     stages: dict[str, Any] = {"detector": Detector(load_pipeline(info, device, args.bf16), info.task,
                                                    args.detection_threshold, args.max_detections, vocabulary,
-                                                   args.batch_size)}
+                                                   args.batch_size, not args.pipeline_queries)}
     if "attributes" in infos:
         words = (_read_word_list(args.attribute_vocabulary, "--attribute_vocabulary") if args.attribute_vocabulary
                  else list(attribute_vocabulary()))

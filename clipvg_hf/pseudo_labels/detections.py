@@ -4,8 +4,8 @@ Two detector kinds, both through their transformers pipeline:
 
 - ``object-detection`` (DETR, Deformable / Conditional DETR, RT-DETR, YOLOS, ...): the model's own classes;
 - ``zero-shot-object-detection`` (OWLv2, Grounding DINO, ...) with a class vocabulary (the packaged COCO or Visual
-  Genome lists, or a file). The transformers pipeline runs one forward pass per vocabulary entry and image, so
-  a compact vocabulary (COCO's 80 classes, the default) keeps it affordable.
+  Genome lists, or a file). The transformers pipeline runs one forward pass per vocabulary entry and image; for
+  OWL-ViT / OWLv2 the whole vocabulary shares one pass (see :class:`Detector`).
 
 Every image's detections (label, pixel box ``x1, y1, x2, y2``, score, and later its attribute) and caption are written
 to ``detections/shard-NNNNN.parquet`` (one row per image), so labels can be regenerated without detecting again.
@@ -23,11 +23,13 @@ from typing import Any
 import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from ..data.dataset import open_raw_image
 from .templates import Detection, ImageDetections
 
 __all__ = [
+    "GROUPED_QUERY_MODELS",
     "IMAGE_EXTENSIONS",
     "DetectedImage",
     "Detector",
@@ -43,6 +45,9 @@ __all__ = [
     "read_shard_side",
     "write_detection_shard",
 ]
+
+#: Zero-shot detectors whose text queries are independent, so a vocabulary can share one forward pass.
+GROUPED_QUERY_MODELS = ("owlvit", "owlv2")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -143,6 +148,11 @@ class Detector:
     Labels are lower-cased and stripped; boxes (the pipeline's integer pixel corners) are clipped to the image and
     dropped when that leaves no area; at most ``max_detections`` boxes per image (highest scores) above ``threshold``
     are kept, in the pipeline's order.
+
+    The zero-shot pipeline runs one forward pass per vocabulary entry and reports a box once for every class above
+    the threshold. For OWL-ViT / OWLv2 (``GROUPED_QUERY_MODELS``) all entries share one pass per image instead
+    (``grouped_queries``, the default): the same per-class scores, and each box keeps its best class, which is the
+    models' own post-processing; ``grouped_queries=False`` keeps the pipeline's behaviour.
     """
 
     def __init__(
@@ -153,11 +163,13 @@ class Detector:
         max_detections: int = 36,
         vocabulary: Sequence[str] | None = None,
         batch_size: int = 8,
+        grouped_queries: bool = True,
     ):
         if task == "zero-shot-object-detection" and not vocabulary:
             raise ValueError("a zero-shot-object-detection model needs a class vocabulary")
         self.pipe, self.task, self.threshold = pipe, task, threshold
         self.max_detections, self.vocabulary, self.batch_size = max_detections, list(vocabulary or ()), batch_size
+        self.grouped_queries = grouped_queries
 
     def __call__(self, images: Sequence[PIL.Image.Image]) -> list[list[Detection]]:
         """Detections per image. Images of one size share pipeline batches (the pipelines cannot batch images
@@ -172,7 +184,36 @@ class Detector:
                 result[i] = self._detections(found, images[i].width, images[i].height)
         return result
 
+    @property
+    def grouped(self) -> bool:
+        """Whether all vocabulary entries share one forward pass per image (OWL-ViT / OWLv2, unless disabled)."""
+        return (self.task == "zero-shot-object-detection" and self.grouped_queries
+                and self.pipe.model.config.model_type in GROUPED_QUERY_MODELS)
+
+    @torch.inference_mode()
+    def _run_grouped(self, images: list[PIL.Image.Image]) -> list[list[dict[str, Any]]]:
+        """The pipeline's scores for every class at once; each box keeps its best class (the model's own rule)."""
+        text = self.pipe.tokenizer(self.vocabulary, padding=True, return_tensors="pt").to(self.pipe.device)
+        found: list[list[dict[str, Any]]] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = images[start : start + self.batch_size]
+            pixels = self.pipe.image_processor(images=batch, return_tensors="pt").to(self.pipe.device)
+            outputs = self.pipe.model(input_ids=text["input_ids"].repeat(len(batch), 1),
+                                      attention_mask=text["attention_mask"].repeat(len(batch), 1),
+                                      pixel_values=pixels["pixel_values"].to(self.pipe.dtype))
+            sizes = torch.tensor([[im.height, im.width] for im in batch], dtype=torch.int32)
+            for result in self.pipe.image_processor.post_process_object_detection(
+                    outputs=outputs, threshold=self.threshold, target_sizes=sizes):
+                dets = [{"score": score.item(), "label": self.vocabulary[label.item()],
+                         "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.int().tolist()))}
+                        for score, label, box in zip(result["scores"], result["labels"], result["boxes"])
+                        if score.item() != 0]
+                found.append(sorted(dets, key=lambda d: d["score"], reverse=True))
+        return found
+
     def _run(self, images: list[PIL.Image.Image]) -> list[list[dict[str, Any]]]:
+        if self.grouped:
+            return self._run_grouped(images)
         if self.task == "zero-shot-object-detection":
             inputs: list[Any] = [{"image": im, "candidate_labels": self.vocabulary} for im in images]
         else:

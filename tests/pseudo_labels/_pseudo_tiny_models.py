@@ -1,6 +1,6 @@
 """Tiny randomly initialised transformers models, saved to a folder like a Hub checkpoint (no download).
 
-A DETR detector (transformers ResNet backbone), a CLIP zero-shot classifier (the project's offline CLIP tokenizer)
+A DETR detector (transformers ResNet backbone), an OWLv2 zero-shot detector, a CLIP zero-shot classifier (the project's offline CLIP tokenizer)
 and a BLIP captioner (a BERT word-piece tokenizer over a small vocabulary). Each loads with ``pipeline(task, model=
 folder)``, the code path a Hub id takes.
 """
@@ -23,6 +23,10 @@ from transformers import (
     DetrConfig,
     DetrForObjectDetection,
     DetrImageProcessor,
+    Owlv2Config,
+    Owlv2ForObjectDetection,
+    Owlv2ImageProcessor,
+    Owlv2Processor,
     ResNetConfig,
 )
 
@@ -50,6 +54,26 @@ def build_detr(folder: Path, seed: int = 0) -> Path:
         model.class_labels_classifier.weight.mul_(20.0)
     model.save_pretrained(folder)
     DetrImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(folder)
+    return folder
+
+
+def build_owlv2(folder: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(model_max_length=16)
+    config = Owlv2Config(
+        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 16, "intermediate_size": 16,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16},
+        vision_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 64, "patch_size": 16},
+        projection_dim=16,
+    )
+    model = Owlv2ForObjectDetection(config)
+    with torch.no_grad():  # boxes near the model's grid prior (random weights give degenerate ones)
+        model.box_head.dense2.weight.mul_(0.01)
+        model.box_head.dense2.bias[2:] += 0.5
+    model.save_pretrained(folder)
+    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
+                   tokenizer=tokenizer).save_pretrained(folder)
     return folder
 
 

@@ -2,7 +2,7 @@
 
 import PIL.Image
 import pytest
-from _pseudo_tiny_models import DETR_LABELS, build_blip, build_clip, build_detr, write_images
+from _pseudo_tiny_models import DETR_LABELS, build_blip, build_clip, build_detr, build_owlv2, write_images
 
 from clipvg_hf.pseudo_labels.attributes import AttributeClassifier
 from clipvg_hf.pseudo_labels.captions import Captioner
@@ -64,6 +64,25 @@ def test_detector_batches_clip_and_keep_the_pipelines_detections(tiny):
         assert [d.score for d in dets] == pytest.approx([c[2] for c in clipped if c in best], abs=1e-5)
         assert all(d.label in DETR_LABELS for d in dets) and len(dets) <= 5
     assert sum(len(d) for d in got) > len(images)  # the tiny model does detect several boxes
+
+
+def test_owlv2_grouped_queries_keep_each_boxs_best_pipeline_class(tmp_path):
+    info = check_model(str(build_owlv2(tmp_path / "owlv2")), ("object-detection", "zero-shot-object-detection"),
+                       "--detector")
+    assert info.task == "zero-shot-object-detection"
+    pipe = load_pipeline(info)
+    vocabulary = ["cat", "remote control", "dog"]
+    images = [PIL.Image.new("RGB", (64, 48), (200, 30, 30)), PIL.Image.new("RGB", (40, 56), (20, 90, 200))]
+    grouped = Detector(pipe, info.task, threshold=0.0, max_detections=100, vocabulary=vocabulary, batch_size=2)
+    plain = Detector(pipe, info.task, threshold=0.0, max_detections=1000, vocabulary=vocabulary,
+                     grouped_queries=False)
+    assert grouped.grouped and not plain.grouped
+    for mine, theirs in zip(grouped(images), plain(images)):
+        assert len(theirs) == len(vocabulary) * len(mine) > 0  # the pipeline reports every box once per class
+        for det in mine:
+            same_box = [t for t in theirs if t.box == det.box]
+            best = max(same_box, key=lambda t: t.score)
+            assert det.label == best.label and det.score == pytest.approx(best.score, abs=1e-5)
 
 
 def test_zero_shot_detector_needs_a_vocabulary():
