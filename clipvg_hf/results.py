@@ -52,8 +52,12 @@ def _file_sha256(path: Path) -> str:
 def no_weights_message(folder: Path) -> str:
     """Why ``folder`` cannot be fingerprinted or published, and what to do about it."""
     others = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
-    hint = (f" (found {others}: load the model and re-save it with save_pretrained, or convert an official checkpoint "
-            "with python -m clipvg_hf.convert_original_checkpoint)" if others else "")
+    hint = (
+        f" (found {others}: load the model and re-save it with save_pretrained, or convert an official checkpoint "
+        "with python -m clipvg_hf.convert_original_checkpoint)"
+        if others
+        else ""
+    )
     return f"{folder} has no model weights: expected model.safetensors or model.safetensors.index.json{hint}"
 
 
@@ -77,8 +81,11 @@ def model_fingerprint(model_dir: str | Path) -> dict[str, str]:
     config = json.loads((model_dir / "config.json").read_text())
     config.pop("transformers_version", None)
     canonical = json.dumps(config, sort_keys=True).encode()
-    return {"path": str(model_dir), "weights_sha256": weights_sha256(model_dir),
-            "config_sha256": hashlib.sha256(canonical).hexdigest()}
+    return {
+        "path": str(model_dir),
+        "weights_sha256": weights_sha256(model_dir),
+        "config_sha256": hashlib.sha256(canonical).hexdigest(),
+    }
 
 
 @dataclass
@@ -167,8 +174,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
 def write_results(results: dict[str, Any] | EvaluationResults, path: str | Path) -> Path:
     """Write a results dict / :class:`EvaluationResults` as indented JSON (parent folders created)."""
     if isinstance(results, dict):
-        results = EvaluationResults(results["model"], results["dataset"], results["metric"], results["splits"],
-                                    results.get("num_processes"))
+        results = EvaluationResults(
+            results["model"], results["dataset"], results["metric"], results["splits"], results.get("num_processes")
+        )
     return results.write(path)
 
 

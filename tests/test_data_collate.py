@@ -90,7 +90,7 @@ def test_too_long_expression_names_the_sample(collator):
 
 def _epoch_batches(view, collator, num_workers):
     loader = torch.utils.data.DataLoader(view, batch_size=5, num_workers=num_workers, collate_fn=collator)
-    return [b for b in loader]
+    return list(loader)
 
 
 def test_train_augmentation_is_reproducible_across_workers_and_varies_by_epoch(unc_splits, collator):

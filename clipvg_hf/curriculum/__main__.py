@@ -18,8 +18,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clipvg-curriculum", description="CLIP-VG self-paced curriculum steps.",
-                                     epilog="; ".join(f"{name}: {text}" for name, text in COMMANDS.items()))
+    parser = argparse.ArgumentParser(
+        prog="clipvg-curriculum",
+        description="CLIP-VG self-paced curriculum steps.",
+        epilog="; ".join(f"{name}: {text}" for name, text in COMMANDS.items()),
+    )
     parser.add_argument("command", choices=sorted(COMMANDS), help="which step (see its --help)")
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the step's own arguments")
     args = parser.parse_args(argv)

@@ -41,11 +41,15 @@ def select_rows(reliability: dict[int, float], h: float) -> list[int]:
 
 def training_point(h: float, rows: list[int], result: TrainResult | None, status: str) -> dict[str, Any]:
     """One logged point of a P-R curve."""
-    return {"h": h, "num_samples": len(rows), "status": status,
-            "val_accuracy": None if result is None else result.val_accuracy,
-            "val_miou": None if result is None else result.val_miou,
-            "model_dir": None if result is None else result.model_dir,
-            "command": None if result is None else result.command}
+    return {
+        "h": h,
+        "num_samples": len(rows),
+        "status": status,
+        "val_accuracy": None if result is None else result.val_accuracy,
+        "val_miou": None if result is None else result.val_miou,
+        "model_dir": None if result is None else result.model_dir,
+        "command": None if result is None else result.command,
+    }
 
 
 def curve_table(points: Sequence[dict[str, Any]], best_h: float | None) -> str:
@@ -64,8 +68,13 @@ def selection_writer(dataset: str, config: str, split: str, output_dir: Path, na
 
     def write(selection: dict[int, tuple[float, str]]) -> dict[str, Any]:
         folder = write_selection_config(dataset, config, split, selection, output_dir, name)
-        return {"dataset": str(output_dir), "config": name, "split": split, "num_samples": len(selection),
-                "folder": str(folder)}
+        return {
+            "dataset": str(output_dir),
+            "config": name,
+            "split": split,
+            "num_samples": len(selection),
+            "folder": str(folder),
+        }
 
     return write
 
@@ -81,21 +90,37 @@ def source_rows(dataset: str, config: str, split: str) -> dict[str, list[int]]:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments shared by the SSA and MSA command lines."""
     parser.add_argument("--dataset", required=True, help="converted dataset folder")
-    parser.add_argument("--dataset_config", dest="config", required=True,
-                        help="config holding the pseudo-labelled split and val")
+    parser.add_argument(
+        "--dataset_config", dest="config", required=True, help="config holding the pseudo-labelled split and val"
+    )
     parser.add_argument("--split", default="train_pseudo", help="pseudo-labelled training split")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--search", choices=STRATEGIES, default="grid", help="threshold search strategy")
-    parser.add_argument("--thresholds", type=finite_float, nargs="+", default=list(OFFICIAL_GRID),
-                        help="candidate thresholds h (default: the official 0.1 grid)")
-    parser.add_argument("--launcher", default="", help="command prefix for train.py / scoring, e.g. "
-                        "'torchrun --nproc_per_node 4' (default: this python)")
-    parser.add_argument("--train_script", help="a training script to run instead of the package module "
-                        "clipvg_hf.train")
-    parser.add_argument("--min_samples", type=positive_int, help="skip training sets smaller than this (default: one "
-                        "global batch of train.py)")
-    parser.add_argument("--score_args", default="", help="extra arguments of the score CLI, e.g. '--cpu' "
-                        "(a value starting with -- is taken as the value)")
+    parser.add_argument(
+        "--thresholds",
+        type=finite_float,
+        nargs="+",
+        default=list(OFFICIAL_GRID),
+        help="candidate thresholds h (default: the official 0.1 grid)",
+    )
+    parser.add_argument(
+        "--launcher",
+        default="",
+        help="command prefix for train.py / scoring, e.g. 'torchrun --nproc_per_node 4' (default: this python)",
+    )
+    parser.add_argument(
+        "--train_script", help="a training script to run instead of the package module clipvg_hf.train"
+    )
+    parser.add_argument(
+        "--min_samples",
+        type=positive_int,
+        help="skip training sets smaller than this (default: one global batch of train.py)",
+    )
+    parser.add_argument(
+        "--score_args",
+        default="",
+        help="extra arguments of the score CLI, e.g. '--cpu' (a value starting with -- is taken as the value)",
+    )
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then arguments for train.py")
 
 
@@ -131,6 +156,7 @@ def build_backends(args: argparse.Namespace) -> tuple[CachedTrainer, ScoreFn, li
     launcher = shlex.split(args.launcher) or [sys.executable]
     trainer = TrainScriptTrainer(args.dataset, args.config, train_args, launcher=launcher, script=args.train_script)
     minimum = args.min_samples if args.min_samples is not None else min_global_batch(train_args, launcher)
-    scorer = ScoreCommand(args.dataset, args.config, args.split, launcher=launcher,
-                          extra_args=shlex.split(args.score_args))
+    scorer = ScoreCommand(
+        args.dataset, args.config, args.split, launcher=launcher, extra_args=shlex.split(args.score_args)
+    )
     return CachedTrainer(trainer, minimum), scorer, train_args

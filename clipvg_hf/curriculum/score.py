@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import datasets
 from accelerate import Accelerator
 
 from ..cli import (

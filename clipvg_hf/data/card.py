@@ -30,8 +30,14 @@ def config_entry(config: str, splits: Sequence[str]) -> dict[str, Any]:
     return {"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]}
 
 
-def write_configs(output_dir: str | Path, entries: Sequence[Mapping[str, Any]], *, replace_all: bool = False,
-                  metadata: Mapping[str, Any] | None = None, body: str | None = None) -> Path:
+def write_configs(
+    output_dir: str | Path,
+    entries: Sequence[Mapping[str, Any]],
+    *,
+    replace_all: bool = False,
+    metadata: Mapping[str, Any] | None = None,
+    body: str | None = None,
+) -> Path:
     """Add or replace ``entries`` in ``<output_dir>/README.md`` (all configs with ``replace_all``).
 
     Other configs, other metadata and the card body are kept unless ``metadata`` / ``body`` are given.
@@ -78,8 +84,13 @@ def write_dataset_card(output_dir: str | Path) -> Path:
             expressions = sum(f["rows_out"] for f in files if f["split"] == split)
             images = sum(pq.ParquetFile(f).metadata.num_rows for f in (out / config).glob(f"{split}-*.parquet"))
             table.append(f"| {config} | {split} | {expressions} | {images} |")
-    return write_configs(out, [config_entry(c, s) for c, s in configs.items()], replace_all=True,
-                         metadata=_CARD_METADATA, body=_CARD_BODY.format(table="\n".join(table)) + "\n")
+    return write_configs(
+        out,
+        [config_entry(c, s) for c, s in configs.items()],
+        replace_all=True,
+        metadata=_CARD_METADATA,
+        body=_CARD_BODY.format(table="\n".join(table)) + "\n",
+    )
 
 
 _CARD_BODY = """# CLIP-VG visual grounding splits

@@ -598,7 +598,10 @@ def format_summary(reports: Sequence[FileReport], rejects: Sequence[Reject] = ()
          str(sum(r.rejected for r in reports)), "", "", "")
     )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    fmt = lambda line: "  ".join(cell.ljust(w) if i < 3 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+
+    def fmt(line: Sequence[str]) -> str:  # text columns left-aligned, counts right-aligned
+        return "  ".join(cell.ljust(w) if i < 3 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+
     text = [fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines[1:]]
     duplicated = [f"{r.file} ({r.duplicates})" for r in reports if r.duplicates]
     if duplicated:

@@ -27,6 +27,7 @@ __all__ = ["DECODED_SCALES", "as_rgb", "decode_at_least", "decode_full", "decode
 #: (DCT scale -> RGB image), so that the expressions sharing it decode each scale once.
 DECODED_SCALES = "clipvg_decoded_scales"
 
+
 def decode_jpeg_rgb(data: bytes, min_width: int = 0, min_height: int = 0) -> PIL.Image.Image | None:
     """Decode JPEG bytes to an RGB image with simplejpeg, or None when it is not installed or cannot decode them.
 

@@ -59,7 +59,6 @@ class TrainingSetting:
     curriculum: str
 
 
-
 _LABELS = {
     "full": "human-annotated referring expressions (the TransVG training splits)",
     "single": "pseudo-template labels (the Pseudo-Q generator): one pseudo-language source",
@@ -68,9 +67,9 @@ _LABELS = {
 _CURRICULA = {
     "none": "none: trained on every label of the split",
     "ssa": "single-source self-paced curriculum adapting (SSA): the training labels are those selected by SSA's "
-           "reliability measure, from easy to hard",
+    "reliability measure, from easy to hard",
     "msa": "multi-source self-paced curriculum adapting (MSA): labels selected per source and across sources by "
-           "reliability",
+    "reliability",
 }
 
 
@@ -108,13 +107,27 @@ def _eval_results(results: dict[str, Any], dataset_id: str) -> list[EvalResult]:
     dataset_name = display_name(split_config_name(config)[0])
     entries = []
     for split, scores in results["splits"].items():
-        common = {"task_type": "zero-shot-object-detection", "task_name": TASK_NAME, "dataset_type": dataset_id,
-                  "dataset_name": dataset_name, "dataset_config": config, "dataset_split": split}
-        entries.append(EvalResult(**common, metric_type="accuracy", metric_name="Acc@0.5",
-                                  metric_value=scores["accuracy"], metric_config="iou_threshold=0.5"))
+        common = {
+            "task_type": "zero-shot-object-detection",
+            "task_name": TASK_NAME,
+            "dataset_type": dataset_id,
+            "dataset_name": dataset_name,
+            "dataset_config": config,
+            "dataset_split": split,
+        }
+        entries.append(
+            EvalResult(
+                **common,
+                metric_type="accuracy",
+                metric_name="Acc@0.5",
+                metric_value=scores["accuracy"],
+                metric_config="iou_threshold=0.5",
+            )
+        )
         if isinstance(scores.get("mean_iou"), (int, float)):
-            entries.append(EvalResult(**common, metric_type="mean_iou", metric_name="mean IoU",
-                                      metric_value=scores["mean_iou"]))
+            entries.append(
+                EvalResult(**common, metric_type="mean_iou", metric_name="mean IoU", metric_value=scores["mean_iou"])
+            )
     return entries
 
 
@@ -162,19 +175,30 @@ def build_model_card(
     base_model = base_model or base_model_of(config)
     eval_results = _eval_results(results, dataset_id) if results else None
     data = ModelCardData(
-        license="mit", library_name="transformers", pipeline_tag="zero-shot-object-detection",
+        license="mit",
+        library_name="transformers",
+        pipeline_tag="zero-shot-object-detection",
         tags=["visual-grounding", "referring-expression-comprehension", "clip", "clip-vg", "custom_code"],
-        datasets=[dataset_id] if dataset_id else None, base_model=base_model, model_name=repo_id.split("/")[1],
-        eval_results=eval_results, metrics=["accuracy"] if results else None,
+        datasets=[dataset_id] if dataset_id else None,
+        base_model=base_model,
+        model_name=repo_id.split("/")[1],
+        eval_results=eval_results,
+        metrics=["accuracy"] if results else None,
     )
     remote, package = usage_snippets(repo_id)
     body = card_template("model_card").format(
-        name=repo_id.split("/")[1], base_model=base_model,
+        name=repo_id.split("/")[1],
+        base_model=base_model,
         architecture=_architecture(config, num_parameters),
-        setting=_setting_text(setting), results=_results_text(results, dataset_id),
+        setting=_setting_text(setting),
+        results=_results_text(results, dataset_id),
         source=f"\nConverted from {source} with `clipvg_hf.convert_original_checkpoint`; the weights are the "
-               "official ones, unchanged.\n" if source else "",
-        remote=remote, package=package, citation=CITATION,
+        "official ones, unchanged.\n"
+        if source
+        else "",
+        remote=remote,
+        package=package,
+        citation=CITATION,
     )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
@@ -182,16 +206,24 @@ def build_model_card(
 def _architecture(config: dict[str, Any], num_parameters: int | None) -> str:
     vision, text = config.get("vision_config") or {}, config.get("text_config") or {}
     lines = [
-        (f"- CLIP image encoder: ViT, patch {vision.get('patch_size')}, {vision.get('num_hidden_layers')} layers, "
-         f"width {vision.get('hidden_size')}, input {config.get('image_size')} px (letterboxed); features of blocks "
-         f"{config.get('extract_layers')} are concatenated and projected."),
-        (f"- CLIP text encoder: {text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}, at most "
-         f"{config.get('max_text_length')} tokens."),
-        (f"- Fusion: {config.get('fusion_num_layers')} transformer encoder layers (width "
-         f"{config.get('fusion_hidden_size')}, {config.get('fusion_num_heads')} heads) over a learnable [REG] token, "
-         "text tokens and image tokens."),
-        ("- Box head: a 3-layer MLP on the [REG] token; `pred_boxes` is one normalised (cx, cy, w, h) box per "
-         "expression, mapped to pixels by the processor's post-processing."),
+        (
+            f"- CLIP image encoder: ViT, patch {vision.get('patch_size')}, {vision.get('num_hidden_layers')} layers, "
+            f"width {vision.get('hidden_size')}, input {config.get('image_size')} px (letterboxed); features of blocks "
+            f"{config.get('extract_layers')} are concatenated and projected."
+        ),
+        (
+            f"- CLIP text encoder: {text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}, at most "
+            f"{config.get('max_text_length')} tokens."
+        ),
+        (
+            f"- Fusion: {config.get('fusion_num_layers')} transformer encoder layers (width "
+            f"{config.get('fusion_hidden_size')}, {config.get('fusion_num_heads')} heads) over a learnable [REG] token, "
+            "text tokens and image tokens."
+        ),
+        (
+            "- Box head: a 3-layer MLP on the [REG] token; `pred_boxes` is one normalised (cx, cy, w, h) box per "
+            "expression, mapped to pixels by the processor's post-processing."
+        ),
     ]
     if num_parameters:
         lines.append(f"- Parameters: {num_parameters:,}.")
@@ -201,18 +233,26 @@ def _architecture(config: dict[str, Any], num_parameters: int | None) -> str:
 def _setting_text(setting: TrainingSetting | None) -> str:
     if setting is None:
         return "Not recorded for this model."
-    return (f"- Supervision: {setting.supervision} (setting `{setting.name}`).\n"
-            f"- Training labels: {setting.label_sources}.\n"
-            f"- Curriculum: {setting.curriculum}.")
+    return (
+        f"- Supervision: {setting.supervision} (setting `{setting.name}`).\n"
+        f"- Training labels: {setting.label_sources}.\n"
+        f"- Curriculum: {setting.curriculum}."
+    )
 
 
 def _results_text(results: dict[str, Any] | None, dataset_id: str | None) -> str:
     if not results:
         return "No evaluation results were supplied with this upload."
-    lines = [(f"Acc@0.5 (a prediction counts when its IoU with the ground-truth box is at least 0.5) on "
-              f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id}), config "
-              f"`{results['dataset']['config']}`, computed with `clipvg_hf.evaluate`:"), "",
-             "| split | Acc@0.5 (%) | mean IoU | expressions |", "|---|---:|---:|---:|"]
+    lines = [
+        (
+            f"Acc@0.5 (a prediction counts when its IoU with the ground-truth box is at least 0.5) on "
+            f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id}), config "
+            f"`{results['dataset']['config']}`, computed with `clipvg_hf.evaluate`:"
+        ),
+        "",
+        "| split | Acc@0.5 (%) | mean IoU | expressions |",
+        "|---|---:|---:|---:|",
+    ]
     for split, scores in results["splits"].items():
         iou = f"{scores['mean_iou']:.4f}" if isinstance(scores.get("mean_iou"), (int, float)) else "-"
         lines.append(f"| {split} | {100 * scores['accuracy']:.2f} | {iou} | {scores['num_samples']} |")
@@ -235,7 +275,9 @@ def build_dataset_card(
     data.license = license_id
     data.pretty_name = "CLIP-VG visual grounding splits"
     data.task_categories = ["zero-shot-object-detection"]
-    data.tags = sorted({*(data.get("tags") or []), "visual-grounding", "referring-expression-comprehension", "clip-vg"})
+    data.tags = sorted(
+        {*(data.get("tags") or []), "visual-grounding", "referring-expression-comprehension", "clip-vg"}
+    )
     data.language = ["en"]
     lines = ["| config | split | images | expressions | label sources (expressions) |", "|---|---|---:|---:|---|"]
     for config, splits in stats.items():
@@ -243,7 +285,15 @@ def build_dataset_card(
             sources = ", ".join(f"{name}: {count}" for name, count in s["sources"].items())
             lines.append(f"| {config} | {split} | {s['images']} | {s['expressions']} | {sources} |")
     example_config = next(iter(stats))
-    body = documentation.strip() + "\n" + card_template("dataset_card").format(
-        repo_id=repo_id, table="\n".join(lines), example_config=example_config,
-        first_split=next(iter(stats[example_config])), citation=CITATION)
+    body = (
+        documentation.strip()
+        + "\n"
+        + card_template("dataset_card").format(
+            repo_id=repo_id,
+            table="\n".join(lines),
+            example_config=example_config,
+            first_split=next(iter(stats[example_config])),
+            citation=CITATION,
+        )
+    )
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..convert_original_checkpoint import CheckpointConversionError, convert_checkpoint, load_original_checkpoint
+from ..data.registry import split_config_name
 from ..evaluate import evaluate_model
 from ..processing_clipvg import CLIPVGProcessor
 from ..results import write_results
-from ..data.registry import split_config_name
-from .repo import HubPublishError, resolve_token, validate_repo_id
+from .repo import HubPublishError, PushResult, resolve_token, validate_repo_id
 from .staging import push_model
 
 __all__ = ["release_checkpoint"]
@@ -59,9 +59,18 @@ def release_checkpoint(
     del model
     results = evaluate_model(str(model_dir), dataset, config, list(splits), **(evaluate_kwargs or {}))
     write_results(results, work_dir / "results.json")
-    return push_model(model_dir, repo_id, results, private=private, token=token,
-                      dry_run_dir=work_dir / "upload" if dry_run else None, dataset_id=dataset_id, setting=setting,
-                      curriculum=curriculum, source=f"the official checkpoint `{Path(checkpoint).name}`")
+    return push_model(
+        model_dir,
+        repo_id,
+        results,
+        private=private,
+        token=token,
+        dry_run_dir=work_dir / "upload" if dry_run else None,
+        dataset_id=dataset_id,
+        setting=setting,
+        curriculum=curriculum,
+        source=f"the official checkpoint `{Path(checkpoint).name}`",
+    )
 
 
 def _check_setting_against_args(setting: str | None, args: Any) -> None:
@@ -70,5 +79,7 @@ def _check_setting_against_args(setting: str | None, args: Any) -> None:
     if setting is None or sup_type is None:
         return
     if (sup_type == "full") != setting.startswith("full"):
-        raise HubPublishError(f"the checkpoint was trained with sup_type={sup_type!r} but the setting is {setting!r}; "
-                              "pass the right --setting")
+        raise HubPublishError(
+            f"the checkpoint was trained with sup_type={sup_type!r} but the setting is {setting!r}; "
+            "pass the right --setting"
+        )

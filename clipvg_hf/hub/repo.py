@@ -57,8 +57,12 @@ def resolve_token(token: str | None = None) -> str:
 
 def looks_local(name: str) -> bool:
     """True for a dataset name that is a local path rather than a Hub id."""
-    return Path(name).expanduser().exists() or name.startswith(("/", ".", "~")) or "\\" in name or \
-        _REPO_ID.match(name) is None
+    return (
+        Path(name).expanduser().exists()
+        or name.startswith(("/", ".", "~"))
+        or "\\" in name
+        or _REPO_ID.match(name) is None
+    )
 
 
 def configure_logging() -> None:

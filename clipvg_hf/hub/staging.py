@@ -43,8 +43,15 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-PROCESSOR_FILES = ("processor_config.json", "tokenizer_config.json", "tokenizer.json", "vocab.json", "merges.txt",
-                   "special_tokens_map.json", "added_tokens.json")
+PROCESSOR_FILES = (
+    "processor_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 #: Auto class -> CLIP-VG class, as registered in ``clipvg_hf/__init__.py``; a repo's ``auto_map`` names these.
 MODEL_CLASSES: dict[str, type] = {
     "AutoConfig": CLIPVGConfig,
@@ -135,7 +142,8 @@ def _stage_processor(model_dir: Path, out: Path, config: dict[str, Any]) -> list
     notes = []
     present = [name for name in PROCESSOR_FILES if (model_dir / name).is_file()]
     has_tokenizer = (model_dir / "tokenizer.json").is_file() or all(
-        (model_dir / name).is_file() for name in ("vocab.json", "merges.txt"))
+        (model_dir / name).is_file() for name in ("vocab.json", "merges.txt")
+    )
     complete = "processor_config.json" in present and "tokenizer_config.json" in present and has_tokenizer
     if complete:
         for name in present:
@@ -150,8 +158,10 @@ def _stage_processor(model_dir: Path, out: Path, config: dict[str, Any]) -> list
         size = int(config.get("image_size") or 224)
         processor = CLIPVGProcessor.from_defaults(size)
         processor.save_pretrained(out)
-        notes.append(f"the folder has no processor files: built the default processor (letterbox to {size} px, "
-                     "OpenAI CLIP BPE tokenizer built offline: CLIPVGProcessor.from_defaults)")
+        notes.append(
+            f"the folder has no processor files: built the default processor (letterbox to {size} px, "
+            "OpenAI CLIP BPE tokenizer built offline: CLIPVGProcessor.from_defaults)"
+        )
     processor_config = json.loads((out / "processor_config.json").read_text())
     processor_config["auto_map"] = dict(PROCESSOR_AUTO_MAP)
     if isinstance(processor_config.get("image_processor"), dict):
@@ -215,8 +225,14 @@ def prepare_model_folder(
     elif curriculum is None and not setting.endswith(("-ssa", "-msa")):
         notes.append("curriculum unknown: the card says it is not recorded (pass --curriculum none|ssa|msa)")
     card = build_model_card(
-        repo_id, config, training_setting(setting, curriculum) if setting else None, results, dataset_id,
-        count_parameters(out), base_model, source,
+        repo_id,
+        config,
+        training_setting(setting, curriculum) if setting else None,
+        results,
+        dataset_id,
+        count_parameters(out),
+        base_model,
+        source,
     )
     card.save(out / "README.md")
     skipped = sorted(p.name for p in model_dir.iterdir() if not (out / p.name).exists())
@@ -272,8 +288,10 @@ def dataset_configs(data_dir: str | Path) -> dict[str, dict[str, int]]:
         for item in entry.get("data_files") or []:
             shards = sorted(data_dir.glob(item["path"]))
             if not shards:
-                raise HubPublishError(f"{data_dir}: config {entry['config_name']!r} split {item['split']!r} "
-                                      f"has no files matching {item['path']}")
+                raise HubPublishError(
+                    f"{data_dir}: config {entry['config_name']!r} split {item['split']!r} "
+                    f"has no files matching {item['path']}"
+                )
             splits[item["split"]] = len(shards)
         found[entry["config_name"]] = splits
     return found
@@ -345,21 +363,32 @@ def push_dataset(
         if dry_run_dir:
             staged += _stage_parquet(dataset, config, configs[config], Path(dry_run_dir))
         if api is not None:
-            dataset.push_to_hub(repo_id, config_name=config, set_default=config == default_config or None,
-                                private=private, token=token, num_shards=configs[config],
-                                commit_message=f"Upload config {config}")
+            dataset.push_to_hub(
+                repo_id,
+                config_name=config,
+                set_default=config == default_config or None,
+                private=private,
+                token=token,
+                num_shards=configs[config],
+                commit_message=f"Upload config {config}",
+            )
     if api is not None:
         metadata = DatasetCard.load(repo_id, repo_type="dataset", token=token).data.to_dict()
     else:
-        metadata = {"configs": [dict(c, default=True) if c["config_name"] == default_config else c
-                                for c in DatasetCard.load(data_dir / "README.md").data.get("configs")]}
+        metadata = {
+            "configs": [
+                dict(c, default=True) if c["config_name"] == default_config else c
+                for c in DatasetCard.load(data_dir / "README.md").data.get("configs")
+            ]
+        }
     card = build_dataset_card(repo_id, metadata, stats, _card_documentation(data_dir))
     if dry_run_dir:
         folder = Path(dry_run_dir)
         folder.mkdir(parents=True, exist_ok=True)
         card.save(folder / "README.md")
-        _write_json(folder / "upload_plan.json", {"repo_id": repo_id, "push_order": order, "shards": configs,
-                                                   "rows": stats})
+        _write_json(
+            folder / "upload_plan.json", {"repo_id": repo_id, "push_order": order, "shards": configs, "rows": stats}
+        )
         return PushResult(repo_id, "dataset", ["README.md", "upload_plan.json", *staged], notes, folder=folder)
     operations = [CommitOperationAdd("README.md", str(card).encode())]
     if (data_dir / "conversion.json").is_file():  # rows in/out per official file, which the card refers to
