@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..data.dataset import open_raw_image
+from ..data import open_raw_image
 from .templates import Detection, ImageDetections
 
 __all__ = [
