@@ -20,10 +20,12 @@ from datasets.table import embed_table_storage
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 
 from ..configuration_clipvg import CLIPVGConfig
+from ..configuration_hivg import HiVGConfig
 from ..data import load_split
 from ..data.registry import split_config_name
 from ..image_processing_clipvg import CLIPVGImageProcessor
 from ..modeling_clipvg import CLIPVGForGrounding
+from ..modeling_hivg import HiVGForGrounding
 from ..processing_clipvg import CLIPVGProcessor
 from ..results import check_results_for_model, load_results, no_weights_message, weights_sha256
 from .cards import build_dataset_card, build_model_card, training_setting
@@ -78,9 +80,20 @@ def code_files(classes: Mapping[str, type]) -> tuple[str, ...]:
 
 
 MODEL_AUTO_MAP = auto_map(MODEL_CLASSES)
+#: HiVG, the second model family: its classes, and its code files with the CLIP-VG ones they import.
+HIVG_MODEL_CLASSES: dict[str, type] = {
+    "AutoConfig": HiVGConfig,
+    "AutoModel": HiVGForGrounding,
+    "AutoModelForZeroShotObjectDetection": HiVGForGrounding,
+}
 PROCESSOR_AUTO_MAP = auto_map(PROCESSOR_CLASSES)
 IMAGE_PROCESSOR_AUTO_MAP = auto_map(IMAGE_PROCESSOR_CLASSES)
 MODEL_CODE_FILES = code_files(MODEL_CLASSES)
+#: model_type -> (auto_map, remote-code files) of each model family.
+MODEL_FAMILIES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+    "clip_vg": (MODEL_AUTO_MAP, MODEL_CODE_FILES),
+    "hivg": (auto_map(HIVG_MODEL_CLASSES), code_files(HIVG_MODEL_CLASSES) + MODEL_CODE_FILES),
+}
 PROCESSOR_CODE_FILES = code_files({"AutoProcessor": CLIPVGProcessor, "AutoImageProcessor": CLIPVGImageProcessor})
 
 
@@ -106,8 +119,9 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise HubPublishError(f"{model_dir} is not a saved model folder: {CONFIG_FILE} is missing")
     config = json.loads(path.read_text())
-    if config.get("model_type") != "clip_vg":
-        raise HubPublishError(f"{path}: model_type is {config.get('model_type')!r}, not a CLIP-VG model ('clip_vg')")
+    if config.get("model_type") not in MODEL_FAMILIES:
+        raise HubPublishError(f"{path}: model_type is {config.get('model_type')!r}, not a CLIP-VG model ('clip_vg') "
+                              "or a HiVG one ('hivg')")
     return config
 
 
@@ -212,13 +226,14 @@ def prepare_model_folder(
     notes = []
     for name in weights:
         shutil.copy2(model_dir / name, out / name)
-    if config.get("auto_map") != {**config.get("auto_map", {}), **MODEL_AUTO_MAP}:
-        config["auto_map"] = {**config.get("auto_map", {}), **MODEL_AUTO_MAP}
+    model_auto_map, model_code_files = MODEL_FAMILIES[config["model_type"]]
+    if config.get("auto_map") != {**config.get("auto_map", {}), **model_auto_map}:
+        config["auto_map"] = {**config.get("auto_map", {}), **model_auto_map}
         _write_json(out / CONFIG_FILE, config)
         notes.append("added auto_map to config.json so that trust_remote_code=True loads the model")
     else:
         shutil.copy2(model_dir / CONFIG_FILE, out / CONFIG_FILE)
-    _stage_code(model_dir, out, MODEL_CODE_FILES)
+    _stage_code(model_dir, out, model_code_files)
     notes += _stage_processor(model_dir, out, config)
     if setting is None:
         notes.append("training setting unknown (no --setting, no results config): the card says it is not recorded")
