@@ -14,7 +14,8 @@ repository, and the Hub files they download, get small local stand-ins written n
 * ``utils/test_configuration_utils.py``: ``config_common_kwargs`` with non-default values of common config fields;
 * ``fetch_hub_objects_for_ci.py``: ``url_to_local_path`` maps the mixins' Hub image URLs to synthetic local images.
 
-When the sdist cannot be had (no network), :func:`load` returns the reason and the testers skip with it.
+When the sdist cannot be had (no network), :func:`require` skips the testers with the reason (under CI it
+fails: there PyPI is reachable).
 """
 
 import hashlib
@@ -28,6 +29,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pytest
 import transformers
 
 PACKAGE = "transformers_common_tests"
@@ -161,6 +163,15 @@ def load() -> str | None:
     package.__path__ = [str(tests_dir)]
     sys.modules[PACKAGE] = package
     return None
+
+
+def require() -> None:
+    """Skip the calling test module with the reason when the common tests cannot be had; under CI, fail instead."""
+    reason = load()
+    if reason and os.environ.get("CI"):
+        raise RuntimeError(reason)
+    if reason:
+        pytest.skip(reason, allow_module_level=True)
 
 
 def common(module: str) -> types.ModuleType:

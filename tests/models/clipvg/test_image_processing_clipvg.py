@@ -3,20 +3,13 @@
 The mixin comes from the sdist of the installed transformers (see ``_transformers_common``).
 """
 
-import os
 import unittest
 
-import pytest
-
 import clipvg_hf  # noqa: F401  (registers the Auto classes)
-from _transformers_common import common, load
+from _transformers_common import common, require
 from clipvg_hf import CLIPVGImageProcessor
 
-_UNAVAILABLE = load()
-if _UNAVAILABLE:
-    if os.environ.get("CI"):
-        raise RuntimeError(_UNAVAILABLE)
-    pytest.skip(_UNAVAILABLE, allow_module_level=True)
+require()
 
 _image_common = common("test_image_processing_common")
 

@@ -4,21 +4,15 @@ The mixins come from the sdist of the installed transformers (see ``_transformer
 why the test does not apply to CLIP-VG.
 """
 
-import os
 import unittest
 
-import pytest
 import torch
 
 import clipvg_hf  # noqa: F401  (registers the Auto classes)
-from _transformers_common import common, load
+from _transformers_common import common, require
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 
-_UNAVAILABLE = load()
-if _UNAVAILABLE:
-    if os.environ.get("CI"):
-        raise RuntimeError(_UNAVAILABLE)
-    pytest.skip(_UNAVAILABLE, allow_module_level=True)
+require()
 
 ModelTesterMixin = common("test_modeling_common").ModelTesterMixin
 ConfigTester = common("test_configuration_common").ConfigTester

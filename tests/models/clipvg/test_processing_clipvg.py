@@ -4,20 +4,13 @@ The mixin comes from the sdist of the installed transformers (see ``_transformer
 from its parts without the Hub: the letterbox image processor and OpenAI's CLIP tokenizer from the bundled BPE file.
 """
 
-import os
 import unittest
 
-import pytest
-
 import clipvg_hf  # noqa: F401  (registers the Auto classes)
-from _transformers_common import common, load
+from _transformers_common import common, require
 from clipvg_hf import CLIPVGImageProcessor, CLIPVGProcessor, build_clip_tokenizer
 
-_UNAVAILABLE = load()
-if _UNAVAILABLE:
-    if os.environ.get("CI"):
-        raise RuntimeError(_UNAVAILABLE)
-    pytest.skip(_UNAVAILABLE, allow_module_level=True)
+require()
 
 ProcessorTesterMixin = common("test_processing_common").ProcessorTesterMixin
 
