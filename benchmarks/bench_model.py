@@ -1,19 +1,22 @@
 #!/usr/bin/env python
-"""Model throughput of CLIP-VG: the official way vs ``clipvg_hf``'s fast paths, side by side on the same weights.
+"""Model throughput of CLIP-VG: ``clipvg_hf``'s fast paths vs its own modules run with the official settings.
 
 Full ViT-B/16 size with random weights (nothing is downloaded). Measures, on CPU (default) or CUDA:
 
 - **evaluation** (expressions/s) on RefCOCO-like batches (``--images`` images, ``--per_image`` expressions each);
 - **training step** (samples/s): forward, loss, backward, AdamW step over the trainable parameters;
-- peak memory of one step, the FLOPs of each path (counted with eager attention, the same math), the machine's
-  measured GEMM FLOP/s and the achieved FLOP/s (utilisation).
+- peak memory of one step, the FLOPs of each path (PyTorch's FLOP formulas, fused CPU attention included), the
+  FLOP/s of a 2048 x 2048 fp32 matrix product measured on the same threads before every repetition, and the
+  achieved FLOP/s over it (utilisation).
 
-*Official way* (implemented here with the package's modules, same math as the released code): text padded to 77
+This is an ablation inside the package, not a comparison with the official code: for that, see
+``bench_vs_official.py``, which runs the official implementation itself side by side.
+*Official settings* (the package's modules computing what the released code computes): text padded to 77
 tokens, one image encode per expression, eager attention everywhere, the full last fusion layer, the visual
 projection per expression, ``trainable_clip="official"`` (backward through the ViT for the visual position
 embedding) and a for-loop AdamW (PyTorch 1.9's). *Ours*: SDPA attention, text padded to the longest expression,
 the [REG]-only last fusion layer, and for evaluation :func:`clipvg_hf.inference.predict_boxes_grouped` (each image
-encoded once per batch); a fused/foreach AdamW for training. ``ours, frozen`` (``trainable_clip="frozen"``, no
+encoded once per batch, the fusion on real tokens only); a fused AdamW for training. ``ours, frozen`` (``trainable_clip="frozen"``, no
 backward through the ViT) is a documented deviation from the recipe, shown for reference only.
 
 Paths run interleaved (A, B, C, A, B, C, ...) ``--repeats`` times; the table reports medians and the median of the
@@ -38,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_vs_official import count_flops
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import flop_registry
 
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
@@ -109,7 +112,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The official way (same math as the released code, on the package's modules)
+# The official settings (same math as the released code, on the package's modules)
 # ----------------------------------------------------------------------------------------------------------------
 def official_boxes(model: CLIPVGForGrounding, pixel_values: torch.Tensor, pixel_mask: torch.Tensor,
                    input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -134,13 +137,8 @@ def official_boxes(model: CLIPVGForGrounding, pixel_values: torch.Tensor, pixel_
 # ----------------------------------------------------------------------------------------------------------------
 # The paths: each returns a zero-argument callable doing one unit of work
 # ----------------------------------------------------------------------------------------------------------------
-#: When set, every path runs this attention implementation (used to count FLOPs with eager attention).
-FORCED_ATTENTION: str | None = None
-
-
 def set_attention(model: CLIPVGForGrounding, implementation: str) -> None:
     """Switch every attention of the model (both CLIP towers and the fusion)."""
-    implementation = FORCED_ATTENTION or implementation
     if model.config._attn_implementation != implementation:
         model.set_attn_implementation(implementation)
 
@@ -182,7 +180,7 @@ def arange_like(index: torch.Tensor) -> torch.Tensor:
 
 
 class TrainStep:
-    """One optimisation step: forward, loss, backward, AdamW; ``official`` selects the official-way computation."""
+    """One optimisation step: forward, loss, backward, AdamW; ``official`` selects the official-settings computation."""
 
     def __init__(self, model: CLIPVGForGrounding, batch: dict[str, torch.Tensor], official: bool,
                  autocast: torch.dtype | None):
@@ -260,22 +258,6 @@ class LiveTensorBytes(TorchDispatchMode):
         return out
 
 
-class FlopCount(TorchDispatchMode):
-    """FLOPs of the matrix products run while active (PyTorch's FLOP formulas, without its module tracking)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **kwargs, out_val=out)
-        return out
-
-
 def persistent_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> list[torch.Tensor]:
     """Parameters, buffers and optimizer state: memory held before and after a step."""
     tensors = [*model.parameters(), *model.buffers()]
@@ -298,20 +280,8 @@ def peak_memory(fn: Callable[[], Any], device: torch.device, existing: list[torc
     return tracker.peak, result
 
 
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of one call, counted with eager attention (the counter does not see fused attention kernels)."""
-    global FORCED_ATTENTION
-    FORCED_ATTENTION = "eager"
-    try:
-        with FlopCount() as counter:
-            fn()
-    finally:
-        FORCED_ATTENTION = None
-    return counter.flops
-
-
-def gemm_flops_per_second(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
-    """Measured FLOP/s of a square matrix multiplication (best of ``repeats``)."""
+def gemm_flops_per_second(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 3) -> float:
+    """Measured FLOP/s of a square matrix multiplication on the current threads (best of ``repeats``)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
@@ -320,17 +290,24 @@ def gemm_flops_per_second(device: torch.device, dtype: torch.dtype, size: int, r
 
 
 def interleaved(paths: dict[str, Callable[[], Any]], repeats: int, device: torch.device,
-                warm_up: Callable[[Callable[[], Any]], Any] | None = None) -> tuple[dict[str, list[float]], dict]:
+                warm_up: Callable[[Callable[[], Any]], Any] | None = None,
+                probe: Callable[[], float] | None = None) -> tuple[dict[str, list[float]], dict]:
     """Seconds per call of every path, alternating paths within each repetition, after one warm-up call each.
 
     Returns the times and what ``warm_up(fn)`` returned for each path (default: the path's own output).
+    ``probe`` (e.g. a GEMM FLOP/s measurement) runs before every repetition; its values go to ``times["probe"]``.
     """
     warm_up = warm_up or (lambda fn: fn())
     warm = {name: warm_up(fn) for name, fn in paths.items()}
     times: dict[str, list[float]] = {name: [] for name in paths}
+    probes = []
     for _ in range(repeats):
+        if probe is not None:
+            probes.append(probe())
         for name, fn in paths.items():
             times[name].append(timed(fn, device))
+    if probe is not None:
+        times["probe"] = probes
     return times, warm
 
 
@@ -388,22 +365,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda")
     autocast = torch.bfloat16 if use_bf16 else None
     load_before = os.getloadavg()
-    gemm_size = 4096 if device.type == "cuda" else (256 if args.quick else 1024)
-    gemm = gemm_flops_per_second(device, torch.float32, gemm_size)
-    gemm_bf16 = gemm_flops_per_second(device, torch.bfloat16, gemm_size) if autocast else None
+    gemm_size = 4096 if device.type == "cuda" else (256 if args.quick else 2048)
+    probe = lambda: gemm_flops_per_second(device, torch.float32, gemm_size)  # noqa: E731
 
     # ---- evaluation --------------------------------------------------------------------------------------------
     eval_batch = to_device(make_batch(config, args.images, args.per_image, seed=1), device)
     expressions = len(eval_batch["image_index"])
     eval_paths = {
-        "official way": eval_official(model, eval_batch, None),
+        "official settings": eval_official(model, eval_batch, None),
         "ours, image per expression": eval_ours_ungrouped(model, eval_batch, autocast),
         "ours (grouped by image)": eval_ours(model, eval_batch, autocast),
     }
     # the warm-up call of each path measures its memory and keeps its boxes
-    times, warm = interleaved(eval_paths, args.repeats, device, warm_up=lambda fn: peak_memory(fn, device, persistent_tensors(model)))
-    eval_rows = summarise(times, expressions, "official way")
-    reference = warm["official way"][1].float()
+    times, warm = interleaved(eval_paths, args.repeats, device, probe=probe,
+                              warm_up=lambda fn: peak_memory(fn, device, persistent_tensors(model)))
+    gemm_probes = times.pop("probe")
+    eval_rows = summarise(times, expressions, "official settings")
+    reference = warm["official settings"][1].float()
     for name, fn in eval_paths.items():
         eval_rows[name]["peak_bytes"], boxes = warm[name]
         eval_rows[name]["max_abs_box_diff"] = float((boxes.float() - reference).abs().max())
@@ -412,26 +390,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # ---- training ----------------------------------------------------------------------------------------------
     train_batch = to_device(make_batch(config, args.train_batch, 1, seed=2), device)
     steps = {
-        "official way": TrainStep(model, train_batch, official=True, autocast=None),
+        "official settings": TrainStep(model, train_batch, official=True, autocast=None),
         "ours": TrainStep(model, train_batch, official=False, autocast=autocast),
         "ours, frozen ViT (deviation)": TrainStep(frozen, train_batch, official=False, autocast=autocast),
     }
-    train_rows = summarise(interleaved(steps, args.repeats, device)[0], args.train_batch, "official way")
+    times = interleaved(steps, args.repeats, device, probe=probe)[0]
+    gemm_probes += times.pop("probe")
+    train_rows = summarise(times, args.train_batch, "official settings")
     for name, step in steps.items():  # after the warm-up step, so the optimizer state already exists
         existing = persistent_tensors(step.model, step.optimizer)
         train_rows[name]["peak_bytes"] = peak_memory(step, device, existing)[0]
         train_rows[name]["flops_per_unit"] = count_flops(step) / args.train_batch
     load_after = os.getloadavg()
+    gemm = statistics.median(gemm_probes)  # the machine's matrix-product speed while the paths ran
+    gemm_bf16 = gemm_flops_per_second(device, torch.bfloat16, gemm_size) if autocast else None
 
     size = "tiny (--quick)" if args.quick else "ViT-B/16, 224 px, random weights"
     print(f"CLIP-VG model benchmark: {size}; device {device} ({platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads); {args.repeats} interleaved repetitions")
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); measured GEMM "
-          f"{gemm / 1e9:.1f} GFLOP/s fp32 ({gemm_size}^3)"
+          f"{gemm / 1e9:.1f} GFLOP/s fp32 ({gemm_size}^2, median over repetitions)"
           + (f", {gemm_bf16 / 1e9:.1f} GFLOP/s bf16" if gemm_bf16 else "")
           + ("; ours under bf16 autocast" if autocast else ""))
     print_table(f"Evaluation: {args.images} images x {args.per_image} expressions per batch (max|Δbox| vs the "
-                "official way)", "expr", eval_rows, gemm)
+                "official settings)", "expr", eval_rows, gemm)
     print_table(f"Training step: batch {args.train_batch} (forward, loss, backward, AdamW)", "sample",
                 train_rows, gemm)
     result = {

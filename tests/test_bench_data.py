@@ -109,14 +109,14 @@ def test_bench_model_quick_smoke(tmp_path):
     for name, row in result["eval"]["paths"].items():
         assert row["max_abs_box_diff"] < 1e-5, name
         assert row["per_s"] > 0 and row["flops_per_unit"] > 0
-    assert set(result["train"]["paths"]) == {"official way", "ours", "ours, frozen ViT (deviation)"}
+    assert set(result["train"]["paths"]) == {"official settings", "ours", "ours, frozen ViT (deviation)"}
 
 
 def test_bench_model_bf16_autocast_path_on_cpu(tmp_path):
     """The path CUDA runs by default (bf16 autocast for our paths), forced on the CPU."""
     result = bench_model.main(["--quick", "--repeats", "1", "--bf16", "on", "--json", str(tmp_path / "model.json")])
     rows = result["eval"]["paths"]
-    assert rows["official way"]["max_abs_box_diff"] == 0  # the reference stays fp32
+    assert rows["official settings"]["max_abs_box_diff"] == 0  # the reference stays fp32
     for name in ("ours (grouped by image)", "ours, image per expression"):
         assert 0 < rows[name]["max_abs_box_diff"] < 0.05, name  # bf16 rounding: visible, but small
     assert all(row["per_s"] > 0 for row in result["train"]["paths"].values())
