@@ -1,4 +1,5 @@
-"""Loading converted HiVG folders as Hub remote code in a fresh process without the package.
+"""Loading converted HiVG folders as Hub remote code in a fresh process without the package (a merged one also
+without peft).
 
 (The package route, ``AutoModel.from_pretrained`` after ``import clipvg_hf``, is tested in test_convert_hivg.py.)"""
 
@@ -15,16 +16,26 @@ from conftest import BLOCK_PACKAGE
 from clipvg_hf.convert_original_checkpoint import main as convert_main
 
 LOAD_AND_PREDICT = textwrap.dedent("""
-    import json, torch
+    import json, sys, torch
     {prelude}
     from transformers import AutoModel, AutoModelForZeroShotObjectDetection
+    class _NoPeft:
+        def find_spec(self, name, path=None, target=None):
+            if name == "peft" or name.startswith("peft."):
+                raise ImportError("peft is deliberately unavailable")
     inputs = torch.load({inputs!r}, weights_only=True)
     results = {{}}
     for folder, auto in zip({folders!r}, (AutoModel, AutoModelForZeroShotObjectDetection)):
         model = auto.from_pretrained(folder, trust_remote_code=True).eval()
         with torch.no_grad():
             boxes = model(**inputs).pred_boxes
-        results[folder] = dict(module=type(model).__module__, lora=model.config.lora_adapters, boxes=boxes.tolist())
+        code = sys.modules[type(model).__module__]
+        results[folder] = dict(module=type(model).__module__, lora=model.config.lora_adapters, boxes=boxes.tolist(),
+                               peft=code.inject_adapter_in_model is not None)
+        # the merged folder loads next with peft unavailable: it needs no peft
+        for name in [m for m in sys.modules if m == "peft" or m.startswith("peft.")]:
+            del sys.modules[name]
+        sys.meta_path.insert(0, _NoPeft())
     print(json.dumps(results))
 """)
 
@@ -54,6 +65,7 @@ def test_hivg_folders_load_as_remote_code_with_and_without_lora_adapters(tmp_pat
     with torch.no_grad():
         reference = converted("unc")(**inputs).pred_boxes
     assert [remote[f]["lora"] for f in folders] == [True, False]
+    assert [remote[f]["peft"] for f in folders] == [True, False]
     for folder in folders:
         assert remote[folder]["module"].startswith("transformers_modules.")
         torch.testing.assert_close(torch.tensor(remote[folder]["boxes"]), reference, atol=1e-6, rtol=0)
