@@ -16,8 +16,15 @@ BRIDGE_TEXT_SOURCES = ("adaptive", "mixup")
 #: How many leading vision blocks have trainable self-attention LoRA in HiLoRA stages 1, 2 and 3 (stage 0 none).
 HILORA_STAGE_VISION_LAYERS = {0: 0, 1: 5, 2: 8, 3: 12}
 
-_LOSS_WEIGHTS = {"loss_bbox": 2.0, "loss_giou": 2.0, "loss_contrastive": 1.0, "loss_align_focal": 20.0,
-                 "loss_align_dice": 2.0, "loss_seg_focal": 20.0, "loss_seg_dice": 2.0}
+_LOSS_WEIGHTS = {
+    "loss_bbox": 2.0,
+    "loss_giou": 2.0,
+    "loss_contrastive": 1.0,
+    "loss_align_focal": 20.0,
+    "loss_align_dice": 2.0,
+    "loss_seg_focal": 20.0,
+    "loss_seg_dice": 2.0,
+}
 
 
 def default_bridge_text_layers(dataset: str | None, num_text_layers: int = 12) -> list[int]:
@@ -98,7 +105,9 @@ class HiVGConfig(CLIPVGConfig):
         if self.hilora_stage not in HILORA_STAGE_VISION_LAYERS:
             raise ValueError(f"hilora_stage={self.hilora_stage} must be one of {sorted(HILORA_STAGE_VISION_LAYERS)}.")
         if self.lora_rank < 1 or not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_rank={self.lora_rank} must be positive and lora_dropout={self.lora_dropout} in [0, 1).")
+            raise ValueError(
+                f"lora_rank={self.lora_rank} must be positive and lora_dropout={self.lora_dropout} in [0, 1)."
+            )
         unknown = set(self.loss_weights) - set(_LOSS_WEIGHTS)
         if unknown:
             raise ValueError(f"loss_weights has unknown terms {sorted(unknown)}; known: {sorted(_LOSS_WEIGHTS)}.")

@@ -30,16 +30,30 @@ from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["config_from_state_dict", "convert_checkpoint", "convert_state_dict", "is_hivg_state_dict",
-           "peft_nesting_depth", "strip_peft_prefix"]
+__all__ = [
+    "config_from_state_dict",
+    "convert_checkpoint",
+    "convert_state_dict",
+    "is_hivg_state_dict",
+    "peft_nesting_depth",
+    "strip_peft_prefix",
+]
 
 _PEFT_PREFIX = re.compile(r"^clip\.((?:base_model\.model\.)*)")
 #: Vision blocks whose outputs the official model concatenates, by ``--model`` (0-based block indices).
-_EXTRACT_LAYERS = {"ViT-B/16": [0, 3, 7, 11], "ViT-B/32": [0, 3, 7, 11], "ViT-L/14": [5, 11, 17, 23],
-                   "ViT-L/14-336": [11, 15, 19, 23]}
+_EXTRACT_LAYERS = {
+    "ViT-B/16": [0, 3, 7, 11],
+    "ViT-B/32": [0, 3, 7, 11],
+    "ViT-L/14": [5, 11, 17, 23],
+    "ViT-L/14-336": [11, 15, 19, 23],
+}
 #: Defined by the official model but never used by its forward.
-_UNUSED = ("ml_text_feat_perceiver.weight", "ml_text_feat_perceiver.bias", "reg_pos_embed.weight",
-           "condition_text_pos_embed.weight")
+_UNUSED = (
+    "ml_text_feat_perceiver.weight",
+    "ml_text_feat_perceiver.bias",
+    "reg_pos_embed.weight",
+    "condition_text_pos_embed.weight",
+)
 _LORA_LINEAR = re.compile(r"((?:clip|bridges)\..*\.(?:self_attn|cross_attn)\.(?:q|k|v|out)_proj)\.(weight|bias)$")
 _BRIDGE = re.compile(r"clip\.vision_model\.encoder\.layers\.(\d+)\.cross_(norm|attn|mlp|gate|adaptive_weights)\.(.+)$")
 # CLIP-VG and HiVG share the fusion encoder layers and the box head (and their names)
@@ -110,12 +124,18 @@ def config_from_state_dict(
 
     ``clip_config`` is the ``config.json`` of the Hugging Face CLIP the model was built on; only its attention head
     counts, activation and layer-norm eps matter (shapes cannot tell them; without it ``width // 64`` heads, CLIP's
-    rule). ``bridge_text_source`` overrides what the training ``args`` say (``mixup_pretrain``); ``fusion_num_heads`` is
-    needed when no ``args`` are stored (the weights cannot tell it).
+    rule). ``bridge_text_source`` overrides what the training ``args`` say (``mixup_pretrain``);
+    ``fusion_num_heads`` is needed when no ``args`` are stored (the weights cannot tell it).
     """
-    required = ["clip.vision_model.embeddings.patch_embedding.weight", "clip.text_model.embeddings.token_embedding.weight",
-                "clip.text_projection.weight", "multilevel_proj.weight", "text_proj.weight",
-                "fusion_position_embeddings.weight", "fusion.layers.0.fc1.weight"]
+    required = [
+        "clip.vision_model.embeddings.patch_embedding.weight",
+        "clip.text_model.embeddings.token_embedding.weight",
+        "clip.text_projection.weight",
+        "multilevel_proj.weight",
+        "text_proj.weight",
+        "fusion_position_embeddings.weight",
+        "fusion.layers.0.fc1.weight",
+    ]
     missing = [key for key in required if key not in state_dict]
     if missing:
         raise CheckpointConversionError(f"not a HiVG state dict: missing {missing}")
@@ -136,21 +156,29 @@ def config_from_state_dict(
     n_text = counts.pop() if counts else 1
     by_count = {text_layers: list(range(1, text_layers + 1)), 2: [text_layers // 2, text_layers], 1: [text_layers]}
     if n_text not in by_count:
-        raise CheckpointConversionError(f"{n_text} cross_adaptive_weights per bridge match no official text-layer list")
+        raise CheckpointConversionError(
+            f"{n_text} cross_adaptive_weights per bridge match no official text-layer list"
+        )
     text_layer_list = by_count[n_text]
     for layer in bridges:
         gate = state_dict.get(f"clip.vision_model.encoder.layers.{layer}.cross_gate.weight")
         if gate is not None and gate.shape[1] != n_text * text_width:
-            raise CheckpointConversionError(f"cross_gate of block {layer} reads {gate.shape[1]} features, expected "
-                                            f"{n_text} text layers x {text_width}")
+            raise CheckpointConversionError(
+                f"cross_gate of block {layer} reads {gate.shape[1]} features, expected "
+                f"{n_text} text layers x {text_width}"
+            )
     mixup = bool(getattr(args, "mixup_pretrain", False))
     if bridge_text_source is None:
         bridge_text_source = "mixup" if mixup else "adaptive"
         if args is None:
-            logger.warning("the checkpoint stores no training args; assuming the adaptive bridge text (pass "
-                           "--bridge_text_source mixup for a mixup pre-trained model)")
+            logger.warning(
+                "the checkpoint stores no training args; assuming the adaptive bridge text (pass "
+                "--bridge_text_source mixup for a mixup pre-trained model)"
+            )
     elif bridge_text_source not in BRIDGE_TEXT_SOURCES:
-        raise CheckpointConversionError(f"bridge_text_source={bridge_text_source!r}; choose one of {BRIDGE_TEXT_SOURCES}")
+        raise CheckpointConversionError(
+            f"bridge_text_source={bridge_text_source!r}; choose one of {BRIDGE_TEXT_SOURCES}"
+        )
     dataset = getattr(args, "dataset", None)
     if dataset is not None and not mixup and default_bridge_text_layers(dataset, text_layers) != text_layer_list:
         raise CheckpointConversionError(
@@ -169,22 +197,43 @@ def config_from_state_dict(
         )
     stored_heads = getattr(args, "vl_nheads", None)
     if stored_heads is not None and fusion_num_heads is not None and int(stored_heads) != fusion_num_heads:
-        raise CheckpointConversionError(f"fusion_num_heads={fusion_num_heads} disagrees with args.vl_nheads={stored_heads}")
+        raise CheckpointConversionError(
+            f"fusion_num_heads={fusion_num_heads} disagrees with args.vl_nheads={stored_heads}"
+        )
     fusion_heads = stored_heads if stored_heads is not None else fusion_num_heads
     if fusion_heads is None:
-        raise CheckpointConversionError("the checkpoint stores no args.vl_nheads: pass --fusion_num_heads (8 for the "
-                                        "released models)")
+        raise CheckpointConversionError(
+            "the checkpoint stores no args.vl_nheads: pass --fusion_num_heads (8 for the released models)"
+        )
 
     def tower(name: str, width: int, layers: int, mlp_key: str, **sizes) -> dict:
         given = clip_config.get(f"{name}_config") or {}
-        return {"hidden_size": width, "num_hidden_layers": layers, "intermediate_size": state_dict[mlp_key].shape[0],
-                "num_attention_heads": _clip_heads(width, clip_config, name), "projection_dim": projection,
-                **{k: given[k] for k in ("hidden_act", "layer_norm_eps") if k in given}, **sizes}
+        return {
+            "hidden_size": width,
+            "num_hidden_layers": layers,
+            "intermediate_size": state_dict[mlp_key].shape[0],
+            "num_attention_heads": _clip_heads(width, clip_config, name),
+            "projection_dim": projection,
+            **{k: given[k] for k in ("hidden_act", "layer_norm_eps") if k in given},
+            **sizes,
+        }
 
-    text_config = tower("text", text_width, text_layers, "clip.text_model.encoder.layers.0.mlp.fc1.weight",
-                        vocab_size=vocab, max_position_embeddings=context)
-    vision_config = tower("vision", vision_width, vision_layers, "clip.vision_model.encoder.layers.0.mlp.fc1.weight",
-                          patch_size=patch, image_size=patch * grid)
+    text_config = tower(
+        "text",
+        text_width,
+        text_layers,
+        "clip.text_model.encoder.layers.0.mlp.fc1.weight",
+        vocab_size=vocab,
+        max_position_embeddings=context,
+    )
+    vision_config = tower(
+        "vision",
+        vision_width,
+        vision_layers,
+        "clip.vision_model.encoder.layers.0.mlp.fc1.weight",
+        patch_size=patch,
+        image_size=patch * grid,
+    )
     depth_stage = getattr(args, "hi_lora_stage", None)
     config = HiVGConfig(
         text_config=text_config,
@@ -311,14 +360,21 @@ def convert_checkpoint(
     missing, unexpected = sorted(set(expected) - set(converted)), sorted(set(converted) - set(expected))
     if missing or unexpected:
         raise CheckpointConversionError(f"{path}: missing weights {missing}; unexpected weights {unexpected}")
-    shapes = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in converted.items() if v.shape != expected[k].shape]
+    shapes = [
+        (k, tuple(v.shape), tuple(expected[k].shape)) for k, v in converted.items() if v.shape != expected[k].shape
+    ]
     if shapes:
         raise CheckpointConversionError(f"{path}: shape mismatches (key, checkpoint, model): {shapes}")
     model.load_state_dict(converted, strict=True)
     stage = getattr(args, "hi_lora_stage", None)
-    logger.info("peft nesting depth %d (HiLoRA stage %d)%s; dropped %d position_ids buffers and %s", depth,
-                depth - 1, "" if stage in (None, depth - 1) else f", but args.hi_lora_stage={stage}",
-                sum(k.endswith(".position_ids") for k in dropped), [k for k in dropped if not k.endswith(".position_ids")])
+    logger.info(
+        "peft nesting depth %d (HiLoRA stage %d)%s; dropped %d position_ids buffers and %s",
+        depth,
+        depth - 1,
+        "" if stage in (None, depth - 1) else f", but args.hi_lora_stage={stage}",
+        sum(k.endswith(".position_ids") for k in dropped),
+        [k for k in dropped if not k.endswith(".position_ids")],
+    )
     if merge_lora:
         model.merge_lora()
     model.eval()
@@ -327,22 +383,45 @@ def convert_checkpoint(
 
 def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", choices=("auto", "hivg"), default="hivg",
-                        help="accepted for clipvg-convert-checkpoint's dispatch (always HiVG here)")
+    parser.add_argument(
+        "--family",
+        choices=("auto", "hivg"),
+        default="hivg",
+        help="accepted for clipvg-convert-checkpoint's dispatch (always HiVG here)",
+    )
     parser.add_argument("--checkpoint", required=True, help="official best_checkpoint.pth")
     parser.add_argument("--output_dir", required=True, help="folder to write (config, weights, processor files)")
-    parser.add_argument("--merge_lora", action="store_true",
-                        help="fold the LoRA adapters into the weights (faster inference, loads without peft)")
-    parser.add_argument("--clip_config", default=None,
-                        help="config.json of the Hugging Face CLIP the model was built on (head counts)")
-    parser.add_argument("--bridge_text_source", default=None, choices=BRIDGE_TEXT_SOURCES,
-                        help="override the bridge text source the training args imply (mixup_pretrain)")
-    parser.add_argument("--fusion_num_heads", type=int, default=None,
-                        help="fusion attention heads, for checkpoints that store no training args (8 when released)")
-    parser.add_argument("--bridge_batch_mixing", action="store_true",
-                        help="store the official batched bridge (outputs depend on the batch) as the default")
-    parser.add_argument("--trainable_clip", default="official", choices=["official", "frozen", "all"],
-                        help="the trainable_clip policy stored in the config (for later fine-tuning)")
+    parser.add_argument(
+        "--merge_lora",
+        action="store_true",
+        help="fold the LoRA adapters into the weights (faster inference, loads without peft)",
+    )
+    parser.add_argument(
+        "--clip_config", default=None, help="config.json of the Hugging Face CLIP the model was built on (head counts)"
+    )
+    parser.add_argument(
+        "--bridge_text_source",
+        default=None,
+        choices=BRIDGE_TEXT_SOURCES,
+        help="override the bridge text source the training args imply (mixup_pretrain)",
+    )
+    parser.add_argument(
+        "--fusion_num_heads",
+        type=int,
+        default=None,
+        help="fusion attention heads, for checkpoints that store no training args (8 when released)",
+    )
+    parser.add_argument(
+        "--bridge_batch_mixing",
+        action="store_true",
+        help="store the official batched bridge (outputs depend on the batch) as the default",
+    )
+    parser.add_argument(
+        "--trainable_clip",
+        default="official",
+        choices=["official", "frozen", "all"],
+        help="the trainable_clip policy stored in the config (for later fine-tuning)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     clip_config = None
@@ -352,10 +431,16 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
         except (OSError, ValueError) as error:
             parser.error(f"--clip_config {args.clip_config}: {error}")
     try:
-        model = convert_checkpoint(args.checkpoint, checkpoint=checkpoint, merge_lora=args.merge_lora,
-                                   clip_config=clip_config, bridge_text_source=args.bridge_text_source,
-                                   bridge_batch_mixing=args.bridge_batch_mixing, trainable_clip=args.trainable_clip,
-                                   fusion_num_heads=args.fusion_num_heads)
+        model = convert_checkpoint(
+            args.checkpoint,
+            checkpoint=checkpoint,
+            merge_lora=args.merge_lora,
+            clip_config=clip_config,
+            bridge_text_source=args.bridge_text_source,
+            bridge_batch_mixing=args.bridge_batch_mixing,
+            trainable_clip=args.trainable_clip,
+            fusion_num_heads=args.fusion_num_heads,
+        )
     except (CheckpointConversionError, FileNotFoundError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -363,9 +448,11 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
     image_processor = CLIPVGImageProcessor(size={"longest_edge": model.config.image_size})
     CLIPVGProcessor(image_processor, build_clip_tokenizer()).save_pretrained(args.output_dir)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.output_dir}: HiVG, {n_params:,} parameters, bridges in blocks {model.config.bridge_layers} "
-          f"reading text layers {model.config.bridge_text_layers} ({model.config.bridge_text_source}), "
-          f"LoRA {'adapters' if model.config.lora_adapters else 'merged'}")
+    print(
+        f"wrote {args.output_dir}: HiVG, {n_params:,} parameters, bridges in blocks {model.config.bridge_layers} "
+        f"reading text layers {model.config.bridge_text_layers} ({model.config.bridge_text_source}), "
+        f"LoRA {'adapters' if model.config.lora_adapters else 'merged'}"
+    )
     return 0
 
 

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPConfig, CLIPModel
-from transformers.models.clip.modeling_clip import CLIPAttention
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.loss.loss_for_object_detection import dice_loss, sigmoid_focal_loss
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.clip.modeling_clip import CLIPAttention
 
 from .configuration_clipvg import default_extract_layers
 from .configuration_hivg import HILORA_STAGE_VISION_LAYERS, HiVGConfig
@@ -136,7 +136,9 @@ def hivg_loss(
     terms = grounding_loss(pred_boxes, target_boxes)
     del terms["loss"]
     labels = torch.arange(batch_size, device=logits_per_text.device)
-    terms["loss_contrastive"] = (F.cross_entropy(logits_per_text, labels) + F.cross_entropy(logits_per_text.t(), labels)) / 2
+    terms["loss_contrastive"] = (
+        F.cross_entropy(logits_per_text, labels) + F.cross_entropy(logits_per_text.t(), labels)
+    ) / 2
     mask = object_mask.to(visual_token_similarity.device, torch.float32).unsqueeze(1)
     grid = math.isqrt(visual_token_similarity.shape[-1])
     patch_target = (F.interpolate(mask, size=(grid, grid), mode="nearest")[:, 0] > 0.5).flatten(1).float()
@@ -215,8 +217,9 @@ class HiVGCrossAttention(CLIPAttention):
         key = self.k_proj(text_states).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
         value = self.v_proj(text_states).view(batch_size, -1, self.num_heads, self.head_dim).transpose(1, 2)
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
-        output, _ = attention(self, query, key, value, None, scaling=self.scale,
-                              dropout=self.dropout if self.training else 0.0)
+        output, _ = attention(
+            self, query, key, value, None, scaling=self.scale, dropout=self.dropout if self.training else 0.0
+        )
         return self.out_proj(output.reshape(batch_size, length, self.embed_dim))
 
 
@@ -257,10 +260,17 @@ class HiVGFusionLayer(CLIPVGFusionLayer):
     """Pre-norm transformer encoder layer (CLIP-VG's modules): norm, attention, add; norm, feed-forward, add."""
 
     def forward(self, hidden_states, position_embeddings, attention_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.self_attn(self.self_attn_layer_norm(hidden_states), position_embeddings, attention_mask)
+        attended, weights = self.self_attn(
+            self.self_attn_layer_norm(hidden_states), position_embeddings, attention_mask
+        )
         hidden_states = hidden_states + F.dropout(attended, p=self.dropout, training=self.training)
-        ffn = self.fc2(F.dropout(self.activation_fn(self.fc1(self.final_layer_norm(hidden_states))),
-                                 p=self.dropout, training=self.training))
+        ffn = self.fc2(
+            F.dropout(
+                self.activation_fn(self.fc1(self.final_layer_norm(hidden_states))),
+                p=self.dropout,
+                training=self.training,
+            )
+        )
         return hidden_states + F.dropout(ffn, p=self.dropout, training=self.training), weights
 
 
@@ -299,8 +309,13 @@ class HiVGPreTrainedModel(CLIPVGPreTrainedModel):
     config: HiVGConfig
     config_class = HiVGConfig
     supports_gradient_checkpointing = False  # the bridged vision tower runs its blocks piece by piece
-    _no_split_modules = ["HiVGFusionLayer", "CLIPEncoderLayer", "CLIPTextEmbeddings", "CLIPVisionEmbeddings",
-                         "HiVGBridge"]
+    _no_split_modules = [
+        "HiVGFusionLayer",
+        "CLIPEncoderLayer",
+        "CLIPTextEmbeddings",
+        "CLIPVisionEmbeddings",
+        "HiVGBridge",
+    ]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise the HiVG modules as the official code does, one module at a time (CLIP's are CLIP's business).
@@ -332,8 +347,10 @@ class HiVGPreTrainedModel(CLIPVGPreTrainedModel):
             linears.append(module.condition_text_proj)
         for linear in linears:
             _torch_default_linear_init(linear)
-        init.copy_(module.multilevel_proj.weight,
-                   torch.cat([module.clip.visual_projection.weight] * len(module.config.extract_layers), dim=1))
+        init.copy_(
+            module.multilevel_proj.weight,
+            torch.cat([module.clip.visual_projection.weight] * len(module.config.extract_layers), dim=1),
+        )
         for conv in module.seg_head:
             init.kaiming_uniform_(conv.weight, a=math.sqrt(5))
         init.normal_(module.reg_token, std=1.0)
@@ -381,10 +398,19 @@ class HiVGForGrounding(HiVGPreTrainedModel):
 
     def __init__(self, config: HiVGConfig):
         super().__init__(config)
-        attn_implementation = {"": config._attn_implementation, "text_config": config.text_config._attn_implementation,
-                               "vision_config": config.vision_config._attn_implementation}
-        self.clip = CLIPModel(CLIPConfig(text_config=config.text_config, vision_config=config.vision_config,
-                                         projection_dim=config.projection_dim, attn_implementation=attn_implementation))
+        attn_implementation = {
+            "": config._attn_implementation,
+            "text_config": config.text_config._attn_implementation,
+            "vision_config": config.vision_config._attn_implementation,
+        }
+        self.clip = CLIPModel(
+            CLIPConfig(
+                text_config=config.text_config,
+                vision_config=config.vision_config,
+                projection_dim=config.projection_dim,
+                attn_implementation=attn_implementation,
+            )
+        )
         hidden = config.fusion_hidden_size
         vision_width = config.vision_config.hidden_size
         self.bridges = nn.ModuleDict({str(i): HiVGBridge(config) for i in config.bridge_layers})
@@ -421,8 +447,13 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         config_kwargs.setdefault("extract_layers", default_extract_layers(vision.num_hidden_layers))
         config_kwargs.setdefault("bridge_layers", config_kwargs["extract_layers"])
         config_kwargs.setdefault("bridge_text_layers", [text.num_hidden_layers])
-        config = HiVGConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                            projection_dim=clip.config.projection_dim, image_size=vision.image_size, **config_kwargs)
+        config = HiVGConfig(
+            text_config=text.to_dict(),
+            vision_config=vision.to_dict(),
+            projection_dim=clip.config.projection_dim,
+            image_size=vision.image_size,
+            **config_kwargs,
+        )
         model = cls(config)
         wrapped = {name for name, _ in _lora_layers(model.clip)}
         weights = {}
@@ -431,7 +462,9 @@ class HiVGForGrounding(HiVGPreTrainedModel):
             weights[f"{module}.base_layer.{leaf}" if module in wrapped else key] = value
         model.clip.load_state_dict(weights, strict=False)  # the LoRA adapters keep their fresh initialisation
         with torch.no_grad():
-            model.multilevel_proj.weight.copy_(torch.cat([clip.visual_projection.weight] * len(config.extract_layers), 1))
+            model.multilevel_proj.weight.copy_(
+                torch.cat([clip.visual_projection.weight] * len(config.extract_layers), 1)
+            )
         model.apply_trainable_clip_policy()
         return model
 
@@ -439,12 +472,16 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         """Wrap every HiLoRA target projection in a peft LoRA layer (one adapter, ``"default"``)."""
         if inject_adapter_in_model is None:
             raise ImportError(
-                "this HiVG model holds LoRA adapters (config.lora_adapters=True), which need peft: `pip install peft`, "
-                "or load a folder converted with --merge_lora"
+                "this HiVG model holds LoRA adapters (config.lora_adapters=True), which need peft: "
+                "`pip install peft`, or load a folder converted with --merge_lora"
             )
-        lora_config = LoraConfig(r=self.config.lora_rank, lora_alpha=self.config.lora_alpha,
-                                 lora_dropout=self.config.lora_dropout, bias="none",
-                                 target_modules=LORA_TARGET_MODULES)
+        lora_config = LoraConfig(
+            r=self.config.lora_rank,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=self.config.lora_dropout,
+            bias="none",
+            target_modules=LORA_TARGET_MODULES,
+        )
         inject_adapter_in_model(lora_config, self)
         self.__dict__.pop("peft_config", None)  # not a peft-managed adapter of transformers' integration
 
@@ -464,7 +501,7 @@ class HiVGForGrounding(HiVGPreTrainedModel):
 
     # -- the towers ---------------------------------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
-        """Text tower on official (zero-padded) ids: (hidden states before the final norm, projected tokens, end token).
+        """Text tower on official (zero-padded) ids: hidden states before the final norm, projected tokens, end token.
 
         The end token is the position of the largest id (OpenAI's end-of-text, 49407), as the official model takes it.
         """
@@ -541,7 +578,9 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         mixing = self.config.bridge_batch_mixing if bridge_batch_mixing is None else bridge_batch_mixing
-        CLIPVGForGrounding._check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index)
+        CLIPVGForGrounding._check_inputs(
+            self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index
+        )
         if pixel_mask is None:
             pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
         if image_index is not None:  # one row per expression
@@ -576,8 +615,15 @@ class HiVGForGrounding(HiVGPreTrainedModel):
             labels = labels.to(boxes.device, torch.float32)
             if object_mask is None:
                 object_mask = box_mask(labels, self.config.image_size)
-            loss_dict = hivg_loss(boxes.float(), labels, logits_per_text.float(), visual_token_similarity.float(),
-                                  seg_mask_logits.float(), object_mask, self.config.loss_weights)
+            loss_dict = hivg_loss(
+                boxes.float(),
+                labels,
+                logits_per_text.float(),
+                visual_token_similarity.float(),
+                seg_mask_logits.float(),
+                object_mask,
+                self.config.loss_weights,
+            )
             loss = loss_dict.pop("loss")
         hidden = output_hidden_states
         output = HiVGGroundingOutput(

@@ -27,28 +27,32 @@ def expected_json() -> dict:
 def clip_config() -> dict:
     """What the official model's Hugging Face CLIP config.json says beyond the shapes: the head counts."""
     sizes = expected_json()["config"]
-    return {"text_config": {"num_attention_heads": sizes["theads"]},
-            "vision_config": {"num_attention_heads": sizes["vheads"]}}
+    return {
+        "text_config": {"num_attention_heads": sizes["theads"]},
+        "vision_config": {"num_attention_heads": sizes["vheads"]},
+    }
 
 
 def rect_masks(rects: torch.Tensor, size: int = 224) -> torch.Tensor:
     """N x 4 [top, left, h, w] -> N x size x size, 1 inside."""
     masks = torch.zeros(len(rects), size, size, dtype=torch.long)
     for i, (top, left, h, w) in enumerate(rects.tolist()):
-        masks[i, top:top + h, left:left + w] = 1
+        masks[i, top : top + h, left : left + w] = 1
     return masks
 
 
 @functools.cache
 def _images() -> tuple[torch.Tensor, torch.Tensor]:
-    """Every distinct image as the official eval transform gives it: pixels (M, 3, 224, 224), pixel mask (1 = image)."""
+    """Every distinct image as the official eval transform gives it: pixels (M, 3, 224, 224), pixel mask."""
     tensors, meta = expected_tensors(), expected_json()
     mean = torch.tensor(meta["encoding"]["mean"]).view(3, 1, 1)
     std = torch.tensor(meta["encoding"]["std"]).view(3, 1, 1)
     rgb, offsets, rects = tensors["image/resized_rgb_u8"], tensors["image/offsets"], tensors["image/letterbox_rect"]
     pixels = torch.zeros(len(rects), 3, 224, 224)
     for i, (top, left, h, w) in enumerate(rects.tolist()):
-        pixels[i, :, top:top + h, left:left + w] = (rgb[offsets[i]:offsets[i + 1]].view(3, h, w).float() / 255 - mean) / std
+        pixels[i, :, top : top + h, left : left + w] = (
+            rgb[offsets[i] : offsets[i + 1]].view(3, h, w).float() / 255 - mean
+        ) / std
     return pixels, rect_masks(rects)
 
 
@@ -58,8 +62,11 @@ def split_inputs(split: str) -> dict[str, torch.Tensor]:
     source = expected_json()["splits"][split].get("inputs_from", split)
     pixels, pixel_mask = _images()
     index = tensors[f"{source}/image_index"].long()
-    return {"pixel_values": pixels[index], "pixel_mask": pixel_mask[index],
-            "input_ids": tensors[f"{source}/input_ids"].long()}
+    return {
+        "pixel_values": pixels[index],
+        "pixel_mask": pixel_mask[index],
+        "input_ids": tensors[f"{source}/input_ids"].long(),
+    }
 
 
 def split_targets(split: str) -> tuple[torch.Tensor, torch.Tensor]:

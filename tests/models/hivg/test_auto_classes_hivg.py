@@ -11,9 +11,10 @@ import textwrap
 import pytest
 import torch
 from _hivg_fixture import CHECKPOINTS, clip_config, converted, split_inputs
-from conftest import BLOCK_PACKAGE
 
 from clipvg_hf.convert_original_checkpoint import main as convert_main
+
+from conftest import BLOCK_PACKAGE
 
 LOAD_AND_PREDICT = textwrap.dedent("""
     import json, sys, torch
@@ -41,9 +42,16 @@ LOAD_AND_PREDICT = textwrap.dedent("""
 
 
 def _run(code, cwd):
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd), "HF_HOME": str(cwd / "hf"),
-           "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(cwd),
+        "HF_HOME": str(cwd / "hf"),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -60,8 +68,9 @@ def test_hivg_folders_load_as_remote_code_with_and_without_lora_adapters(tmp_pat
         assert (tmp_path / "hivg-merged" / name).is_file(), name
     inputs = {k: v[:3] for k, v in split_inputs("unc/testA").items()}
     torch.save(inputs, tmp_path / "inputs.pt")
-    remote = _run(LOAD_AND_PREDICT.format(prelude=BLOCK_PACKAGE, inputs=str(tmp_path / "inputs.pt"), folders=folders),
-                  tmp_path)
+    remote = _run(
+        LOAD_AND_PREDICT.format(prelude=BLOCK_PACKAGE, inputs=str(tmp_path / "inputs.pt"), folders=folders), tmp_path
+    )
     with torch.no_grad():
         reference = converted("unc")(**inputs).pred_boxes
     assert [remote[f]["lora"] for f in folders] == [True, False]

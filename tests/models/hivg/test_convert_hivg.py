@@ -50,10 +50,18 @@ def test_nesting_depth_is_read_from_the_keys():
 def test_every_key_is_mapped_or_dropped_by_name():
     state_dict = strip_peft_prefix(load_checkpoint("unc")["model"])
     converted_sd, dropped = convert_state_dict(state_dict)
-    assert sorted(dropped) == sorted([
-        "clip.text_model.embeddings.position_ids", "clip.vision_model.embeddings.position_ids",
-        "condition_text_proj.weight", "condition_text_proj.bias", "ml_text_feat_perceiver.weight",
-        "ml_text_feat_perceiver.bias", "reg_pos_embed.weight", "condition_text_pos_embed.weight"])
+    assert sorted(dropped) == sorted(
+        [
+            "clip.text_model.embeddings.position_ids",
+            "clip.vision_model.embeddings.position_ids",
+            "condition_text_proj.weight",
+            "condition_text_proj.bias",
+            "ml_text_feat_perceiver.weight",
+            "ml_text_feat_perceiver.bias",
+            "reg_pos_embed.weight",
+            "condition_text_pos_embed.weight",
+        ]
+    )
     assert "clip.vision_model.encoder.layers.0.self_attn.q_proj.base_layer.weight" in converted_sd
     assert "bridges.11.cross_attn.v_proj.lora_B.default.weight" in converted_sd
     assert converted_sd["bridges.0.adaptive_weights"].shape == (1, 77, 4)
@@ -61,7 +69,9 @@ def test_every_key_is_mapped_or_dropped_by_name():
         convert_state_dict(dict(state_dict, **{"some_new_module.weight": torch.zeros(1)}))
     checkpoint = load_checkpoint("unc")
     checkpoint["model"]["clip." + "base_model.model." * 4 + "vision_model.extra_head.weight"] = torch.zeros(1)
-    with pytest.raises(CheckpointConversionError, match=r"unexpected weights \['clip.vision_model.extra_head.weight'\]"):
+    with pytest.raises(
+        CheckpointConversionError, match=r"unexpected weights \['clip.vision_model.extra_head.weight'\]"
+    ):
         convert_checkpoint(checkpoint=checkpoint, clip_config=clip_config())
 
 
@@ -83,8 +93,17 @@ def test_cli_auto_detects_hivg_and_merges_lora(tmp_path, caplog):
     heads.write_text(json.dumps(clip_config()))
     out = tmp_path / "hivg-merged"
     with caplog.at_level(logging.INFO):
-        code = convert_main(["--checkpoint", str(CHECKPOINTS["unc"]), "--output_dir", str(out), "--merge_lora",
-                             "--clip_config", str(heads)])
+        code = convert_main(
+            [
+                "--checkpoint",
+                str(CHECKPOINTS["unc"]),
+                "--output_dir",
+                str(out),
+                "--merge_lora",
+                "--clip_config",
+                str(heads),
+            ]
+        )
     assert code == 0
     assert "peft nesting depth 4 (HiLoRA stage 3)" in caplog.text
     config = json.loads((out / "config.json").read_text())
@@ -110,8 +129,12 @@ def _exit_status(argv):
 
 
 def test_cli_refuses_bad_input_with_exit_status_2(tmp_path, capsys):
-    assert _exit_status(["--family", "hivg", "--checkpoint", str(tmp_path / "missing.pth"),
-                         "--output_dir", str(tmp_path / "o")]) == 2
+    assert (
+        _exit_status(
+            ["--family", "hivg", "--checkpoint", str(tmp_path / "missing.pth"), "--output_dir", str(tmp_path / "o")]
+        )
+        == 2
+    )
     assert "error:" in capsys.readouterr().err
     bad = tmp_path / "clipvg_as_hivg.pth"
     torch.save({"model": {"clip.visual.conv1.weight": torch.zeros(2, 3, 16, 16)}}, bad)

@@ -17,8 +17,14 @@ def test_a_hivg_folder_stages_with_its_remote_code(tmp_path):
     config = json.loads((staged / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_hivg.HiVGForGrounding"
     assert config["auto_map"]["AutoConfig"] == "configuration_hivg.HiVGConfig"
-    for name in ("modeling_hivg.py", "configuration_hivg.py", "modeling_clipvg.py", "configuration_clipvg.py",
-                 "README.md", "model.safetensors"):
+    for name in (
+        "modeling_hivg.py",
+        "configuration_hivg.py",
+        "modeling_clipvg.py",
+        "configuration_clipvg.py",
+        "README.md",
+        "model.safetensors",
+    ):
         assert (staged / name).is_file(), name
     from transformers import AutoModel
 

@@ -14,13 +14,35 @@ _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 def small_config(**overrides) -> HiVGConfig:
     """Four-layer towers at 64 px, bridges in blocks 0 and 2 reading text layers 2 and 4."""
     kwargs = dict(
-        text_config=dict(hidden_size=8, intermediate_size=16, num_hidden_layers=4, num_attention_heads=2,
-                         max_position_embeddings=77, projection_dim=12),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2,
-                           patch_size=16, image_size=64, projection_dim=12),
-        projection_dim=12, image_size=64, extract_layers=[0, 1, 3], bridge_layers=[0, 2], bridge_text_layers=[2, 4],
-        fusion_hidden_size=12, fusion_num_layers=2, fusion_num_heads=2, fusion_intermediate_size=24,
-        token_mlp_size=32, lora_rank=4, lora_alpha=2,
+        text_config=dict(
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=12,
+        ),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            patch_size=16,
+            image_size=64,
+            projection_dim=12,
+        ),
+        projection_dim=12,
+        image_size=64,
+        extract_layers=[0, 1, 3],
+        bridge_layers=[0, 2],
+        bridge_text_layers=[2, 4],
+        fusion_hidden_size=12,
+        fusion_num_layers=2,
+        fusion_num_heads=2,
+        fusion_intermediate_size=24,
+        token_mlp_size=32,
+        lora_rank=4,
+        lora_alpha=2,
     )
     kwargs.update(overrides)
     return HiVGConfig(**kwargs)
@@ -52,7 +74,7 @@ def test_per_sample_boxes_do_not_depend_on_the_batch_and_mixing_reproduces_the_b
     inputs = _inputs()
     with torch.no_grad():
         together = model(**inputs).pred_boxes
-        alone = torch.cat([model(**{k: v[i:i + 1] for k, v in inputs.items()}).pred_boxes for i in range(3)])
+        alone = torch.cat([model(**{k: v[i : i + 1] for k, v in inputs.items()}).pred_boxes for i in range(3)])
         mixed = model(**inputs, bridge_batch_mixing=True).pred_boxes
         mixed_alone = model(**{k: v[:1] for k, v in inputs.items()}, bridge_batch_mixing=True).pred_boxes
     torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
@@ -72,7 +94,9 @@ def test_hilora_stages_train_the_official_parameter_sets():
     clip_lora = {stage: {n for n in names if n.startswith("clip.")} for stage, names in sets.items()}
     assert clip_lora[0] == set()
     assert all(".lora_" in n for stage in (1, 2, 3) for n in clip_lora[stage])
-    vision_layers = {stage: {int(n.split(".")[4]) for n in clip_lora[stage] if "vision_model" in n} for stage in (1, 2, 3)}
+    vision_layers = {
+        stage: {int(n.split(".")[4]) for n in clip_lora[stage] if "vision_model" in n} for stage in (1, 2, 3)
+    }
     assert vision_layers == {1: {0, 1, 2, 3}, 2: {0, 1, 2, 3}, 3: {0, 1, 2, 3}}  # 4-layer tower: all below 5/8/12
     assert {n for n in clip_lora[1] if "text_model" in n} == {n for n in clip_lora[3] if "text_model" in n} != set()
     bridges = {n for n in sets[0] if n.startswith("bridges.")}
@@ -83,9 +107,20 @@ def test_hilora_stages_train_the_official_parameter_sets():
 
 
 def test_hilora_limits_the_vision_lora_to_the_stage_blocks():
-    config = small_config(vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=12,
-                                             num_attention_heads=2, patch_size=16, image_size=64, projection_dim=12),
-                          extract_layers=[0, 3, 7, 11], bridge_layers=[0, 3, 7, 11], hilora_stage=2)
+    config = small_config(
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=12,
+            num_attention_heads=2,
+            patch_size=16,
+            image_size=64,
+            projection_dim=12,
+        ),
+        extract_layers=[0, 3, 7, 11],
+        bridge_layers=[0, 3, 7, 11],
+        hilora_stage=2,
+    )
     names = _trainable(HiVGForGrounding(config))
     assert {int(n.split(".")[4]) for n in names if n.startswith("clip.vision_model")} == set(range(8))
 
@@ -110,8 +145,15 @@ def test_loss_has_the_seven_weighted_terms_and_trains():
     model = HiVGForGrounding(small_config(hilora_stage=3)).train()
     inputs, labels = _inputs(), torch.tensor([[0.5, 0.5, 0.4, 0.3], [0.3, 0.6, 0.2, 0.2], [0.7, 0.4, 0.3, 0.5]])
     out = model(**inputs, labels=labels)
-    assert set(out.loss_dict) == {"loss_bbox", "loss_giou", "loss_contrastive", "loss_align_focal",
-                                  "loss_align_dice", "loss_seg_focal", "loss_seg_dice"}
+    assert set(out.loss_dict) == {
+        "loss_bbox",
+        "loss_giou",
+        "loss_contrastive",
+        "loss_align_focal",
+        "loss_align_dice",
+        "loss_seg_focal",
+        "loss_seg_dice",
+    }
     torch.testing.assert_close(out.loss, sum(out.loss_dict.values()))
     out.loss.backward()
     lora_b = model.clip.vision_model.encoder.layers[0].self_attn.q_proj.lora_B["default"].weight
@@ -139,13 +181,16 @@ def test_vit_b16_parameter_counts_are_the_official_minus_unused_modules():
         assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trainable - unused
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("bridge_layers", [0, 9], "bridge_layers"),
-    ("bridge_text_layers", [5], "bridge_text_layers"),
-    ("bridge_text_source", "average", "bridge_text_source"),
-    ("hilora_stage", 4, "hilora_stage"),
-    ("loss_weights", {"loss_box": 1.0}, "loss_weights"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("bridge_layers", [0, 9], "bridge_layers"),
+        ("bridge_text_layers", [5], "bridge_text_layers"),
+        ("bridge_text_source", "average", "bridge_text_source"),
+        ("hilora_stage", 4, "hilora_stage"),
+        ("loss_weights", {"loss_box": 1.0}, "loss_weights"),
+    ],
+)
 def test_config_refuses_settings_it_cannot_run(field, value, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
         small_config(**{field: value})
@@ -155,11 +200,15 @@ def test_from_clip_pretrained_and_image_index(tmp_path):
     from transformers import CLIPConfig, CLIPModel
 
     towers = small_config()
-    clip = CLIPModel(CLIPConfig(text_config=towers.text_config.to_dict(), vision_config=towers.vision_config.to_dict(),
-                                projection_dim=12))
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=towers.text_config.to_dict(), vision_config=towers.vision_config.to_dict(), projection_dim=12
+        )
+    )
     clip.save_pretrained(tmp_path)
-    model = HiVGForGrounding.from_clip_pretrained(str(tmp_path), fusion_num_heads=2, fusion_num_layers=1,
-                                                  fusion_intermediate_size=16, token_mlp_size=16).eval()
+    model = HiVGForGrounding.from_clip_pretrained(
+        str(tmp_path), fusion_num_heads=2, fusion_num_layers=1, fusion_intermediate_size=16, token_mlp_size=16
+    ).eval()
     assert model.config.bridge_layers == model.config.extract_layers == [0, 1, 3]
     assert model.config.bridge_text_layers == [4]
     loaded = model.clip.state_dict()
@@ -168,8 +217,15 @@ def test_from_clip_pretrained_and_image_index(tmp_path):
         assert torch.equal(loaded.get(key, loaded.get(f"{module}.base_layer.{leaf}")), value), key
     inputs = _inputs(3)
     with torch.no_grad():
-        repeated = model(**{**inputs, "pixel_values": inputs["pixel_values"][[0, 0, 1]],
-                            "pixel_mask": inputs["pixel_mask"][[0, 0, 1]]}).pred_boxes
-        indexed = model(**{**inputs, "pixel_values": inputs["pixel_values"][:2], "pixel_mask": inputs["pixel_mask"][:2]},
-                        image_index=torch.tensor([0, 0, 1])).pred_boxes
+        repeated = model(
+            **{
+                **inputs,
+                "pixel_values": inputs["pixel_values"][[0, 0, 1]],
+                "pixel_mask": inputs["pixel_mask"][[0, 0, 1]],
+            }
+        ).pred_boxes
+        indexed = model(
+            **{**inputs, "pixel_values": inputs["pixel_values"][:2], "pixel_mask": inputs["pixel_mask"][:2]},
+            image_index=torch.tensor([0, 0, 1]),
+        ).pred_boxes
     assert torch.equal(repeated, indexed)

@@ -9,8 +9,16 @@ from clipvg_hf.modeling_hivg import official_text_inputs
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
-SPLITS = ("unc/val", "unc/testA", "unc/train", "flickr/test", "referit/test", "gref_umd/val", "mixup/val",
-          "mixup_model/unc/testA")
+SPLITS = (
+    "unc/val",
+    "unc/testA",
+    "unc/train",
+    "flickr/test",
+    "referit/test",
+    "gref_umd/val",
+    "mixup/val",
+    "mixup_model/unc/testA",
+)
 
 
 def _model_of(split):
@@ -24,7 +32,7 @@ def _run(model, inputs, batch_mixing, batch_size=None, **kwargs):
     outputs = []
     with torch.no_grad():
         for start in range(0, n, step):
-            chunk = {k: v[start:start + step] for k, v in inputs.items()}
+            chunk = {k: v[start : start + step] for k, v in inputs.items()}
             outputs.append(model(**chunk, bridge_batch_mixing=batch_mixing, **kwargs))
     return outputs
 
@@ -56,8 +64,12 @@ def test_auxiliary_outputs_and_masks(split):
     reference = tensors[f"{split}/logits_per_text"]
     torch.testing.assert_close(out.logits_per_text, reference, atol=1e-4 * reference.abs().max().item(), rtol=0)
     assert torch.equal(out.logits_per_image, out.logits_per_text.t())
-    torch.testing.assert_close(out.visual_token_similarity, tensors[f"{split}/visu_token_similarity"], atol=1e-4, rtol=0)
-    torch.testing.assert_close(out.seg_mask_logits[:, 0, 3::7, 5::7], tensors[f"{split}/seg_mask_sub"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        out.visual_token_similarity, tensors[f"{split}/visu_token_similarity"], atol=1e-4, rtol=0
+    )
+    torch.testing.assert_close(
+        out.seg_mask_logits[:, 0, 3::7, 5::7], tensors[f"{split}/seg_mask_sub"], atol=1e-4, rtol=0
+    )
     assert torch.equal(out.patch_attention_mask == 0, tensors[f"{source}/visual_token_mask"].bool())
     _, text_padding = official_text_inputs(split_inputs(split)["input_ids"], None, 77)
     assert torch.equal(text_padding, tensors[f"{source}/text_pad_mask"].bool())
@@ -86,12 +98,14 @@ def test_intermediates_match_official(split):
     model, inputs = _model_of(split), split_inputs(split)
     (batched,) = _run(model, inputs, True, output_hidden_states=True)
     (per_sample,) = _run(model, inputs, False, output_hidden_states=True)
-    names = [n for n in expected_json()["splits"][split]["intermediates"]]
+    names = list(expected_json()["splits"][split]["intermediates"])
     assert names
     for name in names:
         out = per_sample if name.endswith("_bs1") else batched
         got = _STATE[name.removesuffix("_bs1")](out)
-        torch.testing.assert_close(got, tensors[f"{split}/{name}"], atol=1e-4, rtol=0, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            got, tensors[f"{split}/{name}"], atol=1e-4, rtol=0, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 def test_seven_loss_terms_and_gradients_match_official():

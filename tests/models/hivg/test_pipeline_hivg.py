@@ -54,7 +54,9 @@ def test_pipeline_and_predict_cli_on_a_hivg_folder(tmp_path, processor, capsys):
     results = grounder(str(files[0]), text=phrases[:2])
     official = processor.post_process_grounded_object_detection(
         {"pred_boxes": expected_tensors()["unc/testA/pred_boxes_bs1"][:2, None]},
-        target_sizes=[(image.height, image.width)] * 2, text_labels=phrases[:2])
+        target_sizes=[(image.height, image.width)] * 2,
+        text_labels=phrases[:2],
+    )
     for result, reference, phrase in zip(results, official, phrases):
         assert result["label"] == phrase
         box = torch.tensor([result["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")])
@@ -62,8 +64,9 @@ def test_pipeline_and_predict_cli_on_a_hivg_folder(tmp_path, processor, capsys):
     assert not predict_main(["--model_name_or_path", str(folder), "--image", str(files[0]), "--text", phrases[0]])
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["label"] == phrases[0]
-    torch.testing.assert_close(torch.tensor(rows[0]["box"], dtype=torch.float32), official[0]["boxes"][0],
-                               atol=1e-2, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(rows[0]["box"], dtype=torch.float32), official[0]["boxes"][0], atol=1e-2, rtol=0
+    )
 
 
 def test_evaluation_on_the_converted_dataset_gives_the_official_per_sample_ious(fixture_dataset, tmp_path, processor):
@@ -86,19 +89,26 @@ def test_evaluation_on_the_converted_dataset_gives_the_official_per_sample_ious(
 
 
 def test_hivg_split_files_convert_and_evaluate_to_the_official_numbers(tmp_path, processor):
-    """HiVG's own split rows (a {"height", "width"} dict where TransVG's carry a mask file name) convert as they are."""
+    """HiVG's own split rows (a {"height", "width"} dict where TransVG's carry a mask file) convert as they are."""
     from clipvg_hf.data import convert_pack
     from clipvg_hf.evaluate import evaluate_model
 
-    convert_pack(Path(__file__).resolve().parents[2] / "fixtures" / "hivg_tiny" / "splits", IMAGES, tmp_path / "data",
-                 "full")
+    convert_pack(
+        Path(__file__).resolve().parents[2] / "fixtures" / "hivg_tiny" / "splits", IMAGES, tmp_path / "data", "full"
+    )
     folder = tmp_path / "hivg"
     converted("unc").save_pretrained(folder)
     processor.save_pretrained(folder)
     from accelerate import Accelerator
 
-    results = evaluate_model(folder, str(tmp_path / "data"), "refcoco-full", ["val", "testA"], batch_size=6,
-                             accelerator=Accelerator(cpu=True))
+    results = evaluate_model(
+        folder,
+        str(tmp_path / "data"),
+        "refcoco-full",
+        ["val", "testA"],
+        batch_size=6,
+        accelerator=Accelerator(cpu=True),
+    )
     for split in ("val", "testA"):
         official = expected_tensors()[f"unc/{split}/iou_bs1"]
         assert results["splits"][split]["num_samples"] == len(official)

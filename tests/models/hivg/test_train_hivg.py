@@ -14,9 +14,25 @@ _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
 def _args(dataset, out, *extra):
-    return ["--model_family", "hivg", "--dataset", str(dataset), "--dataset_config",
-            "refcoco-unsup-single", "--output_dir", str(out), "--num_epochs", "1", "--num_workers", "0",
-            "--no_aug_crop", "--cpu", "--per_device_batch_size", "4", *extra]
+    return [
+        "--model_family",
+        "hivg",
+        "--dataset",
+        str(dataset),
+        "--dataset_config",
+        "refcoco-unsup-single",
+        "--output_dir",
+        str(out),
+        "--num_epochs",
+        "1",
+        "--num_workers",
+        "0",
+        "--no_aug_crop",
+        "--cpu",
+        "--per_device_batch_size",
+        "4",
+        *extra,
+    ]
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -7,16 +7,31 @@ from pathlib import Path
 
 import pytest
 from _hivg_fixture import converted
-from conftest import free_port
 from safetensors.torch import load_file
+
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(args, nproc, home):
-    launcher = [sys.executable, "-m", "clipvg_hf.train"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), "-m", "clipvg_hf.train"]
+    launcher = (
+        [sys.executable, "-m", "clipvg_hf.train"]
+        if nproc == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "clipvg_hf.train",
+        ]
+    )
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HOME": str(home)}
     result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -37,10 +52,32 @@ def test_two_processes_match_one_process_on_the_same_global_batch(fixture_datase
     runs = {}
     for nproc, batch in ((1, "4"), (2, "2")):
         out = tmp_path / f"run{nproc}"
-        result = _run(["--model_name_or_path", str(folder), "--model_family", "hivg", "--dataset", str(fixture_dataset),
-                       "--dataset_config", "refcoco-unsup-single", "--output_dir", str(out), "--num_epochs", "1",
-                       "--num_workers", "0", "--no_aug_crop", "--cpu", "--per_device_batch_size", batch,
-                       "--learning_rate", "1e-4"], nproc, tmp_path)
+        result = _run(
+            [
+                "--model_name_or_path",
+                str(folder),
+                "--model_family",
+                "hivg",
+                "--dataset",
+                str(fixture_dataset),
+                "--dataset_config",
+                "refcoco-unsup-single",
+                "--output_dir",
+                str(out),
+                "--num_epochs",
+                "1",
+                "--num_workers",
+                "0",
+                "--no_aug_crop",
+                "--cpu",
+                "--per_device_batch_size",
+                batch,
+                "--learning_rate",
+                "1e-4",
+            ],
+            nproc,
+            tmp_path,
+        )
         assert f"{nproc} process(es)" in result.stdout
         runs[nproc] = out
     w1 = load_file(runs[1] / "checkpoints" / "epoch_0" / "model.safetensors")
