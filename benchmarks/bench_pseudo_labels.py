@@ -4,6 +4,7 @@
     python benchmarks/bench_pseudo_labels.py --quick                # small sizes (seconds)
     python benchmarks/bench_pseudo_labels.py --skip_models          # engines and memory only
     python benchmarks/bench_pseudo_labels.py --accuracy_only        # the training experiment (4.) alone
+    python benchmarks/bench_pseudo_labels.py --models_only          # the model stages (3.) alone
 
 1. Engines on one core (``torch``/BLAS threads = 1; the engines are pure Python): template candidates + sampling and
    geometric relations per image, given detections. The detections are generated: 4-12 per image, Visual Genome
@@ -347,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--accuracy_only", action="store_true")
+    parser.add_argument("--models_only", action="store_true")
     parser.add_argument("--skip_accuracy", action="store_true")
     parser.add_argument("--train_images", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=20)
@@ -359,11 +361,11 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     result: dict = {"device": args.device}
-    if not args.accuracy_only:
+    if not args.accuracy_only and not args.models_only:
         torch.set_num_threads(1)
         result["engines"] = engines(2000 if args.quick else 20000)
         result["memory"] = memory([1000, 5000] if args.quick else [10000, 100000])
-    if not args.skip_accuracy:
+    if not args.skip_accuracy and not args.models_only:
         noise = {"missed": 0.1, "wrong_class": 0.1, "jitter": 0.2}
         work = Path(args.work_dir)
         shutil.rmtree(work, ignore_errors=True)

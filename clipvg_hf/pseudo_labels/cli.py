@@ -317,11 +317,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     if not args.labels_only:
         run_detections(args, infos, state)
         state.wait_for_everyone()
-    summary = None
-    if state.is_main_process:
-        summary = run_labels(args, name)
-        print(json.dumps(summary, sort_keys=True))
-    state.wait_for_everyone()
+    if not state.is_main_process:  # no barrier after the labels stage: it may outlast the collective timeout
+        return None
+    summary = run_labels(args, name)
+    print(json.dumps(summary, sort_keys=True))
     return summary
 
 
