@@ -15,7 +15,7 @@ from ..data import load_split
 from .reliability import expression_sources
 from .runner import CachedTrainer, ScoreCommand, ScoreFn, TrainResult, TrainScriptTrainer, min_global_batch
 from .search import OFFICIAL_GRID, STRATEGIES
-from .selection import write_selection_config
+from .selection import selected_config_name, write_selection_config
 
 __all__ = [
     "SELECTION_RULE",
@@ -24,6 +24,7 @@ __all__ = [
     "build_backends",
     "curve_table",
     "parse_curriculum_args",
+    "prepare_run",
     "select_rows",
     "selection_writer",
     "source_rows",
@@ -138,6 +139,8 @@ def parse_curriculum_args(parser: argparse.ArgumentParser, argv: list[str] | Non
     bad = [h for h in args.thresholds if not 0 <= h <= 1]
     if bad:
         parser.error(f"--thresholds are IoU thresholds in [0, 1], got {bad}")
+    if getattr(args, "h0", None) is not None and not 0 <= args.h0 <= 1:
+        parser.error(f"--h0 is an IoU threshold in [0, 1], got {args.h0}")
     if args.train_script and not Path(args.train_script).is_file():
         parser.error(f"--train_script {args.train_script}: file not found")
     if getattr(args, "measurer", None):
@@ -160,3 +163,17 @@ def build_backends(args: argparse.Namespace) -> tuple[CachedTrainer, ScoreFn, li
         args.dataset, args.config, args.split, launcher=launcher, extra_args=shlex.split(args.score_args)
     )
     return CachedTrainer(trainer, minimum), scorer, train_args
+
+
+def prepare_run(
+    parser: argparse.ArgumentParser, argv: list[str] | None, method: str
+) -> tuple[argparse.Namespace, CachedTrainer, ScoreFn, dict[str, list[int]], SelectionWriter]:
+    """What an SSA / MSA command starts from: its checked arguments, the training and scoring back-ends, the rows of
+    each source of the split, and the writer of the selected config (``--output_config``, default
+    ``<config>-<method>``)."""
+    args = parse_curriculum_args(parser, argv)
+    trainer, scorer, _ = build_backends(args)
+    by_source = source_rows(args.dataset, args.config, args.split)
+    name = args.output_config or selected_config_name(args.config, method)
+    writer = selection_writer(args.dataset, args.config, args.split, Path(args.output_dir) / "dataset", name)
+    return args, trainer, scorer, by_source, writer

@@ -31,19 +31,16 @@ from .common import (
     SELECTION_RULE,
     SelectionWriter,
     add_common_arguments,
-    build_backends,
     curve_table,
-    parse_curriculum_args,
+    prepare_run,
     select_rows,
-    selection_writer,
-    source_rows,
     training_point,
 )
 from .plots import plot_histogram_grid
 from .reliability import ReliabilityScores
 from .runner import CachedTrainer, ScoreFn
 from .search import OFFICIAL_GRID, SearchResult, search_threshold
-from .selection import selected_config_name, write_row_indices
+from .selection import write_row_indices
 
 __all__ = ["DEFAULT_ORDER", "main", "run_msa"]
 
@@ -256,18 +253,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order", choices=ORDERS, default="fixed", help="fixed source order or greedy by gain")
     parser.add_argument("--h0", type=finite_float, default=0.5, help="threshold at which measurers are compared")
     parser.add_argument("--output_config", help="name of the selected config (default: <config>-msa)")
-    args = parse_curriculum_args(parser, argv)
-    if not 0 <= args.h0 <= 1:
-        parser.error(f"--h0 is an IoU threshold in [0, 1], got {args.h0}")
-    trainer, scorer, _ = build_backends(args)
-    by_source = source_rows(args.dataset, args.config, args.split)
+    args, trainer, scorer, by_source, writer = prepare_run(parser, argv, "msa")
     wanted = args.sources or [s for s in DEFAULT_ORDER if s in by_source]
     unknown = [s for s in wanted if s not in by_source]
     if unknown or not wanted:
         parser.error(f"sources {unknown or wanted} not in {args.dataset}/{args.config}/{args.split}: "
                      f"{sorted(by_source)} (a merged file converted without train_separate/ has only 'pseudo')")
-    name = args.output_config or selected_config_name(args.config, "msa")
-    writer = selection_writer(args.dataset, args.config, args.split, Path(args.output_dir) / "dataset", name)
     report = run_msa({s: by_source[s] for s in wanted}, trainer, scorer, args.output_dir, order=args.order,
                      h0=args.h0, thresholds=args.thresholds, strategy=args.search, write_selection=writer)
     print("\n".join(report["decisions"]))

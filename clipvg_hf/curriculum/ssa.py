@@ -30,19 +30,16 @@ from .common import (
     SELECTION_RULE,
     SelectionWriter,
     add_common_arguments,
-    build_backends,
     curve_table,
-    parse_curriculum_args,
+    prepare_run,
     select_rows,
-    selection_writer,
-    source_rows,
     training_point,
 )
 from .plots import plot_curve
 from .reliability import ReliabilityScores
 from .runner import CachedTrainer, ScoreFn
 from .search import OFFICIAL_GRID, search_threshold
-from .selection import selected_config_name, write_row_indices
+from .selection import write_row_indices
 
 __all__ = ["main", "run_ssa"]
 
@@ -128,14 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", help="only this pseudo-label source of the split (default: all rows)")
     parser.add_argument("--measurer", help="an already trained measurer folder (skips T0)")
     parser.add_argument("--output_config", help="name of the selected config (default: <config>-ssa)")
-    args = parse_curriculum_args(parser, argv)
-    trainer, scorer, _ = build_backends(args)
-    by_source = source_rows(args.dataset, args.config, args.split)
+    args, trainer, scorer, by_source, writer = prepare_run(parser, argv, "ssa")
     if args.source and args.source not in by_source:
         parser.error(f"source {args.source!r} not in {args.dataset}/{args.config}/{args.split}: {sorted(by_source)}")
     rows = by_source[args.source] if args.source else sorted(r for rs in by_source.values() for r in rs)
-    name = args.output_config or selected_config_name(args.config, "ssa")
-    writer = selection_writer(args.dataset, args.config, args.split, Path(args.output_dir) / "dataset", name)
     report = run_ssa(rows, trainer, scorer, args.output_dir, thresholds=args.thresholds, strategy=args.search,
                      measurer_dir=args.measurer, write_selection=writer)
     print(curve_table(report["curve"], report["best"]["h"]))

@@ -19,24 +19,24 @@ from torch.utils.data import Sampler
 __all__ = ["ImageGroupedSampler", "image_ids"]
 
 
-def image_ids(dataset: torch.utils.data.Dataset) -> np.ndarray:
-    """The image row of every position of a :class:`~clipvg_hf.data.GroundingDataset`, also through ``Subset``s."""
+def _per_position(dataset: torch.utils.data.Dataset, attribute: str) -> np.ndarray:
+    """A per-position column of a :class:`~clipvg_hf.data.GroundingDataset`, also through ``Subset``s."""
     if isinstance(dataset, torch.utils.data.Subset):
-        return image_ids(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
-    ids = getattr(dataset, "image_index", None)
-    if ids is None:
-        raise TypeError(f"{type(dataset).__name__} has no image_index: group by image needs a GroundingDataset")
-    return np.asarray(ids, dtype=np.int64)
+        return _per_position(dataset.dataset, attribute)[np.asarray(dataset.indices, dtype=np.int64)]
+    values = getattr(dataset, attribute, None)
+    if values is None:
+        raise TypeError(f"{type(dataset).__name__} has no {attribute}: expected a GroundingDataset")
+    return np.asarray(values, dtype=np.int64)
+
+
+def image_ids(dataset: torch.utils.data.Dataset) -> np.ndarray:
+    """The image row of every position of a :class:`~clipvg_hf.data.GroundingDataset` (what group-by-image uses)."""
+    return _per_position(dataset, "image_index")
 
 
 def row_indices(dataset: torch.utils.data.Dataset) -> np.ndarray:
-    """The ``row_index`` of every position of a :class:`~clipvg_hf.data.GroundingDataset`, also through ``Subset``s."""
-    if isinstance(dataset, torch.utils.data.Subset):
-        return row_indices(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
-    rows = getattr(dataset, "row_index", None)
-    if rows is None:
-        raise TypeError(f"{type(dataset).__name__} has no row_index: expected a GroundingDataset")
-    return np.asarray(rows, dtype=np.int64)
+    """The ``row_index`` of every position of a :class:`~clipvg_hf.data.GroundingDataset` (what curricula use)."""
+    return _per_position(dataset, "row_index")
 
 
 class ImageGroupedSampler(Sampler[int]):

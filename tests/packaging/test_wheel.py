@@ -12,7 +12,15 @@ import pytest
 from test_curriculum_pipeline import CONFIG, tiny_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
+SCRIPTS = ("train", "evaluate", "predict", "convert-checkpoint", "convert-splits", "curriculum", "push", "demo")
 pytestmark = pytest.mark.slow
+
+
+def _run(command: list[str], cwd: Path, target: Path | None = None) -> subprocess.CompletedProcess:
+    """``command`` in ``cwd``; with ``target``, only that installed copy of the package on the path (it comes
+    before the editable install of the checkout)."""
+    env = {**os.environ, "PYTHONNOUSERSITE": "1", **({"PYTHONPATH": str(target)} if target else {})}
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -24,26 +32,12 @@ def installed(tmp_path_factory) -> Path:
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-    subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(source)],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    built = _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(source)], base)
+    assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (base / "dist").glob("clipvg_hf-*.whl")
-    target = base / "target"
-    subprocess.run(
-        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
-    return target
-
-
-def _env(target: Path) -> dict[str, str]:
-    """Only the installed copy on the path (it comes before the editable install of the checkout)."""
-    return {**os.environ, "PYTHONPATH": str(target), "PYTHONNOUSERSITE": "1"}
+    done = _run([*pip, "install", "--no-deps", "--target", str(base / "target"), str(wheel)], base)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return base / "target"
 
 
 def test_wheel_holds_the_package_data_and_console_scripts(installed, tmp_path):
@@ -54,58 +48,25 @@ def test_wheel_holds_the_package_data_and_console_scripts(installed, tmp_path):
     ):
         assert (installed / "clipvg_hf" / name).is_file(), name
     assert not (installed / "train.py").exists() and not (installed / "tests").exists()
-    probe = subprocess.run(
+    probe = _run(
         [
             sys.executable,
             "-c",
             "import clipvg_hf, clipvg_hf.train, sys; print(clipvg_hf.__file__); "
-            "print(any(p.rstrip('/') == %r for p in sys.path))" % str(ROOT),
+            f"print(any(p.rstrip('/') == {str(ROOT)!r} for p in sys.path))",
         ],
-        env=_env(installed),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
+        tmp_path,
+        installed,
     )
     where, checkout_on_path = probe.stdout.split()
     assert Path(where).is_relative_to(installed) and checkout_on_path == "False"
-    for script in (
-        "clipvg-train",
-        "clipvg-evaluate",
-        "clipvg-predict",
-        "clipvg-convert-checkpoint",
-        "clipvg-convert-splits",
-        "clipvg-curriculum",
-        "clipvg-push",
-        "clipvg-demo",
-    ):
-        assert (installed / "bin" / script).is_file(), script
+    assert all((installed / "bin" / f"clipvg-{name}").is_file() for name in SCRIPTS)
 
 
 def test_installed_demo_runs_from_another_folder(installed, tmp_path):
     out = tmp_path / "demo"
-    run = subprocess.run(
-        [
-            str(installed / "bin" / "clipvg-demo"),
-            "--output_dir",
-            str(out),
-            "--train_images",
-            "16",
-            "--val_images",
-            "4",
-            "--test_images",
-            "2",
-            "--epochs",
-            "1",
-            "--batch_size",
-            "8",
-        ],
-        env=_env(installed),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    sizes = "--train_images 16 --val_images 4 --test_images 2 --epochs 1 --batch_size 8".split()
+    run = _run([str(installed / "bin" / "clipvg-demo"), "--output_dir", str(out), *sizes], tmp_path, installed)
     summary = json.loads((out / "summary.json").read_text())
     assert run.returncode == (0 if summary["reached"] else 1), run.stderr[-3000:]
     assert (out / "run" / "best" / "model.safetensors").is_file() and (out / "predictions.png").is_file()
@@ -116,50 +77,26 @@ def test_installed_ssa_trains_one_threshold(installed, converted_dir, fixture_da
     train_args = [
         "--config_file",
         str(tiny_config_file(tmp_path / "tiny.json")),
-        "--num_epochs",
-        "1",
-        "--per_device_batch_size",
-        "4",
-        "--eval_batch_size",
-        "32",
-        "--num_workers",
-        "0",
-        "--cpu",
-        "--no_aug_crop",
-        "--no_aug_scale",
-        "--keep_checkpoints",
-        "0",
+        *"--num_epochs 1 --per_device_batch_size 4 --eval_batch_size 32 --num_workers 0 --cpu".split(),
+        *"--no_aug_crop --no_aug_scale --keep_checkpoints 0".split(),
     ]
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clipvg_hf.curriculum",
-            "ssa",
-            "--dataset",
-            str(fixture_dataset),
-            "--dataset_config",
-            CONFIG,
-            "--output_dir",
-            str(out),
-            "--measurer",
-            str(converted_dir),
-            "--thresholds",
-            "0.3",
-            "--search",
-            "grid",
-            "--score_args",
-            "--cpu --no_plot",
-            "--",
-            *train_args,
-        ],
-        env=_env(installed),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    ssa = [
+        "--dataset",
+        str(fixture_dataset),
+        "--dataset_config",
+        CONFIG,
+        "--output_dir",
+        str(out),
+        "--measurer",
+        str(converted_dir),
+        "--thresholds",
+        "0.3",
+        "--search",
+        "grid",
+        "--score_args",
+        "--cpu --no_plot",
+    ]
+    run = _run([sys.executable, "-m", "clipvg_hf.curriculum", "ssa", *ssa, "--", *train_args], tmp_path, installed)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "ssa.json").read_text())
     assert report["trainings"]["search"] == 1 and [p["h"] for p in report["curve"]] == [0.3]
