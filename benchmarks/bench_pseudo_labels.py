@@ -20,9 +20,11 @@
 4. Labels good enough to train on? The demo's generated shapes (32 px): an *oracle detector* (the generator's
    objects, colour as the attribute with score 0.9) with injected noise at set rates (objects missed, wrong shape
    class, jittered boxes: each side moved by up to a quarter of the box size); template labels (official rules, the
-   50 px spatial spread scaled to the image: 2.5 px) and geometric relation labels from those detections; the demo
-   model trained with the same step budget on (a) the scenes' true expressions, (b) the template labels, (c) template
-   + relation labels; Acc@0.5 on held-out test scenes with their true expressions ("the red circle").
+   50 px spatial spread scaled to the image: 2.5 px) and geometric relation labels from those detections. Label
+   precision per source (box IoU >= 0.5 with an object of the colour and shape the text names), without and with
+   noise; then (unless ``--no_training``) the demo model trained with the same step budget on (a) the scenes' true
+   expressions, (b) the template labels, (c) template + relation labels; Acc@0.5 on held-out test scenes with their
+   true expressions ("the red circle").
 """
 
 from __future__ import annotations
@@ -253,7 +255,35 @@ def noisy_detections(objects: dict, files: list[str], noise: dict[str, float], s
     return items
 
 
-def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float], seed: int = 13) -> dict:
+def label_precision(folder: Path, objects: dict) -> dict[str, float]:
+    """Per source: the fraction of labels whose box has IoU >= 0.5 with a true object that the text names (colour
+    and shape for templates; the subject's shape for relations)."""
+    import pyarrow.parquet as pq
+
+    from clipvg_hf.demo_shapes import COLORS, SHAPES
+
+    hits: dict[str, list[bool]] = {}
+    for path in sorted((folder / "shapes-unsup-multi").glob("train_pseudo-*.parquet")):
+        for image in pq.read_table(path, columns=["file_name", "expressions"]).to_pylist():
+            scene = objects[image["file_name"]]
+            for e in image["expressions"]:
+                words = e["expression"].split()
+                shape = next((w for w in words if w in SHAPES), None)
+                colour = next((w for w in words if w in COLORS), None)
+                ok = any(_iou(e["bbox"], box) >= 0.5 and s == shape and (colour is None or c == colour)
+                         for box, c, s in zip(scene["boxes"], scene["colors"], scene["shapes"]))
+                hits.setdefault(e["source"], []).append(ok)
+    return {source: sum(v) / len(v) for source, v in hits.items()}
+
+
+def _iou(a, b) -> float:
+    w, h = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float], seed: int = 13,
+             train: bool = True) -> dict:
     import shutil
     from types import SimpleNamespace
 
@@ -271,28 +301,35 @@ def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float],
     convert_dataset(raw / "splits", raw / "image_data", out / "data", "shapes", "full")
     objects = json.loads((raw / "objects.json").read_text())
     files = sorted(f for f in objects if f.startswith("train_"))
-    items = noisy_detections(objects, files, noise, spec.image_size, seed, raw / "image_data" / "shapes" / "images")
-    shards = []
-    for start in range(0, len(items), SHARD):
-        path = out / "pseudo" / "detections" / f"shard-{start // SHARD:05d}.parquet"
-        write_detection_shard(path, items[start : start + SHARD], [], {"oracle": True, "noise": noise})
-        shards.append(path)
-    engine = TemplateEngine(TemplateConfig(spatial_spread=50.0 * spec.image_size / 640))
-    label_counts = write_dataset(out / "pseudo", "shapes", shards, Labeler(engine, GeometricRelations()), 20211024,
-                                 {"models": {"detector": None}, "settings": {"oracle_noise": noise}})
-    manifest = json.loads((out / "pseudo" / "pseudo_labels.json").read_text())
+    image_dir = raw / "image_data" / "shapes" / "images"
+    precision, label_counts = {}, {}
+    for name, rates in (("no_noise", dict.fromkeys(noise, 0.0)), ("noise", noise)):
+        items = noisy_detections(objects, files, rates, spec.image_size, seed, image_dir)
+        shards = []
+        for start in range(0, len(items), SHARD):
+            path = out / name / "detections" / f"shard-{start // SHARD:05d}.parquet"
+            write_detection_shard(path, items[start : start + SHARD], [], {"oracle": True, "noise": rates})
+            shards.append(path)
+        engine = TemplateEngine(TemplateConfig(spatial_spread=50.0 * spec.image_size / 640))
+        label_counts[name] = write_dataset(out / name, "shapes", shards, Labeler(engine, GeometricRelations()),
+                                           20211024, {"models": {}, "settings": {"oracle_noise": rates}}).as_dict()
+        precision[name] = label_precision(out / name, objects)
+    if not train:
+        return {"train_images": train_images, "noise": noise, "label_precision": precision,
+                "pseudo_counts": label_counts["noise"]}
+    manifest = json.loads((out / "noise" / "pseudo_labels.json").read_text())
     for config in manifest["configs"]:  # the clean val / test splits of the scenes, for validation and testing
         for split in ("val", "test"):
             for path in (out / "data" / "shapes-full").glob(f"{split}-*.parquet"):
-                shutil.copy(path, out / "pseudo" / config / path.name)
-    write_card(out / "pseudo", manifest)
+                shutil.copy(path, out / "noise" / config / path.name)
+    write_card(out / "noise", manifest)
     config = demo_config(spec.image_size)
     build_demo_model(config, seed).save_pretrained(out / "init")
     CLIPVGProcessor.from_defaults(spec.image_size).save_pretrained(out / "init")
     steps = epochs * max(1, counts["train"] // 64)  # the same optimizer steps for every training set
     runs = {"true expressions": (out / "data", "shapes-full"),
-            "template labels": (out / "pseudo", "shapes-unsup-single"),
-            "template + relation labels": (out / "pseudo", "shapes-unsup-multi")}
+            "template labels": (out / "noise", "shapes-unsup-single"),
+            "template + relation labels": (out / "noise", "shapes-unsup-multi")}
     results = {}
     for name, (data, config_name) in runs.items():
         run = out / name.replace(" ", "_").replace("+", "and")
@@ -306,7 +343,7 @@ def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float],
         test = evaluate_model(run / "best", str(data), config_name, ["test"])["splits"]["test"]["accuracy"]
         results[name] = {"test_accuracy": test, "train_seconds": time.time() - started}
     return {"train_images": train_images, "true_expressions": counts["train"], "noise": noise, "steps": steps,
-            "pseudo_counts": label_counts.as_dict(), "runs": results}
+            "pseudo_counts": label_counts["noise"], "runs": results, "label_precision": precision}
 
 
 def table(result: dict) -> str:
@@ -327,11 +364,16 @@ def table(result: dict) -> str:
     if result.get("accuracy"):
         a = result["accuracy"]
         n = a["noise"]
-        lines += ["", f"Training on the labels: {a['train_images']} shapes scenes, oracle detector with "
-                  f"{n['missed']:.0%} missed / {n['wrong_class']:.0%} wrong class / {n['jitter']:.0%} jittered; "
-                  f"{a['steps']} steps each; expressions: true {a['true_expressions']}, template "
-                  f"{a['pseudo_counts']['expressions']['template']}, relation "
-                  f"{a['pseudo_counts']['expressions']['relation']}"]
+        lines += ["", f"Label precision on {a['train_images']} shapes scenes, oracle detector without noise and with "
+                  f"{n['missed']:.0%} missed / {n['wrong_class']:.0%} wrong class / {n['jitter']:.0%} jittered boxes "
+                  "(label box IoU >= 0.5 with an object its text names):"]
+        for name, p in a["label_precision"].items():
+            lines.append(f"  {name:<9} " + "  ".join(f"{s} {v:.3f}" for s, v in p.items()))
+        c = a["pseudo_counts"]["expressions"]
+        lines.append(f"  labels with noise: template {c['template']}, relation {c['relation']}")
+    if result.get("accuracy", {}).get("runs"):
+        lines += ["", f"Training on the noisy labels, {a['steps']} steps each ({a['true_expressions']} true "
+                  "expressions):"]
         for name, r in a["runs"].items():
             lines.append(f"  {name:<28} test Acc@0.5 {r['test_accuracy']:.3f}  ({r['train_seconds']:.0f} s)")
     if result.get("models"):
@@ -349,6 +391,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=None, help="also write the results as JSON here")
     parser.add_argument("--accuracy_only", action="store_true")
     parser.add_argument("--models_only", action="store_true")
+    parser.add_argument("--no_training", action="store_true", help="4. without the trainings: label precision only")
     parser.add_argument("--skip_accuracy", action="store_true")
     parser.add_argument("--train_images", type=int, default=1500)
     parser.add_argument("--epochs", type=int, default=20)
@@ -370,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict:
         work = Path(args.work_dir)
         shutil.rmtree(work, ignore_errors=True)
         result["accuracy"] = accuracy(work, 200 if args.quick else args.train_images, 2 if args.quick else args.epochs,
-                                      noise)
+                                      noise, train=not args.no_training)
     if not args.skip_models and not args.accuracy_only:
         torch.set_num_threads(os.cpu_count() or 1)
         result["models"] = models(2 if args.quick else 4, args.device)
