@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 from ..data.convert import _ImageMeta, _write_shards
 from ..data.splits import SplitRow, official_box
 from .captions import CaptionMatcher
-from .detections import DetectedImage, image_bytes, read_detection_shard
-from .relations import RelationModel, relation_targets, relation_text
+from .detections import DetectedImage, LoadedImage, image_bytes, load_image, read_detection_shard
+from .relations import GeometricRelations, RelationModel, relation_targets, relation_text
 from .templates import TemplateEngine
 
 __all__ = ["SOURCES", "LabelCounts", "Labeler", "config_names", "write_dataset"]
@@ -93,8 +93,12 @@ class Labeler:
         out["template"] = [(c.text, c.box) for c in rows]
         if self.relations is not None:
             targets = relation_targets(self.engine, item.detections, item.width, item.height)
+            image = None  # decoded only for plugged-in models: the geometric rules need no pixels
+            if not isinstance(self.relations, GeometricRelations):
+                loaded = load_image(item.record)
+                image = loaded.image if isinstance(loaded, LoadedImage) else None
             out["relation"] = [(relation_text(r), tuple(r.subject.box))
-                               for r in self.relations(None, item.width, item.height, targets)]
+                               for r in self.relations(image, item.width, item.height, targets)]
         if self.captions is not None and item.caption:
             matched = self.captions.matches(item.caption, item.detections, item.width, item.height)
             out["caption"] = [(item.caption, d.box) for d in self.captions.sample(matched, caption_rng,

@@ -2,11 +2,14 @@
 
 import random
 
+import PIL.Image
 import pytest
 
 from clipvg_hf.pseudo_labels.captions import CaptionMatcher, lemma, subject_words
+from clipvg_hf.pseudo_labels.detections import DetectedImage, ImageRecord
 from clipvg_hf.pseudo_labels.relations import GeometricRelations, Relation, relation_targets, relation_text
 from clipvg_hf.pseudo_labels.templates import Detection, TemplateEngine
+from clipvg_hf.pseudo_labels.writer import Labeler
 
 W, H = 640, 480
 
@@ -59,6 +62,29 @@ def test_relation_targets_follow_the_template_filters():
     targets = relation_targets(TemplateEngine(), detections, W, H)
     assert [(t.label, t.box) for t in targets] == [("man", (1.0, 1.0, 300.0, 400.0)),
                                                    ("table", (300.0, 200.0, 640.0, 480.0))]
+
+
+class WidestPairModel:
+    """A plugged-in relation model: it sees the pixels and names the widest box "beside" the next one."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, image, width, height, detections):
+        self.seen.append((image.size, width, height, [d.label for d in detections]))
+        subject, other = sorted(detections, key=lambda d: d.box[0] - d.box[2])[:2]
+        return [Relation(subject, "beside", other, 1.0)]
+
+
+def test_a_plugged_in_relation_model_gets_the_image_and_the_filtered_detections(tmp_path):
+    PIL.Image.new("RGB", (W, H)).save(tmp_path / "a.png")
+    item = DetectedImage(ImageRecord(0, "a.png", str(tmp_path / "a.png")), W, H,
+                         [det("man", (100, 100, 200, 400)), det("horse", (210, 150, 500, 420)),
+                          det("cup", (10, 10, 20, 20))], None)
+    model = WidestPairModel()
+    labels = Labeler(TemplateEngine(), model).label_image(item, random.Random(0), random.Random(0))
+    assert model.seen == [((W, H), W, H, ["man", "horse"])]  # the tiny cup was filtered out
+    assert labels["relation"] == [("horse beside the man", (210.0, 150.0, 500.0, 420.0))]
 
 
 @pytest.mark.parametrize(
