@@ -179,8 +179,8 @@ def _shards(records: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]
 
 # -- stage 1: detections ----------------------------------------------------------------------------------------
 def _detection_settings(args: argparse.Namespace, infos: dict[str, Any]) -> dict[str, Any]:
-    keys = ("detection_threshold", "max_detections", "vocabulary", "pipeline_queries", "attribute_vocabulary", "attribute_template",
-            "caption_prompt", "caption_max_new_tokens", "shard_size")
+    keys = ("detection_threshold", "max_detections", "vocabulary", "pipeline_queries", "attribute_vocabulary",
+            "attribute_template", "caption_prompt", "caption_max_new_tokens", "shard_size")
     return {"models": {k: v.as_dict() for k, v in infos.items()}, **{k: getattr(args, k) for k in keys}}
 
 

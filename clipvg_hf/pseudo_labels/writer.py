@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from ..data.convert import _ImageMeta, _write_shards
 from ..data.splits import SplitRow, official_box
@@ -152,7 +153,8 @@ def write_dataset(output_dir: Path, name: str, detection_shards: Sequence[Path],
     work = output_dir / "labels"
     counts = LabelCounts()
     label_files = []
-    for shard in detection_shards:
+    bar = tqdm(detection_shards, desc="labels", unit="shard", disable=None if len(detection_shards) > 1 else True)
+    for shard in bar:
         out = work / shard.with_suffix(".labels.parquet").name
         counts.add(labeler.label_shard(shard, out, seed))
         label_files.append(out)

@@ -1,8 +1,8 @@
 """Tiny randomly initialised transformers models, saved to a folder like a Hub checkpoint (no download).
 
-A DETR detector (transformers ResNet backbone), an OWLv2 zero-shot detector, a CLIP zero-shot classifier (the project's offline CLIP tokenizer)
-and a BLIP captioner (a BERT word-piece tokenizer over a small vocabulary). Each loads with ``pipeline(task, model=
-folder)``, the code path a Hub id takes.
+A DETR detector (transformers ResNet backbone), an OWLv2 zero-shot detector, a CLIP zero-shot classifier (the
+project's offline CLIP tokenizer) and a BLIP captioner (a BERT word-piece tokenizer over a small vocabulary). Each
+loads with ``pipeline(task, model=folder)``, the code path a Hub id takes.
 """
 
 from pathlib import Path
