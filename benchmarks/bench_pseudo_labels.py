@@ -69,8 +69,15 @@ def synthetic_images(count: int, seed: int = 0, width: int = 640, height: int = 
             x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
             score = float(np.float32(rng.uniform(0.2, 1.0)))
             attr = rng.choice(words) if rng.random() < 0.5 else None
-            dets.append(Detection(label, (round(x, 2), round(y, 2), round(x + w, 2), round(y + h, 2)), score, attr,
-                                  float(np.float32(rng.uniform(0.1, 0.9))) if attr else 0.0))
+            dets.append(
+                Detection(
+                    label,
+                    (round(x, 2), round(y, 2), round(x + w, 2), round(y + h, 2)),
+                    score,
+                    attr,
+                    float(np.float32(rng.uniform(0.1, 0.9))) if attr else 0.0,
+                )
+            )
         out.append(DetectedImage(ImageRecord(index, f"{index:08d}.png", None), width, height, dets, None))
     return out
 
@@ -84,11 +91,18 @@ def engines(count: int) -> dict[str, float]:
     rows = sum(len(engine.sample(engine.candidates(v), rng)) for v in views)
     template_s = time.process_time() - started
     started = time.process_time()
-    triplets = sum(len(relations(None, im.width, im.height, relation_targets(engine, im.detections, im.width,
-                                                                              im.height))) for im in images)
+    triplets = sum(
+        len(relations(None, im.width, im.height, relation_targets(engine, im.detections, im.width, im.height)))
+        for im in images
+    )
     relation_s = time.process_time() - started
-    return {"images": count, "template_images_per_s": count / template_s, "template_rows": rows,
-            "relation_images_per_s": count / relation_s, "relation_rows": triplets}
+    return {
+        "images": count,
+        "template_images_per_s": count / template_s,
+        "template_rows": rows,
+        "relation_images_per_s": count / relation_s,
+        "relation_rows": triplets,
+    }
 
 
 def write_shards(folder: Path, count: int, image: Path) -> list[Path]:
@@ -118,19 +132,27 @@ def memory_child(count: int, folder: Path) -> dict[str, float]:
     labeler = Labeler(TemplateEngine(), GeometricRelations())
     counts = write_dataset(folder, "bench", shards, labeler, 20211024, {"models": {}})
     seconds = time.perf_counter() - started
-    return {"images": count, "peak_rss_mb_after_writing_shards": before,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "labels_stage_s": seconds, "labels_stage_images_per_s": count / seconds,
-            "expressions": counts.expressions}
+    return {
+        "images": count,
+        "peak_rss_mb_after_writing_shards": before,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "labels_stage_s": seconds,
+        "labels_stage_images_per_s": count / seconds,
+        "expressions": counts.expressions,
+    }
 
 
 def memory(sizes: list[int]) -> list[dict[str, float]]:
     results = []
     for count in sizes:
         with tempfile.TemporaryDirectory() as folder:
-            done = subprocess.run([sys.executable, __file__, "--_memory_child", str(count), folder],
-                                  capture_output=True, text=True, check=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+            done = subprocess.run(
+                [sys.executable, __file__, "--_memory_child", str(count), folder],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
 
@@ -183,36 +205,62 @@ def models(images: int, device: str) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
 
     def record(stage, model, seconds, per, note=""):
-        rows.append({"stage": stage, "model": model, "seconds_per_image": seconds / per,
-                     "images_per_s": per / seconds, "note": note})
+        rows.append(
+            {
+                "stage": stage,
+                "model": model,
+                "seconds_per_image": seconds / per,
+                "images_per_s": per / seconds,
+                "note": note,
+            }
+        )
         print(f"{stage}: {model}: {per / seconds:.3f} images/s {note}", file=sys.stderr, flush=True)
 
     with torch.inference_mode():
-        detr = DetrForObjectDetection(DetrConfig(use_timm_backbone=False, backbone_config=ResNetConfig(
-            out_features=["stage4"]))).eval().to(device)
+        detr = (
+            DetrForObjectDetection(
+                DetrConfig(use_timm_backbone=False, backbone_config=ResNetConfig(out_features=["stage4"]))
+            )
+            .eval()
+            .to(device)
+        )
         pipe = pipeline("object-detection", model=detr, image_processor=DetrImageProcessor(), device=device)
         detector = Detector(pipe, "object-detection", threshold=0.0, batch_size=len(photos))
         record("detection", "DETR-R50 (random)", _timed(lambda: detector(photos), 1), len(photos))
-        del detr, pipe, detector
 
         owl = Owlv2ForObjectDetection(Owlv2Config(vision_config={"image_size": 960})).eval().to(device)
-        pipe = pipeline("zero-shot-object-detection", model=owl, tokenizer=clip_tok,
-                        image_processor=Owlv2ImageProcessor(), device=device)
+        pipe = pipeline(
+            "zero-shot-object-detection",
+            model=owl,
+            tokenizer=clip_tok,
+            image_processor=Owlv2ImageProcessor(),
+            device=device,
+        )
         vocab = list(coco_classes())
         detector = Detector(pipe, "zero-shot-object-detection", threshold=0.1, vocabulary=vocab, batch_size=2)
-        record("detection", "OWLv2-B/16 (random), 80 COCO classes", _timed(lambda: detector(photos[:2]), 1), 2,
-               "one forward pass per image for the whole vocabulary")
-        del owl, pipe, detector
+        record(
+            "detection",
+            "OWLv2-B/16 (random), 80 COCO classes",
+            _timed(lambda: detector(photos[:2]), 1),
+            2,
+            "one forward pass per image for the whole vocabulary",
+        )
 
         clip = CLIPModel(CLIPConfig(vision_config={"patch_size": 32})).eval().to(device)
-        pipe = pipeline("zero-shot-image-classification", model=clip, tokenizer=clip_tok,
-                        image_processor=CLIPImageProcessor(), device=device)
+        pipe = pipeline(
+            "zero-shot-image-classification",
+            model=clip,
+            tokenizer=clip_tok,
+            image_processor=CLIPImageProcessor(),
+            device=device,
+        )
         classifier = AttributeClassifier(pipe, batch_size=32)
-        boxes = [[Detection("thing", (float(x), 40.0, float(x) + 200, 400.0), 0.9) for x in range(0, 400, 50)]
-                 for _ in photos]
+        boxes = [
+            [Detection("thing", (float(x), 40.0, float(x) + 200, 400.0), 0.9) for x in range(0, 400, 50)]
+            for _ in photos
+        ]
         seconds = _timed(lambda: classifier(photos, boxes), 1)
         record("attributes", "CLIP ViT-B/32 (random), 400 attributes", seconds, len(photos), "8 boxes per image")
-        del clip, pipe, classifier
 
         vocab = {f"[unused{i}]": i for i in range(30524)}
         for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]):
@@ -221,16 +269,21 @@ def models(images: int, device: str) -> list[dict[str, object]]:
         tok = BertTokenizerFast(vocab=vocab)
         blip = BlipForConditionalGeneration(BlipConfig()).eval().to(device)
         blip.generation_config.min_new_tokens = 20
-        pipe = pipeline("image-text-to-text", model=blip, device=device,
-                        processor=BlipProcessor(image_processor=BlipImageProcessorPil(), tokenizer=tok))
+        pipe = pipeline(
+            "image-text-to-text",
+            model=blip,
+            device=device,
+            processor=BlipProcessor(image_processor=BlipImageProcessorPil(), tokenizer=tok),
+        )
         captioner = Captioner(pipe, max_new_tokens=20, batch_size=len(photos))
         record("captions", "BLIP-base (random), 20 tokens", _timed(lambda: captioner(photos), 1), len(photos))
     return rows
 
 
 # -- training on the labels -------------------------------------------------------------------------------------
-def noisy_detections(objects: dict, files: list[str], noise: dict[str, float], size: int, seed: int,
-                     image_dir: Path) -> list[DetectedImage]:
+def noisy_detections(
+    objects: dict, files: list[str], noise: dict[str, float], size: int, seed: int, image_dir: Path
+) -> list[DetectedImage]:
     """The oracle detector's output with missed objects, wrong shape classes and jittered boxes."""
     from clipvg_hf.demo_shapes import SHAPES
 
@@ -270,8 +323,10 @@ def label_precision(folder: Path, objects: dict) -> dict[str, float]:
                 words = e["expression"].split()
                 shape = next((w for w in words if w in SHAPES), None)
                 colour = next((w for w in words if w in COLORS), None)
-                ok = any(_iou(e["bbox"], box) >= 0.5 and s == shape and (colour is None or c == colour)
-                         for box, c, s in zip(scene["boxes"], scene["colors"], scene["shapes"]))
+                ok = any(
+                    _iou(e["bbox"], box) >= 0.5 and s == shape and (colour is None or c == colour)
+                    for box, c, s in zip(scene["boxes"], scene["colors"], scene["shapes"])
+                )
                 hits.setdefault(e["source"], []).append(ok)
     return {source: sum(v) / len(v) for source, v in hits.items()}
 
@@ -282,8 +337,9 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float], seed: int = 13,
-             train: bool = True) -> dict:
+def accuracy(
+    out: Path, train_images: int, epochs: int, noise: dict[str, float], seed: int = 13, train: bool = True
+) -> dict:
     import shutil
     from types import SimpleNamespace
 
@@ -311,12 +367,22 @@ def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float],
             write_detection_shard(path, items[start : start + SHARD], [], {"oracle": True, "noise": rates})
             shards.append(path)
         engine = TemplateEngine(TemplateConfig(spatial_spread=50.0 * spec.image_size / 640))
-        label_counts[name] = write_dataset(out / name, "shapes", shards, Labeler(engine, GeometricRelations()),
-                                           20211024, {"models": {}, "settings": {"oracle_noise": rates}}).as_dict()
+        label_counts[name] = write_dataset(
+            out / name,
+            "shapes",
+            shards,
+            Labeler(engine, GeometricRelations()),
+            20211024,
+            {"models": {}, "settings": {"oracle_noise": rates}},
+        ).as_dict()
         precision[name] = label_precision(out / name, objects)
     if not train:
-        return {"train_images": train_images, "noise": noise, "label_precision": precision,
-                "pseudo_counts": label_counts["noise"]}
+        return {
+            "train_images": train_images,
+            "noise": noise,
+            "label_precision": precision,
+            "pseudo_counts": label_counts["noise"],
+        }
     manifest = json.loads((out / "noise" / "pseudo_labels.json").read_text())
     for config in manifest["configs"]:  # the clean val / test splits of the scenes, for validation and testing
         for split in ("val", "test"):
@@ -327,14 +393,17 @@ def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float],
     build_demo_model(config, seed).save_pretrained(out / "init")
     CLIPVGProcessor.from_defaults(spec.image_size).save_pretrained(out / "init")
     steps = epochs * max(1, counts["train"] // 64)  # the same optimizer steps for every training set
-    runs = {"true expressions": (out / "data", "shapes-full"),
-            "template labels": (out / "noise", "shapes-unsup-single"),
-            "template + relation labels": (out / "noise", "shapes-unsup-multi")}
+    runs = {
+        "true expressions": (out / "data", "shapes-full"),
+        "template labels": (out / "noise", "shapes-unsup-single"),
+        "template + relation labels": (out / "noise", "shapes-unsup-multi"),
+    }
     results = {}
     for name, (data, config_name) in runs.items():
         run = out / name.replace(" ", "_").replace("+", "and")
-        command = train_command(out, SimpleNamespace(epochs=epochs, batch_size=64, learning_rate=5e-4,
-                                                     warmup_steps=50, seed=seed))
+        command = train_command(
+            out, SimpleNamespace(epochs=epochs, batch_size=64, learning_rate=5e-4, warmup_steps=50, seed=seed)
+        )
         command[command.index("--dataset") + 1] = str(data)
         command[command.index("--dataset_config") + 1] = config_name
         command[command.index("--output_dir") + 1] = str(run)
@@ -342,8 +411,15 @@ def accuracy(out: Path, train_images: int, epochs: int, noise: dict[str, float],
         subprocess.run([*command, "--train_steps", str(steps)], check=True, capture_output=True)
         test = evaluate_model(run / "best", str(data), config_name, ["test"])["splits"]["test"]["accuracy"]
         results[name] = {"test_accuracy": test, "train_seconds": time.time() - started}
-    return {"train_images": train_images, "true_expressions": counts["train"], "noise": noise, "steps": steps,
-            "pseudo_counts": label_counts["noise"], "runs": results, "label_precision": precision}
+    return {
+        "train_images": train_images,
+        "true_expressions": counts["train"],
+        "noise": noise,
+        "steps": steps,
+        "pseudo_counts": label_counts["noise"],
+        "runs": results,
+        "label_precision": precision,
+    }
 
 
 def table(result: dict) -> str:
@@ -351,29 +427,41 @@ def table(result: dict) -> str:
     lines = [f"pseudo-label benchmark: {cpu}, {os.cpu_count()} CPUs, python {platform.python_version()}"]
     e = result.get("engines")
     if e:
-        lines += ["", f"Engines, one core, {e['images']} generated images (4-12 detections each):",
-                  f"  templates  {e['template_images_per_s']:9.0f} images/s  ({e['template_rows']} rows)",
-                  f"  relations  {e['relation_images_per_s']:9.0f} images/s  ({e['relation_rows']} triplets)"]
+        lines += [
+            "",
+            f"Engines, one core, {e['images']} generated images (4-12 detections each):",
+            f"  templates  {e['template_images_per_s']:9.0f} images/s  ({e['template_rows']} rows)",
+            f"  relations  {e['relation_images_per_s']:9.0f} images/s  ({e['relation_rows']} triplets)",
+        ]
     if result.get("memory"):
-        lines += ["", "Labels stage from intermediate shards (templates + relations + output dataset), fresh process:",
-                  f"  {'images':>8}  {'peak RSS MB':>11}  {'images/s':>9}  {'expressions':>11}"]
+        lines += [
+            "",
+            "Labels stage from intermediate shards (templates + relations + output dataset), fresh process:",
+            f"  {'images':>8}  {'peak RSS MB':>11}  {'images/s':>9}  {'expressions':>11}",
+        ]
         for m in result["memory"]:
             total = sum(m["expressions"].values())
-            lines.append(f"  {m['images']:>8}  {m['peak_rss_mb']:>11.0f}  {m['labels_stage_images_per_s']:>9.0f}  "
-                         f"{total:>11}")
+            lines.append(
+                f"  {m['images']:>8}  {m['peak_rss_mb']:>11.0f}  {m['labels_stage_images_per_s']:>9.0f}  {total:>11}"
+            )
     if result.get("accuracy"):
         a = result["accuracy"]
         n = a["noise"]
-        lines += ["", f"Label precision on {a['train_images']} shapes scenes, oracle detector without noise and with "
-                  f"{n['missed']:.0%} missed / {n['wrong_class']:.0%} wrong class / {n['jitter']:.0%} jittered boxes "
-                  "(label box IoU >= 0.5 with an object its text names):"]
+        lines += [
+            "",
+            f"Label precision on {a['train_images']} shapes scenes, oracle detector without noise and with "
+            f"{n['missed']:.0%} missed / {n['wrong_class']:.0%} wrong class / {n['jitter']:.0%} jittered boxes "
+            "(label box IoU >= 0.5 with an object its text names):",
+        ]
         for name, p in a["label_precision"].items():
             lines.append(f"  {name:<9} " + "  ".join(f"{s} {v:.3f}" for s, v in p.items()))
         c = a["pseudo_counts"]["expressions"]
         lines.append(f"  labels with noise: template {c['template']}, relation {c['relation']}")
     if result.get("accuracy", {}).get("runs"):
-        lines += ["", f"Training on the noisy labels, {a['steps']} steps each ({a['true_expressions']} true "
-                  "expressions):"]
+        lines += [
+            "",
+            f"Training on the noisy labels, {a['steps']} steps each ({a['true_expressions']} true expressions):",
+        ]
         for name, r in a["runs"].items():
             lines.append(f"  {name:<28} test Acc@0.5 {r['test_accuracy']:.3f}  ({r['train_seconds']:.0f} s)")
     if result.get("models"):
@@ -412,8 +500,13 @@ def main(argv: list[str] | None = None) -> dict:
         noise = {"missed": 0.1, "wrong_class": 0.1, "jitter": 0.2}
         work = Path(args.work_dir)
         shutil.rmtree(work, ignore_errors=True)
-        result["accuracy"] = accuracy(work, 200 if args.quick else args.train_images, 2 if args.quick else args.epochs,
-                                      noise, train=not args.no_training)
+        result["accuracy"] = accuracy(
+            work,
+            200 if args.quick else args.train_images,
+            2 if args.quick else args.epochs,
+            noise,
+            train=not args.no_training,
+        )
     if not args.skip_models and not args.accuracy_only:
         torch.set_num_threads(os.cpu_count() or 1)
         result["models"] = models(2 if args.quick else 4, args.device)

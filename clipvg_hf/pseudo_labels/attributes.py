@@ -28,8 +28,13 @@ DEFAULT_ATTRIBUTE_TEMPLATE = "This is a photo of {}."
 class AttributeClassifier:
     """Top attribute (word, score) of every detection of an image, from its crop; batched over crops."""
 
-    def __init__(self, pipe: Any, vocabulary: Sequence[str] | None = None,
-                 template: str = DEFAULT_ATTRIBUTE_TEMPLATE, batch_size: int = 32):
+    def __init__(
+        self,
+        pipe: Any,
+        vocabulary: Sequence[str] | None = None,
+        template: str = DEFAULT_ATTRIBUTE_TEMPLATE,
+        batch_size: int = 32,
+    ):
         self.pipe, self.batch_size = pipe, batch_size
         self.vocabulary = list(vocabulary if vocabulary is not None else attribute_vocabulary())
         self.template = template
@@ -56,8 +61,9 @@ class AttributeClassifier:
             out.append(torch.sigmoid(logits) if "siglip" in self.pipe.model.config.model_type else logits.softmax(-1))
         return torch.cat(out) if out else torch.zeros(0, len(self.vocabulary))
 
-    def __call__(self, images: Sequence[PIL.Image.Image],
-                 detections: Sequence[Sequence[Detection]]) -> list[list[Detection]]:
+    def __call__(
+        self, images: Sequence[PIL.Image.Image], detections: Sequence[Sequence[Detection]]
+    ) -> list[list[Detection]]:
         """Each image's detections with ``attribute`` / ``attribute_score`` set; the crops of all images are batched.
 
         The top attribute is the first maximum on ties (as ``argmax``); boxes under one pixel wide or high get none.

@@ -31,9 +31,23 @@ _STOP = frozenset(
     "around against and or while that which who is are was were be being been has have having sits sit sitting "
     "stands stand standing holds holding rides riding looks looking".split()
 )
-_IRREGULAR = {"men": "man", "women": "woman", "children": "child", "feet": "foot", "teeth": "tooth",
-              "mice": "mouse", "geese": "goose", "people": "people", "glasses": "glasses", "jeans": "jeans",
-              "pants": "pants", "shorts": "shorts", "skis": "skis", "scissors": "scissors", "bus": "bus"}
+_IRREGULAR = {
+    "men": "man",
+    "women": "woman",
+    "children": "child",
+    "feet": "foot",
+    "teeth": "tooth",
+    "mice": "mouse",
+    "geese": "goose",
+    "people": "people",
+    "glasses": "glasses",
+    "jeans": "jeans",
+    "pants": "pants",
+    "shorts": "shorts",
+    "skis": "skis",
+    "scissors": "scissors",
+    "bus": "bus",
+}
 
 #: Caption words accepted for a detector class besides the class name itself.
 SYNONYMS: dict[str, tuple[str, ...]] = {
@@ -140,8 +154,13 @@ class Captioner:
     def __call__(self, images: Sequence[Any]) -> list[str]:
         if not images:
             return []
-        outputs = self.pipe(images=list(images), text=[self.prompt] * len(images), batch_size=self.batch_size,
-                            max_new_tokens=self.max_new_tokens, generate_kwargs={"do_sample": False})
+        outputs = self.pipe(
+            images=list(images),
+            text=[self.prompt] * len(images),
+            batch_size=self.batch_size,
+            max_new_tokens=self.max_new_tokens,
+            generate_kwargs={"do_sample": False},
+        )
         captions = []
         for out in outputs:
             text = (out[0] if isinstance(out, list) else out)["generated_text"]

@@ -33,8 +33,11 @@ _VOCABULARIES = {"coco": coco_classes, "visual_genome": visual_genome_classes}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipvg-pseudo-label", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="clipvg-pseudo-label",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = parser.add_argument_group("input (one of)")
     src.add_argument("--image_dir", help="folder of images (recursive; sorted by relative path)")
     src.add_argument("--dataset", help="a datasets image dataset: Hub id or local folder")
@@ -46,18 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--output_dir", required=True)
     out.add_argument("--name", default=None, help="dataset name in the config names (default: the input's name)")
-    out.add_argument("--rejects", default=None,
-                     help="where to list unreadable images (default <output_dir>/rejects.jsonl)")
-    out.add_argument("--shard_size", type=int, default=1000,
-                     help="images per detection shard; the sampling seed restarts per shard (official split size)")
+    out.add_argument(
+        "--rejects", default=None, help="where to list unreadable images (default <output_dir>/rejects.jsonl)"
+    )
+    out.add_argument(
+        "--shard_size",
+        type=int,
+        default=1000,
+        help="images per detection shard; the sampling seed restarts per shard (official split size)",
+    )
     out.add_argument("--labels_only", action="store_true", help="regenerate labels from existing detections")
     models = parser.add_argument_group("models")
     models.add_argument("--detector", help="object-detection or zero-shot-object-detection model id / folder")
     models.add_argument("--detector_revision", default=None)
-    models.add_argument("--vocabulary", default="coco",
-                        help="classes for a zero-shot detector: coco, visual_genome or a file (one class a line)")
-    models.add_argument("--pipeline_queries", action="store_true",
-                        help="OWL-ViT / OWLv2: one forward per class as the pipeline does (default: all at once)")
+    models.add_argument(
+        "--vocabulary",
+        default="coco",
+        help="classes for a zero-shot detector: coco, visual_genome or a file (one class a line)",
+    )
+    models.add_argument(
+        "--pipeline_queries",
+        action="store_true",
+        help="OWL-ViT / OWLv2: one forward per class as the pipeline does (default: all at once)",
+    )
     models.add_argument("--detection_threshold", type=float, default=0.3)
     models.add_argument("--max_detections", type=int, default=36)
     models.add_argument("--attribute_model", default=None, help="zero-shot-image-classification model (CLIP, SigLIP)")
@@ -69,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--caption_prompt", default="")
     models.add_argument("--caption_max_new_tokens", type=int, default=30)
     models.add_argument("--caption_query", type=int, default=6, help="caption rows sampled per image (official 6)")
-    models.add_argument("--relations", default="geometric",
-                        help="geometric, none, or module:callable returning a RelationModel")
+    models.add_argument(
+        "--relations", default="geometric", help="geometric, none, or module:callable returning a RelationModel"
+    )
     models.add_argument("--batch_size", type=int, default=8)
     models.add_argument("--device", default=None, help="torch device of the pipelines (default: this process's)")
     models.add_argument("--bf16", action="store_true", help="bfloat16 models on CUDA (opt-in)")
@@ -128,11 +143,13 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     if args.labels_only:
         return infos
     try:
-        infos["detector"] = check_model(args.detector, ("object-detection", "zero-shot-object-detection"),
-                                        "--detector", args.detector_revision)
+        infos["detector"] = check_model(
+            args.detector, ("object-detection", "zero-shot-object-detection"), "--detector", args.detector_revision
+        )
         if args.attribute_model:
-            infos["attributes"] = check_model(args.attribute_model, "zero-shot-image-classification",
-                                              "--attribute_model", args.attribute_revision)
+            infos["attributes"] = check_model(
+                args.attribute_model, "zero-shot-image-classification", "--attribute_model", args.attribute_revision
+            )
         if args.captioner:
             infos["captioner"] = check_model(args.captioner, "image-to-text", "--captioner", args.captioner_revision)
     except ModelCheckError as err:
@@ -147,14 +164,17 @@ def _records(args: argparse.Namespace) -> tuple[Iterator[Any], int | None, str]:
     if args.image_dir is not None:
         records, others = folder_images(args.image_dir)
         if not records:
-            _fail(f"--image_dir {args.image_dir!r}: no image files ({', '.join(('.jpg', '.png', '...'))}); "
-                  f"{others} other file(s)")
+            _fail(
+                f"--image_dir {args.image_dir!r}: no image files ({', '.join(('.jpg', '.png', '...'))}); "
+                f"{others} other file(s)"
+            )
         return iter(records), len(records), Path(args.image_dir).resolve().name
     import datasets
 
     try:
-        data = datasets.load_dataset(args.dataset, args.dataset_config, split=args.dataset_split,
-                                     streaming=args.streaming)
+        data = datasets.load_dataset(
+            args.dataset, args.dataset_config, split=args.dataset_split, streaming=args.streaming
+        )
     except Exception as err:  # datasets raises many kinds for a bad id / config / split
         _fail(f"--dataset {args.dataset!r}: cannot load split {args.dataset_split!r}: {err}".splitlines()[0])
     if data.column_names is not None and args.image_column not in data.column_names:
@@ -179,8 +199,17 @@ def _shards(records: Iterator[Any], size: int) -> Iterator[tuple[int, list[Any]]
 
 # -- stage 1: detections ----------------------------------------------------------------------------------------
 def _detection_settings(args: argparse.Namespace, infos: dict[str, Any]) -> dict[str, Any]:
-    keys = ("detection_threshold", "max_detections", "vocabulary", "pipeline_queries", "attribute_vocabulary",
-            "attribute_template", "caption_prompt", "caption_max_new_tokens", "shard_size")
+    keys = (
+        "detection_threshold",
+        "max_detections",
+        "vocabulary",
+        "pipeline_queries",
+        "attribute_vocabulary",
+        "attribute_template",
+        "caption_prompt",
+        "caption_max_new_tokens",
+        "shard_size",
+    )
     return {"models": {k: v.as_dict() for k, v in infos.items()}, **{k: getattr(args, k) for k in keys}}
 
 
@@ -194,19 +223,36 @@ def _build_stages(args: argparse.Namespace, infos: dict[str, Any], device: str |
     vocabulary = None
     if info.task == "zero-shot-object-detection":
         source = args.vocabulary
-        vocabulary = (list(_VOCABULARIES[source]()) if source in _VOCABULARIES
-                      else _read_word_list(source, "--vocabulary"))
-    stages: dict[str, Any] = {"detector": Detector(load_pipeline(info, device, args.bf16), info.task,
-                                                   args.detection_threshold, args.max_detections, vocabulary,
-                                                   args.batch_size, not args.pipeline_queries)}
+        vocabulary = (
+            list(_VOCABULARIES[source]()) if source in _VOCABULARIES else _read_word_list(source, "--vocabulary")
+        )
+    stages: dict[str, Any] = {
+        "detector": Detector(
+            load_pipeline(info, device, args.bf16),
+            info.task,
+            args.detection_threshold,
+            args.max_detections,
+            vocabulary,
+            args.batch_size,
+            not args.pipeline_queries,
+        )
+    }
     if "attributes" in infos:
-        words = (_read_word_list(args.attribute_vocabulary, "--attribute_vocabulary") if args.attribute_vocabulary
-                 else list(attribute_vocabulary()))
-        stages["attributes"] = AttributeClassifier(load_pipeline(infos["attributes"], device, args.bf16), words,
-                                                   args.attribute_template, 4 * args.batch_size)
+        words = (
+            _read_word_list(args.attribute_vocabulary, "--attribute_vocabulary")
+            if args.attribute_vocabulary
+            else list(attribute_vocabulary())
+        )
+        stages["attributes"] = AttributeClassifier(
+            load_pipeline(infos["attributes"], device, args.bf16), words, args.attribute_template, 4 * args.batch_size
+        )
     if "captioner" in infos:
-        stages["captioner"] = Captioner(load_pipeline(infos["captioner"], device, args.bf16), args.caption_prompt,
-                                        args.caption_max_new_tokens, args.batch_size)
+        stages["captioner"] = Captioner(
+            load_pipeline(infos["captioner"], device, args.bf16),
+            args.caption_prompt,
+            args.caption_max_new_tokens,
+            args.batch_size,
+        )
     return stages
 
 
@@ -225,8 +271,10 @@ def detect_shard(records: Sequence[Any], stages: dict[str, Any], batch_size: int
         if "attributes" in stages:
             detections = stages["attributes"](images, detections)
         captions = stages["captioner"](images) if "captioner" in stages else [None] * len(images)
-        items += [DetectedImage(x.record, x.image.width, x.image.height, d, c)
-                  for x, d, c in zip(loaded, detections, captions)]
+        items += [
+            DetectedImage(x.record, x.image.width, x.image.height, d, c)
+            for x, d, c in zip(loaded, detections, captions)
+        ]
     return items, rejects
 
 
@@ -249,8 +297,10 @@ def run_detections(args: argparse.Namespace, infos: dict[str, Any], state: Any) 
             side = read_shard_side(path)
             if side["meta"] != settings:
                 _fail(f"{path}: made with other settings ({side['meta']}); use another --output_dir or --labels_only")
-            done = sorted(pq.read_table(path, columns=["file_name"]).column("file_name").to_pylist()
-                          + [r["file_name"] for r in side["rejects"]])
+            done = sorted(
+                pq.read_table(path, columns=["file_name"]).column("file_name").to_pylist()
+                + [r["file_name"] for r in side["rejects"]]
+            )
             if done != sorted(r.file_name for r in shard):
                 _fail(f"{path}: made from other images than shard {number} of this input; use another --output_dir")
             continue
@@ -292,16 +342,24 @@ def run_labels(args: argparse.Namespace, name: str) -> dict[str, Any]:
     config = TemplateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TemplateConfig)})
     engine = TemplateEngine(config)
     has_captions = bool(sides[0]["meta"]["models"].get("captioner"))
-    labeler = Labeler(engine, _relation_model(args.relations), CaptionMatcher(engine) if has_captions else None,
-                      args.caption_query)
+    labeler = Labeler(
+        engine, _relation_model(args.relations), CaptionMatcher(engine) if has_captions else None, args.caption_query
+    )
     rejects = [r for side in sides for r in side["rejects"]]
     rejects_path = Path(args.rejects) if args.rejects else output_dir / "rejects.jsonl"
     rejects_path.parent.mkdir(parents=True, exist_ok=True)
     rejects_path.write_text("".join(json.dumps(r) + "\n" for r in rejects))
-    manifest = {"models": sides[0]["meta"]["models"], "rejected": len(rejects), "shard_size": args.shard_size,
-                "settings": {"detection": {k: v for k, v in sides[0]["meta"].items() if k != "models"},
-                             "templates": dataclasses.asdict(config), "relations": args.relations,
-                             "caption_query": args.caption_query}}
+    manifest = {
+        "models": sides[0]["meta"]["models"],
+        "rejected": len(rejects),
+        "shard_size": args.shard_size,
+        "settings": {
+            "detection": {k: v for k, v in sides[0]["meta"].items() if k != "models"},
+            "templates": dataclasses.asdict(config),
+            "relations": args.relations,
+            "caption_query": args.caption_query,
+        },
+    }
     counts = write_dataset(output_dir, name, shards, labeler, args.seed, manifest)
     return {**counts.as_dict(), "rejected": len(rejects), "rejects_file": str(rejects_path)}
 
@@ -312,8 +370,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from accelerate import PartialState
 
     state = PartialState(cpu=args.cpu)
-    name = args.name or (Path(args.image_dir).resolve().name if args.image_dir else
-                         Path(args.dataset).name if args.dataset else Path(args.output_dir).resolve().name)
+    name = args.name or (
+        Path(args.image_dir).resolve().name
+        if args.image_dir
+        else Path(args.dataset).name
+        if args.dataset
+        else Path(args.output_dir).resolve().name
+    )
     if not args.labels_only:
         run_detections(args, infos, state)
         state.wait_for_everyone()

@@ -106,9 +106,7 @@ def folder_images(image_dir: str | os.PathLike) -> tuple[list[ImageRecord], int]
     return records, others
 
 
-def dataset_images(
-    dataset: Any, image_column: str = "image", name_column: str | None = None
-) -> Iterator[ImageRecord]:
+def dataset_images(dataset: Any, image_column: str = "image", name_column: str | None = None) -> Iterator[ImageRecord]:
     """Records of a ``datasets`` image dataset (map-style or streaming); images are read undecoded.
 
     File names come from ``name_column`` when given (they must be unique), else ``<index>_<file name>`` from the
@@ -187,8 +185,11 @@ class Detector:
     @property
     def grouped(self) -> bool:
         """Whether all vocabulary entries share one forward pass per image (OWL-ViT / OWLv2, unless disabled)."""
-        return (self.task == "zero-shot-object-detection" and self.grouped_queries
-                and self.pipe.model.config.model_type in GROUPED_QUERY_MODELS)
+        return (
+            self.task == "zero-shot-object-detection"
+            and self.grouped_queries
+            and self.pipe.model.config.model_type in GROUPED_QUERY_MODELS
+        )
 
     @torch.inference_mode()
     def _run_grouped(self, images: list[PIL.Image.Image]) -> list[list[dict[str, Any]]]:
@@ -198,16 +199,24 @@ class Detector:
         for start in range(0, len(images), self.batch_size):
             batch = images[start : start + self.batch_size]
             pixels = self.pipe.image_processor(images=batch, return_tensors="pt").to(self.pipe.device)
-            outputs = self.pipe.model(input_ids=text["input_ids"].repeat(len(batch), 1),
-                                      attention_mask=text["attention_mask"].repeat(len(batch), 1),
-                                      pixel_values=pixels["pixel_values"].to(self.pipe.dtype))
+            outputs = self.pipe.model(
+                input_ids=text["input_ids"].repeat(len(batch), 1),
+                attention_mask=text["attention_mask"].repeat(len(batch), 1),
+                pixel_values=pixels["pixel_values"].to(self.pipe.dtype),
+            )
             sizes = torch.tensor([[im.height, im.width] for im in batch], dtype=torch.int32)
             for result in self.pipe.image_processor.post_process_object_detection(
-                    outputs=outputs, threshold=self.threshold, target_sizes=sizes):
-                dets = [{"score": score.item(), "label": self.vocabulary[label.item()],
-                         "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.int().tolist()))}
-                        for score, label, box in zip(result["scores"], result["labels"], result["boxes"])
-                        if score.item() != 0]
+                outputs=outputs, threshold=self.threshold, target_sizes=sizes
+            ):
+                dets = [
+                    {
+                        "score": score.item(),
+                        "label": self.vocabulary[label.item()],
+                        "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.int().tolist())),
+                    }
+                    for score, label, box in zip(result["scores"], result["labels"], result["boxes"])
+                    if score.item() != 0
+                ]
                 found.append(sorted(dets, key=lambda d: d["score"], reverse=True))
         return found
 
@@ -237,21 +246,30 @@ class Detector:
 
 
 # -- the intermediate dataset -------------------------------------------------------------------------------------
-_DETECTION = pa.struct([("label", pa.string()), ("box", pa.list_(pa.float64(), 4)), ("score", pa.float64()),
-                        ("attribute", pa.string()), ("attribute_score", pa.float64())])
+_DETECTION = pa.struct(
+    [
+        ("label", pa.string()),
+        ("box", pa.list_(pa.float64(), 4)),
+        ("score", pa.float64()),
+        ("attribute", pa.string()),
+        ("attribute_score", pa.float64()),
+    ]
+)
 
 
 def detections_schema() -> pa.Schema:
     """One row per image: the image (bytes or path, as ``datasets.Image``), its size, detections and caption."""
-    return pa.schema([
-        ("index", pa.int64()),
-        ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-        ("file_name", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("detections", pa.list_(_DETECTION)),
-        ("caption", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("index", pa.int64()),
+            ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+            ("file_name", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("detections", pa.list_(_DETECTION)),
+            ("caption", pa.string()),
+        ]
+    )
 
 
 def _row(item: DetectedImage) -> dict[str, Any]:
@@ -262,14 +280,23 @@ def _row(item: DetectedImage) -> dict[str, Any]:
         "file_name": rec.file_name,
         "width": item.width,
         "height": item.height,
-        "detections": [{"label": d.label, "box": list(d.box), "score": d.score, "attribute": d.attribute,
-                        "attribute_score": d.attribute_score} for d in item.detections],
+        "detections": [
+            {
+                "label": d.label,
+                "box": list(d.box),
+                "score": d.score,
+                "attribute": d.attribute,
+                "attribute_score": d.attribute_score,
+            }
+            for d in item.detections
+        ],
         "caption": item.caption,
     }
 
 
-def write_detection_shard(path: Path, items: Sequence[DetectedImage], rejects: Sequence[Reject],
-                          meta: dict[str, Any]) -> None:
+def write_detection_shard(
+    path: Path, items: Sequence[DetectedImage], rejects: Sequence[Reject], meta: dict[str, Any]
+) -> None:
     """Write one shard atomically (``.tmp`` then rename) with its rejects and run settings beside it.
 
     The parquet file is written last, so its presence means the shard is complete (resume skips it).
@@ -290,10 +317,16 @@ def read_detection_shard(path: Path, batch_rows: int = 1024) -> Iterator[Detecte
     for batch in handle.iter_batches(batch_size=batch_rows):
         for row in batch.to_pylist():
             image = row["image"] or {}
-            record = ImageRecord(row["index"], row["file_name"], image.get("path") if image.get("bytes") is None
-                                 else None, image.get("bytes"))
-            dets = [Detection(d["label"], tuple(d["box"]), d["score"], d["attribute"], d["attribute_score"] or 0.0)
-                    for d in row["detections"]]
+            record = ImageRecord(
+                row["index"],
+                row["file_name"],
+                image.get("path") if image.get("bytes") is None else None,
+                image.get("bytes"),
+            )
+            dets = [
+                Detection(d["label"], tuple(d["box"]), d["score"], d["attribute"], d["attribute_score"] or 0.0)
+                for d in row["detections"]
+            ]
             yield DetectedImage(record, row["width"], row["height"], dets, row["caption"])
 
 
@@ -308,4 +341,3 @@ def image_bytes(record: ImageRecord) -> bytes:
         return record.data
     with open(record.path, "rb") as handle:
         return handle.read()
-

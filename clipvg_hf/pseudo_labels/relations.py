@@ -100,8 +100,9 @@ class GeometricRelations:
         return [unique[k] for k in sorted(order)]
 
 
-def relation_targets(engine: TemplateEngine, detections: Sequence[Detection], width: int,
-                     height: int) -> list[Detection]:
+def relation_targets(
+    engine: TemplateEngine, detections: Sequence[Detection], width: int, height: int
+) -> list[Detection]:
     """The people and things that survive the template filters (valid box, not tiny, overlap removal), in order.
 
     Relations use the same detections the templates consider (clothes are never targets or objects).

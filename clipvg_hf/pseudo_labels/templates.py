@@ -336,8 +336,14 @@ class TemplateEngine:
             texts += [f"{noun} {c}", f"{c} {noun}"]
         for s in obj.spatial:
             for c in worn:
-                texts += [f"{noun} {c} {s}", f"{noun} {s} {c}", f"{c} {noun} {s}",
-                          f"{c} {s} {noun}", f"{s} {noun} {c}", f"{s} {c} {noun}"]
+                texts += [
+                    f"{noun} {c} {s}",
+                    f"{noun} {s} {c}",
+                    f"{c} {noun} {s}",
+                    f"{c} {s} {noun}",
+                    f"{s} {noun} {c}",
+                    f"{s} {c} {noun}",
+                ]
                 prep = "on the" if s in _ON_THE else "in the" if s in _IN_THE else None
                 if prep is not None:
                     texts += [f"{noun} {c} {prep} {s}", f"{noun} {prep} {s} {c}", f"{c} {noun} {prep} {s}"]
@@ -349,9 +355,11 @@ class TemplateEngine:
     ) -> tuple[dict[str, list[_Object]], ...]:
         """People, clothes and things (by class, first-seen order) after the 0 -> 1 fix, tiny and overlap removal."""
         objects = self.object_groups(detections)
-        return (self.remove_overlap(self.remove_tiny(objects.people, width, height)),
-                self.remove_overlap(objects.clothes),
-                self.remove_overlap(self.remove_tiny(objects.things, width, height)))
+        return (
+            self.remove_overlap(self.remove_tiny(objects.people, width, height)),
+            self.remove_overlap(objects.clothes),
+            self.remove_overlap(self.remove_tiny(objects.things, width, height)),
+        )
 
     def selected(self, image: ImageDetections) -> list[_Object]:
         """The top-n objects of one image after every filtering and matching rule (attributes, spatial words set)."""

@@ -42,8 +42,15 @@ __all__ = ["SOURCES", "LabelCounts", "Labeler", "config_names", "write_dataset"]
 
 #: Pseudo-label sources, in the official merge order.
 SOURCES = ("template", "relation", "caption")
-_LABELS = pa.schema([("index", pa.int64()), ("file_name", pa.string()), ("source", pa.string()),
-                     ("expression", pa.string()), ("box", pa.list_(pa.float64(), 4))])
+_LABELS = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("file_name", pa.string()),
+        ("source", pa.string()),
+        ("expression", pa.string()),
+        ("box", pa.list_(pa.float64(), 4)),
+    ]
+)
 
 
 def config_names(name: str) -> tuple[str, str]:
@@ -72,9 +79,14 @@ class LabelCounts:
             self.expressions[source] += other.expressions[source]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"images_in": self.images_in, "images_without_detection": self.images_without_detection,
-                "images_labelled": dict(self.images_labelled), "expressions": dict(self.expressions),
-                "captions_unmatched": self.captions_unmatched, "captions_missing": self.captions_missing}
+        return {
+            "images_in": self.images_in,
+            "images_without_detection": self.images_without_detection,
+            "images_labelled": dict(self.images_labelled),
+            "expressions": dict(self.expressions),
+            "captions_unmatched": self.captions_unmatched,
+            "captions_missing": self.captions_missing,
+        }
 
 
 @dataclass
@@ -86,8 +98,9 @@ class Labeler:
     captions: CaptionMatcher | None = None
     caption_query: int = 6
 
-    def label_image(self, item: DetectedImage, template_rng: random.Random,
-                    caption_rng: random.Random) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
+    def label_image(
+        self, item: DetectedImage, template_rng: random.Random, caption_rng: random.Random
+    ) -> dict[str, list[tuple[str, tuple[float, ...]]]]:
         """``source -> [(expression, box)]`` of one image."""
         out: dict[str, list[tuple[str, tuple[float, ...]]]] = {s: [] for s in SOURCES}
         rows = self.engine.sample(self.engine.candidates(item.for_templates()), template_rng)
@@ -98,12 +111,15 @@ class Labeler:
             if not isinstance(self.relations, GeometricRelations):
                 loaded = load_image(item.record)
                 image = loaded.image if isinstance(loaded, LoadedImage) else None
-            out["relation"] = [(relation_text(r), tuple(r.subject.box))
-                               for r in self.relations(image, item.width, item.height, targets)]
+            out["relation"] = [
+                (relation_text(r), tuple(r.subject.box))
+                for r in self.relations(image, item.width, item.height, targets)
+            ]
         if self.captions is not None and item.caption:
             matched = self.captions.matches(item.caption, item.detections, item.width, item.height)
-            out["caption"] = [(item.caption, d.box) for d in self.captions.sample(matched, caption_rng,
-                                                                                   self.caption_query)]
+            out["caption"] = [
+                (item.caption, d.box) for d in self.captions.sample(matched, caption_rng, self.caption_query)
+            ]
         return out
 
     def label_shard(self, shard: Path, out: Path, seed: int) -> LabelCounts:
@@ -122,15 +138,24 @@ class Labeler:
             for source, found in labels.items():
                 counts.images_labelled[source] += bool(found)
                 counts.expressions[source] += len(found)
-                rows += [{"index": item.record.index, "file_name": item.record.file_name, "source": source,
-                          "expression": text, "box": list(box)} for text, box in found]
+                rows += [
+                    {
+                        "index": item.record.index,
+                        "file_name": item.record.file_name,
+                        "source": source,
+                        "expression": text,
+                        "box": list(box),
+                    }
+                    for text, box in found
+                ]
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=_LABELS), out)
         return counts
 
 
-def _split_rows(labels: Path, source_of_split: dict[str, Sequence[str]],
-                offsets: dict[str, dict[str, int]]) -> dict[str, dict[int, list[tuple[int, SplitRow]]]]:
+def _split_rows(
+    labels: Path, source_of_split: dict[str, Sequence[str]], offsets: dict[str, dict[str, int]]
+) -> dict[str, dict[int, list[tuple[int, SplitRow]]]]:
     """``split -> image index -> [(row_index, SplitRow)]`` of one shard's labels (``offsets`` are advanced)."""
     by_split: dict[str, dict[int, list[tuple[int, SplitRow]]]] = {split: {} for split in source_of_split}
     for row in pq.read_table(labels).to_pylist():
@@ -140,15 +165,29 @@ def _split_rows(labels: Path, source_of_split: dict[str, Sequence[str]],
                 continue
             position = offsets[split][row["source"]]
             offsets[split][row["source"]] += 1
-            split_row = SplitRow(row["file_name"], row["expression"], box, official_box(box, "xyxy"), None,
-                                 row["source"], row["source"], position)
+            split_row = SplitRow(
+                row["file_name"],
+                row["expression"],
+                box,
+                official_box(box, "xyxy"),
+                None,
+                row["source"],
+                row["source"],
+                position,
+            )
             row_index = position + sum(offsets["_total"][s] for s in sources[: sources.index(row["source"])])
             by_split[split].setdefault(row["index"], []).append((row_index, split_row))
     return by_split
 
 
-def write_dataset(output_dir: Path, name: str, detection_shards: Sequence[Path], labeler: Labeler, seed: int,
-                  manifest: dict[str, Any]) -> LabelCounts:
+def write_dataset(
+    output_dir: Path,
+    name: str,
+    detection_shards: Sequence[Path],
+    labeler: Labeler,
+    seed: int,
+    manifest: dict[str, Any],
+) -> LabelCounts:
     """Label every shard (in order) and write both configs and the dataset card; returns the total counts."""
     work = output_dir / "labels"
     counts = LabelCounts()
@@ -179,8 +218,12 @@ def write_dataset(output_dir: Path, name: str, detection_shards: Sequence[Path],
     return counts
 
 
-def _write_shard_files(shard: Path, by_split: dict[str, dict[int, list[tuple[int, SplitRow]]]], staging: Path,
-                       written: dict[str, list[Path]]) -> None:
+def _write_shard_files(
+    shard: Path,
+    by_split: dict[str, dict[int, list[tuple[int, SplitRow]]]],
+    staging: Path,
+    written: dict[str, list[Path]],
+) -> None:
     """Write one output file per split for the images of one detection shard, through the converter's writer."""
     wanted = {index for rows in by_split.values() for index in rows}
     staging.mkdir(parents=True, exist_ok=True)
@@ -222,8 +265,10 @@ def write_card(output_dir: Path, manifest: dict[str, Any]) -> Path:
     """``README.md`` with the configs YAML and what produced the labels (models, thresholds, seed, counts)."""
     yaml = ["---", "configs:"]
     for config in manifest["configs"]:
-        splits = sorted({p.name.split("-")[0] for p in (output_dir / config).glob("*-of-*.parquet")},
-                        key=lambda s: (s != "train_pseudo", s))
+        splits = sorted(
+            {p.name.split("-")[0] for p in (output_dir / config).glob("*-of-*.parquet")},
+            key=lambda s: (s != "train_pseudo", s),
+        )
         if not splits:
             continue
         yaml += [f"- config_name: {config}", "  data_files:"]
@@ -233,35 +278,38 @@ def write_card(output_dir: Path, manifest: dict[str, Any]) -> Path:
     c = manifest["counts"]
     table = ["| source | images labelled | expressions |", "|---|---:|---:|"]
     table += [f"| {s} | {c['images_labelled'][s]} | {c['expressions'][s]} |" for s in SOURCES]
-    models = "\n".join(f"- {role}: `{m['model']}` ({m['task']}, {m['model_type']}, revision {m['revision']})"
-                       for role, m in manifest.get("models", {}).items() if m)
-    body = f"""# Pseudo-language labels for `{manifest['name']}`
+    models = "\n".join(
+        f"- {role}: `{m['model']}` ({m['task']}, {m['model_type']}, revision {m['revision']})"
+        for role, m in manifest.get("models", {}).items()
+        if m
+    )
+    body = f"""# Pseudo-language labels for `{manifest["name"]}`
 
 Generated by `clipvg-pseudo-label` (clipvg_hf.pseudo_labels) from unlabelled images, following CLIP-VG's
 unsupervised setting: template labels (the official Pseudo-Q template rules), geometric relation labels (in place of
 RelTR) and caption labels (a captioner's sentence, its subject matched to a detected box).
 
-Configs: `{manifest['configs'][0]}` (templates, split `train_pseudo`) and `{manifest['configs'][1]}` (all sources in
+Configs: `{manifest["configs"][0]}` (templates, split `train_pseudo`) and `{manifest["configs"][1]}` (all sources in
 `train_pseudo`, plus `train_template`, `train_relation`, `train_caption`). The schema is that of the converted
 CLIP-VG splits (one row per image with its expressions; `bbox` is `x1, y1, x2, y2` pixels; `source` names the
-generator). Train with `train.py --dataset <this folder> --dataset_config {manifest['configs'][0]}`.
+generator). Train with `train.py --dataset <this folder> --dataset_config {manifest["configs"][0]}`.
 
 ## Models
-{models or '- (none recorded)'}
+{models or "- (none recorded)"}
 
 ## Counts
-Images in: {c['images_in']}; without any detection: {c['images_without_detection']}; rejected (unreadable):
-{manifest.get('rejected', 0)}; captions unmatched to a detection: {c['captions_unmatched']}; images without a
-caption: {c['captions_missing']}.
+Images in: {c["images_in"]}; without any detection: {c["images_without_detection"]}; rejected (unreadable):
+{manifest.get("rejected", 0)}; captions unmatched to a detection: {c["captions_unmatched"]}; images without a
+caption: {c["captions_missing"]}.
 
 {chr(10).join(table)}
 
 ## Settings
-Seed {manifest['seed']} (restarted at every shard of {manifest.get('shard_size')} images, as the official generator
+Seed {manifest["seed"]} (restarted at every shard of {manifest.get("shard_size")} images, as the official generator
 restarted it at every split file).
 
 ```json
-{json.dumps(manifest.get('settings', {}), indent=1, sort_keys=True)}
+{json.dumps(manifest.get("settings", {}), indent=1, sort_keys=True)}
 ```
 """
     path = output_dir / "README.md"

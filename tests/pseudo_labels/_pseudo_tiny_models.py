@@ -39,10 +39,20 @@ CAPTION_WORDS = ["a", "man", "dog", "on", "the", "riding", "horse", "person", "c
 def build_detr(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     backbone = ResNetConfig(embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], out_features=["stage4"])
-    config = DetrConfig(use_timm_backbone=False, backbone_config=backbone, d_model=16, encoder_layers=1,
-                        decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=16,
-                        decoder_ffn_dim=16, num_queries=12, id2label=dict(enumerate(DETR_LABELS)),
-                        label2id={n: i for i, n in enumerate(DETR_LABELS)})
+    config = DetrConfig(
+        use_timm_backbone=False,
+        backbone_config=backbone,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        num_queries=12,
+        id2label=dict(enumerate(DETR_LABELS)),
+        label2id={n: i for i, n in enumerate(DETR_LABELS)},
+    )
     model = DetrForObjectDetection(config)
     with torch.no_grad():  # spread the random boxes and classes so that several survive the overlap removal
         model.model.query_position_embeddings.weight.normal_(0.0, 3.0)
@@ -61,10 +71,22 @@ def build_owlv2(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_clip_tokenizer(model_max_length=16)
     config = Owlv2Config(
-        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 16, "intermediate_size": 16,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16},
-        vision_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 64, "patch_size": 16},
+        text_config={
+            "vocab_size": tokenizer.vocab_size,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 64,
+            "patch_size": 16,
+        },
         projection_dim=16,
     )
     model = Owlv2ForObjectDetection(config)
@@ -72,8 +94,9 @@ def build_owlv2(folder: Path, seed: int = 0) -> Path:
         model.box_head.dense2.weight.mul_(0.01)
         model.box_head.dense2.bias[2:] += 0.5
     model.save_pretrained(folder)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
-                   tokenizer=tokenizer).save_pretrained(folder)
+    Owlv2Processor(
+        image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}), tokenizer=tokenizer
+    ).save_pretrained(folder)
     return folder
 
 
@@ -81,11 +104,24 @@ def build_clip(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_clip_tokenizer()
     config = CLIPConfig(
-        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 16, "intermediate_size": 16,
-                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 77},
-        vision_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 16},
-        projection_dim=8, logit_scale_init_value=8.0,
+        text_config={
+            "vocab_size": tokenizer.vocab_size,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        projection_dim=8,
+        logit_scale_init_value=8.0,
     )
     CLIPModel(config).save_pretrained(folder)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
@@ -99,11 +135,26 @@ def build_blip(folder: Path, seed: int = 0) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CAPTION_WORDS]
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)})
     config = BlipConfig(
-        text_config={"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1,
-                     "num_attention_heads": 2, "encoder_hidden_size": 16, "max_position_embeddings": 32,
-                     "bos_token_id": 2, "sep_token_id": 3, "pad_token_id": 0},
-        vision_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 16},
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "encoder_hidden_size": 16,
+            "max_position_embeddings": 32,
+            "bos_token_id": 2,
+            "sep_token_id": 3,
+            "pad_token_id": 0,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
         projection_dim=8,
     )
     model = BlipForConditionalGeneration(config)
@@ -111,8 +162,9 @@ def build_blip(folder: Path, seed: int = 0) -> Path:
     model.generation_config.min_new_tokens = 4
     model.generation_config.suppress_tokens = [0, 1, 2, 4]
     model.save_pretrained(folder)
-    BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
-                  tokenizer=tokenizer).save_pretrained(folder)
+    BlipProcessor(
+        image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer=tokenizer
+    ).save_pretrained(folder)
     return folder
 
 

@@ -17,6 +17,7 @@ from clipvg_hf.processing_clipvg import build_clip_tokenizer
 from clipvg_hf.pseudo_labels.cli import main
 from clipvg_hf.pseudo_labels.detections import read_detection_shard
 from clipvg_hf.pseudo_labels.templates import OFFICIAL_SEED, TemplateEngine
+
 from conftest import free_port
 
 ATTRIBUTES = ["red", "wooden", "striped", "young"]
@@ -30,15 +31,40 @@ def setup(tmp_path_factory):
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     (images / "notes.txt").write_text("not an image")
     (root / "attributes.txt").write_text("\n".join(ATTRIBUTES) + "\n")
-    return {"root": root, "images": images, "detr": build_detr(root / "detr"), "clip": build_clip(root / "clip"),
-            "blip": build_blip(root / "blip")}
+    return {
+        "root": root,
+        "images": images,
+        "detr": build_detr(root / "detr"),
+        "clip": build_clip(root / "clip"),
+        "blip": build_blip(root / "blip"),
+    }
 
 
 def _args(setup, out, *extra):
-    return ["--image_dir", str(setup["images"]), "--output_dir", str(out), "--detector", str(setup["detr"]),
-            "--detection_threshold", "0.05", "--attribute_model", str(setup["clip"]), "--attribute_vocabulary",
-            str(setup["root"] / "attributes.txt"), "--captioner", str(setup["blip"]), "--caption_max_new_tokens",
-            "6", "--shard_size", "4", "--batch_size", "2", "--cpu", *extra]
+    return [
+        "--image_dir",
+        str(setup["images"]),
+        "--output_dir",
+        str(out),
+        "--detector",
+        str(setup["detr"]),
+        "--detection_threshold",
+        "0.05",
+        "--attribute_model",
+        str(setup["clip"]),
+        "--attribute_vocabulary",
+        str(setup["root"] / "attributes.txt"),
+        "--captioner",
+        str(setup["blip"]),
+        "--caption_max_new_tokens",
+        "6",
+        "--shard_size",
+        "4",
+        "--batch_size",
+        "2",
+        "--cpu",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +78,10 @@ def _expressions(folder, config, split="train_pseudo"):
     rows = []
     for path in sorted((folder / config).glob(f"{split}-*.parquet")):
         for image in pq.read_table(path, columns=["file_name", "expressions"]).to_pylist():
-            rows += [(image["file_name"], e["expression"], tuple(e["bbox"]), e["source"], e["row_index"])
-                     for e in image["expressions"]]
+            rows += [
+                (image["file_name"], e["expression"], tuple(e["bbox"]), e["source"], e["row_index"])
+                for e in image["expressions"]
+            ]
     return rows
 
 
@@ -79,8 +107,10 @@ def test_template_rows_are_the_engines_on_the_intermediate_detections(run):
         rng = random.Random(OFFICIAL_SEED)  # restarted per shard, as the official per split file
         engine = TemplateEngine()
         for item in read_detection_shard(shard):
-            expected += [(item.record.file_name, c.text, c.box) for c in engine.sample(
-                engine.candidates(item.for_templates()), rng)]
+            expected += [
+                (item.record.file_name, c.text, c.box)
+                for c in engine.sample(engine.candidates(item.for_templates()), rng)
+            ]
     got = sorted(_expressions(out, "photos-unsup-single"), key=lambda r: r[4])
     assert [(f, t, b) for f, t, b, _, _ in got] == expected
     assert [r[4] for r in got] == list(range(len(expected))) and {r[3] for r in got} == {"template"}
@@ -107,10 +137,31 @@ def test_dataset_feeds_the_loader_the_collator_and_training(run, converted_dir, 
     assert batch["pixel_values"].shape[0] == 2 and batch["input_ids"].shape[0] == 2
     from clipvg_hf.train import main as train_main
 
-    result = train_main(["--model_name_or_path", str(converted_dir), "--dataset", str(out), "--dataset_config",
-                         "photos-unsup-multi", "--val_split", "train_template", "--output_dir", str(tmp_path / "run"),
-                         "--num_epochs", "1", "--per_device_batch_size", "2", "--eval_batch_size", "4",
-                         "--num_workers", "0", "--cpu", "--train_steps", "1"])
+    result = train_main(
+        [
+            "--model_name_or_path",
+            str(converted_dir),
+            "--dataset",
+            str(out),
+            "--dataset_config",
+            "photos-unsup-multi",
+            "--val_split",
+            "train_template",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--num_epochs",
+            "1",
+            "--per_device_batch_size",
+            "2",
+            "--eval_batch_size",
+            "4",
+            "--num_workers",
+            "0",
+            "--cpu",
+            "--train_steps",
+            "1",
+        ]
+    )
     assert (tmp_path / "run" / "best").is_dir() and result is not None
 
 
@@ -146,7 +197,8 @@ def test_streaming_datasets_input_gives_the_folder_labels(run, setup, tmp_path):
     files = sorted(p for p in setup["images"].iterdir() if p.suffix in (".png", ".jpg"))
     table = datasets.Dataset.from_dict(
         {"image": [{"bytes": p.read_bytes(), "path": p.name} for p in files], "name": [p.name for p in files]},
-        features=datasets.Features({"image": datasets.Image(), "name": datasets.Value("string")}))
+        features=datasets.Features({"image": datasets.Image(), "name": datasets.Value("string")}),
+    )
     table.to_parquet(str(folder / "train-00000-of-00001.parquet"))
     other = tmp_path / "out"
     args = _args(setup, other, "--name", "photos")[2:]
@@ -168,8 +220,12 @@ def test_streaming_datasets_input_gives_the_folder_labels(run, setup, tmp_path):
 def test_bad_input_is_refused_before_any_work(setup, tmp_path, capsys, monkeypatch, change, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "empty").mkdir()
-    names = {"EMPTY": str(tmp_path / "empty"), "CLIP": str(setup["clip"]), "DETR": str(setup["detr"]),
-             "BLIP": str(setup["blip"])}
+    names = {
+        "EMPTY": str(tmp_path / "empty"),
+        "CLIP": str(setup["clip"]),
+        "DETR": str(setup["detr"]),
+        "BLIP": str(setup["blip"]),
+    }
     args = _args(setup, tmp_path / "out")
     for flag, value in change.items():
         args[args.index(flag) + 1] = names.get(value, value)
@@ -186,8 +242,20 @@ def test_two_processes_give_the_labels_of_one(run, setup, tmp_path):
     out, _ = run
     other = tmp_path / "two"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "clipvg_hf.pseudo_labels", *_args(setup, other)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "clipvg_hf.pseudo_labels",
+        *_args(setup, other),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     sides = [json.loads(p.read_text()) for p in sorted((other / "detections").glob("shard-*.json"))]

@@ -51,17 +51,24 @@ def test_relations_of_a_scene_keep_unique_triplets_ranked_in_detection_order():
     ]
     assert found[0] == Relation(scene[0], "next to", scene[1], pytest.approx(0.72))
     assert [relation_text(r) for r in GeometricRelations(max_per_image=2)(None, W, H, scene)] == [
-        "man next to the horse", "horse next to the man"]
+        "man next to the horse",
+        "horse next to the man",
+    ]
 
 
 def test_relation_targets_follow_the_template_filters():
-    detections = [det("man", (0, 0, 300, 400), 0.9), det("man", (5, 5, 300, 400), 0.5),  # overlap: 2nd goes
-                  det("cup", (10, 10, 20, 20), 0.9),  # tiny
-                  det("shirt", (20, 20, 200, 200), 0.9),  # clothes are never targets
-                  det("table", (300, 200, 640, 480), 0.4)]
+    detections = [
+        det("man", (0, 0, 300, 400), 0.9),
+        det("man", (5, 5, 300, 400), 0.5),  # overlap: 2nd goes
+        det("cup", (10, 10, 20, 20), 0.9),  # tiny
+        det("shirt", (20, 20, 200, 200), 0.9),  # clothes are never targets
+        det("table", (300, 200, 640, 480), 0.4),
+    ]
     targets = relation_targets(TemplateEngine(), detections, W, H)
-    assert [(t.label, t.box) for t in targets] == [("man", (1.0, 1.0, 300.0, 400.0)),
-                                                   ("table", (300.0, 200.0, 640.0, 480.0))]
+    assert [(t.label, t.box) for t in targets] == [
+        ("man", (1.0, 1.0, 300.0, 400.0)),
+        ("table", (300.0, 200.0, 640.0, 480.0)),
+    ]
 
 
 class WidestPairModel:
@@ -78,9 +85,13 @@ class WidestPairModel:
 
 def test_a_plugged_in_relation_model_gets_the_image_and_the_filtered_detections(tmp_path):
     PIL.Image.new("RGB", (W, H)).save(tmp_path / "a.png")
-    item = DetectedImage(ImageRecord(0, "a.png", str(tmp_path / "a.png")), W, H,
-                         [det("man", (100, 100, 200, 400)), det("horse", (210, 150, 500, 420)),
-                          det("cup", (10, 10, 20, 20))], None)
+    item = DetectedImage(
+        ImageRecord(0, "a.png", str(tmp_path / "a.png")),
+        W,
+        H,
+        [det("man", (100, 100, 200, 400)), det("horse", (210, 150, 500, 420)), det("cup", (10, 10, 20, 20))],
+        None,
+    )
     model = WidestPairModel()
     labels = Labeler(TemplateEngine(), model).label_image(item, random.Random(0), random.Random(0))
     assert model.seen == [((W, H), W, H, ["man", "horse"])]  # the tiny cup was filtered out
@@ -104,17 +115,31 @@ def test_rule_based_subject_words(caption, words):
 
 def test_lemma_rule():
     assert [lemma(w) for w in ("men", "puppies", "buses", "boxes", "cats", "grass", "bus", "jeans")] == [
-        "man", "puppy", "bus", "box", "cat", "grass", "bus", "jeans"]
+        "man",
+        "puppy",
+        "bus",
+        "box",
+        "cat",
+        "grass",
+        "bus",
+        "jeans",
+    ]
 
 
 def test_caption_matching_by_class_synonym_and_multiword():
     matcher = CaptionMatcher(TemplateEngine(), use_spacy=False)
-    detections = [det("dog", (0, 0, 200, 200), 0.9), det("person", (300, 0, 500, 400), 0.8),
-                  det("tennis racket", (100, 250, 300, 450), 0.7), det("person", (520, 0, 640, 400), 0.6)]
+    detections = [
+        det("dog", (0, 0, 200, 200), 0.9),
+        det("person", (300, 0, 500, 400), 0.8),
+        det("tennis racket", (100, 250, 300, 450), 0.7),
+        det("person", (520, 0, 640, 400), 0.6),
+    ]
     # "man" is a synonym of COCO's "person": both person boxes match, people first (official order)
     got = matcher.matches("A man playing with a dog", detections, W, H)
-    assert [(d.label, d.box) for d in got] == [("person", (300.0, 1.0, 500.0, 400.0)),
-                                               ("person", (520.0, 1.0, 640.0, 400.0))]
+    assert [(d.label, d.box) for d in got] == [
+        ("person", (300.0, 1.0, 500.0, 400.0)),
+        ("person", (520.0, 1.0, 640.0, 400.0)),
+    ]
     assert [d.label for d in matcher.matches("a tennis racket on the grass", detections, W, H)] == ["tennis racket"]
     assert [d.label for d in matcher.matches("two dogs in a park", detections, W, H)] == ["dog"]
     assert matcher.matches("a red car parked outside", detections, W, H) == []  # unmatched: counted by the writer

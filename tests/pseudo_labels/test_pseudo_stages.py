@@ -23,8 +23,12 @@ from clipvg_hf.pseudo_labels.templates import Detection
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_models")
-    return {"detr": build_detr(root / "detr"), "clip": build_clip(root / "clip"), "blip": build_blip(root / "blip"),
-            "images": write_images(root / "images", 4)}
+    return {
+        "detr": build_detr(root / "detr"),
+        "clip": build_clip(root / "clip"),
+        "blip": build_blip(root / "blip"),
+        "images": write_images(root / "images", 4),
+    }
 
 
 def _rgb(paths):
@@ -54,8 +58,12 @@ def test_detector_batches_clip_and_keep_the_pipelines_detections(tiny):
         clipped = []
         for r in reference:
             b = r["box"]
-            box = (min(max(b["xmin"], 0), image.width), min(max(b["ymin"], 0), image.height),
-                   min(max(b["xmax"], 0), image.width), min(max(b["ymax"], 0), image.height))
+            box = (
+                min(max(b["xmin"], 0), image.width),
+                min(max(b["ymin"], 0), image.height),
+                min(max(b["xmax"], 0), image.width),
+                min(max(b["ymax"], 0), image.height),
+            )
             if box[2] > box[0] and box[3] > box[1]:
                 clipped.append((r["label"], box, r["score"]))
         best = sorted(clipped, key=lambda c: -c[2])[:5]
@@ -67,15 +75,15 @@ def test_detector_batches_clip_and_keep_the_pipelines_detections(tiny):
 
 
 def test_owlv2_grouped_queries_keep_each_boxs_best_pipeline_class(tmp_path):
-    info = check_model(str(build_owlv2(tmp_path / "owlv2")), ("object-detection", "zero-shot-object-detection"),
-                       "--detector")
+    info = check_model(
+        str(build_owlv2(tmp_path / "owlv2")), ("object-detection", "zero-shot-object-detection"), "--detector"
+    )
     assert info.task == "zero-shot-object-detection"
     pipe = load_pipeline(info)
     vocabulary = ["cat", "remote control", "dog"]
     images = [PIL.Image.new("RGB", (64, 48), (200, 30, 30)), PIL.Image.new("RGB", (40, 56), (20, 90, 200))]
     grouped = Detector(pipe, info.task, threshold=0.0, max_detections=100, vocabulary=vocabulary, batch_size=2)
-    plain = Detector(pipe, info.task, threshold=0.0, max_detections=1000, vocabulary=vocabulary,
-                     grouped_queries=False)
+    plain = Detector(pipe, info.task, threshold=0.0, max_detections=1000, vocabulary=vocabulary, grouped_queries=False)
     assert grouped.grouped and not plain.grouped
     for mine, theirs in zip(grouped(images), plain(images)):
         assert len(theirs) == len(vocabulary) * len(mine) > 0  # the pipeline reports every box once per class
@@ -95,8 +103,10 @@ def test_attributes_equal_the_zero_shot_pipeline_on_each_crop(tiny):
     words = ["red", "wooden", "striped", "young", "metal", "white"]
     classifier = AttributeClassifier(pipe, words, batch_size=2)
     images = _rgb(tiny["images"][:2])
-    dets = [[Detection("dog", (0.0, 0.0, 40.0, 30.0), 0.9), Detection("cup", (10.0, 5.0, 50.0, 60.0), 0.8)],
-            [Detection("man", (5.0, 5.0, 5.5, 30.0), 0.7), Detection("table", (3.0, 4.0, 58.0, 70.0), 0.6)]]
+    dets = [
+        [Detection("dog", (0.0, 0.0, 40.0, 30.0), 0.9), Detection("cup", (10.0, 5.0, 50.0, 60.0), 0.8)],
+        [Detection("man", (5.0, 5.0, 5.5, 30.0), 0.7), Detection("table", (3.0, 4.0, 58.0, 70.0), 0.6)],
+    ]
     got = classifier(images, dets)
     assert got[1][0].attribute is None  # under a pixel wide: no crop
     for image, mine in zip(images, got):
@@ -131,14 +141,21 @@ def test_corrupt_image_is_a_reject_naming_the_file(tmp_path):
 
 
 def test_detection_shard_round_trip(tmp_path):
-    items = [DetectedImage(ImageRecord(3, "a.png", "/x/a.png"), 40, 30,
-                           [Detection("dog", (1.0, 2.0, 3.0, 4.0), 0.5, "brown", 0.7),
-                            Detection("cup", (0.0, 1.5, 9.0, 9.5), 0.25)], "a dog"),
-             DetectedImage(ImageRecord(4, "b.png", None, b"bytes"), 8, 6, [], None)]
+    items = [
+        DetectedImage(
+            ImageRecord(3, "a.png", "/x/a.png"),
+            40,
+            30,
+            [Detection("dog", (1.0, 2.0, 3.0, 4.0), 0.5, "brown", 0.7), Detection("cup", (0.0, 1.5, 9.0, 9.5), 0.25)],
+            "a dog",
+        ),
+        DetectedImage(ImageRecord(4, "b.png", None, b"bytes"), 8, 6, [], None),
+    ]
     path = tmp_path / "shard-00000.parquet"
     write_detection_shard(path, items, [], {"k": 1})
     back = list(read_detection_shard(path))
-    assert [(b.record, b.width, b.height, b.detections, b.caption) for b in back] == \
-           [(i.record, i.width, i.height, i.detections, i.caption) for i in items]
+    assert [(b.record, b.width, b.height, b.detections, b.caption) for b in back] == [
+        (i.record, i.width, i.height, i.detections, i.caption) for i in items
+    ]
     assert read_shard_side(path) == {"meta": {"k": 1}, "rejects": []}
     assert back[0].for_templates().attr_detections == [items[0].detections[0]]

@@ -66,12 +66,16 @@ def test_candidates_and_sampled_rows_equal_the_official_generator(fixture):
             assert all(list(c.box) == boxes[c.detection] for c in got)
             sampled = engine.sample(got, rng)
             assert [(c.detection, c.text) for c in sampled] == [tuple(r) for r in official["rows"]], image.file_name
-            run_rows += [[image.file_name, "useless placeholder", list(c.box), c.text, "useless placeholder"]
-                         for c in sampled]
+            run_rows += [
+                [image.file_name, "useless placeholder", list(c.box), c.text, "useless placeholder"] for c in sampled
+            ]
             images, candidates, rows = images + 1, candidates + len(got), rows + len(sampled)
         assert run_rows == run["output_rows"]
-    assert (images, candidates, rows) == (expected["counts"]["images"], expected["counts"]["candidates"],
-                                          expected["counts"]["sampled_rows"]) == (19, 739, 99)
+    assert (
+        (images, candidates, rows)
+        == (expected["counts"]["images"], expected["counts"]["candidates"], expected["counts"]["sampled_rows"])
+        == (19, 739, 99)
+    )
 
 
 def test_generate_runs_one_stream_over_the_images_in_order(fixture):
@@ -89,8 +93,10 @@ def test_per_stage_fates_attributes_spatial_words_and_clothes(fixture):
         for official in run["images"]:
             image = _image(by_key[(run["dataset"], run["split"], official["image_file"])])
             chosen = engine.selected(image)
-            ranked = sorted((d for d in official["detections"] if d.get("selected_rank") is not None),
-                            key=lambda d: d["selected_rank"])
+            ranked = sorted(
+                (d for d in official["detections"] if d.get("selected_rank") is not None),
+                key=lambda d: d["selected_rank"],
+            )
             assert [o.index for o in chosen] == [d["id"] for d in ranked]
             for obj, det in zip(chosen, ranked):
                 assert (obj.attr, obj.spatial) == (det["attr"], det["spatial"])
@@ -100,16 +106,25 @@ def test_per_stage_fates_attributes_spatial_words_and_clothes(fixture):
 
 def test_every_constant_is_a_parameter_and_changes_the_output(fixture):
     by_key, expected = fixture
-    images = [_image(by_key[(r["dataset"], r["split"], im["image_file"])]) for r in expected["runs"]
-              for im in r["images"]]
+    images = [
+        _image(by_key[(r["dataset"], r["split"], im["image_file"])]) for r in expected["runs"] for im in r["images"]
+    ]
     base = [[c.text for c in TemplateEngine().candidates(im)] for im in images]
-    for change in ({"topn": 1}, {"tiny_area_ratio": 0.1}, {"overlap_iou": 0.9}, {"attr_conf_thresh": 0.9},
-                   {"spatial_spread": 400.0}, {"top_uses_width": False}, {"behind_ratio": 0.1},
-                   {"clothes_inside": 1.0}):
+    for change in (
+        {"topn": 1},
+        {"tiny_area_ratio": 0.1},
+        {"overlap_iou": 0.9},
+        {"attr_conf_thresh": 0.9},
+        {"spatial_spread": 400.0},
+        {"top_uses_width": False},
+        {"behind_ratio": 0.1},
+        {"clothes_inside": 1.0},
+    ):
         changed = [[c.text for c in TemplateEngine(TemplateConfig(**change)).candidates(im)] for im in images]
         assert changed != base, change
-    assert TemplateConfig() == TemplateConfig(3, 6, 0.5, 0.3, 1 / 64, 0.4, 0.75, 0.75, 0.5, 50.0, 0.4, 0.8, True,
-                                              20211024)
+    assert TemplateConfig() == TemplateConfig(
+        3, 6, 0.5, 0.3, 1 / 64, 0.4, 0.75, 0.75, 0.5, 50.0, 0.4, 0.8, True, 20211024
+    )
 
 
 def test_class_groups_are_the_official_lists():
