@@ -33,6 +33,15 @@ from transformers import (
 from clipvg_hf.processing_clipvg import build_clip_tokenizer
 
 DETR_LABELS = ["person", "dog", "cup", "dining table", "shirt", "horse"]
+#: The vision tower of the tiny CLIP and BLIP: one layer, 32 px images, 2 x 2 patches.
+TINY_VISION = {
+    "hidden_size": 16,
+    "intermediate_size": 16,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "image_size": 32,
+    "patch_size": 16,
+}
 CAPTION_WORDS = ["a", "man", "dog", "on", "the", "riding", "horse", "person", "cup", "table", "##s"]
 
 
@@ -112,14 +121,7 @@ def build_clip(folder: Path, seed: int = 0) -> Path:
             "num_attention_heads": 2,
             "max_position_embeddings": 77,
         },
-        vision_config={
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 16,
-        },
+        vision_config=TINY_VISION,
         projection_dim=8,
         logit_scale_init_value=8.0,
     )
@@ -147,14 +149,7 @@ def build_blip(folder: Path, seed: int = 0) -> Path:
             "sep_token_id": 3,
             "pad_token_id": 0,
         },
-        vision_config={
-            "hidden_size": 16,
-            "intermediate_size": 16,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": 32,
-            "patch_size": 16,
-        },
+        vision_config=TINY_VISION,
         projection_dim=8,
     )
     model = BlipForConditionalGeneration(config)

@@ -242,20 +242,8 @@ def test_two_processes_give_the_labels_of_one(run, setup, tmp_path):
     out, _ = run
     other = tmp_path / "two"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "clipvg_hf.pseudo_labels",
-        *_args(setup, other),
-    ]
+    launcher = "-m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port".split()
+    command = [sys.executable, *launcher, str(free_port()), "-m", "clipvg_hf.pseudo_labels", *_args(setup, other)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     sides = [json.loads(p.read_text()) for p in sorted((other / "detections").glob("shard-*.json"))]
