@@ -104,9 +104,10 @@ def hivg_patch_padding_mask(pixel_mask: torch.Tensor, grid_size: int) -> torch.T
 def box_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Rasterise normalised (cx, cy, w, h) boxes on the ``size`` x ``size`` canvas: 1 where a pixel centre is inside.
 
-    Stands in for the official ground-truth object mask (the box rasterised at the original resolution, then resized
-    and letterboxed with the image) when a caller has only the boxes; the two differ by at most a pixel row or column
-    at each edge.
+    A fallback only: the official ground-truth object mask is the box rasterised at the original resolution, then
+    resized and letterboxed with the image (what ``GroundingDataset(..., object_masks=True)`` and the collator give,
+    and what training passes as ``object_mask``). This approximation is used when a caller has only the boxes; the
+    two differ by at most a pixel row or column at each edge.
     """
     cx, cy, w, h = boxes.float().unbind(-1)
     x1, x2, y1, y2 = (cx - w / 2) * size, (cx + w / 2) * size, (cy - h / 2) * size, (cy + h / 2) * size
@@ -563,9 +564,11 @@ class HiVGForGrounding(HiVGPreTrainedModel):
                 1 for real pixels, 0 for letterbox padding; all ones when omitted.
             labels (`torch.FloatTensor` of shape `(batch_size, 4)`, *optional*):
                 target boxes, normalised (cx, cy, w, h) on the canvas; the loss is returned when given.
-            object_mask (`torch.LongTensor` of shape `(batch_size, image_size, image_size)`, *optional*):
-                the ground-truth object mask on the canvas for the alignment and segmentation losses; the box
-                rasterised from `labels` ([`box_mask`]) when omitted.
+            object_mask (`torch.Tensor` of shape `(batch_size, image_size, image_size)`, *optional*):
+                the ground-truth object mask on the canvas (any integer or bool dtype, 1 = object) for the alignment
+                and segmentation losses, as the data pipeline makes it (the box drawn at the original resolution and
+                carried through the image's transforms). Only when it is omitted does the loss fall back to the box
+                rasterised from `labels` on the canvas ([`box_mask`]), an approximation of it.
             bridge_batch_mixing (`bool`, *optional*): override `config.bridge_batch_mixing` (True reproduces the
                 official batched computation, whose outputs depend on the batch composition).
             image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):

@@ -449,8 +449,10 @@ def main(argv: list[str] | None = None) -> dict:
                                      aug_crop=data_args.aug_crop, aug_color=data_args.aug_color,
                                      aug_translate=data_args.aug_translate, draft_decode=data_args.fast_augment,
                                      fused_crop_resize=data_args.fast_augment)
+    # HiVG's alignment and segmentation losses take the ground-truth box mask made at the original resolution
     base_train_set = GroundingDataset(raw_train, transform, seed=train_args.seed, sources=data_args.sources,
-                                      image_root=data_args.image_root)
+                                      image_root=data_args.image_root,
+                                      object_masks=isinstance(model, HiVGForGrounding))
     train_set = base_train_set
     if data_args.train_row_indices:
         train_set = torch.utils.data.Subset(train_set, positions_of_rows(base_train_set, data_args.train_row_indices))

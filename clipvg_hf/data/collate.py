@@ -19,7 +19,8 @@ class CLIPVGCollator:
     Texts are cleaned and lower-cased like the official pipeline (:func:`clean_text`). A text longer than CLIP's
     context (75 BPE tokens) raises, naming the sample, as the official tokenizer does. Returns ``pixel_values``
     (B, 3, S, S), ``pixel_mask`` (B, S, S) long (1 = real pixel), ``input_ids`` / ``attention_mask`` (B, L) and
-    ``labels`` (B, 4) normalised (cx, cy, w, h); plus ``row_index`` (B,) when ``return_row_index``.
+    ``labels`` (B, 4) normalised (cx, cy, w, h); plus ``row_index`` (B,) when ``return_row_index``, and
+    ``object_mask`` (B, S, S) uint8 (one per expression: HiVG's ground-truth masks) when the samples carry one.
 
     With ``group_images`` (evaluation: deterministic pixels) samples of the same dataset image (``image_id``, set by
     :class:`~clipvg_hf.data.GroundingDataset`) share one image row: ``pixel_values`` / ``pixel_mask`` hold the I
@@ -55,6 +56,12 @@ class CLIPVGCollator:
             "attention_mask": text["attention_mask"],
             "labels": default_collate([torch.as_tensor(s["labels"], dtype=torch.float32) for s in samples]),
         }
+        carried = sum("object_mask" in s for s in samples)
+        if carried not in (0, len(samples)):
+            raise ValueError(f"{carried} of {len(samples)} samples carry an object_mask; all or none must")
+        if carried:
+            batch["object_mask"] = default_collate([torch.as_tensor(s["object_mask"], dtype=torch.uint8)
+                                                    for s in samples])
         if image_index is not None:
             batch["image_index"] = image_index
         if self.return_row_index:

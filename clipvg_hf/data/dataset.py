@@ -15,6 +15,8 @@ import pyarrow.compute as pc
 import torch
 
 from .decode import open_raw_image
+from .object_mask import frbbox_corners, rasterize_box
+from .registry import DATASETS, split_config_name
 
 __all__ = [
     "GroundingDataset", "load_split", "local_cache_dir", "sample_rng", "streaming_samples", "transform_items",
@@ -77,6 +79,11 @@ class GroundingDataset(torch.utils.data.Dataset):
         sources: keep only expressions from these pseudo-label sources (e.g. ``["template", "caption"]``).
         box_key: ``"bbox_official"`` (int-truncated, official) or ``"bbox"`` (exact float).
         image_root: re-root path-mode images.
+        object_masks: give every expression HiVG's ground-truth object mask: the exact float box rasterised at the
+            image's size as pycocotools' ``frBbox`` draws it (:mod:`clipvg_hf.data.object_mask`), passed to the
+            transform as ``object_mask``, which carries it with the image (``object_mask`` (S, S) in the output).
+        box_format: how the split files stored the boxes (``"xywh"`` or ``"xyxy"``), which decides the float
+            corners of the mask; read from the split's config name when omitted.
     """
 
     def __init__(
@@ -88,11 +95,14 @@ class GroundingDataset(torch.utils.data.Dataset):
         sources: Sequence[str] | None = None,
         box_key: str = DEFAULT_BOX_KEY,
         image_root: str | os.PathLike | None = None,
+        object_masks: bool = False,
+        box_format: str | None = None,
     ):
         if box_key not in ("bbox", "bbox_official"):
             raise ValueError(f"box_key must be 'bbox' or 'bbox_official', got {box_key!r}")
         self.split = split.cast_column("image", datasets.Image(decode=False))
         self.transform, self.seed, self.box_key, self.image_root = transform, seed, box_key, image_root
+        self.mask_box_format = (box_format or split_box_format(split)) if object_masks else None
         self.epoch = 0
         self.image_index, self.position, self.row_index = self._build_index(sources)
 
@@ -137,9 +147,13 @@ class GroundingDataset(torch.utils.data.Dataset):
     def _expression(self, row: dict[str, Any], index: int, image: PIL.Image.Image) -> dict[str, Any]:
         """One expression of an image row, with the image given."""
         expression = row["expressions"][int(self.position[index])]
-        return {"image": image, "box": expression[self.box_key], "text": expression["expression"].lower(),
+        item = {"image": image, "box": expression[self.box_key], "text": expression["expression"].lower(),
                 "row_index": expression["row_index"], "source": expression["source"],
                 "file_name": row["file_name"], "image_id": int(self.image_index[index])}
+        if self.mask_box_format is not None:
+            corners = frbbox_corners(expression["bbox"], self.mask_box_format)
+            item["object_mask"] = rasterize_box(corners, row["height"], row["width"])
+        return item
 
     def _check_index(self, index: int) -> int:
         if not -len(self) <= index < len(self):
@@ -179,15 +193,19 @@ def transform_items(
 
     A transform with a ``transform_run(image, boxes)`` method (a deterministic one, such as the evaluation letterbox)
     processes the image once for the whole run; others run item by item, each with its own random stream
-    (:func:`sample_rng`). An image that fails to decode inside the transform is reported with its file name.
+    (:func:`sample_rng`). Items with an ``object_mask`` hand it to the transform (``object_mask=`` /
+    ``object_masks=``). An image that fails to decode inside the transform is reported with its file name.
     """
+    masks = [item["object_mask"] for item in run] if run and "object_mask" in run[0] else None
     try:
         shared = getattr(transform, "transform_run", None)
         if shared is not None and len(run) > 1:
-            outs = shared(run[0]["image"], [item["box"] for item in run])
+            boxes = [item["box"] for item in run]
+            outs = shared(run[0]["image"], boxes) if masks is None else shared(run[0]["image"], boxes, masks)
         else:
-            outs = [transform(item["image"], item["box"], item["text"], sample_rng(seed, epoch, int(item["row_index"])))
-                    for item in run]
+            outs = [transform(item["image"], item["box"], item["text"], sample_rng(seed, epoch, int(item["row_index"])),
+                              **({} if masks is None else {"object_mask": mask}))
+                    for item, mask in zip(run, masks or [None] * len(run), strict=True)]
     except OSError as err:  # an undecoded image fails inside the transform (e.g. a truncated file)
         raise ValueError(f"cannot read image {run[0]['file_name']!r}: {type(err).__name__}: {err}") from err
     for out, item in zip(outs, run, strict=True):
@@ -195,6 +213,19 @@ def transform_items(
         if "image_id" in item:  # the dataset image row: expressions of one image share it
             out["image_id"] = item["image_id"]
     return outs
+
+
+def split_box_format(split: datasets.Dataset) -> str:
+    """How the split files of a converted config stored their boxes, from its config name (``refcoco-full`` ->
+    ``"xywh"``); an error naming the config when it is not a known dataset."""
+    config = split.info.config_name or ""
+    name = split_config_name(config)[0]
+    formats = {info.name: info.box_format for info in DATASETS.values()}
+    formats["mixup"] = "xywh"  # HiVG's mixed pre-training set: every row stores x, y, w, h
+    if name not in formats:
+        raise ValueError(f"cannot tell the box format of config {config!r} (dataset {name!r}); pass box_format="
+                         f"'xywh' or 'xyxy' to build object masks")
+    return formats[name]
 
 
 def streaming_samples(

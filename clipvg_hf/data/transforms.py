@@ -23,6 +23,7 @@ import torch
 
 from ..image_processing_clipvg import IMAGENET_MEAN, IMAGENET_STD, CLIPVGImageProcessor, letterbox_geometry
 from .decode import as_rgb, decode_at_least, decode_full
+from .object_mask import crop_object_mask, pad_object_mask, resize_object_mask
 
 __all__ = [
     "CROP_SHORT_SIDES",
@@ -233,7 +234,9 @@ class CLIPVGTrainTransform:
     2. Colour jitter (0.4, p = 0.8). No flip (the official code disables it: it would break left/right words).
     3. Normalise and pad to ``size``, at a random offset with ``aug_translate``.
 
-    Call with a PIL image, the box (x1, y1, x2, y2) in its pixels, the expression and a numpy Generator.
+    Call with a PIL image, the box (x1, y1, x2, y2) in its pixels, the expression and a numpy Generator. With an
+    ``object_mask`` (H, W) at the image's size (HiVG's ground-truth mask, :mod:`clipvg_hf.data.object_mask`) the
+    output has ``object_mask`` (S, S) uint8 too: nearest-resized, cropped and padded with the image, as HiVG does.
     """
 
     @property
@@ -266,36 +269,47 @@ class CLIPVGTrainTransform:
     def crop_prob(self) -> float:
         return 0.5 if self.aug_crop else 0.0
 
-    def __call__(self, image: PIL.Image.Image, box: Any, text: str, rng: np.random.Generator) -> dict[str, Any]:
+    def __call__(self, image: PIL.Image.Image, box: Any, text: str, rng: np.random.Generator,
+                 object_mask: torch.Tensor | None = None) -> dict[str, Any]:
         box = torch.as_tensor(box, dtype=torch.float32).clone()
         crop = None
         take_crop = not has_spatial_word(text) and rng.random() < self.crop_prob
         if take_crop and self.fused_crop_resize:
-            image, box, crop, scale = self._fused_crop_resize(image, box, rng)
-            return self._finish(image, box, rng, crop, scale, "crop")
+            image, box, crop, scale, mask_sizes = self._fused_crop_resize(image, box, rng)
+            object_mask = _carry_mask(object_mask, mask_sizes[0], crop, mask_sizes[1])
+            return self._finish(image, box, rng, crop, scale, "crop", object_mask)
+        short_side = None
         if take_crop:
             image = decode_full(image)
             image, box = resize_short_side(image, box, int(rng.choice(self.crop_short_sides)))
+            short_side = (image.height, image.width)
             image, box, crop = random_size_crop(image, box, rng, self.crop_min, self.crop_max)
         scale = int(rng.choice(self.scales))
         draft = self.draft_decode and not take_crop
         image, box = resize_long_side(image if draft else decode_full(image), box, scale, draft=draft)
-        return self._finish(image, box, rng, crop, scale, "crop" if take_crop else "resize")
+        object_mask = _carry_mask(object_mask, short_side, crop, (image.height, image.width))
+        return self._finish(image, box, rng, crop, scale, "crop" if take_crop else "resize", object_mask)
 
     def _finish(self, image: PIL.Image.Image, box: Box, rng: np.random.Generator, crop: Any, scale: int,
-                branch: str) -> dict[str, Any]:
-        """Colour jitter, normalise and pad (the steps after the resize)."""
+                branch: str, object_mask: torch.Tensor | None = None) -> dict[str, Any]:
+        """Colour jitter, normalise and pad (the steps after the resize); the object mask lands where the image does."""
         jitter: list[tuple[str, float]] = []
         if self.aug_color:
             image, jitter = color_jitter(image, rng)
         out = normalize_and_pad(image, box, self.size, rng if self.aug_translate else None)
         out["meta"] = {"branch": branch, "scale": scale, "crop": crop, "jitter": jitter}
+        if object_mask is not None:
+            out["object_mask"] = pad_object_mask(object_mask, self.size, out["offset"])
         return out
 
     def _fused_crop_resize(
         self, image: PIL.Image.Image, box: Box, rng: np.random.Generator
-    ) -> tuple[PIL.Image.Image, Box, tuple[int, int, int, int] | None, int]:
-        """The crop branch with one resize: same random draws, window, output size and box as the exact branch."""
+    ) -> tuple[PIL.Image.Image, Box, tuple[int, int, int, int] | None, int, tuple[tuple[int, int], tuple[int, int]]]:
+        """The crop branch with one resize: same random draws, window, output size and box as the exact branch.
+
+        Also returns the (height, width) of the short-side resize and of the final resize, which the object mask
+        goes through step by step as in the exact branch.
+        """
         short = int(rng.choice(self.crop_short_sides))
         ratio = short / min(image.height, image.width)
         resized_w, resized_h = round(image.width * ratio), round(image.height * ratio)
@@ -311,7 +325,21 @@ class CLIPVGTrainTransform:
         if self.draft_decode:  # the window shrinks at least ~2x on its way to the canvas: decode it reduced
             image, source = draft_region(image, source, geometry.new_width, geometry.new_height)
         image = decode_full(image).resize((geometry.new_width, geometry.new_height), PIL.Image.BILINEAR, box=source)
-        return image, box * geometry.scale, window, scale
+        sizes = ((resized_h, resized_w), (geometry.new_height, geometry.new_width))
+        return image, box * geometry.scale, window, scale, sizes
+
+
+def _carry_mask(
+    mask: torch.Tensor | None, short_side: tuple[int, int] | None, crop: tuple[int, int, int, int] | None,
+    final: tuple[int, int],
+) -> torch.Tensor | None:
+    """An object mask through the geometric steps of a training sample: the crop branch's short-side resize and crop
+    (when ``short_side`` is given), then the long-side resize to ``final`` (height, width)."""
+    if mask is None:
+        return None
+    if short_side is not None:
+        mask = crop_object_mask(resize_object_mask(mask, *short_side), crop)
+    return resize_object_mask(mask, *final)
 
 
 class CLIPVGEvalTransform:
@@ -320,13 +348,26 @@ class CLIPVGEvalTransform:
     def __init__(self, image_processor: CLIPVGImageProcessor | None = None):
         self.image_processor = image_processor or CLIPVGImageProcessor()
 
-    def __call__(self, image: PIL.Image.Image, box: Any, text: str = "", rng: Any = None) -> dict[str, Any]:
-        return self.transform_run(image, [box])[0]
+    def __call__(self, image: PIL.Image.Image, box: Any, text: str = "", rng: Any = None,
+                 object_mask: torch.Tensor | None = None) -> dict[str, Any]:
+        return self.transform_run(image, [box], None if object_mask is None else [object_mask])[0]
 
-    def transform_run(self, image: PIL.Image.Image, boxes: Sequence[Any]) -> list[dict[str, Any]]:
-        """Several expressions of one image: the image is letterboxed once, each box mapped onto the canvas."""
+    def transform_run(self, image: PIL.Image.Image, boxes: Sequence[Any],
+                      object_masks: Sequence[torch.Tensor] | None = None) -> list[dict[str, Any]]:
+        """Several expressions of one image: the image is letterboxed once, each box mapped onto the canvas.
+
+        ``object_masks`` (one (H, W) mask per box, at the image's size) are nearest-resized and padded with the
+        image (HiVG's ground-truth masks); each output then has ``object_mask`` (S, S) uint8.
+        """
         out = self.image_processor(images=[image] * len(boxes), boxes=[list(box) for box in boxes],
                                    return_tensors="pt")
         mask = out["pixel_mask"].long()
-        return [{"pixel_values": out["pixel_values"][i], "pixel_mask": mask[i], "labels": out["labels"][i]}
-                for i in range(len(boxes))]
+        items = [{"pixel_values": out["pixel_values"][i], "pixel_mask": mask[i], "labels": out["labels"][i]}
+                 for i in range(len(boxes))]
+        if object_masks is not None:
+            size = mask.shape[-1]
+            geometry = letterbox_geometry(image.height, image.width, size)
+            for item, object_mask in zip(items, object_masks, strict=True):
+                resized = resize_object_mask(object_mask, geometry.new_height, geometry.new_width)
+                item["object_mask"] = pad_object_mask(resized, size, (geometry.top, geometry.left))
+        return items
