@@ -221,7 +221,6 @@ def split_box_format(split: datasets.Dataset) -> str:
     config = split.info.config_name or ""
     name = split_config_name(config)[0]
     formats = {info.name: info.box_format for info in DATASETS.values()}
-    formats["mixup"] = "xywh"  # HiVG's mixed pre-training set: every row stores x, y, w, h
     if name not in formats:
         raise ValueError(f"cannot tell the box format of config {config!r} (dataset {name!r}); pass box_format="
                          f"'xywh' or 'xyxy' to build object masks")

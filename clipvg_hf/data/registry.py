@@ -15,6 +15,7 @@ from dataclasses import dataclass
 __all__ = [
     "DATASETS",
     "EVAL_SPLITS",
+    "MIXUP_IMAGE_DIRS",
     "SETTINGS",
     "SOURCES",
     "DatasetInfo",
@@ -90,6 +91,10 @@ DATASETS: dict[str, DatasetInfo] = {
             3,
             "Flickr30k Entities",
         ),
+        # HiVG's mixed grounding pre-training set: the five training sets (RefCOCOg-google left out), every box
+        # x, y, w, h; each row's image lies in the COCO, ReferIt or Flickr30k folder (MIXUP_IMAGE_DIRS), so the
+        # dataset's folder is the image root itself and file names keep that sub-folder
+        DatasetInfo("mixup", "mixup", ("train", "val", "test", "train_pseudo"), "", "xywh", 5, "HiVG mixup"),
         # the synthetic shapes of the offline demo (clipvg_hf.demo_shapes), laid out like Flickr30k
         DatasetInfo(
             "shapes",
@@ -102,6 +107,10 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     )
 }
+
+
+#: Image folder of a ``mixup`` row: ``COCO_*`` files are MS COCO's, other rows name their source in the 2nd field.
+MIXUP_IMAGE_DIRS = {"coco": _COCO_DIR, "referit": "referit/images", "flickr": "Flickr30k/flickr30k-images"}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..cli import torch_load_reason
-from .registry import DATASETS, SOURCES, DatasetInfo
+from .registry import DATASETS, MIXUP_IMAGE_DIRS, SOURCES, DatasetInfo
 
 __all__ = [
     "DATASETS",
@@ -150,6 +150,8 @@ def parse_row(row: Any, index: int, info: DatasetInfo, file: str, source: str) -
         ann_file = ann if isinstance(ann, str) and ann != "useless placeholder" else None
     if not isinstance(image, str) or not image.strip():
         raise SplitRowError(file, index, f"image file name must be a non-empty string, got {image!r}")
+    if info.key == "mixup":
+        image, ann_file = _mixup_image(image, row[1], file, index), None
     escape = image_path_problem(image)
     if escape:
         raise SplitRowError(file, index, escape)
@@ -172,6 +174,17 @@ def parse_row(row: Any, index: int, info: DatasetInfo, file: str, source: str) -
         source_file=file,
         source_row=index,
     )
+
+
+def _mixup_image(image: str, tag: Any, file: str, index: int) -> str:
+    """A mixup row's image under the image root: ``COCO_*`` files in the COCO folder, others in the folder their
+    2nd field names (``"referit"`` or ``"flickr"``), as HiVG's loader picks it."""
+    if image.split("_")[0] == "COCO":
+        return f"{MIXUP_IMAGE_DIRS['coco']}/{image}"
+    if isinstance(tag, str) and tag in ("referit", "flickr"):
+        return f"{MIXUP_IMAGE_DIRS[tag]}/{image}"
+    raise SplitRowError(file, index, f"mixup row of a non-COCO image {image!r} must name its source 'referit' or "
+                                     f"'flickr' in the 2nd field, got {tag!r}")
 
 
 def image_path_problem(name: str) -> str | None:

@@ -49,6 +49,7 @@ def test_rasteriser_draws_boxes_as_pycocotools_does():
         ("refcoco-full", "train", "unc/train"),
         ("referit-full", "test", "referit/test"),
         ("flickr30k-full", "test", "flickr/test"),
+        ("mixup-full", "val", "mixup/val"),  # COCO rows with a size dict, "referit" and "flickr" rows, all xywh
     ],
 )
 def test_eval_transform_masks_are_the_official_ones(hivg_dataset, config, split, key):
@@ -57,6 +58,17 @@ def test_eval_transform_masks_are_the_official_ones(hivg_dataset, config, split,
     official = rect_masks(expected_tensors()[f"{key}/obj_mask_rect"])
     assert batch["object_mask"].dtype == torch.uint8 and batch["object_mask"].shape == official.shape
     assert torch.equal(batch["object_mask"].long(), official)
+    torch.testing.assert_close(batch["labels"], expected_tensors()[f"{key}/target_boxes"], atol=1e-6, rtol=0)
+
+
+def test_a_mixup_row_names_its_image_folder():
+    from clipvg_hf.data import DATASETS, SplitRowError, parse_row
+
+    info = DATASETS["mixup"]
+    row = parse_row(("vg1.jpg", "flickr", [1.5, 2, 3, 4], "a dog", []), 0, info, "mixup_val.pth", "human")
+    assert row.file_name == "Flickr30k/flickr30k-images/vg1.jpg" and row.bbox == (1.5, 2.0, 4.5, 6.0)
+    with pytest.raises(SplitRowError, match="row 4: mixup row of a non-COCO image 'vg1.jpg' must name its source"):
+        parse_row(("vg1.jpg", {"height": 5, "width": 5}, [1, 2, 3, 4], "a dog", []), 4, info, "mixup_val.pth", "human")
 
 
 def test_hivg_loss_on_the_data_pipeline_batch_is_the_official_one(hivg_dataset):
