@@ -1,6 +1,7 @@
-"""Model and dataset cards of CLIP-VG repos: metadata, the training setting, results, usage, citation.
+"""Model and dataset cards of CLIP-VG and HiVG repos: metadata, the training setting, results, usage, citation.
 
-The card bodies are templates shipped with the package (``clipvg_hf/hub/templates/*.md``); this module fills them.
+The card bodies are templates shipped with the package (``clipvg_hf/hub/templates/*.md``, one model card per model
+family, chosen by the config's ``model_type``); this module fills them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .repo import HubPublishError
 __all__ = [
     "BASE_MODELS",
     "CITATION",
+    "HIVG_CITATION",
     "TrainingSetting",
     "base_model_of",
     "build_dataset_card",
@@ -31,6 +33,14 @@ CITATION = """@article{xiao2023clip,
   journal={IEEE Transactions on Multimedia},
   year={2023},
   publisher={IEEE}
+}"""
+
+HIVG_CITATION = """@inproceedings{xiao2024hivg,
+  title={HiVG: Hierarchical Multimodal Fine-grained Modulation for Visual Grounding},
+  author={Xiao, Linhui and Yang, Xiaoshan and Peng, Fang and Wang, Yaowei and Xu, Changsheng},
+  booktitle={Proceedings of the 32nd ACM International Conference on Multimedia},
+  year={2024},
+  url={https://openreview.net/forum?id=NMMyGy1kKZ}
 }"""
 
 #: CLIP checkpoint the official code starts from, by (patch size, vision layers).
@@ -153,7 +163,7 @@ for result in results:
     print(result["text_labels"][0], result["boxes"][0].tolist())  # (x1, y1, x2, y2) in pixels'''
     package = f'''from transformers import pipeline
 
-import clipvg_hf  # registers CLIP-VG and the "visual-grounding" task
+import clipvg_hf  # registers CLIP-VG, HiVG and the "visual-grounding" task
 
 grounder = pipeline("visual-grounding", model="{repo_id}")
 for result in grounder("image.jpg", text=["the person on the left", "the red umbrella"]):
@@ -171,14 +181,16 @@ def build_model_card(
     base_model: str | None = None,
     source: str | None = None,
 ) -> ModelCard:
-    """The model card: metadata (``model-index`` from ``results``), model and training facts, usage, citation."""
+    """The model card of the config's family (CLIP-VG or HiVG): metadata (``model-index`` from ``results``), model
+    and training facts, usage, citation."""
+    family = _family_of(config)
     base_model = base_model or base_model_of(config)
     eval_results = _eval_results(results, dataset_id) if results else None
     data = ModelCardData(
         license="mit",
         library_name="transformers",
         pipeline_tag="zero-shot-object-detection",
-        tags=["visual-grounding", "referring-expression-comprehension", "clip", "clip-vg", "custom_code"],
+        tags=["visual-grounding", "referring-expression-comprehension", "clip", *family.tags, "custom_code"],
         datasets=[dataset_id] if dataset_id else None,
         base_model=base_model,
         model_name=repo_id.split("/")[1],
@@ -186,26 +198,54 @@ def build_model_card(
         metrics=["accuracy"] if results else None,
     )
     remote, package = usage_snippets(repo_id)
-    body = card_template("model_card").format(
-        name=repo_id.split("/")[1],
-        base_model=base_model,
-        architecture=_architecture(config, num_parameters),
-        setting=_setting_text(setting),
-        results=_results_text(results, dataset_id),
-        source=f"\nConverted from {source} with `clipvg_hf.convert_original_checkpoint`; the weights are the "
-        "official ones, unchanged.\n"
+    fields = {
+        "name": repo_id.split("/")[1],
+        "base_model": base_model,
+        "architecture": family.architecture(config, num_parameters),
+        "setting": _setting_text(setting),
+        "results": _results_text(results, dataset_id),
+        "source": f"\nConverted from {source} with `{family.converter}`; the weights are the official ones, "
+        "unchanged.\n"
         if source
         else "",
-        remote=remote,
-        package=package,
-        citation=CITATION,
-    )
+        "remote": remote,
+        "package": package,
+        "citation": family.citation,
+    }
+    if family.template == "model_card_hivg":
+        fields["batching"] = _hivg_batching(config)
+        fields["peft"] = (
+            "; this model keeps its HiLoRA adapters separate, so `peft` is needed too"
+            if config.get("lora_adapters", True)
+            else ""
+        )
+    body = card_template(family.template).format(**fields)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def _architecture(config: dict[str, Any], num_parameters: int | None) -> str:
+@dataclass(frozen=True)
+class _Family:
+    """What a model family's card says differently: its template, tags, citation, converter and architecture."""
+
+    template: str
+    tags: tuple[str, ...]
+    citation: str
+    converter: str
+    architecture: Any  # (config, num_parameters) -> the "Model" section
+
+
+def _family_of(config: dict[str, Any]) -> _Family:
+    """The card family of a config by its ``model_type`` (a config without one is CLIP-VG's)."""
+    model_type = config.get("model_type", "clip_vg")
+    if model_type not in _FAMILIES:
+        raise HubPublishError(f"no model card for model_type {model_type!r}; expected one of {sorted(_FAMILIES)}")
+    return _FAMILIES[model_type]
+
+
+def _encoder_lines(config: dict[str, Any]) -> list[str]:
+    """The CLIP image and text encoder lines shared by both families."""
     vision, text = config.get("vision_config") or {}, config.get("text_config") or {}
-    lines = [
+    return [
         (
             f"- CLIP image encoder: ViT, patch {vision.get('patch_size')}, {vision.get('num_hidden_layers')} layers, "
             f"width {vision.get('hidden_size')}, input {config.get('image_size')} px (letterboxed); features of blocks "
@@ -215,19 +255,99 @@ def _architecture(config: dict[str, Any], num_parameters: int | None) -> str:
             f"- CLIP text encoder: {text.get('num_hidden_layers')} layers, width {text.get('hidden_size')}, at most "
             f"{config.get('max_text_length')} tokens."
         ),
+    ]
+
+
+_BOX_HEAD = (
+    "- Box head: a 3-layer MLP on the [REG] token; `pred_boxes` is one normalised (cx, cy, w, h) box per "
+    "expression, mapped to pixels by the processor's post-processing."
+)
+
+
+def _with_parameters(lines: list[str], num_parameters: int | None) -> str:
+    if num_parameters:
+        lines.append(f"- Parameters: {num_parameters:,}.")
+    return "\n".join(lines)
+
+
+def _architecture(config: dict[str, Any], num_parameters: int | None) -> str:
+    lines = [
+        *_encoder_lines(config),
         (
             f"- Fusion: {config.get('fusion_num_layers')} transformer encoder layers (width "
             f"{config.get('fusion_hidden_size')}, {config.get('fusion_num_heads')} heads) over a learnable [REG] token, "
             "text tokens and image tokens."
         ),
+        _BOX_HEAD,
+    ]
+    return _with_parameters(lines, num_parameters)
+
+
+def _hivg_architecture(config: dict[str, Any], num_parameters: int | None) -> str:
+    if config.get("bridge_text_source") == "mixup":
+        bridge_text = (
+            "the projected final text features through a conditioning projection (the mixup pre-training model)"
+        )
+    else:
+        bridge_text = (
+            f"the text hidden states {config.get('bridge_text_layers')}, each re-weighted per position and gated "
+            "into the image width"
+        )
+    adapters = (
+        "kept as separate adapters (peft), as trained"
+        if config.get("lora_adapters", True)
+        else "merged into the weights (plain `transformers` weights, no peft needed)"
+    )
+    lines = [
+        *_encoder_lines(config),
         (
-            "- Box head: a 3-layer MLP on the [REG] token; `pred_boxes` is one normalised (cx, cy, w, h) box per "
-            "expression, mapped to pixels by the processor's post-processing."
+            f"- Cross-modal bridges in image blocks {config.get('bridge_layers')} (between self-attention and MLP): "
+            f"the image tokens cross-attend to {bridge_text}; padding positions are attended too, so the text is "
+            f"zero-padded to exactly {config.get('max_text_length')} tokens."
+        ),
+        (
+            f"- HiLoRA: LoRA (rank {config.get('lora_rank')}, alpha {config.get('lora_alpha')}) on the q/k/v/out "
+            f"projections of both encoders' self-attention and of the bridges' cross-attention, {adapters}; "
+            f"trained up to stage {config.get('hilora_stage')}."
+        ),
+        (
+            f"- Fusion: {config.get('fusion_num_layers')} pre-norm transformer encoder layers (width "
+            f"{config.get('fusion_hidden_size')}, {config.get('fusion_num_heads')} heads) with a final layer norm over "
+            "a learnable [REG] token, the image CLS and patch tokens and the text tokens."
+        ),
+        _BOX_HEAD,
+        (
+            "- Auxiliary heads (training losses): CLIP contrastive logits of the bridged encoders, text-to-patch "
+            "alignment and a segmentation mask, supervised by the ground-truth box mask."
         ),
     ]
-    if num_parameters:
-        lines.append(f"- Parameters: {num_parameters:,}.")
-    return "\n".join(lines)
+    return _with_parameters(lines, num_parameters)
+
+
+def _hivg_batching(config: dict[str, Any]) -> str:
+    """What the card says about the official bridge's mixing of the samples of a batch, and this model's setting."""
+    mixing = bool(config.get("bridge_batch_mixing"))
+    chosen = (
+        "This model's config sets `bridge_batch_mixing=True`: it reproduces the official batched computation, so a "
+        "box depends on the other samples of its batch and on the batch size."
+        if mixing
+        else "This model computes each sample on its own (`bridge_batch_mixing=False`, the default): a box never "
+        "depends on the other images or expressions of the batch."
+    )
+    return (
+        "The official HiVG code lets each sample's bridges attend to text tokens of the whole batch (a reshape that "
+        "mixes the samples), so the released models' outputs change with batch size and order. "
+        f"{chosen} Pass `bridge_batch_mixing=True` to the forward (or set it in the config) to reproduce the "
+        "official numbers, which were computed on whole evaluation batches."
+    )
+
+
+_FAMILIES = {
+    "clip_vg": _Family("model_card", ("clip-vg",), CITATION, "clipvg_hf.convert_original_checkpoint", _architecture),
+    "hivg": _Family(
+        "model_card_hivg", ("hivg",), HIVG_CITATION, "clipvg_hf.convert_hivg_checkpoint", _hivg_architecture
+    ),
+}
 
 
 def _setting_text(setting: TrainingSetting | None) -> str:

@@ -74,7 +74,9 @@ def test_a_mixup_row_names_its_image_folder():
 def test_hivg_loss_on_the_data_pipeline_batch_is_the_official_one(hivg_dataset):
     """The unc/train rows through the eval transform and the collator: the seven official loss terms (1e-5); the
     box-on-canvas fallback gives other alignment and segmentation terms."""
-    data = GroundingDataset(load_split(hivg_dataset, "refcoco-full", "train"), CLIPVGEvalTransform(), object_masks=True)
+    data = GroundingDataset(
+        load_split(hivg_dataset, "refcoco-full", "train"), CLIPVGEvalTransform(), object_masks=True
+    )
     batch = CLIPVGCollator()(data.__getitems__(list(range(len(data)))))
     model, reference = converted("unc"), expected_json()["loss_on_train"]
     with torch.no_grad():
@@ -122,8 +124,9 @@ def test_a_training_step_takes_the_masks_from_the_loader(hivg_dataset):
 
     from clipvg_hf.modeling_hivg import hivg_loss
 
-    data = GroundingDataset(load_split(hivg_dataset, "refcoco-full", "train"), CLIPVGTrainTransform(), seed=0,
-                            object_masks=True)
+    data = GroundingDataset(
+        load_split(hivg_dataset, "refcoco-full", "train"), CLIPVGTrainTransform(), seed=0, object_masks=True
+    )
     loader = torch.utils.data.DataLoader(data, batch_size=4, collate_fn=CLIPVGCollator())
     batch = next(iter(loader))
     assert batch["object_mask"].shape == (4, 224, 224) and batch["object_mask"].any()
@@ -132,8 +135,15 @@ def test_a_training_step_takes_the_masks_from_the_loader(hivg_dataset):
     out = model(**batch)
     out.loss.backward()
     optimizer.step()
-    expected = hivg_loss(out.pred_boxes[:, 0], batch["labels"], out.logits_per_text, out.visual_token_similarity,
-                         out.seg_mask_logits, batch["object_mask"], model.config.loss_weights)
+    expected = hivg_loss(
+        out.pred_boxes[:, 0],
+        batch["labels"],
+        out.logits_per_text,
+        out.visual_token_similarity,
+        out.seg_mask_logits,
+        batch["object_mask"],
+        model.config.loss_weights,
+    )
     for name in ("loss_align_focal", "loss_align_dice", "loss_seg_focal", "loss_seg_dice"):
         assert torch.allclose(out.loss_dict[name], expected[name])
     assert model.seg_head[0].weight.grad.abs().sum() > 0
