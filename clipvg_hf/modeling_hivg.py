@@ -32,6 +32,7 @@ from transformers.activations import ACT2FN
 from transformers.loss.loss_for_object_detection import dice_loss, sigmoid_focal_loss
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.clip.modeling_clip import CLIPAttention
+from transformers.utils import logging
 
 from .configuration_clipvg import default_extract_layers
 from .configuration_hivg import HILORA_STAGE_VISION_LAYERS, HiVGConfig
@@ -68,6 +69,7 @@ LORA_TARGET_MODULES = (
     r"|bridges\.\d+\.cross_attn\.(q|k|v|out)_proj"
 )
 _VISION_LAYER = re.compile(r"clip\.vision_model\.encoder\.layers\.(\d+)\.")
+logger = logging.get_logger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -284,14 +286,25 @@ class HiVGFusionEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(config.fusion_hidden_size)
         self.gradient_checkpointing = False
 
-    def forward(self, hidden_states, position_embeddings, attention_mask, output_hidden_states: bool = False):
-        """Returns the normalised output and, with ``output_hidden_states``, the input and every layer's output."""
+    def forward(
+        self,
+        hidden_states,
+        position_embeddings,
+        attention_mask,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ):
+        """The normalised output; with ``output_hidden_states`` the input and every layer's output; with
+        ``output_attentions`` every layer's attention weights (None entries unless the attention is eager)."""
         all_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            hidden_states, _ = layer(hidden_states, position_embeddings, attention_mask)
+            hidden_states, weights = layer(hidden_states, position_embeddings, attention_mask)
             if output_hidden_states:
                 all_states += (hidden_states,)
-        return self.layer_norm(hidden_states), all_states
+            if output_attentions:
+                all_attentions += (weights,)
+        return self.layer_norm(hidden_states), all_states, all_attentions
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -501,16 +514,21 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         return self
 
     # -- the towers ---------------------------------------------------------------------------------------------------
-    def encode_text(self, input_ids: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
-        """Text tower on official (zero-padded) ids: hidden states before the final norm, projected tokens, end token.
+    def encode_text(
+        self, input_ids: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Text tower on official (zero-padded) ids: hidden states before the final norm, projected tokens, end token,
+        and (with ``output_attentions``) each block's attention weights.
 
         The end token is the position of the largest id (OpenAI's end-of-text, 49407), as the official model takes it.
         """
-        outputs = self.clip.text_model(input_ids=input_ids, output_hidden_states=True)
+        outputs = self.clip.text_model(
+            input_ids=input_ids, output_hidden_states=True, output_attentions=output_attentions
+        )
         text_features = self.clip.text_projection(outputs.last_hidden_state)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         text_embeds = self.clip.text_projection(outputs.last_hidden_state[rows, input_ids.argmax(-1)])
-        return outputs.hidden_states, text_features, text_embeds
+        return outputs.hidden_states, text_features, text_embeds, outputs.attentions if output_attentions else None
 
     def bridge_text_sources(self, text_hidden_states: tuple[torch.Tensor, ...], text_features: torch.Tensor):
         """What the bridges read: the chosen text hidden states, or (mixup) the conditioned text features."""
@@ -519,14 +537,23 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         return [text_hidden_states[i] for i in self.config.bridge_text_layers]
 
     def encode_image(
-        self, pixel_values: torch.Tensor, bridge_sources: list[torch.Tensor], batch_mixing: bool
-    ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor], list[torch.Tensor]]:
-        """Bridged vision tower: (hidden states, embeddings first; each bridge's text; each bridge's residual)."""
+        self,
+        pixel_values: torch.Tensor,
+        bridge_sources: list[torch.Tensor],
+        batch_mixing: bool,
+        output_attentions: bool = False,
+    ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor], list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
+        """Bridged vision tower: (hidden states, embeddings first; each bridge's text; each bridge's residual; each
+        block's self-attention weights with ``output_attentions``)."""
         vision = self.clip.vision_model
         hidden_states = vision.pre_layrnorm(vision.embeddings(pixel_values.to(self.clip.dtype)))
         states, bridge_texts, deltas = [hidden_states], [], []
+        attentions = () if output_attentions else None
         for index, layer in enumerate(vision.encoder.layers):
-            hidden_states = hidden_states + layer.self_attn(layer.layer_norm1(hidden_states))[0]
+            attended, weights = layer.self_attn(layer.layer_norm1(hidden_states))
+            hidden_states = hidden_states + attended
+            if output_attentions:
+                attentions += (weights,)
             bridge = self.bridges[str(index)] if str(index) in self.bridges else None
             if bridge is not None:
                 bridge_texts.append(bridge.text_states(bridge_sources))
@@ -534,7 +561,7 @@ class HiVGForGrounding(HiVGPreTrainedModel):
                 hidden_states = hidden_states + deltas[-1]
             hidden_states = hidden_states + layer.mlp(layer.layer_norm2(hidden_states))
             states.append(hidden_states)
-        return tuple(states), bridge_texts, deltas
+        return tuple(states), bridge_texts, deltas, attentions
 
     def forward(
         self,
@@ -545,6 +572,7 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         labels: torch.Tensor | None = None,
         object_mask: torch.Tensor | None = None,
         bridge_batch_mixing: bool | None = None,
+        output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         image_index: torch.Tensor | None = None,
@@ -571,6 +599,10 @@ class HiVGForGrounding(HiVGPreTrainedModel):
                 rasterised from `labels` on the canvas ([`box_mask`]), an approximation of it.
             bridge_batch_mixing (`bool`, *optional*): override `config.bridge_batch_mixing` (True reproduces the
                 official batched computation, whose outputs depend on the batch composition).
+            output_attentions (`bool`, *optional*):
+                return the attention weights of the fusion layers (`attentions`) and of both CLIP towers' self-attention
+                (`vision_attentions`, `text_attentions`); they exist with ``attn_implementation="eager"`` only (SDPA
+                computes no weights and gives ``None`` entries).
             image_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
                 `pixel_values` / `pixel_mask` hold distinct images and expression `i` is grounded in image
                 `image_index[i]` (CLIP-VG's layout). The bridges make the visual features depend on the expression,
@@ -579,6 +611,12 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        if output_attentions and self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"output_attentions=True needs attn_implementation='eager'; {self.config._attn_implementation!r} "
+                "computes no attention weights, so the entries are None."
+            )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         mixing = self.config.bridge_batch_mixing if bridge_batch_mixing is None else bridge_batch_mixing
         CLIPVGForGrounding._check_inputs(
@@ -591,9 +629,11 @@ class HiVGForGrounding(HiVGPreTrainedModel):
             pixel_values, pixel_mask = pixel_values[rows], pixel_mask[rows.to(pixel_mask.device)]
         ids, text_padding = official_text_inputs(input_ids, attention_mask, self.config.max_text_length)
 
-        text_hidden_states, text_features, text_embeds = self.encode_text(ids)
+        text_hidden_states, text_features, text_embeds, text_attentions = self.encode_text(ids, output_attentions)
         sources = self.bridge_text_sources(text_hidden_states, text_features)
-        vision_states, bridge_texts, deltas = self.encode_image(pixel_values, sources, mixing)
+        vision_states, bridge_texts, deltas, vision_attentions = self.encode_image(
+            pixel_values, sources, mixing, output_attentions
+        )
         visual_features = torch.cat([vision_states[i + 1] for i in self.config.extract_layers], dim=-1)
         visual = self.visual_proj(self.multilevel_proj(visual_features))
         text = self.text_proj(text_features)
@@ -607,7 +647,9 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         additive = torch.zeros(padding.shape, dtype=hidden_states.dtype, device=hidden_states.device)
         additive = additive.masked_fill(padding, torch.finfo(hidden_states.dtype).min)[:, None, None, :]
         position_embeddings = self.fusion_position_embeddings.weight.unsqueeze(0)
-        fused, fusion_states = self.fusion(hidden_states, position_embeddings, additive, output_hidden_states)
+        fused, fusion_states, fusion_attentions = self.fusion(
+            hidden_states, position_embeddings, additive, output_hidden_states, output_attentions
+        )
         boxes = self.box_head(fused[:, 0])
 
         logits_per_text = self._contrastive_logits(text_embeds, vision_states[-1][:, 0])
@@ -641,6 +683,9 @@ class HiVGForGrounding(HiVGPreTrainedModel):
             text_features=text_features if hidden else None,
             patch_attention_mask=(~patch_padding).to(torch.long) if hidden else None,
             hidden_states=fusion_states,
+            attentions=fusion_attentions,
+            vision_attentions=vision_attentions,
+            text_attentions=text_attentions,
             text_hidden_states=text_hidden_states if hidden else None,
             text_embeds=text_embeds if hidden else None,
             vision_hidden_states=vision_states if hidden else None,

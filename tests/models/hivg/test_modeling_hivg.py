@@ -6,7 +6,7 @@ from _hivg_fixture import one_thread
 from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from clipvg_hf import HiVGConfig, HiVGForGrounding
-from clipvg_hf.modeling_hivg import box_mask, official_text_inputs
+from clipvg_hf.modeling_hivg import box_mask, hivg_patch_padding_mask, official_text_inputs
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -229,3 +229,29 @@ def test_from_clip_pretrained_and_image_index(tmp_path):
             image_index=torch.tensor([0, 0, 1]),
         ).pred_boxes
     assert torch.equal(repeated, indexed)
+
+
+def test_output_attentions_of_fusion_and_towers_and_unknown_arguments_refused():
+    torch.manual_seed(0)
+    model = _randomised(HiVGForGrounding(small_config()))
+    model.set_attn_implementation("eager")
+    inputs = _inputs()
+    with torch.no_grad():
+        plain = model(**inputs)
+        out = model(**inputs, output_attentions=True)
+    assert plain.attentions is None and plain.vision_attentions is None and plain.text_attentions is None
+    torch.testing.assert_close(out.pred_boxes, plain.pred_boxes, atol=1e-6, rtol=0)
+    length = 1 + 1 + 16 + 77  # [REG], CLS, 4 x 4 patches, 77 text positions
+    assert len(out.attentions) == 2 and all(a.shape == (3, 2, length, length) for a in out.attentions)
+    padded_patches = 2 + hivg_patch_padding_mask(inputs["pixel_mask"], 4)[0].nonzero()[:, 0]
+    assert len(padded_patches) == 4
+    for weights in out.attentions:
+        torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, length))
+        assert weights[0, :, :, padded_patches].abs().max() == 0  # image 0's padded patches ...
+        assert weights[0, :, :, 2 + 16 + 3 :].abs().max() == 0  # ... and text padding are never attended
+    assert len(out.vision_attentions) == 4 and out.vision_attentions[0].shape == (3, 2, 17, 17)
+    assert len(out.text_attentions) == 4 and out.text_attentions[0].shape == (3, 2, 77, 77)
+    assert torch.triu(out.text_attentions[-1], diagonal=1).abs().max() == 0  # the text tower's causal mask
+    assert len(model(**inputs, output_attentions=True, return_dict=False)) == len(out.to_tuple())
+    with pytest.raises(TypeError, match="unexpected keyword argument 'output_scores'"):
+        model(**inputs, output_scores=True)
