@@ -4,7 +4,6 @@ exactly the rows the uninterrupted run did."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import datasets
@@ -14,7 +13,7 @@ import pytest
 from clipvg_hf.curriculum import ReliabilityScores, sampler_from_scores, save_scores
 from clipvg_hf.curriculum.reliability import expression_sources
 
-from conftest import free_port
+from conftest import torchrun
 
 CONFIG = "refcoco-unsup-single"
 BATCH = 2
@@ -43,15 +42,7 @@ def scores_file(fixture_dataset, tmp_path_factory) -> Path:
 
 def _train(model, dataset, scores, out, *extra):
     command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
+        *torchrun(2),
         "-m",
         "clipvg_hf.train",
         "--model_name_or_path",
