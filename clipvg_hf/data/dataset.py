@@ -233,22 +233,31 @@ def streaming_samples(
     *,
     seed: int | None = None,
     box_key: str = DEFAULT_BOX_KEY,
+    object_masks: bool = False,
+    box_format: str | None = None,
 ) -> datasets.IterableDataset:
     """Transformed per-expression samples from a streamed split (image order, not ``row_index`` order).
 
     Each image is read and decoded once for all its expressions (:func:`transform_items`); with an integer ``seed``
-    a sample equals the one ``GroundingDataset(..., seed=seed)`` gives in epoch 0. Shards stay whole, so
-    ``split_dataset_by_node`` / accelerate give each rank its own parquet files.
+    a sample equals the one ``GroundingDataset(..., seed=seed)`` gives in epoch 0, ``object_masks`` and
+    ``box_format`` included. Shards stay whole, so ``split_dataset_by_node`` / accelerate give each rank its own
+    parquet files.
     """
     lazy = bool(getattr(transform, "lazy_image", False))
-    keys = ("pixel_values", "pixel_mask", "labels", "text", "row_index")
+    mask_format = (box_format or split_box_format(split)) if object_masks else None
+    keys = ("pixel_values", "pixel_mask", "labels", "text", "row_index") + (("object_mask",) if object_masks else ())
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {key: [] for key in keys}
-        for cell, file_name, expressions in zip(batch["image"], batch["file_name"], batch["expressions"], strict=True):
+        rows = zip(batch["image"], batch["file_name"], batch["expressions"], batch["height"], batch["width"],
+                   strict=True)
+        for cell, file_name, expressions, *size in rows:
             image = open_raw_image(cell, file_name, decode=not lazy)
             run = [{"image": image, "box": e[box_key], "text": e["expression"].lower(), "row_index": e["row_index"],
                     "file_name": file_name} for e in expressions]
+            if mask_format is not None:
+                for item, expression in zip(run, expressions, strict=True):
+                    item["object_mask"] = rasterize_box(frbbox_corners(expression["bbox"], mask_format), *size)
             for sample in transform_items(transform, run, seed, 0):
                 for key in keys:
                     out[key].append(sample[key])

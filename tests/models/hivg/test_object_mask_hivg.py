@@ -147,3 +147,18 @@ def test_a_training_step_takes_the_masks_from_the_loader(hivg_dataset):
     for name in ("loss_align_focal", "loss_align_dice", "loss_seg_focal", "loss_seg_dice"):
         assert torch.allclose(out.loss_dict[name], expected[name])
     assert model.seg_head[0].weight.grad.abs().sum() > 0
+
+
+def test_streamed_samples_carry_the_same_masks(hivg_dataset):
+    from clipvg_hf.data import streaming_samples
+
+    config, split = "mixup-full", "val"
+    streamed = streaming_samples(
+        load_split(hivg_dataset, config, split, streaming=True), CLIPVGTrainTransform(), seed=5, object_masks=True
+    )
+    data = GroundingDataset(load_split(hivg_dataset, config, split), CLIPVGTrainTransform(), seed=5, object_masks=True)
+    by_row = {int(sample["row_index"]): sample for sample in streamed}
+    assert len(by_row) == len(data)
+    for index in range(len(data)):
+        item = data[index]
+        assert torch.equal(torch.as_tensor(by_row[item["row_index"]]["object_mask"]), item["object_mask"])
