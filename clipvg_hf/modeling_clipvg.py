@@ -11,6 +11,7 @@ The computation follows the released CLIP-VG model (multi-level variant):
 * head: a 3-layer MLP on the ``[REG]`` output, sigmoid, giving (cx, cy, w, h) on the padded square canvas.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -232,46 +233,87 @@ class CLIPVGFusionAttention(nn.Module):
         return self.out_proj(output), weights
 
 
+@dataclass
+class PackedSequences:
+    """Where each of several sequences lies when they are packed along the rows of one (T, ...) tensor.
+
+    ``lengths`` rows each, starting at ``first_rows``; ``sequence`` and ``slot`` give each row's sequence and
+    position in it. ``pad_index`` and ``unpad_index`` move rows to a padded (S, longest, ...) layout and back.
+    """
+
+    lengths: list[int]
+    first_rows: torch.Tensor
+    sequence: torch.Tensor
+    slot: torch.Tensor
+
+    @classmethod
+    def from_lengths(cls, lengths: torch.Tensor) -> "PackedSequences":
+        length_list = lengths.tolist()
+        first_rows = lengths.cumsum(0) - lengths
+        sequence = torch.repeat_interleave(
+            torch.arange(len(length_list), device=lengths.device), lengths, output_size=sum(length_list)
+        )
+        return cls(length_list, first_rows, sequence, torch.arange(len(sequence), device=lengths.device) - first_rows[sequence])
+
+    @property
+    def longest(self) -> int:
+        return max(self.lengths)
+
+    @functools.cached_property
+    def pad_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, longest) row of each padded position, and which positions are real; padding points at row 0."""
+        device = self.first_rows.device
+        positions = torch.arange(self.longest, device=device)
+        real = positions < torch.tensor(self.lengths, device=device)[:, None]
+        return torch.where(real, self.first_rows[:, None] + positions, 0), real
+
+    @functools.cached_property
+    def unpad_index(self) -> torch.Tensor:
+        """(T,) position of each packed row in the flattened padded layout."""
+        return self.sequence * self.longest + self.slot
+
+
 def packed_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    key_lengths: list[int],
-    query_lengths: list[int],
+    layout: PackedSequences,
     scaling: float,
     dropout: float = 0.0,
+    one_query: bool = False,
     batched: bool | None = None,
 ) -> torch.Tensor:
     """Attention within each of several sequences packed along the rows: (T, heads, head_dim) inputs.
 
-    Sequence ``s`` has ``query_lengths[s]`` query rows and ``key_lengths[s]`` key/value rows, consecutive in
-    ``query`` and ``key``/``value``; it attends to its own keys only, every one of which is a real token, so no mask
-    is needed. On the CPU each sequence is one SDPA call; ``batched`` (the default elsewhere) pads the sequences
-    to the longest and runs one masked call, fewer kernel launches for the same result.
+    Sequence ``s`` has the ``layout.lengths[s]`` consecutive key/value rows of ``layout``, every one a real token, so
+    no mask is needed, and as many query rows, or one (``one_query``: ``query`` is then (S, heads, head_dim)).
+    Without dropout on the CPU each sequence is one SDPA call (its fused kernel); ``batched`` (the default
+    otherwise: on accelerators, and under attention dropout, which PyTorch computes unfused) gathers the sequences
+    into a padded batch and runs one masked call, far fewer small kernels for the same result. The padded positions
+    hold copies of real rows; the mask gives them zero weight, so they get zero gradient.
     """
     if batched is None:
-        batched = query.device.type != "cpu"
+        batched = query.device.type != "cpu" or dropout > 0
     heads, head_dim = query.shape[1:]
     if not batched:
+        queries = query.split(1) if one_query else query.split(layout.lengths)
         outputs = [
             F.scaled_dot_product_attention(
                 q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0),
                 dropout_p=dropout, scale=scaling,
             )[0].transpose(0, 1)
-            for q, k, v in zip(query.split(query_lengths), key.split(key_lengths), value.split(key_lengths))
+            for q, k, v in zip(queries, key.split(layout.lengths), value.split(layout.lengths))
         ]
         return torch.cat(outputs).reshape(-1, heads * head_dim)
-    padded_q = torch.nn.utils.rnn.pad_sequence(list(query.split(query_lengths)), batch_first=True)
-    padded_k = torch.nn.utils.rnn.pad_sequence(list(key.split(key_lengths)), batch_first=True)
-    padded_v = torch.nn.utils.rnn.pad_sequence(list(value.split(key_lengths)), batch_first=True)
-    lengths = torch.tensor(key_lengths, device=query.device)
-    keep = torch.arange(padded_k.shape[1], device=query.device) < lengths[:, None]
+    index, real = layout.pad_index
+    padded_query = query[:, None] if one_query else query[index]
     output = F.scaled_dot_product_attention(
-        padded_q.transpose(1, 2), padded_k.transpose(1, 2), padded_v.transpose(1, 2),
-        attn_mask=keep[:, None, None, :], dropout_p=dropout, scale=scaling,
+        padded_query.transpose(1, 2), key[index].transpose(1, 2), value[index].transpose(1, 2),
+        attn_mask=real[:, None, None, :], dropout_p=dropout, scale=scaling,
     ).transpose(1, 2)
-    rows = torch.arange(padded_q.shape[1], device=query.device) < torch.tensor(query_lengths, device=query.device)[:, None]
-    return output[rows].reshape(-1, heads * head_dim)
+    if one_query:
+        return output.reshape(-1, heads * head_dim)
+    return output.reshape(-1, heads * head_dim)[layout.unpad_index]
 
 
 class CLIPVGFusionLayer(GradientCheckpointingLayer):
@@ -311,16 +353,17 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         position_embeddings: torch.Tensor,
-        lengths: list[int],
-        query_rows: torch.Tensor | None = None,
+        layout: PackedSequences,
+        last: bool = False,
         projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """The same layer on sequences packed along the rows of ``hidden_states`` (T, D), every row a real token.
 
-        ``query_rows`` (one row per sequence) updates only those rows, as ``num_queries=1`` does in [`forward`].
-        ``projected`` gives the query, key and value rows (T, D) when the caller computed them.
+        The sequences lie as ``layout`` says; ``last`` updates only the first row of each, as ``num_queries=1``
+        does in [`forward`]. ``projected`` gives the query, key and value rows (T, D) when the caller computed them.
         """
         attention = self.self_attn
+        query_rows = layout.first_rows if last else None
         if projected is None:
             with_position = hidden_states + position_embeddings
             queries = with_position if query_rows is None else with_position[query_rows]
@@ -330,9 +373,8 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
             query = query if query_rows is None else query[query_rows]
         shape = (-1, attention.num_heads, attention.head_dim)
         attended = packed_attention(
-            query.view(shape), key.view(shape), value.view(shape), lengths,
-            lengths if query_rows is None else [1] * len(lengths), attention.scaling,
-            attention.dropout if self.training else 0.0,
+            query.view(shape), key.view(shape), value.view(shape), layout, attention.scaling,
+            attention.dropout if self.training else 0.0, one_query=last,
         )
         if query_rows is not None:
             hidden_states = hidden_states[query_rows]
@@ -385,20 +427,19 @@ class CLIPVGFusionEncoder(nn.Module):
         unique_states: torch.Tensor,
         unique_positions: torch.Tensor,
         gather: torch.Tensor,
-        lengths: list[int],
-        first_rows: torch.Tensor,
+        layout: PackedSequences,
     ) -> torch.Tensor:
         """Run the layers on packed sequences of real tokens; returns the final state of each sequence's first row.
 
         ``unique_states`` and ``unique_positions`` (U, D) hold each distinct input row once (the [REG] token, every
-        text token, each image's visual tokens) and ``gather`` (T,) lays the sequences out from them, ``lengths``
-        rows each, starting at ``first_rows``. The first layer's projections depend on a row's input alone, so they
+        text token, each image's visual tokens) and ``gather`` (T,) lays the sequences out from them as ``layout``
+        says. The first layer's projections depend on a row's input alone, so they
         are computed once per distinct row (an image's visual tokens once for all its expressions); the last layer
         updates only the first row of each sequence (see ``first_token_only`` in [`forward`]).
         """
         hidden_states, positions = unique_states[gather], unique_positions[gather]
         for index, layer in enumerate(self.layers):
-            query_rows = first_rows if index == len(self.layers) - 1 else None
+            last = index == len(self.layers) - 1
             projected = None
             if index == 0:
                 attention = layer.self_attn
@@ -407,10 +448,10 @@ class CLIPVGFusionEncoder(nn.Module):
                              attention.v_proj(unique_states)[gather])
             if getattr(layer, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled():
                 hidden_states = torch.utils.checkpoint.checkpoint(
-                    layer.forward_packed, hidden_states, positions, lengths, query_rows, projected, use_reentrant=False
+                    layer.forward_packed, hidden_states, positions, layout, last, projected, use_reentrant=False
                 )
             else:
-                hidden_states = layer.forward_packed(hidden_states, positions, lengths, query_rows, projected)
+                hidden_states = layer.forward_packed(hidden_states, positions, layout, last, projected)
         return hidden_states
 
 
@@ -787,16 +828,12 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         text_counts, visual_counts = keep_text.sum(1), keep_visual.sum(1)
         text_start = 1 + text_counts.cumsum(0) - text_counts
         visual_start = (1 + text_counts.sum() + visual_counts.cumsum(0) - visual_counts)[image_index]
-        lengths = 1 + text_counts + visual_counts[image_index]
-        first_rows = lengths.cumsum(0) - lengths
-        length_list = lengths.tolist()
-        sequence = torch.repeat_interleave(torch.arange(count, device=device), lengths, output_size=sum(length_list))
-        slot = torch.arange(sequence.shape[0], device=device) - first_rows[sequence]
-        in_text = slot <= text_counts[sequence]
-        gather = torch.where(in_text, text_start[sequence] + slot - 1,
+        layout = PackedSequences.from_lengths(1 + text_counts + visual_counts[image_index])
+        sequence, slot = layout.sequence, layout.slot
+        gather = torch.where(slot <= text_counts[sequence], text_start[sequence] + slot - 1,
                              visual_start[sequence] + slot - 1 - text_counts[sequence])
         gather = gather.masked_fill(slot == 0, 0)
-        hidden_states = self.fusion.forward_packed(unique_states, unique_positions, gather, length_list, first_rows)
+        hidden_states = self.fusion.forward_packed(unique_states, unique_positions, gather, layout)
         return self.box_head(hidden_states)
 
     def forward(
@@ -855,7 +892,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         text_features, text_attentions = self._encode_text(input_ids, output_attentions)
         patch_padding = patch_padding_mask(pixel_mask, self.config.num_patches_per_side)
         visual_tokens = self.project_visual_features(visual_features)
-        if not (output_hidden_states or output_attentions):  # nothing padded is computed
+        # packed: nothing padded is computed; the sequence lengths depend on the masks' values, which graph
+        # capture (torch.export, torch.compile of the whole model) cannot follow, so it gets the masked layout
+        if not (output_hidden_states or output_attentions or torch.compiler.is_compiling()):
             boxes = self.ground_packed(visual_tokens, text_features, attention_mask == 0, patch_padding, image_index)
             fusion_states = fusion_attentions = None
         else:  # the padded layout that hidden states and attention maps are returned in

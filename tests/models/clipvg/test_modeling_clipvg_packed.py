@@ -5,7 +5,7 @@ import torch
 from conftest import make_tiny_config
 
 from clipvg_hf import CLIPVGForGrounding
-from clipvg_hf.modeling_clipvg import packed_attention, patch_padding_mask
+from clipvg_hf.modeling_clipvg import PackedSequences, packed_attention, patch_padding_mask
 
 ATOL = 1e-5
 SIZE = 64
@@ -106,11 +106,20 @@ def test_packed_gradients_equal_masked_gradients():
 
 
 def test_batched_packed_attention_equals_per_sequence():
+    """The padded-batch strategy (accelerators, attention dropout) against one call per sequence, with gradients."""
     generator = torch.Generator().manual_seed(0)
-    lengths = [5, 1, 9, 3]
-    query, key, value = (torch.randn(sum(lengths), 2, 4, generator=generator) for _ in range(3))
-    for query_lengths, q in ((lengths, query), ([1] * 4, query[torch.tensor([0, 5, 6, 15])])):
-        loop = packed_attention(q, key, value, lengths, query_lengths, scaling=0.5, batched=False)
-        batched = packed_attention(q, key, value, lengths, query_lengths, scaling=0.5, batched=True)
-        assert loop.shape == (sum(query_lengths), 8)
+    layout = PackedSequences.from_lengths(torch.tensor([5, 1, 9, 3]))
+    inputs = [torch.randn(18, 2, 4, generator=generator, requires_grad=True) for _ in range(3)]
+    for one_query in (False, True):
+        results = []
+        for batched in (False, True):
+            query, key, value = inputs
+            query = query[layout.first_rows] if one_query else query
+            out = packed_attention(query, key, value, layout, scaling=0.5, one_query=one_query, batched=batched)
+            grads = torch.autograd.grad((out * torch.arange(out.numel()).view_as(out)).sum(), inputs)
+            results.append((out, grads))
+        (loop, loop_grads), (batched, batched_grads) = results
+        assert loop.shape == (4 if one_query else 18, 8)
         torch.testing.assert_close(batched, loop, atol=1e-6, rtol=0)
+        for a, b in zip(batched_grads, loop_grads):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
