@@ -383,12 +383,6 @@ def convert_checkpoint(
 
 def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--family",
-        choices=("auto", "hivg"),
-        default="hivg",
-        help="accepted for clipvg-convert-checkpoint's dispatch (always HiVG here)",
-    )
     parser.add_argument("--checkpoint", required=True, help="official best_checkpoint.pth")
     parser.add_argument("--output_dir", required=True, help="folder to write (config, weights, processor files)")
     parser.add_argument(

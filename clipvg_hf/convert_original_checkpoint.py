@@ -1,6 +1,6 @@
 """Convert an official CLIP-VG checkpoint (``checkpoint.pth`` / ``best_checkpoint.pth``) into a transformers folder.
 
-    python -m clipvg_hf.convert_original_checkpoint --checkpoint best_checkpoint.pth --output_dir clip-vg-refcoco
+    python -m clipvg_hf.convert_checkpoint --checkpoint best_checkpoint.pth --output_dir clip-vg-refcoco
 
 The checkpoint is read with ``torch.load(weights_only=True)``, allowing only ``argparse.Namespace`` (the training
 arguments) besides tensors and plain Python values. The CLIP variant and every size are inferred from the state dict;
@@ -283,33 +283,8 @@ def convert_checkpoint(path: str | Path, trainable_clip: str = "official",
     return model
 
 
-def _convert_hivg_if_hivg(argv: list[str] | None) -> int | None:
-    """Hand HiVG checkpoints (``--family hivg``, or HiVG keys with ``--family auto``) to the HiVG converter."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--family", choices=("auto", "clipvg", "hivg"), default="auto")
-    pre.add_argument("--checkpoint")
-    known, _ = pre.parse_known_args(argv)
-    if known.family == "clipvg" or known.checkpoint is None:
-        return None
-    from .convert_hivg_checkpoint import is_hivg_state_dict
-    from .convert_hivg_checkpoint import main as hivg_main
-
-    try:
-        checkpoint = load_original_checkpoint(known.checkpoint)
-    except (CheckpointConversionError, FileNotFoundError) as error:
-        exit_usage_error(str(error))
-    if known.family == "hivg" or is_hivg_state_dict(checkpoint["model"]):
-        return hivg_main(argv, checkpoint=checkpoint)
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
-    converted_as_hivg = _convert_hivg_if_hivg(argv)
-    if converted_as_hivg is not None:
-        return converted_as_hivg
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--family", choices=("auto", "clipvg", "hivg"), default="auto",
-                        help="model family of the checkpoint; 'auto' tells HiVG from CLIP-VG by its keys")
     parser.add_argument("--checkpoint", required=True, help="official checkpoint.pth / best_checkpoint.pth")
     parser.add_argument("--output_dir", required=True,
                         help="folder to write (config, model.safetensors, processor and tokenizer files)")

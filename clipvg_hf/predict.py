@@ -5,7 +5,7 @@
 
 Prints one JSON object per expression (``label``, ``box`` as [x1, y1, x2, y2] pixels, ``score``) and, with
 ``--output``, draws the boxes on the image. ``DIR`` is a saved CLIP-VG model (for example written by
-``python -m clipvg_hf.convert_original_checkpoint``) or a Hub id; a model saved without a processor gets the default
+``python -m clipvg_hf.convert_checkpoint``) or a Hub id; a model saved without a processor gets the default
 one (the letterbox at the model's image size and OpenAI's tokenizer from the BPE file shipped with the package).
 """
 

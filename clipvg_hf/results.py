@@ -54,7 +54,7 @@ def no_weights_message(folder: Path) -> str:
     others = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pth", ".pt", ".ckpt"))
     hint = (
         f" (found {others}: load the model and re-save it with save_pretrained, or convert an official checkpoint "
-        "with python -m clipvg_hf.convert_original_checkpoint)"
+        "with python -m clipvg_hf.convert_checkpoint)"
         if others
         else ""
     )

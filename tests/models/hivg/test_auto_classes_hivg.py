@@ -12,7 +12,7 @@ import pytest
 import torch
 from _hivg_fixture import CHECKPOINTS, clip_config, converted, split_inputs
 
-from clipvg_hf.convert_original_checkpoint import main as convert_main
+from clipvg_hf.convert_checkpoint import main as convert_main
 
 from conftest import BLOCK_PACKAGE
 

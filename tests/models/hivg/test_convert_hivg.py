@@ -15,7 +15,7 @@ from clipvg_hf.convert_hivg_checkpoint import (
     strip_peft_prefix,
 )
 from clipvg_hf.convert_original_checkpoint import CheckpointConversionError
-from clipvg_hf.convert_original_checkpoint import main as convert_main
+from clipvg_hf.convert_checkpoint import main as convert_main
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
