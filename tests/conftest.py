@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from utils.paths import PARITY_DIR
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach the Hub
 
-FIXTURE_DIR = Path(__file__).parent / "fixtures" / "parity"
+FIXTURE_DIR = PARITY_DIR
 TINY_DIR = FIXTURE_DIR / "tiny"
 CHECKPOINT = TINY_DIR / "checkpoint.pth"
 PARITY_SPLITS = ("unc/val", "unc/testA", "referit/test", "flickr/test")
@@ -41,8 +43,9 @@ def converted_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def converted_model(converted_dir):
     """The converted fixture model, loaded through ``AutoModel`` in eval mode."""
-    import clipvg_hf  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModel
+
+    import clipvg_hf  # noqa: F401  (registers the Auto classes)
 
     return AutoModel.from_pretrained(converted_dir).eval()
 

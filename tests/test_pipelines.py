@@ -3,7 +3,12 @@
 import PIL.Image
 import pytest
 import torch
-from parity_processing import (
+from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
+
+import clipvg_hf  # noqa: F401  (registers CLIP-VG and the "visual-grounding" task)
+from clipvg_hf import VisualGroundingPipeline
+
+from utils.parity_processing import (
     EVAL_SPLITS,
     expected_json,
     expected_tensors,
@@ -11,11 +16,7 @@ from parity_processing import (
     official_hits_iou,
     save_fixture_model,
 )
-from readme_snippets_processing import PROCESSOR_AND_MODEL, VISUAL_GROUNDING_PIPELINE
-from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
-
-import clipvg_hf  # noqa: F401  (registers CLIP-VG and the "visual-grounding" task)
-from clipvg_hf import VisualGroundingPipeline
+from utils.readme_snippets import PROCESSOR_AND_MODEL, VISUAL_GROUNDING_PIPELINE
 
 
 @pytest.fixture(scope="module")

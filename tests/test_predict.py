@@ -10,12 +10,13 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from parity_processing import REPO_ROOT, load_split, save_fixture_model
-from readme_snippets_processing import CLI
 from transformers import pipeline
 
 import clipvg_hf  # noqa: F401
 from clipvg_hf.predict import main
+
+from utils.parity_processing import REPO_ROOT, load_split, save_fixture_model
+from utils.readme_snippets import CLI
 
 
 @pytest.fixture(scope="module")

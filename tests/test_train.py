@@ -14,8 +14,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import free_port
+from utils.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +70,9 @@ def test_single_process_run_saves_best_model_logs_and_checkpoints(converted_dir,
     assert best["accuracy"] == max(r["validation_accuracy"] for r in records) and best["num_samples"] == 18
     # the newest three complete checkpoints are kept; no partial folder is left behind
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_1", "step_10", "step_9"]
-    import clipvg_hf  # noqa: F401
     from transformers import AutoModel, AutoProcessor
+
+    import clipvg_hf  # noqa: F401
 
     model = AutoModel.from_pretrained(out / "best")
     AutoProcessor.from_pretrained(out / "best")

@@ -24,7 +24,7 @@ MODEL_REPO, DATA_REPO, CONFIG, SPLITS = "your-org/clip-vg-tiny", "your-org/clip-
     "refcoco-unsup-single", ("val", "testA")
 
 sys.path.insert(0, str(ROOT / "tests"))
-from hub_server import DEFAULT_TOKEN, running_hub
+from utils.hub_server import DEFAULT_TOKEN, running_hub
 
 
 def fixture_results(model_dir: Path, data_dir: Path) -> dict:

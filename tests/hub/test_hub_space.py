@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BLOCK_PACKAGE
-from hub_server import DEFAULT_TOKEN, running_hub
 
 from clipvg_hf.hub.cli import main as push_main
+
+from conftest import BLOCK_PACKAGE
+from utils.hub_server import DEFAULT_TOKEN, running_hub
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPO, SPACE_REPO = "org/clip-vg-tiny", "org/clip-vg-tiny-demo"

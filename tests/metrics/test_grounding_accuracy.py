@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PARITY_SPLITS, free_port
 
 from clipvg_hf.metrics import GROUNDING_ACCURACY_PATH
+
+from conftest import PARITY_SPLITS, free_port
 
 evaluate = pytest.importorskip("evaluate")
 
@@ -109,12 +110,13 @@ def test_readme_snippet_scores_a_loader_like_the_evaluation_loop(converted_dir, 
 
     import datasets
     from accelerate import Accelerator
-    from readme_snippets_processing import readme_snippet
     from torch.utils.data import DataLoader
 
     from clipvg_hf.data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
     from clipvg_hf.evaluate import evaluate_split
     from clipvg_hf.loading import load_model_and_processor
+
+    from utils.readme_snippets import readme_snippet
 
     model, processor = load_model_and_processor(converted_dir)
     split = datasets.load_dataset(str(fixture_dataset), "refcoco-unsup-single", split="val")

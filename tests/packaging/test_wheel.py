@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_curriculum_pipeline import CONFIG, tiny_config_file
+from curriculum.test_curriculum_pipeline import CONFIG, tiny_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ("train", "evaluate", "predict", "convert-checkpoint", "convert-splits", "curriculum", "push", "demo")

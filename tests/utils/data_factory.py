@@ -8,7 +8,9 @@ import PIL.Image
 import PIL.ImageDraw
 import torch
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity"
+from utils.paths import PARITY_DIR
+
+FIXTURE = PARITY_DIR
 TINY = FIXTURE / "tiny"
 PLACEHOLDER = "useless placeholder"
 COCO_DIR = "other/images/mscoco/images/train2014"

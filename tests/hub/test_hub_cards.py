@@ -17,7 +17,9 @@ from clipvg_hf.hub import HubPublishError
 from clipvg_hf.hub.release import _check_setting_against_args
 from clipvg_hf.results import ResultsError, load_results
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity" / "tiny"
+from utils.paths import TINY_DIR
+
+FIXTURE = TINY_DIR
 
 
 def results_for(model_dir: Path, dataset: str = "org/grounding-tiny", config: str = "refcoco-unsup-single") -> dict:

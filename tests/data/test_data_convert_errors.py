@@ -13,9 +13,10 @@ from pathlib import Path
 import PIL.Image
 import pyarrow.parquet as pq
 import pytest
-from _data_factory import COCO_DIR, build_pack, coco_pseudo_row, save_split
 
 from clipvg_hf.convert_splits import main
+
+from utils.data_factory import COCO_DIR, build_pack, coco_pseudo_row, save_split
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from clipvg_hf.modeling_clipvg import grounding_iou
+
 from conftest import PARITY_SPLITS
 
 

@@ -6,7 +6,6 @@ import inspect
 
 import pytest
 import torch
-from _data_factory import TINY
 from datasets import load_dataset
 from safetensors.torch import load_file
 
@@ -19,6 +18,8 @@ from clipvg_hf.data import (
     streaming_samples,
 )
 from clipvg_hf.processing_clipvg import build_clip_tokenizer
+
+from utils.data_factory import TINY
 
 
 @pytest.fixture(scope="module")

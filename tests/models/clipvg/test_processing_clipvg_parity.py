@@ -9,12 +9,19 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from parity_processing import (
-    BPE_PATH, EVAL_SPLITS, expected_json, expected_tensors, fixture_pixel_tolerance, load_split, run_fresh_python,
-)
 
 from clipvg_hf import CLIPVGImageProcessor, CLIPVGProcessor
 from clipvg_hf.processing_clipvg import build_clip_tokenizer, clean_text, default_bpe_path
+
+from utils.parity_processing import (
+    BPE_PATH,
+    EVAL_SPLITS,
+    expected_json,
+    expected_tensors,
+    fixture_pixel_tolerance,
+    load_split,
+    run_fresh_python,
+)
 
 
 @pytest.fixture(scope="module")

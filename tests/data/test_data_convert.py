@@ -13,7 +13,13 @@ import PIL.Image
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _data_factory import (
+from datasets import load_dataset
+from huggingface_hub import DatasetCard
+from safetensors.torch import load_file
+
+from clipvg_hf.data import CLIPVGEvalTransform, ConversionError, GroundingDataset, convert_pack, format_summary
+
+from utils.data_factory import (
     COCO_DIR,
     TINY,
     build_multi_source,
@@ -22,14 +28,10 @@ from _data_factory import (
     draw_box_image,
     save_split,
 )
-from datasets import load_dataset
-from huggingface_hub import DatasetCard
-from parity_processing import fixture_pixel_tolerance
-from safetensors.torch import load_file
+from utils.parity_processing import fixture_pixel_tolerance
+from utils.paths import REPO_ROOT
 
-from clipvg_hf.data import CLIPVGEvalTransform, ConversionError, GroundingDataset, convert_pack, format_summary
-
-REPO = Path(__file__).resolve().parents[1]
+REPO = REPO_ROOT
 FIXTURE_SPLITS = {  # (config, split) -> key in the fixture
     ("refcoco-unsup-single", "val"): "unc/val",
     ("refcoco-unsup-single", "testA"): "unc/testA",

@@ -8,7 +8,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from accelerate import Accelerator
-from conftest import free_port
 
 from clipvg_hf.curriculum import (
     load_scores,
@@ -19,6 +18,8 @@ from clipvg_hf.curriculum import (
 from clipvg_hf.curriculum.score import score_model
 from clipvg_hf.curriculum.selection import read_row_indices
 from clipvg_hf.results import model_fingerprint
+
+from conftest import free_port
 
 CONFIG = "refcoco-unsup-single"
 

@@ -10,7 +10,9 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load_file
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity"
+from utils.paths import PARITY_DIR, REPO_ROOT
+
+FIXTURE = PARITY_DIR
 TINY = FIXTURE / "tiny"
 BPE_PATH = FIXTURE / "bpe_simple_vocab_16e6.txt.gz"
 CHECKPOINT = TINY / "checkpoint.pth"
@@ -66,7 +68,7 @@ def load_split(split: str) -> list[Sample]:
     return samples
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = REPO_ROOT
 
 
 def run_fresh_python(code: str, workdir: Path, with_package: bool) -> str:

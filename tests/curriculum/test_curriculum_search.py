@@ -4,17 +4,18 @@ import json
 
 import numpy as np
 import pytest
-from _curriculum_synthetic import (
+
+from clipvg_hf.curriculum import OFFICIAL_GRID, CachedTrainer, search_threshold
+from clipvg_hf.curriculum.common import select_rows
+from clipvg_hf.curriculum.msa import run_msa
+from clipvg_hf.curriculum.ssa import run_ssa
+
+from utils.curriculum_synthetic import (
     SyntheticScorer,
     SyntheticTrainer,
     make_sources,
     measurer_scores,
 )
-
-from clipvg_hf.curriculum import OFFICIAL_GRID, CachedTrainer, search_threshold
-from clipvg_hf.curriculum.msa import run_msa
-from clipvg_hf.curriculum.common import select_rows
-from clipvg_hf.curriculum.ssa import run_ssa
 
 
 def test_grid_search_evaluates_every_candidate_and_picks_the_first_maximum():

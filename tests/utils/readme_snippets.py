@@ -5,9 +5,10 @@ placeholder paths (``path/to/clipvg-model``, ``photo.jpg``) with the fixture's.
 """
 
 import re
-from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from utils.paths import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
 
 
 def readme_snippet(name: str) -> str:

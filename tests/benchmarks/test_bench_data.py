@@ -4,7 +4,6 @@ Also smoke runs of both benchmarks (tiny sizes, no timing asserts).
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -15,12 +14,14 @@ from clipvg_hf.data import CLIPVGTrainTransform
 from clipvg_hf.data import decode as decode_module
 from clipvg_hf.data.transforms import decode_at_least, draft_region, normalize_and_pad
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from utils.paths import BENCHMARKS_DIR, COCO_IMAGES
+
+BENCHMARKS = BENCHMARKS_DIR
 sys.path.insert(0, str(BENCHMARKS))
 import bench_data
 import bench_model
 
-COCO = Path(__file__).parent / "fixtures" / "parity" / "tiny" / "image_data" / "other/images/mscoco/images/train2014"
+COCO = COCO_IMAGES
 TEXTS = ("a person", "the dog", "man on the left", "laptop")  # the last two never take the crop branch
 
 

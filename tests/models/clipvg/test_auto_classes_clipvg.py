@@ -6,6 +6,7 @@ import sys
 import textwrap
 
 import torch
+
 from conftest import BLOCK_PACKAGE
 
 LOAD_AND_PREDICT = textwrap.dedent("""

@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from _data_factory import TINY, coco_pseudo_row, save_split
 
 from clipvg_hf.data.splits import (
     DATASETS,
@@ -19,6 +18,8 @@ from clipvg_hf.data.splits import (
     parse_rows,
     separate_source_files,
 )
+
+from utils.data_factory import TINY, coco_pseudo_row, save_split
 
 
 def test_refcoco_box_truncates_each_number_before_adding():

@@ -1,7 +1,6 @@
 """JPEG decoding through simplejpeg gives PIL's pixels bit for bit, and falls back to PIL where it cannot decode."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -9,7 +8,9 @@ import pytest
 
 from clipvg_hf.data.decode import decode_jpeg_rgb, open_raw_image
 
-COCO = Path(__file__).parent / "fixtures" / "parity" / "tiny" / "image_data" / "other/images/mscoco/images/train2014"
+from utils.paths import COCO_IMAGES
+
+COCO = COCO_IMAGES
 PHOTOS = sorted(COCO.glob("*.jpg"))
 
 

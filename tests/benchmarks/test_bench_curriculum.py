@@ -6,9 +6,10 @@ known corruption and the kept sets of a measurer that predicts the clean boxes w
 
 import json
 import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from utils.paths import BENCHMARKS_DIR
+
+BENCHMARKS = BENCHMARKS_DIR
 sys.path.insert(0, str(BENCHMARKS))
 import bench_curriculum
 

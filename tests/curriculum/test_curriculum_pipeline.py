@@ -9,13 +9,15 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
-from conftest import make_tiny_config
 
 from clipvg_hf.curriculum import read_row_indices
 from clipvg_hf.data import CLIPVGEvalTransform, GroundingDataset
 from clipvg_hf.results import model_fingerprint
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import make_tiny_config
+from utils.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 CONFIG = "refcoco-unsup-single"
 
 

@@ -1,4 +1,4 @@
-"""Publishing against the loopback Hub stand-in (tests/hub_server.py), then loading in fresh processes.
+"""Publishing against the loopback Hub stand-in (tests/utils/hub_server.py), then loading in fresh processes.
 
 Pushes run through the ``clipvg-push`` command (``python -m clipvg_hf.hub.cli``, ``push_to_hub.py``) in subprocesses whose environment points huggingface_hub at the stand-in
 (``HF_ENDPOINT``, ``HF_TOKEN``, an empty ``HF_HOME``, ``HF_HUB_DISABLE_XET=1``) before anything is imported. Loads
@@ -18,11 +18,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BLOCK_PACKAGE
-from hub_server import DEFAULT_TOKEN, running_hub
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "parity" / "tiny"
+from conftest import BLOCK_PACKAGE
+from utils.hub_server import DEFAULT_TOKEN, running_hub
+from utils.paths import REPO_ROOT, TINY_DIR
+
+REPO_ROOT = REPO_ROOT
+FIXTURE = TINY_DIR
 IMAGE = FIXTURE / "image_data/other/images/mscoco/images/train2014/COCO_train2014_000000581857.jpg"
 MODEL_REPO, DATA_REPO, RELEASE_REPO = "org/clip-vg-tiny", "org/grounding-tiny", "org/clip-vg-release"
 CONFIGS = ("refcoco-unsup-single", "referit-unsup-single")

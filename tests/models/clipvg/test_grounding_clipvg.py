@@ -9,8 +9,13 @@ from transformers import AutoModel, AutoModelForZeroShotObjectDetection, CLIPCon
 import clipvg_hf  # noqa: F401
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 from clipvg_hf.modeling_clipvg import (
-    box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, grounding_iou, grounding_loss, patch_padding_mask,
+    box_cxcywh_to_xyxy,
+    box_xyxy_to_cxcywh,
+    grounding_iou,
+    grounding_loss,
+    patch_padding_mask,
 )
+
 from conftest import make_tiny_config
 
 

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 
 from clipvg_hf.curriculum import CurriculumSampler, easy_to_hard_pool, threshold_pool
+
+from conftest import free_port
 
 SCRIPT = Path(__file__).with_name("_curriculum_sampler_ddp.py")
 

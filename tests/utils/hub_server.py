@@ -7,7 +7,7 @@ with byte ranges). Clients must set ``HF_HUB_DISABLE_XET=1``: Xet storage is not
 
 Use it in tests with :func:`running_hub` or from a shell::
 
-    python tests/hub_server.py --port 8765   # prints the endpoint; Ctrl-C stops it
+    python tests/utils/hub_server.py --port 8765   # prints the endpoint; Ctrl-C stops it
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from parity_processing import EVAL_SPLITS, expected_tensors, fixture_pixel_tolerance, load_split
 
 from clipvg_hf.image_processing_clipvg import (
     CLIPVGImageProcessor,
@@ -12,6 +11,8 @@ from clipvg_hf.image_processing_clipvg import (
     letterbox_geometry,
     xyxy_to_canvas_cxcywh,
 )
+
+from utils.parity_processing import EVAL_SPLITS, expected_tensors, fixture_pixel_tolerance, load_split
 
 
 @pytest.fixture(scope="module")
