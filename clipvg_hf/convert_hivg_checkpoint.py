@@ -24,9 +24,8 @@ import torch
 from .configuration_hivg import BRIDGE_TEXT_SOURCES, HiVGConfig, default_bridge_text_layers
 from .convert_original_checkpoint import _RENAMES as _CLIPVG_RENAMES
 from .convert_original_checkpoint import CheckpointConversionError, _count_blocks, load_original_checkpoint
-from .image_processing_clipvg import CLIPVGImageProcessor
 from .modeling_hivg import HiVGForGrounding
-from .processing_clipvg import CLIPVGProcessor, build_clip_tokenizer
+from .processing_clipvg import CLIPVGProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -439,8 +438,7 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
         print(f"error: {error}", file=sys.stderr)
         return 2
     model.save_pretrained(args.output_dir)
-    image_processor = CLIPVGImageProcessor(size={"longest_edge": model.config.image_size})
-    CLIPVGProcessor(image_processor, build_clip_tokenizer()).save_pretrained(args.output_dir)
+    CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(args.output_dir)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"wrote {args.output_dir}: HiVG, {n_params:,} parameters, bridges in blocks {model.config.bridge_layers} "
