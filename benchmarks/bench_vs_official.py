@@ -126,6 +126,7 @@ def import_official(repo: Path) -> types.SimpleNamespace:
         import models.clip.clip as clip_loader
         import models.clip_vg as clip_vg
         from models.clip.model import ModifiedCLIP
+
         from utils import loss_utils, misc
     finally:
         torchvision.__version__ = version

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from conftest import make_tiny_config
 
 from clipvg_hf import CLIPVGForGrounding
 from clipvg_hf.modeling_clipvg import PackedSequences, packed_attention, patch_padding_mask
+
+from conftest import make_tiny_config
 
 ATOL = 1e-5
 SIZE = 64
