@@ -1,9 +1,9 @@
 """Does the self-paced curriculum work? SSA / MSA on demo shapes with simulated pseudo-label sources of known noise.
 
-    python benchmarks/bench_curriculum.py                       # SSA + MSA, seeds 13 and 14: about an hour on 2 cores
-    python benchmarks/bench_curriculum.py --ssa_only --seeds 13  # SSA only, one seed
-    python benchmarks/bench_curriculum.py --quick               # smoke run with real trainings (~1.5 min)
-    python benchmarks/bench_curriculum.py --quick --oracle_only # data + oracle selection only (seconds)
+    python -m benchmarks.bench_curriculum                       # SSA + MSA, seeds 13 and 14: about an hour on 2 cores
+    python -m benchmarks.bench_curriculum --ssa_only --seeds 13  # SSA only, one seed
+    python -m benchmarks.bench_curriculum --quick               # smoke run with real trainings (~1.5 min)
+    python -m benchmarks.bench_curriculum --quick --oracle_only # data + oracle selection only (seconds)
 
 1. Data: the demo's shapes (32 px, :func:`clipvg_hf.demo.demo_config` learns them). The training images are dealt
    round-robin to simulated pseudo-label sources; each source labels every object of its images with the right
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 f"{v['corrupted']} corrupted ({v['corrupted'] / v['rows']:.1%})"
                                 for s, v in sources_summary.items()) + "\n")
     summary = {
-        "command": "python benchmarks/bench_curriculum.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.bench_curriculum " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "noise": {s: NOISE[s] for s in args.sources}, "sources": sources_summary,
         "oracle_precision_recall": oracle_pr, "seeds": [], "grid_png": [], "load_average_before": load,

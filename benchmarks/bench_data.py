@@ -23,10 +23,10 @@ ratios. Torch uses ``--threads`` (default 1, as in DataLoader workers) so that t
 fight over a loaded machine's cores. Runs on the parity fixture by default (13 images, 20 expressions; training
 orders draw with replacement); point ``--split_root/--image_root`` at a real pack for real numbers. Not a test.
 
-    python benchmarks/bench_data.py                  # about a minute
-    python benchmarks/bench_data.py --jpeg_only      # only the COCO photos (RefCOCO-like)
-    python benchmarks/bench_data.py --jpeg_only --expressions_per_image 7   # RefCOCO's expressions per image
-    python benchmarks/bench_data.py --quick          # seconds (CI smoke)
+    python -m benchmarks.bench_data                  # about a minute
+    python -m benchmarks.bench_data --jpeg_only      # only the COCO photos (RefCOCO-like)
+    python -m benchmarks.bench_data --jpeg_only --expressions_per_image 7   # RefCOCO's expressions per image
+    python -m benchmarks.bench_data --quick          # seconds (CI smoke)
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ backward through the ViT) is a documented deviation from the recipe, shown for r
 Paths run interleaved (A, B, C, A, B, C, ...) ``--repeats`` times; the table reports medians and the median of the
 per-repetition ratios, so load from other processes hits all paths alike. Not a test.
 
-    python benchmarks/bench_model.py                 # full size, a few minutes on 2 CPU cores
-    python benchmarks/bench_model.py --quick         # tiny model, seconds (CI smoke)
+    python -m benchmarks.bench_model                 # full size, a few minutes on 2 CPU cores
+    python -m benchmarks.bench_model --quick         # tiny model, seconds (CI smoke)
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_vs_official import count_flops
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from benchmarks.bench_vs_official import count_flops
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf.modeling_clipvg import grounding_loss, patch_padding_mask

@@ -1,10 +1,10 @@
 """Throughput and memory of the pseudo-label generator (clipvg_hf.pseudo_labels). Not a test.
 
-    nice python benchmarks/bench_pseudo_labels.py                   # engines, 100k-image memory run, model stages
-    python benchmarks/bench_pseudo_labels.py --quick                # small sizes (seconds)
-    python benchmarks/bench_pseudo_labels.py --skip_models          # engines and memory only
-    python benchmarks/bench_pseudo_labels.py --accuracy_only        # the training experiment (4.) alone
-    python benchmarks/bench_pseudo_labels.py --models_only          # the model stages (3.) alone
+    nice python -m benchmarks.bench_pseudo_labels                   # engines, 100k-image memory run, model stages
+    python -m benchmarks.bench_pseudo_labels --quick                # small sizes (seconds)
+    python -m benchmarks.bench_pseudo_labels --skip_models          # engines and memory only
+    python -m benchmarks.bench_pseudo_labels --accuracy_only        # the training experiment (4.) alone
+    python -m benchmarks.bench_pseudo_labels --models_only          # the model stages (3.) alone
 
 1. Engines on one core (``torch``/BLAS threads = 1; the engines are pure Python): template candidates + sampling and
    geometric relations per image, given detections. The detections are generated: 4-12 per image, Visual Genome

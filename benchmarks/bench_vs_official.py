@@ -25,8 +25,8 @@ counted once with PyTorch's FLOP formulas, fused CPU attention included) over th
 matrix product measured on the same threads before every pair. ``--profile`` adds a ``torch.profiler`` table of
 where our evaluation and training step spend their time. Not a test.
 
-    python benchmarks/bench_vs_official.py --official_repo /tmp/clipvg_orig            # ~6 min on 2 cores
-    python benchmarks/bench_vs_official.py --official_repo /tmp/clipvg_orig --quick    # smoke run
+    python -m benchmarks.bench_vs_official --official_repo /tmp/clipvg_orig            # ~6 min on 2 cores
+    python -m benchmarks.bench_vs_official --official_repo /tmp/clipvg_orig --quick    # smoke run
 
 The interpreter needs the official code's imports (torchvision, ftfy, regex, scipy) next to this package; see
 ``benchmarks/README.md``.

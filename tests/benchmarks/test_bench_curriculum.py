@@ -5,13 +5,8 @@ known corruption and the kept sets of a measurer that predicts the clean boxes w
 """
 
 import json
-import sys
 
-from utils.paths import BENCHMARKS_DIR
-
-BENCHMARKS = BENCHMARKS_DIR
-sys.path.insert(0, str(BENCHMARKS))
-import bench_curriculum
+from benchmarks import bench_curriculum
 
 
 def test_selection_with_a_noisy_clean_box_measurer_removes_most_corrupted_labels(tmp_path):

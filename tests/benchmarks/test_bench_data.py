@@ -3,23 +3,18 @@
 Also smoke runs of both benchmarks (tiny sizes, no timing asserts).
 """
 
-import sys
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
 
+from benchmarks import bench_data, bench_model
 from clipvg_hf.data import CLIPVGTrainTransform
 from clipvg_hf.data import decode as decode_module
 from clipvg_hf.data.transforms import decode_at_least, draft_region, normalize_and_pad
 
-from utils.paths import BENCHMARKS_DIR, COCO_IMAGES
-
-BENCHMARKS = BENCHMARKS_DIR
-sys.path.insert(0, str(BENCHMARKS))
-import bench_data
-import bench_model
+from utils.paths import COCO_IMAGES
 
 COCO = COCO_IMAGES
 TEXTS = ("a person", "the dog", "man on the left", "laptop")  # the last two never take the crop branch
