@@ -48,8 +48,8 @@ from clipvg_hf.curriculum.plots import plot_histogram_grid
 from clipvg_hf.curriculum.runner import rows_digest
 from clipvg_hf.curriculum.ssa import run_ssa
 from clipvg_hf.data import convert_dataset, load_split
-from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
 from clipvg_hf.demo import build_demo_model, demo_config
+from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
 from clipvg_hf.evaluate import evaluate_model
 from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
@@ -80,8 +80,9 @@ def jitter_box(box: Sequence[int], size: int, rng: np.random.Generator) -> list[
     return [nx1, ny1, nx2, ny2]
 
 
-def write_pseudo_pack(raw: Path, sources: Sequence[str], counts: dict[str, int], spec: ShapesSpec,
-                      seed: int) -> list[dict[str, Any]]:
+def write_pseudo_pack(
+    raw: Path, sources: Sequence[str], counts: dict[str, int], spec: ShapesSpec, seed: int
+) -> list[dict[str, Any]]:
     """Shapes pack whose train split is split among noisy sources; returns per-row truth in concatenation order."""
     write_shapes_pack(raw, counts, spec, seed=seed)
     split_dir = raw / "splits" / "shapes"
@@ -106,9 +107,20 @@ def write_pseudo_pack(raw: Path, sources: Sequence[str], counts: dict[str, int],
                 kind, pseudo = "jitter", jitter_box(box, spec.image_size, rng)
             rows.append((file_name, pseudo, text))
             iou = box_iou(box, pseudo)
-            truth.append({"source": source, "file_name": file_name, "text": text, "true_box": list(box),
-                          "pseudo_box": pseudo, "kind": kind, "iou": iou, "corrupted": iou < 0.5,
-                          "source_file": f"{k + 1}_shapes_train_pseudo_{source}.pth", "source_row": len(rows) - 1})
+            truth.append(
+                {
+                    "source": source,
+                    "file_name": file_name,
+                    "text": text,
+                    "true_box": list(box),
+                    "pseudo_box": pseudo,
+                    "kind": kind,
+                    "iou": iou,
+                    "corrupted": iou < 0.5,
+                    "source_file": f"{k + 1}_shapes_train_pseudo_{source}.pth",
+                    "source_row": len(rows) - 1,
+                }
+            )
         torch.save(rows, separate / f"{k + 1}_shapes_train_pseudo_{source}.pth")
     return truth
 
@@ -138,18 +150,24 @@ def oracle_reliability(truth: dict[int, dict[str, Any]], noise: float, size: int
     return out
 
 
-def kept_stats(reliability: dict[int, float], rows: Sequence[int], truth: dict[int, dict[str, Any]],
-               h: float) -> dict[str, Any]:
+def kept_stats(
+    reliability: dict[int, float], rows: Sequence[int], truth: dict[int, dict[str, Any]], h: float
+) -> dict[str, Any]:
     """Precision (clean share of the kept set) and recall (of clean rows) of ``reliability >= h`` over ``rows``."""
     corrupted = {r for r in rows if truth[r]["corrupted"]}
     kept = [r for r in rows if reliability[r] >= h]
     kept_bad = sum(r in corrupted for r in kept)
     clean_total = len(rows) - len(corrupted)
-    return {"h": h, "rows": len(rows), "kept": len(kept), "source_corruption": len(corrupted) / max(1, len(rows)),
-            "kept_corruption": kept_bad / len(kept) if kept else None,
-            "precision": (len(kept) - kept_bad) / len(kept) if kept else None,
-            "clean_recall": (len(kept) - kept_bad) / max(1, clean_total),
-            "corrupted_removed": 1 - kept_bad / len(corrupted) if corrupted else None}
+    return {
+        "h": h,
+        "rows": len(rows),
+        "kept": len(kept),
+        "source_corruption": len(corrupted) / max(1, len(rows)),
+        "kept_corruption": kept_bad / len(kept) if kept else None,
+        "precision": (len(kept) - kept_bad) / len(kept) if kept else None,
+        "clean_recall": (len(kept) - kept_bad) / max(1, clean_total),
+        "corrupted_removed": 1 - kept_bad / len(corrupted) if corrupted else None,
+    }
 
 
 class SharedTrainings:
@@ -165,8 +183,11 @@ class SharedTrainings:
             self.cache[key] = self.trainer(rows, output_dir)
             took = time.time() - started
             self.seconds += took
-            print(f"  trained {len(rows):5d} rows -> val Acc@0.5 {self.cache[key].val_accuracy:.3f} ({took:.0f} s, "
-                  f"{output_dir.name})", flush=True)
+            print(
+                f"  trained {len(rows):5d} rows -> val Acc@0.5 {self.cache[key].val_accuracy:.3f} ({took:.0f} s, "
+                f"{output_dir.name})",
+                flush=True,
+            )
         return self.cache[key]
 
 
@@ -176,75 +197,149 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 def pr_table(pr: dict[str, dict[str, list[dict[str, Any]]]], hs: Sequence[float]) -> str:
     """Markdown: one line per (measurer, source, h): kept, corruption before/after, precision, clean recall."""
-    lines = [("| measurer | source | h | kept / rows | corruption: source → kept | precision | clean recall | "
-              "corrupted removed |"), "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            "| measurer | source | h | kept / rows | corruption: source → kept | precision | clean recall | "
+            "corrupted removed |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for measurer, per_source in pr.items():
         for source, points in per_source.items():
             for p in points:
                 if p["h"] in hs:
-                    lines.append(f"| {measurer} | {source} | {p['h']:.1f} | {p['kept']} / {p['rows']} | "
-                                 f"{p['source_corruption']:.3f} → {fmt(p['kept_corruption'])} | "
-                                 f"{fmt(p['precision'])} | {fmt(p['clean_recall'])} | {fmt(p['corrupted_removed'])} |")
+                    lines.append(
+                        f"| {measurer} | {source} | {p['h']:.1f} | {p['kept']} / {p['rows']} | "
+                        f"{p['source_corruption']:.3f} → {fmt(p['kept_corruption'])} | "
+                        f"{fmt(p['precision'])} | {fmt(p['clean_recall'])} | {fmt(p['corrupted_removed'])} |"
+                    )
     return "\n".join(lines) + "\n"
 
 
-def run_seed(seed: int, args: argparse.Namespace, data: Path, truth: dict[int, dict[str, Any]],
-             rows_by_source: dict[str, list[int]], init: Path, out: Path) -> dict[str, Any]:
+def run_seed(
+    seed: int,
+    args: argparse.Namespace,
+    data: Path,
+    truth: dict[int, dict[str, Any]],
+    rows_by_source: dict[str, list[int]],
+    init: Path,
+    out: Path,
+) -> dict[str, Any]:
     """SSA over all rows, MSA over the sources, their selections' corruption and the trained measurers' P/R."""
-    length = ["--num_epochs", str(args.epochs)] if args.train_steps is None else ["--train_steps", str(args.train_steps)]
-    train_args = ["--model_name_or_path", str(init), *length, "--optim", "adamw_torch_fused",
-                  "--per_device_batch_size", str(args.batch_size), "--eval_batch_size", "256",
-                  "--learning_rate", str(args.learning_rate), "--scheduler_step", "step",
-                  "--warmup_steps", str(args.warmup_steps), "--lr_scheduler", args.lr_scheduler,
-                  "--no_aug_crop", "--no_aug_scale", "--no_aug_color", "--no_aug_translate", "--num_workers", "1",
-                  "--seed", str(seed), "--cpu"]
+    length = (
+        ["--num_epochs", str(args.epochs)] if args.train_steps is None else ["--train_steps", str(args.train_steps)]
+    )
+    train_args = [
+        "--model_name_or_path",
+        str(init),
+        *length,
+        "--optim",
+        "adamw_torch_fused",
+        "--per_device_batch_size",
+        str(args.batch_size),
+        "--eval_batch_size",
+        "256",
+        "--learning_rate",
+        str(args.learning_rate),
+        "--scheduler_step",
+        "step",
+        "--warmup_steps",
+        str(args.warmup_steps),
+        "--lr_scheduler",
+        args.lr_scheduler,
+        "--no_aug_crop",
+        "--no_aug_scale",
+        "--no_aug_color",
+        "--no_aug_translate",
+        "--num_workers",
+        "1",
+        "--seed",
+        str(seed),
+        "--cpu",
+    ]
     script = TrainScriptTrainer(data, CONFIG, train_args, launcher=[sys.executable])
     shared = SharedTrainings(script)
     scorer = in_process_scorer(data, CONFIG, "train_pseudo", cpu=True, plot=False)
     all_rows = sorted(truth)
     started = time.time()
-    print(f"[seed {seed}] SSA over all {len(all_rows)} rows ({args.ssa_search} search over {args.thresholds})",
-          flush=True)
+    print(
+        f"[seed {seed}] SSA over all {len(all_rows)} rows ({args.ssa_search} search over {args.thresholds})",
+        flush=True,
+    )
     ssa_trainer = CachedTrainer(shared, args.batch_size)
     ssa = run_ssa(all_rows, ssa_trainer, scorer, out / "ssa", thresholds=args.thresholds, strategy=args.ssa_search)
     msa = None
     if not args.ssa_only:
         print(f"[seed {seed}] MSA over {list(rows_by_source)} ({args.msa_search} search, h0={args.h0})", flush=True)
-        msa = run_msa(rows_by_source, CachedTrainer(shared, args.batch_size), scorer, out / "msa", h0=args.h0,
-                      thresholds=args.msa_thresholds, strategy=args.msa_search)
+        msa = run_msa(
+            rows_by_source,
+            CachedTrainer(shared, args.batch_size),
+            scorer,
+            out / "msa",
+            h0=args.h0,
+            thresholds=args.msa_thresholds,
+            strategy=args.msa_search,
+        )
 
     # (a) precision / recall of every measurer's kept sets
     reliabilities = {"all": load_scores(out / "ssa" / "scores").as_dict()}
     for source in rows_by_source if msa else ():
         reliabilities[source] = load_scores(out / "msa" / "scores" / source).as_dict()
     groups = {**rows_by_source, "all": all_rows}
-    pr = {m: {s: [kept_stats(rel, rows, truth, h) for h in PR_GRID] for s, rows in groups.items()}
-          for m, rel in reliabilities.items()}
+    pr = {
+        m: {s: [kept_stats(rel, rows, truth, h) for h in PR_GRID] for s, rows in groups.items()}
+        for m, rel in reliabilities.items()
+    }
     grid_png = None
     if msa is not None:  # the n x n SR/CR grid of the per-source measurers
-        cells = {(m, s): np.array([reliabilities[m][r] for r in rows_by_source[s]])
-                 for m in rows_by_source for s in rows_by_source}
-        grid_png = plot_histogram_grid(cells, list(rows_by_source), list(rows_by_source),
-                                       out.parent / f"reliability_grid_seed{seed}.png", bins=100)
+        cells = {
+            (m, s): np.array([reliabilities[m][r] for r in rows_by_source[s]])
+            for m in rows_by_source
+            for s in rows_by_source
+        }
+        grid_png = plot_histogram_grid(
+            cells,
+            list(rows_by_source),
+            list(rows_by_source),
+            out.parent / f"reliability_grid_seed{seed}.png",
+            bins=100,
+        )
 
     # (b) accuracies: val from training (best epoch), test from the saved best model
     ssa_selected = sorted(int(r) for r in json.loads((out / "ssa" / "selected_rows.json").read_text()))
     methods = {
-        "all pseudo-labels": {"val": ssa["measurer"]["val_accuracy"], "model": ssa["measurer"]["model_dir"],
-                              "rows": all_rows, "trainings": 1, "detail": f"{len(all_rows)} rows"},
-        "SSA": {"val": ssa["best"]["val_accuracy"], "model": ssa["best"]["model_dir"], "rows": ssa_selected,
-                "trainings": ssa["trainings"]["total"], "detail": f"h={ssa['best']['h']:.2f}"},
+        "all pseudo-labels": {
+            "val": ssa["measurer"]["val_accuracy"],
+            "model": ssa["measurer"]["model_dir"],
+            "rows": all_rows,
+            "trainings": 1,
+            "detail": f"{len(all_rows)} rows",
+        },
+        "SSA": {
+            "val": ssa["best"]["val_accuracy"],
+            "model": ssa["best"]["model_dir"],
+            "rows": ssa_selected,
+            "trainings": ssa["trainings"]["total"],
+            "detail": f"h={ssa['best']['h']:.2f}",
+        },
     }
     if msa is not None:
         best_single = max(rows_by_source, key=lambda s: msa["measurers"][s]["val_accuracy"])
         msa_selected = sorted(int(r) for r in json.loads((out / "msa" / "selected_rows.json").read_text()))
         methods["best single source"] = {
-            "val": msa["measurers"][best_single]["val_accuracy"], "model": msa["measurers"][best_single]["model_dir"],
-            "rows": rows_by_source[best_single], "trainings": len(rows_by_source), "detail": best_single}
+            "val": msa["measurers"][best_single]["val_accuracy"],
+            "model": msa["measurers"][best_single]["model_dir"],
+            "rows": rows_by_source[best_single],
+            "trainings": len(rows_by_source),
+            "detail": best_single,
+        }
         methods["MSA"] = {
-            "val": msa["best"]["val_accuracy"], "model": msa["best"]["model_dir"], "rows": msa_selected,
+            "val": msa["best"]["val_accuracy"],
+            "model": msa["best"]["model_dir"],
+            "rows": msa_selected,
             "trainings": msa["trainings"],
-            "detail": ", ".join(f"{s}: M[{v['measurer']}] h={v['h']:.2f}" for s, v in msa["selected"].items())}
+            "detail": ", ".join(f"{s}: M[{v['measurer']}] h={v['h']:.2f}" for s, v in msa["selected"].items()),
+        }
     clean_total = sum(not t["corrupted"] for t in truth.values())
     for m in methods.values():
         m["test"] = evaluate_model(m["model"], str(data), CONFIG, ["test"])["splits"]["test"]["accuracy"]
@@ -253,28 +348,44 @@ def run_seed(seed: int, args: argparse.Namespace, data: Path, truth: dict[int, d
         m["clean_recall"] = sum(not truth[r]["corrupted"] for r in m["rows"]) / clean_total
         del m["rows"]
     seconds = time.time() - started
-    print(f"[seed {seed}] done in {seconds:.0f} s ({len(shared.cache)} distinct trainings, {shared.seconds:.0f} s "
-          f"training)", flush=True)
-    return {"seed": seed, "methods": methods, "precision_recall": pr, "grid_png": grid_png,
-            "ssa_curve": [{k: p[k] for k in ("h", "num_samples", "val_accuracy", "status")} for p in ssa["curve"]],
-            "ssa_decisions": ssa["decisions"], "msa_decisions": msa and msa["decisions"],
-            "distinct_trainings": len(shared.cache),
-            "training_seconds": round(shared.seconds, 1), "seconds": round(seconds, 1)}
+    print(
+        f"[seed {seed}] done in {seconds:.0f} s ({len(shared.cache)} distinct trainings, {shared.seconds:.0f} s "
+        f"training)",
+        flush=True,
+    )
+    return {
+        "seed": seed,
+        "methods": methods,
+        "precision_recall": pr,
+        "grid_png": grid_png,
+        "ssa_curve": [{k: p[k] for k in ("h", "num_samples", "val_accuracy", "status")} for p in ssa["curve"]],
+        "ssa_decisions": ssa["decisions"],
+        "msa_decisions": msa and msa["decisions"],
+        "distinct_trainings": len(shared.cache),
+        "training_seconds": round(shared.seconds, 1),
+        "seconds": round(seconds, 1),
+    }
 
 
 def accuracy_table(results: list[dict[str, Any]]) -> str:
     """Markdown: per method, val / test Acc@0.5 per seed and mean, corruption of the training set, trainings."""
     seeds = [r["seed"] for r in results]
-    lines = ["| method | " + " | ".join(f"val (seed {s})" for s in seeds) + " | val mean | test mean | "
-             "train rows | corruption | clean recall | trainings | choice (first seed) |",
-             "|---|" + "---:|" * (len(seeds) + 6) + "---|"]
+    lines = [
+        "| method | " + " | ".join(f"val (seed {s})" for s in seeds) + " | val mean | test mean | "
+        "train rows | corruption | clean recall | trainings | choice (first seed) |",
+        "|---|" + "---:|" * (len(seeds) + 6) + "---|",
+    ]
     for name in results[0]["methods"]:
         ms = [r["methods"][name] for r in results]
-        lines.append(f"| {name} | " + " | ".join(f"{m['val']:.3f}" for m in ms)
-                     + f" | {np.mean([m['val'] for m in ms]):.3f} | {np.mean([m['test'] for m in ms]):.3f} | "
-                     f"{np.mean([m['num_rows'] for m in ms]):.0f} | {np.mean([m['corruption'] for m in ms]):.3f} | "
-                     f"{np.mean([m['clean_recall'] for m in ms]):.3f} | "
-                     + "/".join(str(m["trainings"]) for m in ms) + f" | {ms[0]['detail']} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{m['val']:.3f}" for m in ms)
+            + f" | {np.mean([m['val'] for m in ms]):.3f} | {np.mean([m['test'] for m in ms]):.3f} | "
+            f"{np.mean([m['num_rows'] for m in ms]):.0f} | {np.mean([m['corruption'] for m in ms]):.3f} | "
+            f"{np.mean([m['clean_recall'] for m in ms]):.3f} | "
+            + "/".join(str(m["trainings"]) for m in ms)
+            + f" | {ms[0]['detail']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -292,20 +403,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--val_images", type=int, default=100)
     parser.add_argument("--test_images", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=40, help="epochs per training when --train_steps is 0")
-    parser.add_argument("--train_steps", type=int, default=1400,
-                        help="optimizer steps per training, whatever its set size (rounded up to whole epochs); "
-                             "0: --epochs instead. Fewer than ~1000: the measurer does not learn")
+    parser.add_argument(
+        "--train_steps",
+        type=int,
+        default=1400,
+        help="optimizer steps per training, whatever its set size (rounded up to whole epochs); "
+        "0: --epochs instead. Fewer than ~1000: the measurer does not learn",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[13, 14], help="training seeds (data: --data_seed)")
     parser.add_argument("--data_seed", type=int, default=0)
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.5, 0.7], help="SSA's h candidates")
     parser.add_argument("--ssa_search", choices=("grid", "bisect"), default="grid")
     parser.add_argument("--msa_search", choices=("grid", "bisect"), default="grid")
-    parser.add_argument("--msa_thresholds", type=float, nargs="+", default=[0.0, 0.5],
-                        help="h candidates when MSA tunes a source (each costs a training per source)")
+    parser.add_argument(
+        "--msa_thresholds",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.5],
+        help="h candidates when MSA tunes a source (each costs a training per source)",
+    )
     parser.add_argument("--h0", type=float, default=0.5)
-    parser.add_argument("--lr_scheduler", choices=("constant", "cosine"), default="constant",
-                        help="after warm-up; a cosine squeezed into a short step budget decays before noisy data is "
-                             "learnt")
+    parser.add_argument(
+        "--lr_scheduler",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="after warm-up; a cosine squeezed into a short step budget decays before noisy data is learnt",
+    )
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=5e-4)
     parser.add_argument("--warmup_steps", type=int, default=50)
@@ -340,46 +463,68 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     oracle = oracle_reliability(truth, args.oracle_noise, spec.image_size, args.data_seed)
     groups = {**rows_by_source, "all": sorted(truth)}
-    oracle_pr = {f"oracle (σ={args.oracle_noise})": {s: [kept_stats(oracle, rows, truth, h) for h in PR_GRID]
-                                                    for s, rows in groups.items()}}
-    sources_summary = {s: {"rows": len(rows), "wrong": sum(truth[r]["kind"] == "wrong" for r in rows),
-                           "jitter": sum(truth[r]["kind"] == "jitter" for r in rows),
-                           "corrupted": sum(truth[r]["corrupted"] for r in rows)} for s, rows in rows_by_source.items()}
+    oracle_pr = {
+        f"oracle (σ={args.oracle_noise})": {
+            s: [kept_stats(oracle, rows, truth, h) for h in PR_GRID] for s, rows in groups.items()
+        }
+    }
+    sources_summary = {
+        s: {
+            "rows": len(rows),
+            "wrong": sum(truth[r]["kind"] == "wrong" for r in rows),
+            "jitter": sum(truth[r]["kind"] == "jitter" for r in rows),
+            "corrupted": sum(truth[r]["corrupted"] for r in rows),
+        }
+        for s, rows in rows_by_source.items()
+    }
     print(f"pseudo-labelled train rows per source: {json.dumps(sources_summary)}", flush=True)
 
     oracle_text = pr_table(oracle_pr, [0.0, 0.3, 0.5, 0.7, 0.9])
-    sources_text = ("Sources (corrupted = IoU(pseudo, true) < 0.5): "
-                    + "; ".join(f"{s}: {v['rows']} rows, {v['wrong']} wrong-object, {v['jitter']} jittered, "
-                                f"{v['corrupted']} corrupted ({v['corrupted'] / v['rows']:.1%})"
-                                for s, v in sources_summary.items()) + "\n")
+    sources_text = (
+        "Sources (corrupted = IoU(pseudo, true) < 0.5): "
+        + "; ".join(
+            f"{s}: {v['rows']} rows, {v['wrong']} wrong-object, {v['jitter']} jittered, "
+            f"{v['corrupted']} corrupted ({v['corrupted'] / v['rows']:.1%})"
+            for s, v in sources_summary.items()
+        )
+        + "\n"
+    )
     summary = {
         "command": "python -m benchmarks.bench_curriculum " + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "noise": {s: NOISE[s] for s in args.sources}, "sources": sources_summary,
-        "oracle_precision_recall": oracle_pr, "seeds": [], "grid_png": [], "load_average_before": load,
+        "noise": {s: NOISE[s] for s in args.sources},
+        "sources": sources_summary,
+        "oracle_precision_recall": oracle_pr,
+        "seeds": [],
+        "grid_png": [],
+        "load_average_before": load,
     }
     report = sources_text + "\n(a) Oracle measurer, kept set `reliability >= h`:\n\n" + oracle_text
     results: list[dict[str, Any]] = []
-    for seed in ([] if args.oracle_only else args.seeds):
+    for seed in [] if args.oracle_only else args.seeds:
         init = out / f"seed{seed}" / "init"  # the demo's model, initialised with the training seed
         build_demo_model(demo_config(spec.image_size), seed).save_pretrained(init)
         processor.save_pretrained(init)
         results.append(run_seed(seed, args, out / "data", truth, rows_by_source, init, out / f"seed{seed}"))
-        report = (sources_text
-                  + "\n(a) Kept set `reliability >= h` against the known corruption "
-                  + f"(trained measurers of seed {results[0]['seed']}; `all` = measurer trained on all rows):\n\n"
-                  + pr_table({**oracle_pr, **results[0]["precision_recall"]}, [0.0, 0.3, 0.5, 0.7, 0.9])
-                  + f"\n(b) Clean Acc@0.5 (val: selection split; test: held out), seeds {[r['seed'] for r in results]};"
-                  + " trainings = distinct training runs the method needs on its own, per seed:\n\n"
-                  + accuracy_table(results))
+        report = (
+            sources_text
+            + "\n(a) Kept set `reliability >= h` against the known corruption "
+            + f"(trained measurers of seed {results[0]['seed']}; `all` = measurer trained on all rows):\n\n"
+            + pr_table({**oracle_pr, **results[0]["precision_recall"]}, [0.0, 0.3, 0.5, 0.7, 0.9])
+            + f"\n(b) Clean Acc@0.5 (val: selection split; test: held out), seeds {[r['seed'] for r in results]};"
+            + " trainings = distinct training runs the method needs on its own, per seed:\n\n"
+            + accuracy_table(results)
+        )
         summary.update(seeds=results, grid_png=[r["grid_png"] for r in results if r["grid_png"]])
         _write(out, summary, report, load, started)  # after every seed, so a cut-short run still reports
     _write(out, summary, report, load, started)
     print("\n" + report)
     if summary["grid_png"]:
         print(f"grid picture(s): {', '.join(str(p) for p in summary['grid_png'])}")
-    print(f"wall {summary['wall_seconds']:.0f} s; load average {load:.2f} -> {summary['load_average_after']:.2f}; "
-          f"JSON {out / 'bench_curriculum.json'}")
+    print(
+        f"wall {summary['wall_seconds']:.0f} s; load average {load:.2f} -> {summary['load_average_after']:.2f}; "
+        f"JSON {out / 'bench_curriculum.json'}"
+    )
     return summary
 
 

@@ -76,8 +76,9 @@ FAST_TRAIN = CLIPVGTrainTransform(draft_decode=True, fused_crop_resize=True)
 TINY = REPO / "tests" / "fixtures" / "parity" / "tiny"
 
 
-def official_normalize_and_pad(image: PIL.Image.Image, box: torch.Tensor, size: int,
-                               rng: np.random.Generator | None) -> dict[str, Any]:
+def official_normalize_and_pad(
+    image: PIL.Image.Image, box: torch.Tensor, size: int, rng: np.random.Generator | None
+) -> dict[str, Any]:
     """ToTensor, Normalize and a random-offset zero canvas, per sample with torch ops (the official data flow)."""
     pixels = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8, copy=True)).permute(2, 0, 1)
     pixels = pixels.float().div(255)
@@ -94,8 +95,14 @@ def official_normalize_and_pad(image: PIL.Image.Image, box: torch.Tensor, size: 
     canvas[:, top : top + image.height, left : left + image.width] = pixels
     mask[top : top + image.height, left : left + image.width] = 1
     shifted = box + torch.tensor([left, top, left, top], dtype=box.dtype)
-    cxcywh = torch.stack([(shifted[0] + shifted[2]) / 2, (shifted[1] + shifted[3]) / 2,
-                          shifted[2] - shifted[0], shifted[3] - shifted[1]])
+    cxcywh = torch.stack(
+        [
+            (shifted[0] + shifted[2]) / 2,
+            (shifted[1] + shifted[3]) / 2,
+            shifted[2] - shifted[0],
+            shifted[3] - shifted[1],
+        ]
+    )
     return {"pixel_values": canvas, "pixel_mask": mask, "labels": cxcywh / size}
 
 
@@ -132,8 +139,13 @@ class OfficialStyleDataset(torch.utils.data.Dataset):
         text = text.lower()
         out = self.transform(image, list(official_box(box, self.info.box_format)), text, sample_rng(None, 0, index))
         ids = self.tokenizer(clean_text(text), padding="max_length", max_length=77, return_tensors="pt")
-        return {"pixel_values": out["pixel_values"], "pixel_mask": out["pixel_mask"], "labels": out["labels"],
-                "input_ids": ids["input_ids"][0], "attention_mask": ids["attention_mask"][0]}
+        return {
+            "pixel_values": out["pixel_values"],
+            "pixel_mask": out["pixel_mask"],
+            "labels": out["labels"],
+            "input_ids": ids["input_ids"][0],
+            "attention_mask": ids["attention_mask"][0],
+        }
 
 
 def check_same_pixels(official: OfficialStyleDataset, ours: GroundingDataset, count: int = 12) -> int:
@@ -148,8 +160,9 @@ def check_same_pixels(official: OfficialStyleDataset, ours: GroundingDataset, co
         a = official[index]
         torch.manual_seed(index)
         b = ours[index]
-        same = all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k]))
-                   for k in ("pixel_values", "pixel_mask", "labels"))
+        same = all(
+            torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in ("pixel_values", "pixel_mask", "labels")
+        )
         identical += same
     return identical
 
@@ -200,16 +213,20 @@ def grouped_order(dataset: torch.utils.data.Dataset, count: int, max_per_image: 
 def expressions_per_decode(dataset: torch.utils.data.Dataset, order: list[int], batch_size: int) -> float:
     """Samples over image decodes when each batch decodes once per run of consecutive same-image positions."""
     images = image_ids(dataset)[order]
-    runs = sum(1 + int(np.count_nonzero(chunk[1:] != chunk[:-1]))
-               for chunk in (images[i : i + batch_size] for i in range(0, len(images), batch_size)))
+    runs = sum(
+        1 + int(np.count_nonzero(chunk[1:] != chunk[:-1]))
+        for chunk in (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+    )
     return len(order) / runs
 
 
-def loader_pass(dataset: torch.utils.data.Dataset, collate: Any, order: list[int], workers: int,
-                batch_size: int) -> float:
+def loader_pass(
+    dataset: torch.utils.data.Dataset, collate: Any, order: list[int], workers: int, batch_size: int
+) -> float:
     """Seconds for the positions of ``order`` after the first batch (warm-up: worker start, first decode)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
-                                         collate_fn=collate)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=order, num_workers=workers, collate_fn=collate
+    )
     iterator = iter(loader)
     next(iterator)
     start = time.perf_counter()
@@ -232,13 +249,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--expressions_per_image", type=int, default=None,
-                        help="give every JPEG image of the split this many expressions (its own, cycled)")
-    parser.add_argument("--max_per_image", type=int, default=8,
-                        help="longest run of one image's expressions in the grouped paths")
+    parser.add_argument(
+        "--expressions_per_image",
+        type=int,
+        default=None,
+        help="give every JPEG image of the split this many expressions (its own, cycled)",
+    )
+    parser.add_argument(
+        "--max_per_image", type=int, default=8, help="longest run of one image's expressions in the grouped paths"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
-    parser.add_argument("--jpeg_only", action="store_true",
-                        help="sample only expressions whose image is a JPEG (as every RefCOCO image is)")
+    parser.add_argument(
+        "--jpeg_only",
+        action="store_true",
+        help="sample only expressions whose image is a JPEG (as every RefCOCO image is)",
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds: 64 samples, no workers, 1 repeat")
     parser.add_argument("--json", type=Path, default=Path("outputs/bench_data.json"))
     args = parser.parse_args(argv)
@@ -252,44 +277,63 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.expressions_per_image is not None:
-            args.split_root = with_expressions_per_image(args.split_root, args.dataset, args.split,
-                                                         args.expressions_per_image, Path(tmp) / "splits")
+            args.split_root = with_expressions_per_image(
+                args.split_root, args.dataset, args.split, args.expressions_per_image, Path(tmp) / "splits"
+            )
         start = time.perf_counter()
         convert_dataset(args.split_root, args.image_root, f"{tmp}/converted", args.dataset, args.setting)
         convert_s = time.perf_counter() - start
-        split = load_dataset(f"{tmp}/converted", config_name(args.dataset, args.setting), split=args.split,
-                             cache_dir=f"{tmp}/cache")
+        split = load_dataset(
+            f"{tmp}/converted", config_name(args.dataset, args.setting), split=args.split, cache_dir=f"{tmp}/cache"
+        )
         collator = CLIPVGCollator(tokenizer)
         split_file = args.split_root / info.key / f"{info.key}_{args.split}.pth"
         image_dir = args.image_root / info.image_dir
-        official_train = OfficialStyleDataset(split_file, image_dir, args.dataset, OfficialStyleTrainTransform(),
-                                              tokenizer)
+        official_train = OfficialStyleDataset(
+            split_file, image_dir, args.dataset, OfficialStyleTrainTransform(), tokenizer
+        )
         ours_train = GroundingDataset(split, CLIPVGTrainTransform())
         identical = check_same_pixels(official_train, ours_train)
         checked = min(12, len(ours_train))
         settings = {
-            "train": {"official-style": (official_train, None), "ours": (ours_train, collator),
-                      "ours + fast decode/resize (opt-in)": (GroundingDataset(split, FAST_TRAIN), collator),
-                      "ours, grouped by image (opt-in)": (ours_train, collator),
-                      "fast decode/resize + grouped": (GroundingDataset(split, FAST_TRAIN), collator)},
-            "eval": {"official-style": (OfficialStyleDataset(split_file, image_dir, args.dataset,
-                                                             CLIPVGEvalTransform(), tokenizer), None),
-                     "ours": (GroundingDataset(split, CLIPVGEvalTransform()), collator)},
+            "train": {
+                "official-style": (official_train, None),
+                "ours": (ours_train, collator),
+                "ours + fast decode/resize (opt-in)": (GroundingDataset(split, FAST_TRAIN), collator),
+                "ours, grouped by image (opt-in)": (ours_train, collator),
+                "fast decode/resize + grouped": (GroundingDataset(split, FAST_TRAIN), collator),
+            },
+            "eval": {
+                "official-style": (
+                    OfficialStyleDataset(split_file, image_dir, args.dataset, CLIPVGEvalTransform(), tokenizer),
+                    None,
+                ),
+                "ours": (GroundingDataset(split, CLIPVGEvalTransform()), collator),
+            },
         }
         if args.jpeg_only:  # the RefCOCO case: every image a COCO JPEG (the fixture also holds PNG edge cases)
             keep = [i for i, row in enumerate(official_train.rows) if str(row[0]).lower().endswith((".jpg", ".jpeg"))]
             if not keep:
                 raise ValueError(f"--jpeg_only: no expression of {split_file} is on a JPEG image")
-            settings = {mode: {name: (torch.utils.data.Subset(dataset, keep), collate)
-                               for name, (dataset, collate) in paths.items()} for mode, paths in settings.items()}
+            settings = {
+                mode: {
+                    name: (torch.utils.data.Subset(dataset, keep), collate)
+                    for name, (dataset, collate) in paths.items()
+                }
+                for mode, paths in settings.items()
+            }
         for mode, paths in settings.items():
             reference = paths["ours"][0]  # index i is the same expression in every path
             count = args.samples + args.batch_size
             if mode == "eval":  # evaluation loaders read the split in file order
                 orders = {name: [i % len(reference) for i in range(count)] for name in paths}
             else:
-                orders = {name: grouped_order(reference, count, args.max_per_image) if "grouped" in name
-                          else random_order(reference, count) for name in paths}
+                orders = {
+                    name: grouped_order(reference, count, args.max_per_image)
+                    if "grouped" in name
+                    else random_order(reference, count)
+                    for name in paths
+                }
             for workers in args.workers:
                 times: dict[str, list[float]] = {name: [] for name in paths}
                 for _ in range(args.repeats):
@@ -298,36 +342,67 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 base = times["official-style"]
                 for name, seconds in times.items():
                     ratios = [b / s for b, s in zip(base, seconds, strict=True)]
-                    per_decode = (expressions_per_decode(reference, orders[name], args.batch_size)
-                                  if name != "official-style" else 1.0)
-                    rows.append({"mode": mode, "workers": workers, "path": name, "expressions_per_decode": per_decode,
-                                 "samples_per_s": args.samples / statistics.median(seconds),
-                                 "speedup": statistics.median(ratios), "speedup_min": min(ratios),
-                                 "speedup_max": max(ratios), "times_s": seconds})
+                    per_decode = (
+                        expressions_per_decode(reference, orders[name], args.batch_size)
+                        if name != "official-style"
+                        else 1.0
+                    )
+                    rows.append(
+                        {
+                            "mode": mode,
+                            "workers": workers,
+                            "path": name,
+                            "expressions_per_decode": per_decode,
+                            "samples_per_s": args.samples / statistics.median(seconds),
+                            "speedup": statistics.median(ratios),
+                            "speedup_min": min(ratios),
+                            "speedup_max": max(ratios),
+                            "times_s": seconds,
+                        }
+                    )
     load_after = os.getloadavg()
 
     chosen = len(keep) if args.jpeg_only else len(ours_train)
     shape = "" if args.expressions_per_image is None else f", {args.expressions_per_image} per JPEG image"
-    print(f"data pipeline, {args.dataset}/{args.split}: {chosen} expressions{' (JPEG images only)' * args.jpeg_only}"
-          f"{shape}, {args.samples} samples per "
-          f"pass, batch {args.batch_size}, {args.repeats} interleaved repetitions, torch threads {args.threads} "
-          f"(conversion took {convert_s:.2f} s)")
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); ours vs official-style "
-          f"train samples bit-identical: {identical}/{checked}")
-    header = (f"{'transform':<10}{'workers':>8}  {'path':<36}{'samples/s':>10}{'speed-up':>10}{'(min-max)':>14}"
-              f"{'expr/decode':>13}")
+    print(
+        f"data pipeline, {args.dataset}/{args.split}: {chosen} expressions{' (JPEG images only)' * args.jpeg_only}"
+        f"{shape}, {args.samples} samples per "
+        f"pass, batch {args.batch_size}, {args.repeats} interleaved repetitions, torch threads {args.threads} "
+        f"(conversion took {convert_s:.2f} s)"
+    )
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); ours vs official-style "
+        f"train samples bit-identical: {identical}/{checked}"
+    )
+    header = (
+        f"{'transform':<10}{'workers':>8}  {'path':<36}{'samples/s':>10}{'speed-up':>10}{'(min-max)':>14}"
+        f"{'expr/decode':>13}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         spread = f"({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
-        print(f"{row['mode']:<10}{row['workers']:>8}  {row['path']:<36}{row['samples_per_s']:>10.1f}"
-              f"{row['speedup']:>9.2f}x{spread:>14}{row['expressions_per_decode']:>13.2f}")
-    result = {"dataset": args.dataset, "split": args.split, "jpeg_only": args.jpeg_only, "expressions": chosen,
-              "expressions_per_image": args.expressions_per_image,
-              "samples": args.samples, "batch_size": args.batch_size, "max_per_image": args.max_per_image,
-              "repeats": args.repeats, "threads": args.threads, "load_average_before": load_before,
-              "load_average_after": load_after, "identical_samples": identical, "checked_samples": checked,
-              "rows": rows}
+        print(
+            f"{row['mode']:<10}{row['workers']:>8}  {row['path']:<36}{row['samples_per_s']:>10.1f}"
+            f"{row['speedup']:>9.2f}x{spread:>14}{row['expressions_per_decode']:>13.2f}"
+        )
+    result = {
+        "dataset": args.dataset,
+        "split": args.split,
+        "jpeg_only": args.jpeg_only,
+        "expressions": chosen,
+        "expressions_per_image": args.expressions_per_image,
+        "samples": args.samples,
+        "batch_size": args.batch_size,
+        "max_per_image": args.max_per_image,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "identical_samples": identical,
+        "checked_samples": checked,
+        "rows": rows,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")

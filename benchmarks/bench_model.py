@@ -59,13 +59,35 @@ EXPRESSION_LENGTHS = (4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 10, 11, 13, 17)
 def tiny_config(**overrides: Any) -> CLIPVGConfig:
     """A small config for --quick runs (same structure, 64 px, 2-4 layer towers)."""
     kwargs: dict[str, Any] = dict(
-        text_config=dict(vocab_size=99, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=16, projection_dim=24,
-                         bos_token_id=97, eos_token_id=98, pad_token_id=0),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                           patch_size=16, image_size=64, projection_dim=24),
-        projection_dim=24, extract_layers=[0, 1, 3], fusion_hidden_size=32, fusion_num_layers=2,
-        fusion_num_heads=4, fusion_intermediate_size=64, max_text_length=16, image_size=64,
+        text_config=dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=24,
+            bos_token_id=97,
+            eos_token_id=98,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            patch_size=16,
+            image_size=64,
+            projection_dim=24,
+        ),
+        projection_dim=24,
+        extract_layers=[0, 1, 3],
+        fusion_hidden_size=32,
+        fusion_num_layers=2,
+        fusion_num_heads=4,
+        fusion_intermediate_size=64,
+        max_text_length=16,
+        image_size=64,
     )
     kwargs.update(overrides)
     return CLIPVGConfig(**kwargs)
@@ -92,19 +114,29 @@ def make_batch(config: CLIPVGConfig, images: int, per_image: int, seed: int = 0)
     pixel_values *= pixel_mask[:, None]
     count = images * per_image
     scale = context / 77
-    lengths = [max(3, min(context, round(EXPRESSION_LENGTHS[i % len(EXPRESSION_LENGTHS)] * max(scale, 0.5))))
-               for i in range(count)]
+    lengths = [
+        max(3, min(context, round(EXPRESSION_LENGTHS[i % len(EXPRESSION_LENGTHS)] * max(scale, 0.5))))
+        for i in range(count)
+    ]
     input_ids = torch.full((count, context), vocab - 1, dtype=torch.long)
     attention_mask = torch.zeros(count, context, dtype=torch.long)
     for row, length in enumerate(lengths):
         input_ids[row, 0] = vocab - 2
         input_ids[row, 1 : length - 1] = torch.randint(1, vocab - 2, (length - 2,), generator=generator)
         attention_mask[row, :length] = 1
-    labels = torch.cat([0.3 + 0.4 * torch.rand(count, 2, generator=generator),
-                        0.1 + 0.3 * torch.rand(count, 2, generator=generator)], dim=1)
+    labels = torch.cat(
+        [0.3 + 0.4 * torch.rand(count, 2, generator=generator), 0.1 + 0.3 * torch.rand(count, 2, generator=generator)],
+        dim=1,
+    )
     image_index = torch.arange(images).repeat_interleave(per_image)
-    return dict(pixel_values=pixel_values, pixel_mask=pixel_mask, image_index=image_index, input_ids=input_ids,
-                attention_mask=attention_mask, labels=labels)
+    return dict(
+        pixel_values=pixel_values,
+        pixel_mask=pixel_mask,
+        image_index=image_index,
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        labels=labels,
+    )
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -114,8 +146,13 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 # ----------------------------------------------------------------------------------------------------------------
 # The official settings (same math as the released code, on the package's modules)
 # ----------------------------------------------------------------------------------------------------------------
-def official_boxes(model: CLIPVGForGrounding, pixel_values: torch.Tensor, pixel_mask: torch.Tensor,
-                   input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+def official_boxes(
+    model: CLIPVGForGrounding,
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
     """Boxes as the official model computes them: one row per expression, full 77-token text, full fusion.
 
     Call with the model's attention set to eager. Inputs are per expression (images repeated).
@@ -151,14 +188,23 @@ def eval_official(model, batch, autocast: torch.dtype | None) -> Callable[[], to
         set_attention(model, "eager")
         with torch.no_grad():
             return official_boxes(model, *inputs)
+
     return run
 
 
 def eval_ours(model, batch, autocast: torch.dtype | None) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         set_attention(model, "sdpa")
-        return predict_boxes_grouped(model, batch["pixel_values"], batch["pixel_mask"], batch["image_index"],
-                                     batch["input_ids"], batch["attention_mask"], autocast_dtype=autocast)
+        return predict_boxes_grouped(
+            model,
+            batch["pixel_values"],
+            batch["pixel_mask"],
+            batch["image_index"],
+            batch["input_ids"],
+            batch["attention_mask"],
+            autocast_dtype=autocast,
+        )
+
     return run
 
 
@@ -170,8 +216,10 @@ def eval_ours_ungrouped(model, batch, autocast: torch.dtype | None) -> Callable[
 
     def run() -> torch.Tensor:
         set_attention(model, "sdpa")
-        return predict_boxes_grouped(model, batch["pixel_values"][rows], batch["pixel_mask"][rows], per_row,
-                                     ids, mask, autocast_dtype=autocast)
+        return predict_boxes_grouped(
+            model, batch["pixel_values"][rows], batch["pixel_mask"][rows], per_row, ids, mask, autocast_dtype=autocast
+        )
+
     return run
 
 
@@ -182,15 +230,20 @@ def arange_like(index: torch.Tensor) -> torch.Tensor:
 class TrainStep:
     """One optimisation step: forward, loss, backward, AdamW; ``official`` selects the official-settings computation."""
 
-    def __init__(self, model: CLIPVGForGrounding, batch: dict[str, torch.Tensor], official: bool,
-                 autocast: torch.dtype | None):
+    def __init__(
+        self, model: CLIPVGForGrounding, batch: dict[str, torch.Tensor], official: bool, autocast: torch.dtype | None
+    ):
         self.model, self.official, self.autocast = model, official, autocast
         rows = batch["image_index"]
         ids, mask = batch["input_ids"], batch["attention_mask"]
         if not official:
             ids, mask = trim_text_padding(ids, mask)
-        self.inputs = dict(pixel_values=batch["pixel_values"][rows], pixel_mask=batch["pixel_mask"][rows],
-                           input_ids=ids, attention_mask=mask)
+        self.inputs = dict(
+            pixel_values=batch["pixel_values"][rows],
+            pixel_mask=batch["pixel_mask"][rows],
+            input_ids=ids,
+            attention_mask=mask,
+        )
         self.labels = batch["labels"]
         params = [p for p in model.parameters() if p.requires_grad]
         options = {"foreach": False} if official else {"fused": True}
@@ -200,8 +253,7 @@ class TrainStep:
         model = self.model
         set_attention(model, "eager" if self.official else "sdpa")
         model.train()
-        context = (torch.autocast(model.device.type, dtype=self.autocast) if self.autocast
-                   else contextlib.nullcontext())
+        context = torch.autocast(model.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with context:
             if self.official:
                 boxes = official_boxes(model, **self.inputs)
@@ -289,9 +341,13 @@ def gemm_flops_per_second(device: torch.device, dtype: torch.dtype, size: int, r
     return 2 * size**3 / best
 
 
-def interleaved(paths: dict[str, Callable[[], Any]], repeats: int, device: torch.device,
-                warm_up: Callable[[Callable[[], Any]], Any] | None = None,
-                probe: Callable[[], float] | None = None) -> tuple[dict[str, list[float]], dict]:
+def interleaved(
+    paths: dict[str, Callable[[], Any]],
+    repeats: int,
+    device: torch.device,
+    warm_up: Callable[[Callable[[], Any]], Any] | None = None,
+    probe: Callable[[], float] | None = None,
+) -> tuple[dict[str, list[float]], dict]:
     """Seconds per call of every path, alternating paths within each repetition, after one warm-up call each.
 
     Returns the times and what ``warm_up(fn)`` returned for each path (default: the path's own output).
@@ -316,9 +372,14 @@ def summarise(times: dict[str, list[float]], units: int, baseline: str) -> dict[
     out = {}
     for name, seconds in times.items():
         ratios = [b / s for b, s in zip(times[baseline], seconds, strict=True)]
-        out[name] = {"median_s": statistics.median(seconds), "per_s": units / statistics.median(seconds),
-                     "speedup": statistics.median(ratios), "speedup_min": min(ratios), "speedup_max": max(ratios),
-                     "times_s": seconds}
+        out[name] = {
+            "median_s": statistics.median(seconds),
+            "per_s": units / statistics.median(seconds),
+            "speedup": statistics.median(ratios),
+            "speedup_min": min(ratios),
+            "speedup_max": max(ratios),
+            "times_s": seconds,
+        }
     return out
 
 
@@ -327,16 +388,20 @@ def summarise(times: dict[str, list[float]], units: int, baseline: str) -> dict[
 # ----------------------------------------------------------------------------------------------------------------
 def print_table(title: str, unit: str, rows: dict[str, dict[str, Any]], gemm: float) -> None:
     print(f"\n{title}")
-    header = (f"{'path':<28}{unit + '/s':>12}{'speed-up':>10}{'(min-max)':>14}{'GFLOP/unit':>12}"
-              f"{'GFLOP/s':>9}{'util.':>7}{'peak MB':>9}{'max|Δbox|':>11}")
+    header = (
+        f"{'path':<28}{unit + '/s':>12}{'speed-up':>10}{'(min-max)':>14}{'GFLOP/unit':>12}"
+        f"{'GFLOP/s':>9}{'util.':>7}{'peak MB':>9}{'max|Δbox|':>11}"
+    )
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
         achieved = row["flops_per_unit"] * row["per_s"]
         spread = f"({row['speedup_min']:.2f}-{row['speedup_max']:.2f})"
         delta = "" if row.get("max_abs_box_diff") is None else f"{row['max_abs_box_diff']:.1e}"
-        print(f"{name:<28}{row['per_s']:>12.3f}{row['speedup']:>9.2f}x{spread:>14}{row['flops_per_unit'] / 1e9:>12.1f}"
-              f"{achieved / 1e9:>9.1f}{achieved / gemm:>7.0%}{row['peak_bytes'] / 2**20:>9.0f}{delta:>11}")
+        print(
+            f"{name:<28}{row['per_s']:>12.3f}{row['speedup']:>9.2f}x{spread:>14}{row['flops_per_unit'] / 1e9:>12.1f}"
+            f"{achieved / 1e9:>9.1f}{achieved / gemm:>7.0%}{row['peak_bytes'] / 2**20:>9.0f}{delta:>11}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -347,9 +412,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per_image", type=int, default=7, help="expressions per image (RefCOCO: about 7)")
     parser.add_argument("--train_batch", type=int, default=2, help="samples per training step")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per path")
-    parser.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                        help="bf16 autocast for our paths: auto = on CUDA only; on = also on CPU (exercises the "
-                             "CUDA code path anywhere); off = fp32 everywhere")
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bf16 autocast for our paths: auto = on CUDA only; on = also on CPU (exercises the "
+        "CUDA code path anywhere); off = fp32 everywhere",
+    )
     parser.add_argument("--json", type=Path, default=Path("outputs/bench_model.json"))
     args = parser.parse_args(argv)
 
@@ -377,8 +446,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ours (grouped by image)": eval_ours(model, eval_batch, autocast),
     }
     # the warm-up call of each path measures its memory and keeps its boxes
-    times, warm = interleaved(eval_paths, args.repeats, device, probe=probe,
-                              warm_up=lambda fn: peak_memory(fn, device, persistent_tensors(model)))
+    times, warm = interleaved(
+        eval_paths,
+        args.repeats,
+        device,
+        probe=probe,
+        warm_up=lambda fn: peak_memory(fn, device, persistent_tensors(model)),
+    )
     gemm_probes = times.pop("probe")
     eval_rows = summarise(times, expressions, "official settings")
     reference = warm["official settings"][1].float()
@@ -406,21 +480,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gemm_bf16 = gemm_flops_per_second(device, torch.bfloat16, gemm_size) if autocast else None
 
     size = "tiny (--quick)" if args.quick else "ViT-B/16, 224 px, random weights"
-    print(f"CLIP-VG model benchmark: {size}; device {device} ({platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads); {args.repeats} interleaved repetitions")
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); measured GEMM "
-          f"{gemm / 1e9:.1f} GFLOP/s fp32 ({gemm_size}^2, median over repetitions)"
-          + (f", {gemm_bf16 / 1e9:.1f} GFLOP/s bf16" if gemm_bf16 else "")
-          + ("; ours under bf16 autocast" if autocast else ""))
-    print_table(f"Evaluation: {args.images} images x {args.per_image} expressions per batch (max|Δbox| vs the "
-                "official settings)", "expr", eval_rows, gemm)
-    print_table(f"Training step: batch {args.train_batch} (forward, loss, backward, AdamW)", "sample",
-                train_rows, gemm)
+    print(
+        f"CLIP-VG model benchmark: {size}; device {device} ({platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads); {args.repeats} interleaved repetitions"
+    )
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); measured GEMM "
+        f"{gemm / 1e9:.1f} GFLOP/s fp32 ({gemm_size}^2, median over repetitions)"
+        + (f", {gemm_bf16 / 1e9:.1f} GFLOP/s bf16" if gemm_bf16 else "")
+        + ("; ours under bf16 autocast" if autocast else "")
+    )
+    print_table(
+        f"Evaluation: {args.images} images x {args.per_image} expressions per batch (max|Δbox| vs the "
+        "official settings)",
+        "expr",
+        eval_rows,
+        gemm,
+    )
+    print_table(
+        f"Training step: batch {args.train_batch} (forward, loss, backward, AdamW)", "sample", train_rows, gemm
+    )
     result = {
-        "config": "tiny" if args.quick else "ViT-B/16", "device": str(device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "repeats": args.repeats, "load_average_before": load_before,
-        "load_average_after": load_after, "gemm_flops_per_s_fp32": gemm, "gemm_flops_per_s_bf16": gemm_bf16,
-        "autocast": str(autocast), "eval": {"images": args.images, "per_image": args.per_image, "paths": eval_rows},
+        "config": "tiny" if args.quick else "ViT-B/16",
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "gemm_flops_per_s_fp32": gemm,
+        "gemm_flops_per_s_bf16": gemm_bf16,
+        "autocast": str(autocast),
+        "eval": {"images": args.images, "per_image": args.per_image, "paths": eval_rows},
         "train": {"batch": args.train_batch, "paths": train_rows},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -122,6 +122,7 @@ def import_official(repo: Path) -> types.SimpleNamespace:
     sys.path.insert(0, str(repo))  # only while importing: its top-level ``datasets`` would shadow Hugging Face's
     try:
         import models.clip as official_clip
+
         sys.modules.setdefault("clip", official_clip)
         import models.clip.clip as clip_loader
         import models.clip_vg as clip_vg
@@ -133,22 +134,55 @@ def import_official(repo: Path) -> types.SimpleNamespace:
         sys.path.remove(str(repo))
     # the pad mask is resized to the patch grid without antialiasing, as torchvision 0.10 (the official pin) did
     clip_vg.Resize = lambda size: torchvision.transforms.Resize(size, antialias=False)
-    return types.SimpleNamespace(clip=official_clip, clip_loader=clip_loader, clip_vg=clip_vg,
-                                 ModifiedCLIP=ModifiedCLIP, loss_utils=loss_utils, misc=misc)
+    return types.SimpleNamespace(
+        clip=official_clip,
+        clip_loader=clip_loader,
+        clip_vg=clip_vg,
+        ModifiedCLIP=ModifiedCLIP,
+        loss_utils=loss_utils,
+        misc=misc,
+    )
 
 
 def build_official(official: types.SimpleNamespace, seed: int) -> tuple[torch.nn.Module, argparse.Namespace]:
     """``ML_CLIP_VG`` for ViT-B/16 at 224 px on random CLIP weights (``clip.load`` returns them, nothing is read)."""
     torch.manual_seed(seed)
-    clip_model = official.ModifiedCLIP(
-        embed_dim=512, image_resolution=IMAGE_SIZE, vision_layers=12, vision_width=768, vision_patch_size=16,
-        context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8, transformer_layers=12,
-    ).float().eval()
+    clip_model = (
+        official.ModifiedCLIP(
+            embed_dim=512,
+            image_resolution=IMAGE_SIZE,
+            vision_layers=12,
+            vision_width=768,
+            vision_patch_size=16,
+            context_length=77,
+            vocab_size=49408,
+            transformer_width=512,
+            transformer_heads=8,
+            transformer_layers=12,
+        )
+        .float()
+        .eval()
+    )
     official.clip_loader.load = lambda *args, **kwargs: (clip_model, None)
     args = argparse.Namespace(  # train_clip_vg.py's defaults for ViT-B/16
-        model="ViT-B/16", imsize=IMAGE_SIZE, max_query_len=77, device="cpu", vl_hidden_dim=512, vl_nheads=8,
-        vl_dim_feedforward=2048, vl_enc_layers=6, vl_dropout=0.1, vl_dec_layers=6, dropout=0.1, nheads=8,
-        dim_feedforward=2048, pre_norm=False, lr=2.5e-4, lr_bert=1e-5, lr_visu_cnn=1e-5, lr_visu_tra=1e-5,
+        model="ViT-B/16",
+        imsize=IMAGE_SIZE,
+        max_query_len=77,
+        device="cpu",
+        vl_hidden_dim=512,
+        vl_nheads=8,
+        vl_dim_feedforward=2048,
+        vl_enc_layers=6,
+        vl_dropout=0.1,
+        vl_dec_layers=6,
+        dropout=0.1,
+        nheads=8,
+        dim_feedforward=2048,
+        pre_norm=False,
+        lr=2.5e-4,
+        lr_bert=1e-5,
+        lr_visu_cnn=1e-5,
+        lr_visu_tra=1e-5,
         weight_decay=1e-4,
     )
     with contextlib.redirect_stdout(io.StringIO()):  # the constructor prints
@@ -166,8 +200,9 @@ def official_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torc
         [p for n, p in named if "textmodel" in n],
     ]
     rates = (args.lr, args.lr_visu_cnn, args.lr_visu_tra, args.lr_bert)
-    return torch.optim.AdamW([{"params": g, "lr": r} for g, r in zip(groups, rates)], lr=args.lr,
-                             weight_decay=args.weight_decay)
+    return torch.optim.AdamW(
+        [{"params": g, "lr": r} for g, r in zip(groups, rates)], lr=args.lr, weight_decay=args.weight_decay
+    )
 
 
 def convert_to_ours(model: torch.nn.Module, args: argparse.Namespace):
@@ -240,6 +275,7 @@ def official_eval(official, model, pixels, pad, ids77, mask77) -> Callable[[], t
         model.eval()
         with torch.no_grad():
             return model(images, texts)
+
     return run
 
 
@@ -252,6 +288,7 @@ def ours_eval(model, images, image_pad, image_index, ids77, mask77) -> Callable[
         model.eval()
         with torch.no_grad():
             return model(**batch).pred_boxes[:, 0]
+
     return run
 
 
@@ -271,6 +308,7 @@ def official_train_step(official, model, optimizer, pixels, pad, ids77, mask77, 
         losses.backward()
         optimizer.step()
         return loss_value
+
     return run
 
 
@@ -297,13 +335,17 @@ def ours_train_step(model, optimizer, pixels, pad, ids77, mask77, boxes) -> Call
             optimizer.step()
             optimizer.zero_grad()
         return out.loss.item()
+
     return run
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------------------------------
-CPU_ATTENTION = {"_scaled_dot_product_flash_attention_for_cpu": 4, "_scaled_dot_product_flash_attention_for_cpu_backward": 8}
+CPU_ATTENTION = {
+    "_scaled_dot_product_flash_attention_for_cpu": 4,
+    "_scaled_dot_product_flash_attention_for_cpu_backward": 8,
+}
 
 
 class FlopCount(TorchDispatchMode):
@@ -378,14 +420,21 @@ def summarise(measured: dict, units: int, flops: dict[str, int]) -> dict[str, An
     """Medians, per-pair ratios and utilisation (each pair's achieved FLOP/s over the GEMM FLOP/s before it)."""
     times, gemm = measured["times_s"], measured["gemm_flops_per_s"]
     ratios = sorted(a / b for a, b in zip(times["official"], times["ours"]))
-    out: dict[str, Any] = {"units": units, "ratio_median": statistics.median(ratios), "ratio_min": ratios[0],
-                           "ratio_max": ratios[-1], "gemm_median_flops_per_s": statistics.median(gemm),
-                           "load_average_min": min(measured["load_average"]),
-                           "load_average_max": max(measured["load_average"]), **measured}
+    out: dict[str, Any] = {
+        "units": units,
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": ratios[0],
+        "ratio_max": ratios[-1],
+        "gemm_median_flops_per_s": statistics.median(gemm),
+        "load_average_min": min(measured["load_average"]),
+        "load_average_max": max(measured["load_average"]),
+        **measured,
+    }
     for side in ("official", "ours"):
         seconds = times[side]
         out[side] = {
-            "per_s": units / statistics.median(seconds), "median_s": statistics.median(seconds),
+            "per_s": units / statistics.median(seconds),
+            "median_s": statistics.median(seconds),
             "flops_per_unit": flops[side] / units,
             "achieved_flops_per_s": flops[side] / statistics.median(seconds),
             "utilisation": statistics.median(flops[side] / s / g for s, g in zip(seconds, gemm)),
@@ -410,6 +459,7 @@ def stage_labels(model) -> Any:
         def hook(_module, _args) -> None:
             open_labels.append(record_function(f"## {label}"))
             open_labels[-1].__enter__()
+
         return hook
 
     def leave(_module, _args, _output) -> None:
@@ -447,12 +497,15 @@ def profile(name: str, fn: Callable[[], Any], model, rows: int) -> str:
     lines = [f"\nProfile of our {name} (2 calls; self CPU time, {total / 2e3:.0f} ms per call)"]
     stages = [event for event in averages if event.key.startswith("## ")]
     for event in sorted(stages, key=lambda e: -e.cpu_time_total):
-        lines.append(f"  stage {event.key[3:]:<28}{event.cpu_time_total / 2e3:>9.1f} ms  "
-                     f"{event.cpu_time_total / total:>6.1%}")
+        lines.append(
+            f"  stage {event.key[3:]:<28}{event.cpu_time_total / 2e3:>9.1f} ms  {event.cpu_time_total / total:>6.1%}"
+        )
     ops = [event for event in averages if not event.key.startswith("## ")]
     for event in sorted(ops, key=lambda e: -e.self_cpu_time_total)[:rows]:
-        lines.append(f"  {event.key:<60}{event.self_cpu_time_total / 2e3:>9.1f} ms  "
-                     f"{event.self_cpu_time_total / total:>6.1%}  x{event.count // 2}")
+        lines.append(
+            f"  {event.key:<60}{event.self_cpu_time_total / 2e3:>9.1f} ms  "
+            f"{event.self_cpu_time_total / total:>6.1%}  x{event.count // 2}"
+        )
     return "\n".join(lines)
 
 
@@ -461,24 +514,32 @@ def profile(name: str, fn: Callable[[], Any], model, rows: int) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 def print_table(title: str, unit: str, result: dict[str, Any]) -> None:
     print(f"\n{title}")
-    header = (f"{'side':<10}{unit + '/s':>10}{'median s':>10}{'GFLOP/' + unit:>13}{'GFLOP/s':>9}{'util.':>7}")
+    header = f"{'side':<10}{unit + '/s':>10}{'median s':>10}{'GFLOP/' + unit:>13}{'GFLOP/s':>9}{'util.':>7}"
     print(header)
     print("-" * len(header))
     for side in ("official", "ours"):
         row = result[side]
-        print(f"{side:<10}{row['per_s']:>10.3f}{row['median_s']:>10.3f}{row['flops_per_unit'] / 1e9:>13.2f}"
-              f"{row['achieved_flops_per_s'] / 1e9:>9.1f}{row['utilisation']:>7.0%}")
+        print(
+            f"{side:<10}{row['per_s']:>10.3f}{row['median_s']:>10.3f}{row['flops_per_unit'] / 1e9:>13.2f}"
+            f"{row['achieved_flops_per_s'] / 1e9:>9.1f}{row['utilisation']:>7.0%}"
+        )
     pairs = ", ".join(f"{a / b:.2f}" for a, b in zip(result["times_s"]["official"], result["times_s"]["ours"]))
-    print(f"ours / official: {result['ratio_median']:.2f}x median of {len(result['times_s']['ours'])} interleaved "
-          f"pairs (range {result['ratio_min']:.2f}-{result['ratio_max']:.2f}; pairs {pairs}); "
-          f"GEMM {result['gemm_median_flops_per_s'] / 1e9:.0f} GFLOP/s median; load average "
-          f"{result['load_average_min']:.2f}-{result['load_average_max']:.2f}")
+    print(
+        f"ours / official: {result['ratio_median']:.2f}x median of {len(result['times_s']['ours'])} interleaved "
+        f"pairs (range {result['ratio_min']:.2f}-{result['ratio_max']:.2f}; pairs {pairs}); "
+        f"GEMM {result['gemm_median_flops_per_s'] / 1e9:.0f} GFLOP/s median; load average "
+        f"{result['load_average_min']:.2f}-{result['load_average_max']:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official_repo", type=Path, required=True,
-                        help="a checkout of the official CLIP-VG repository (github.com/linhuixiao/CLIP-VG)")
+    parser.add_argument(
+        "--official_repo",
+        type=Path,
+        required=True,
+        help="a checkout of the official CLIP-VG repository (github.com/linhuixiao/CLIP-VG)",
+    )
     parser.add_argument("--images", type=int, default=4, help="images per evaluation batch")
     parser.add_argument("--per_image", type=int, default=7, help="expressions per image (RefCOCO: about 7)")
     parser.add_argument("--train_batch", type=int, default=8, help="samples per training step")
@@ -498,14 +559,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import_torchvision()
     import clipvg_hf.inference  # noqa: F401  (before the official packages, whose names it must not see)
     import clipvg_hf.train  # noqa: F401
+
     official = import_official(args.official_repo.resolve())
     model_official, official_args = build_official(official, seed=0)
     model_ours = convert_to_ours(model_official, official_args)
     gemm_size = 512 if args.quick else 2048
     load_start = os.getloadavg()
-    result: dict[str, Any] = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "attn_implementation": model_ours.config._attn_implementation,
-                              "load_average_start": load_start, "gemm_size": gemm_size}
+    result: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "attn_implementation": model_ours.config._attn_implementation,
+        "load_average_start": load_start,
+        "gemm_size": gemm_size,
+    }
     profiles = []
 
     if args.skip != "eval":
@@ -519,8 +585,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         delta = (run_official().reshape(-1, 4) - run_ours().reshape(-1, 4)).abs().max().item()
         flops = {"official": count_flops(run_official), "ours": count_flops(run_ours)}
         result["eval"] = summarise(interleaved_pairs(run_official, run_ours, args.repeats, gemm_size), count, flops)
-        result["eval"].update(max_abs_box_diff=delta, text_length=int(mask77.sum(1).max()),
-                              padded_patch_share=patch_padding_share(model_ours, image_pad))
+        result["eval"].update(
+            max_abs_box_diff=delta,
+            text_length=int(mask77.sum(1).max()),
+            padded_patch_share=patch_padding_share(model_ours, image_pad),
+        )
         if args.profile:
             profiles.append(profile("evaluation", run_ours, model_ours, rows=18))
 
@@ -528,32 +597,55 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pixels, pad = letterboxed_images(args.train_batch, seed=101, train=True)
         ids77, mask77 = tokenized(official, args.train_batch, offset=3)
         boxes = random_boxes(args.train_batch, seed=101)
-        run_official = official_train_step(official, model_official, official_optimizer(model_official, official_args),
-                                           pixels, pad, ids77, mask77, boxes)
+        run_official = official_train_step(
+            official,
+            model_official,
+            official_optimizer(model_official, official_args),
+            pixels,
+            pad,
+            ids77,
+            mask77,
+            boxes,
+        )
         optimizer = ours_optimizer(model_ours)
         run_ours = ours_train_step(model_ours, optimizer, pixels, pad, ids77, mask77, boxes)
         run_official(), run_ours()  # the optimizer states exist before counting
         flops = {"official": count_flops(run_official), "ours": count_flops(run_ours)}
-        result["train"] = summarise(interleaved_pairs(run_official, run_ours, args.repeats, gemm_size),
-                                    args.train_batch, flops)
-        result["train"]["optimizer"] = type(optimizer).__name__ + (" (fused)" if optimizer.defaults.get("fused") else "")
+        result["train"] = summarise(
+            interleaved_pairs(run_official, run_ours, args.repeats, gemm_size), args.train_batch, flops
+        )
+        result["train"]["optimizer"] = type(optimizer).__name__ + (
+            " (fused)" if optimizer.defaults.get("fused") else ""
+        )
         if args.profile:
             profiles.append(profile("training step", run_ours, model_ours, rows=18))
     result["load_average_end"] = os.getloadavg()
 
-    print(f"CLIP-VG vs the official code ({args.official_repo}): ViT-B/16, 224 px, random weights converted with the "
-          f"project's converter; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, our attention: {result['attn_implementation']}")
-    print(f"load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load_start)}; at end "
-          f"{', '.join(f'{x:.2f}' for x in result['load_average_end'])}; GEMM {gemm_size}^2 fp32")
+    print(
+        f"CLIP-VG vs the official code ({args.official_repo}): ViT-B/16, 224 px, random weights converted with the "
+        f"project's converter; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, our attention: {result['attn_implementation']}"
+    )
+    print(
+        f"load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load_start)}; at end "
+        f"{', '.join(f'{x:.2f}' for x in result['load_average_end'])}; GEMM {gemm_size}^2 fp32"
+    )
     if "eval" in result:
         e = result["eval"]
-        print_table(f"Evaluation: {args.images} images x {args.per_image} expressions, one row per expression "
-                    f"(longest text {e['text_length']} tokens, {e['padded_patch_share']:.0%} of the patches are "
-                    f"letterbox padding); max |Δbox| {e['max_abs_box_diff']:.1e}", "expr", e)
+        print_table(
+            f"Evaluation: {args.images} images x {args.per_image} expressions, one row per expression "
+            f"(longest text {e['text_length']} tokens, {e['padded_patch_share']:.0%} of the patches are "
+            f"letterbox padding); max |Δbox| {e['max_abs_box_diff']:.1e}",
+            "expr",
+            e,
+        )
     if "train" in result:
-        print_table(f"Training step: batch {args.train_batch} (forward, loss, backward, optimizer; ours: "
-                    f"{result['train']['optimizer']})", "sample", result["train"])
+        print_table(
+            f"Training step: batch {args.train_batch} (forward, loss, backward, optimizer; ours: "
+            f"{result['train']['optimizer']})",
+            "sample",
+            result["train"],
+        )
     for text in profiles:
         print(text)
     if args.json:

@@ -45,12 +45,22 @@ HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 SPACE_CONFIG = HERE / "space_config.json"
 TABLE_HEADERS = ["#", "expression", "x1", "y1", "x2", "y2"]
-COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-           (240, 50, 230), (128, 128, 0))
+COLOURS = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (128, 128, 0),
+)
 #: Example images (files under ``examples/``) with expressions to try; licences in ``examples/LICENSES.md``.
-EXAMPLES = (("vg1.jpg", "the giraffe\nthe rocks behind the giraffe"),
-            ("vg2.jpg", "the pink cake on the left\nthe chocolate cake with strawberries\nthe two knives"),
-            ("coco_060623.jpg", "girl eating with a spoon\nthe bowl with a candle"))
+EXAMPLES = (
+    ("vg1.jpg", "the giraffe\nthe rocks behind the giraffe"),
+    ("vg2.jpg", "the pink cake on the left\nthe chocolate cake with strawberries\nthe two knives"),
+    ("coco_060623.jpg", "girl eating with a spoon\nthe bowl with a candle"),
+)
 
 
 def load_grounder(model: str, device: str | int | None = None):
@@ -111,8 +121,10 @@ def truncation_notes(tokenizer: Any, expressions: list[str]) -> list[str]:
             continue
         kept = tokenizer.decode(ids[1 : limit - 1]).strip()
         dropped = tokenizer.decode(ids[limit - 1 : -1]).strip()
-        notes.append(f"Expression {number} has {len(ids)} tokens, more than the {limit} CLIP reads: the model sees "
-                     f"only “{kept}”; “{dropped}” is cut off.")
+        notes.append(
+            f"Expression {number} has {len(ids)} tokens, more than the {limit} CLIP reads: the model sees "
+            f"only “{kept}”; “{dropped}” is cut off."
+        )
     return notes
 
 
@@ -153,8 +165,10 @@ def letterboxed_input(processor: Any, image: PIL.Image.Image) -> PIL.Image.Image
 
 def box_table(results: list[dict[str, Any]]) -> list[list[Any]]:
     """One row per expression: number, text and corners in image pixels (2 decimals)."""
-    return [[index + 1, result["label"], *(round(result["box"][k], 2) for k in ("xmin", "ymin", "xmax", "ymax"))]
-            for index, result in enumerate(results)]
+    return [
+        [index + 1, result["label"], *(round(result["box"][k], 2) for k in ("xmin", "ymin", "xmax", "ymax"))]
+        for index, result in enumerate(results)
+    ]
 
 
 def ground(grounder: Any, image_path: str | None, text: str | None, show_input: bool = False):
@@ -171,42 +185,74 @@ def ground(grounder: Any, image_path: str | None, text: str | None, show_input: 
 def build_demo(grounder: Any, title: str = "CLIP-VG visual grounding") -> gr.Blocks:
     """The Blocks app around a loaded pipeline (one API endpoint, ``/ground``)."""
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\nUpload an image, write one referring expression per line, press **Ground**. "
-                    "CLIP-VG returns exactly one box per expression.")
+        gr.Markdown(
+            f"# {title}\nUpload an image, write one referring expression per line, press **Ground**. "
+            "CLIP-VG returns exactly one box per expression."
+        )
         with gr.Row():
             with gr.Column():
-                image = explain_bad_uploads(gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"],
-                                                     elem_id="input-image"))
+                image = explain_bad_uploads(
+                    gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], elem_id="input-image")
+                )
                 text = gr.Textbox(lines=4, label="Referring expressions, one per line", elem_id="expressions")
-                show_input = gr.Checkbox(label="Show the letterboxed model input", value=False,
-                                         elem_id="show-input")
+                show_input = gr.Checkbox(label="Show the letterboxed model input", value=False, elem_id="show-input")
                 button = gr.Button("Ground", variant="primary", elem_id="ground")
             with gr.Column():
                 drawn = gr.Image(type="pil", format="png", label="Boxes", interactive=False, elem_id="output-image")
-                table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["number", "str", "number", "number", "number",
-                                                                      "number"],
-                                     label="Boxes in image pixels", interactive=False, elem_id="box-table")
+                table = gr.Dataframe(
+                    headers=TABLE_HEADERS,
+                    datatype=["number", "str", "number", "number", "number", "number"],
+                    label="Boxes in image pixels",
+                    interactive=False,
+                    elem_id="box-table",
+                )
                 message = gr.Markdown(elem_id="message")
-                model_input = gr.Image(type="pil", format="png", label="Model input (letterboxed)",
-                                       interactive=False, visible=False, elem_id="model-input")
+                model_input = gr.Image(
+                    type="pil",
+                    format="png",
+                    label="Model input (letterboxed)",
+                    interactive=False,
+                    visible=False,
+                    elem_id="model-input",
+                )
         examples = [[str(EXAMPLES_DIR / name), text_] for name, text_ in EXAMPLES if (EXAMPLES_DIR / name).is_file()]
         if examples:
             gr.Examples(examples, inputs=[image, text], label="Examples (licences: examples/LICENSES.md)")
-        button.click(lambda *args: ground(grounder, *args), inputs=[image, text, show_input],
-                     outputs=[drawn, table, model_input, message], api_name="ground")
-        show_input.change(lambda show: gr.Image(visible=show), inputs=show_input, outputs=model_input,
-                          queue=False, api_visibility="private")
+        button.click(
+            lambda *args: ground(grounder, *args),
+            inputs=[image, text, show_input],
+            outputs=[drawn, table, model_input, message],
+            api_name="ground",
+        )
+        show_input.change(
+            lambda show: gr.Image(visible=show),
+            inputs=show_input,
+            outputs=model_input,
+            queue=False,
+            api_visibility="private",
+        )
     return demo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="clipvg-app", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", "--model", dest="model",
-                        help="CLIP-VG folder or Hub id (default: the model_id of space_config.json beside the app)")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to serve on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                        help="port to serve on (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument(
+        "--model_name_or_path",
+        "--model",
+        dest="model",
+        help="CLIP-VG folder or Hub id (default: the model_id of space_config.json beside the app)",
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to serve on (default: $GRADIO_SERVER_NAME or 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        help="port to serve on (default: $GRADIO_SERVER_PORT or 7860)",
+    )
     parser.add_argument("--device", default=None, help="torch device for the model, e.g. cpu or cuda:0")
     args = parser.parse_args(argv)
     if args.model is None:

@@ -67,8 +67,14 @@ def report_usage_errors(main: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def check_number(name: str, value: float | int | None, *, minimum: float | None = None, above: float | None = None,
-                 integer: bool = False) -> None:
+def check_number(
+    name: str,
+    value: float | int | None,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    integer: bool = False,
+) -> None:
     """Raise :class:`UsageError` unless ``value`` is finite and ``>= minimum`` / ``> above`` (None passes)."""
     if value is None:
         return

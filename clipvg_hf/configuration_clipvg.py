@@ -12,10 +12,23 @@ __all__ = ["CLIPVGConfig", "TRAINABLE_CLIP_POLICIES", "default_extract_layers"]
 TRAINABLE_CLIP_POLICIES = ("official", "frozen", "all")
 
 # CLIP ViT-B/16, the backbone of every released CLIP-VG checkpoint.
-_DEFAULT_VISION = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-                   "num_attention_heads": 12, "patch_size": 16, "image_size": 224, "projection_dim": 512}
-_DEFAULT_TEXT = {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
-                 "num_attention_heads": 8, "max_position_embeddings": 77, "projection_dim": 512}
+_DEFAULT_VISION = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "patch_size": 16,
+    "image_size": 224,
+    "projection_dim": 512,
+}
+_DEFAULT_TEXT = {
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 8,
+    "max_position_embeddings": 77,
+    "projection_dim": 512,
+}
 
 
 def default_extract_layers(num_layers: int) -> list[int]:
@@ -28,8 +41,15 @@ def default_extract_layers(num_layers: int) -> list[int]:
 
 
 #: sizes that must be positive integers, on the config and on each tower's config
-_POSITIVE_FIELDS = ("projection_dim", "fusion_hidden_size", "fusion_num_layers", "fusion_num_heads",
-                    "fusion_intermediate_size", "max_text_length", "image_size")
+_POSITIVE_FIELDS = (
+    "projection_dim",
+    "fusion_hidden_size",
+    "fusion_num_layers",
+    "fusion_num_heads",
+    "fusion_intermediate_size",
+    "max_text_length",
+    "image_size",
+)
 _TOWER_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 _POSITIVE_TOWER_FIELDS = {
     "text_config": (*_TOWER_FIELDS, "vocab_size", "max_position_embeddings"),

@@ -25,8 +25,13 @@ from .processing_clipvg import CLIPVGProcessor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointConversionError", "config_from_state_dict", "convert_checkpoint", "convert_state_dict",
-           "load_original_checkpoint"]
+__all__ = [
+    "CheckpointConversionError",
+    "config_from_state_dict",
+    "convert_checkpoint",
+    "convert_state_dict",
+    "load_original_checkpoint",
+]
 
 # Blocks whose outputs the official model concatenates, by CLIP variant (``--model`` of the official scripts).
 _EXTRACT_LAYERS = {"ViT-L/14": [0, 7, 15, 23], "ViT-B/32": [0, 3, 7, 11], "ViT-B/16": [0, 3, 7, 11]}
@@ -58,22 +63,29 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as error:  # UnpicklingError for refused classes, EOFError / RuntimeError for damaged files
         reason = torch_load_reason(error)
         raise CheckpointConversionError(f"{path}: cannot be read as a CLIP-VG checkpoint: {reason}") from error
-    if isinstance(checkpoint, dict) and "model" not in checkpoint and checkpoint and all(
-            torch.is_tensor(v) for v in checkpoint.values()):
+    if (
+        isinstance(checkpoint, dict)
+        and "model" not in checkpoint
+        and checkpoint
+        and all(torch.is_tensor(v) for v in checkpoint.values())
+    ):
         checkpoint = {"model": checkpoint}  # a bare state dict
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
         raise CheckpointConversionError(f"{path}: expected a dict with a 'model' state dict")
     state_dict = checkpoint["model"]
     if state_dict and all(key.startswith("module.") for key in state_dict):
         logger.info("removed the 'module.' prefix of every key (a checkpoint saved from DistributedDataParallel)")
-        checkpoint["model"] = {key[len("module."):]: value for key, value in state_dict.items()}
+        checkpoint["model"] = {key[len("module.") :]: value for key, value in state_dict.items()}
     return checkpoint
 
 
 def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
     """Refuse NaN / infinite weights: a model converted from them would print NaN boxes."""
-    bad = [key for key, value in state_dict.items() if torch.is_tensor(value) and value.is_floating_point()
-           and not bool(torch.isfinite(value).all())]
+    bad = [
+        key
+        for key, value in state_dict.items()
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
     if bad:
         raise CheckpointConversionError(f"{len(bad)} tensors hold NaN or infinite values, e.g. {bad[:5]}")
 
@@ -86,9 +98,18 @@ def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
     return len(indices)
 
 
-_REQUIRED = ("clip.visual.conv1.weight", "clip.visual.positional_embedding", "clip.token_embedding.weight",
-             "clip.positional_embedding", "clip.text_projection", "clip.ln_final.weight", "text_proj.weight",
-             "ml_visu_proj.weight", "vl_pos_embed.weight", "vl_transformer.encoder.layers.0.linear1.weight")
+_REQUIRED = (
+    "clip.visual.conv1.weight",
+    "clip.visual.positional_embedding",
+    "clip.token_embedding.weight",
+    "clip.positional_embedding",
+    "clip.text_projection",
+    "clip.ln_final.weight",
+    "text_proj.weight",
+    "ml_visu_proj.weight",
+    "vl_pos_embed.weight",
+    "vl_transformer.encoder.layers.0.linear1.weight",
+)
 
 
 def _check_required(state_dict: dict[str, torch.Tensor]) -> None:
@@ -98,8 +119,9 @@ def _check_required(state_dict: dict[str, torch.Tensor]) -> None:
         raise CheckpointConversionError(f"not a CLIP-VG state dict: missing {missing}")
 
 
-def config_from_state_dict(state_dict: dict[str, torch.Tensor], args: Any = None,
-                           fusion_num_heads: int | None = None) -> CLIPVGConfig:
+def config_from_state_dict(
+    state_dict: dict[str, torch.Tensor], args: Any = None, fusion_num_heads: int | None = None
+) -> CLIPVGConfig:
     """Infer every size of the model from the official state dict (and the training ``args`` where stored).
 
     The one size the weights cannot tell is the fusion transformer's head count (``args.vl_nheads``): a checkpoint
@@ -129,14 +151,24 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], args: Any = None
     positions = state_dict["vl_pos_embed.weight"].shape[0]
     max_text_length = int(getattr(args, "max_query_len", None) or positions - 2 - grid * grid)
     config = CLIPVGConfig(
-        text_config={"vocab_size": vocab, "hidden_size": text_width,
-                     "intermediate_size": state_dict["clip.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-                     "num_hidden_layers": text_layers, "num_attention_heads": max(1, text_width // 64),
-                     "max_position_embeddings": context, "projection_dim": projection},
-        vision_config={"hidden_size": vision_width, "num_hidden_layers": vision_layers,
-                       "intermediate_size": state_dict["clip.visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-                       "num_attention_heads": max(1, vision_width // 64), "patch_size": patch,
-                       "image_size": patch * grid, "projection_dim": projection},
+        text_config={
+            "vocab_size": vocab,
+            "hidden_size": text_width,
+            "intermediate_size": state_dict["clip.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": max(1, text_width // 64),
+            "max_position_embeddings": context,
+            "projection_dim": projection,
+        },
+        vision_config={
+            "hidden_size": vision_width,
+            "num_hidden_layers": vision_layers,
+            "intermediate_size": state_dict["clip.visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            "num_attention_heads": max(1, vision_width // 64),
+            "patch_size": patch,
+            "image_size": patch * grid,
+            "projection_dim": projection,
+        },
         projection_dim=projection,
         extract_layers=extract,
         fusion_hidden_size=fusion_hidden,
@@ -160,10 +192,12 @@ def _fusion_heads(stored: Any, given: int | None, hidden: int) -> int:
     if stored is None and given is None:
         raise CheckpointConversionError(
             "the checkpoint stores no training args (args.vl_nheads), and the number of fusion attention heads "
-            "cannot be read from the weights; pass --fusion_num_heads N (the official default is 8)")
+            "cannot be read from the weights; pass --fusion_num_heads N (the official default is 8)"
+        )
     if stored is not None and given is not None and int(stored) != given:
-        raise CheckpointConversionError(f"--fusion_num_heads {given} disagrees with the checkpoint's args.vl_nheads "
-                                        f"{int(stored)}")
+        raise CheckpointConversionError(
+            f"--fusion_num_heads {given} disagrees with the checkpoint's args.vl_nheads {int(stored)}"
+        )
     heads = int(stored if stored is not None else given)
     if heads < 1 or hidden % heads:
         raise CheckpointConversionError(f"{heads} fusion heads do not divide the fusion width {hidden}")
@@ -206,11 +240,20 @@ _RENAMES = [
 ]
 # Packed attention in-projections (q, k, v stacked along dim 0) -> the prefix of separate q/k/v projections.
 _PACKED = [
-    (r"clip\.visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", r"clip.vision_model.encoder.layers.\1.self_attn."),
-    (r"clip\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)", r"clip.text_model.encoder.layers.\1.self_attn."),
+    (
+        r"clip\.visual\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)",
+        r"clip.vision_model.encoder.layers.\1.self_attn.",
+    ),
+    (
+        r"clip\.transformer\.resblocks\.(\d+)\.attn\.in_proj_(weight|bias)",
+        r"clip.text_model.encoder.layers.\1.self_attn.",
+    ),
     (r"vl_transformer\.encoder\.layers\.(\d+)\.self_attn\.in_proj_(weight|bias)", r"fusion.layers.\1.self_attn."),
 ]
-_TRANSPOSED = {"clip.text_projection": "clip.text_projection.weight", "clip.visual.proj": "clip.visual_projection.weight"}
+_TRANSPOSED = {
+    "clip.text_projection": "clip.text_projection.weight",
+    "clip.visual.proj": "clip.visual_projection.weight",
+}
 
 
 def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -249,8 +292,9 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, t
     return converted, dropped
 
 
-def convert_checkpoint(path: str | Path, trainable_clip: str = "official",
-                       fusion_num_heads: int | None = None) -> CLIPVGForGrounding:
+def convert_checkpoint(
+    path: str | Path, trainable_clip: str = "official", fusion_num_heads: int | None = None
+) -> CLIPVGForGrounding:
     """Build a [`CLIPVGForGrounding`] holding exactly the weights of an official checkpoint.
 
     ``fusion_num_heads`` is needed only for a checkpoint without its training ``args`` (see
@@ -271,14 +315,20 @@ def convert_checkpoint(path: str | Path, trainable_clip: str = "official",
     missing, unexpected = sorted(expected - set(converted)), sorted(set(converted) - expected)
     if missing or unexpected:
         raise CheckpointConversionError(f"{path}: missing weights {missing}; unexpected weights {unexpected}")
-    shapes = [(k, tuple(v.shape), tuple(model.state_dict()[k].shape)) for k, v in converted.items()
-              if v.shape != model.state_dict()[k].shape]
+    shapes = [
+        (k, tuple(v.shape), tuple(model.state_dict()[k].shape))
+        for k, v in converted.items()
+        if v.shape != model.state_dict()[k].shape
+    ]
     if shapes:
         raise CheckpointConversionError(f"{path}: shape mismatches (key, checkpoint, model): {shapes}")
     model.load_state_dict(converted, strict=True)
     n_alias = sum(key.startswith(_ALIAS_PREFIXES) for key in dropped)
-    logger.info("dropped %d alias keys (the same CLIP tensors registered twice) and %s (unused by the model)",
-                n_alias, [k for k in dropped if k in _DROPPED])
+    logger.info(
+        "dropped %d alias keys (the same CLIP tensors registered twice) and %s (unused by the model)",
+        n_alias,
+        [k for k in dropped if k in _DROPPED],
+    )
     model.eval()
     return model
 
@@ -286,12 +336,22 @@ def convert_checkpoint(path: str | Path, trainable_clip: str = "official",
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="official checkpoint.pth / best_checkpoint.pth")
-    parser.add_argument("--output_dir", required=True,
-                        help="folder to write (config, model.safetensors, processor and tokenizer files)")
-    parser.add_argument("--trainable_clip", default="official", choices=["official", "frozen", "all"],
-                        help="the trainable_clip policy stored in the config (for later fine-tuning)")
-    parser.add_argument("--fusion_num_heads", type=positive_int,
-                        help="fusion attention heads, for a bare state dict without the training args (official: 8)")
+    parser.add_argument(
+        "--output_dir",
+        required=True,
+        help="folder to write (config, model.safetensors, processor and tokenizer files)",
+    )
+    parser.add_argument(
+        "--trainable_clip",
+        default="official",
+        choices=["official", "frozen", "all"],
+        help="the trainable_clip policy stored in the config (for later fine-tuning)",
+    )
+    parser.add_argument(
+        "--fusion_num_heads",
+        type=positive_int,
+        help="fusion attention heads, for a bare state dict without the training args (official: 8)",
+    )
     args = parser.parse_args(argv)
     output = Path(args.output_dir)
     if output.exists() and not output.is_dir():
@@ -300,16 +360,19 @@ def main(argv: list[str] | None = None) -> int:
         exit_usage_error(f"--output_dir {output} is not empty; choose a new folder")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        model = convert_checkpoint(args.checkpoint, trainable_clip=args.trainable_clip,
-                                   fusion_num_heads=args.fusion_num_heads)
+        model = convert_checkpoint(
+            args.checkpoint, trainable_clip=args.trainable_clip, fusion_num_heads=args.fusion_num_heads
+        )
     except (CheckpointConversionError, FileNotFoundError) as error:
         exit_usage_error(str(error))
     model.save_pretrained(args.output_dir)
     # the official evaluation inputs: letterbox at the model's image size, OpenAI's BPE (shipped with the package)
     CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(args.output_dir)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.output_dir}: {n_params:,} parameters, config {model.config.vision_config.patch_size=}, "
-          f"{model.config.extract_layers=}")
+    print(
+        f"wrote {args.output_dir}: {n_params:,} parameters, config {model.config.vision_config.patch_size=}, "
+        f"{model.config.extract_layers=}"
+    )
     return 0
 
 

@@ -25,14 +25,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image_root", required=True, help="the official image_data folder")
     parser.add_argument("--output_dir", required=True, help="dataset folder to write (configs accumulate)")
     parser.add_argument("--setting", required=True, choices=sorted(SETTINGS), help="which paper setting the pack is")
-    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), help="default: every dataset folder present")
-    parser.add_argument("--image_mode", choices=("embed", "path"), default="embed",
-                        help="embed image bytes (self-contained) or store absolute paths to --image_root")
-    parser.add_argument("--num_shards", type=positive_int, default=8, help="parquet files per split (fewer if fewer images)")
-    parser.add_argument("--rejects", action="store_true",
-                        help="write bad rows to <output_dir>/rejects/<config>.jsonl instead of stopping")
-    parser.add_argument("--box_tolerance", type=non_negative_float, default=1.0,
-                        help="pixels a box may exceed the image before it counts as outside")
+    parser.add_argument(
+        "--datasets", nargs="+", choices=sorted(DATASETS), help="default: every dataset folder present"
+    )
+    parser.add_argument(
+        "--image_mode",
+        choices=("embed", "path"),
+        default="embed",
+        help="embed image bytes (self-contained) or store absolute paths to --image_root",
+    )
+    parser.add_argument(
+        "--num_shards", type=positive_int, default=8, help="parquet files per split (fewer if fewer images)"
+    )
+    parser.add_argument(
+        "--rejects",
+        action="store_true",
+        help="write bad rows to <output_dir>/rejects/<config>.jsonl instead of stopping",
+    )
+    parser.add_argument(
+        "--box_tolerance",
+        type=non_negative_float,
+        default=1.0,
+        help="pixels a box may exceed the image before it counts as outside",
+    )
     parser.add_argument("--train_file", help="use this .pth as the training split (e.g. a reliability refine file)")
     return parser.parse_args(argv)
 

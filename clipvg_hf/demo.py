@@ -46,13 +46,33 @@ def demo_config(image_size: int = 32, patch_size: int = 8) -> CLIPVGConfig:
     """
     width = 64
     return CLIPVGConfig(
-        text_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
-                         max_position_embeddings=16, projection_dim=width),
-        vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=3, num_attention_heads=4,
-                           patch_size=patch_size, image_size=image_size, projection_dim=width),
-        projection_dim=width, extract_layers=[0, 1, 2], fusion_hidden_size=width, fusion_num_layers=2,
-        fusion_num_heads=4, fusion_intermediate_size=2 * width, fusion_dropout=0.0, max_text_length=16,
-        image_size=image_size, trainable_clip="all",
+        text_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=width,
+        ),
+        vision_config=dict(
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            patch_size=patch_size,
+            image_size=image_size,
+            projection_dim=width,
+        ),
+        projection_dim=width,
+        extract_layers=[0, 1, 2],
+        fusion_hidden_size=width,
+        fusion_num_layers=2,
+        fusion_num_heads=4,
+        fusion_intermediate_size=2 * width,
+        fusion_dropout=0.0,
+        max_text_length=16,
+        image_size=image_size,
+        trainable_clip="all",
     )
 
 
@@ -64,8 +84,9 @@ def sincos_position_table(grid: int, dim: int) -> torch.Tensor:
     """
     quarter = dim // 4
     freqs = torch.exp(-math.log(100.0) * torch.arange(quarter, dtype=torch.float32) / quarter) * math.pi
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float32) / grid,
-                            torch.arange(grid, dtype=torch.float32) / grid, indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32) / grid, torch.arange(grid, dtype=torch.float32) / grid, indexing="ij"
+    )
     parts = [f(v.flatten()[:, None] * freqs) for v in (ys, xs) for f in (torch.sin, torch.cos)]
     table = torch.cat(parts, dim=1)
     return torch.cat([torch.zeros(1, dim), table], dim=0)
@@ -86,6 +107,7 @@ def language_blind_baselines(objects: dict, train_rows: list, eval_rows: list, s
     ``mean box``: the mean training box; ``largest object``: the largest object of the image; ``random object``:
     a uniformly random object of the image (its expected accuracy, computed exactly).
     """
+
     def normalised(boxes):
         return box_xyxy_to_cxcywh(torch.tensor(boxes, dtype=torch.float32) / size)
 
@@ -100,20 +122,61 @@ def language_blind_baselines(objects: dict, train_rows: list, eval_rows: list, s
     def accuracy(pred):
         return float((grounding_iou(pred, targets) >= 0.5).float().mean())
 
-    return {"mean box": accuracy(mean_box), "largest object": accuracy(largest),
-            "random object": float(torch.stack(random_hits).mean())}
+    return {
+        "mean box": accuracy(mean_box),
+        "largest object": accuracy(largest),
+        "random object": float(torch.stack(random_hits).mean()),
+    }
 
 
 def train_command(out: Path, args: argparse.Namespace) -> list[str]:
     """``accelerate launch -m clipvg_hf.train ...`` on one CPU process (the installed package's training module)."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-            "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "clipvg_hf.train",
-            "--model_name_or_path", str(out / "init"), "--dataset", str(out / "data"), "--dataset_config",
-            "shapes-full", "--output_dir", str(out / "run"), "--num_epochs", str(args.epochs),
-            "--per_device_batch_size", str(args.batch_size), "--eval_batch_size", "256",
-            "--learning_rate", str(args.learning_rate), "--scheduler_step", "step", "--warmup_steps",
-            str(args.warmup_steps), "--no_aug_crop", "--no_aug_scale", "--no_aug_color", "--no_aug_translate",
-            "--num_workers", "1", "--seed", str(args.seed), "--cpu", "--overwrite_output_dir"]  # a rerun replaces
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--cpu",
+        "-m",
+        "clipvg_hf.train",
+        "--model_name_or_path",
+        str(out / "init"),
+        "--dataset",
+        str(out / "data"),
+        "--dataset_config",
+        "shapes-full",
+        "--output_dir",
+        str(out / "run"),
+        "--num_epochs",
+        str(args.epochs),
+        "--per_device_batch_size",
+        str(args.batch_size),
+        "--eval_batch_size",
+        "256",
+        "--learning_rate",
+        str(args.learning_rate),
+        "--scheduler_step",
+        "step",
+        "--warmup_steps",
+        str(args.warmup_steps),
+        "--no_aug_crop",
+        "--no_aug_scale",
+        "--no_aug_color",
+        "--no_aug_translate",
+        "--num_workers",
+        "1",
+        "--seed",
+        str(args.seed),
+        "--cpu",
+        "--overwrite_output_dir",
+    ]  # a rerun replaces
 
 
 def draw_predictions(model_dir: Path, image_dir: Path, rows: list, path: Path, count: int) -> None:
@@ -190,8 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     # 1. data, through the same converter as the official packs
     spec = ShapesSpec(image_size=32, min_side=0.25, max_side=0.45)
     raw = out / "raw"
-    counts = write_shapes_pack(raw, {"train": args.train_images, "val": args.val_images, "test": args.test_images},
-                               spec, seed=args.seed)
+    counts = write_shapes_pack(
+        raw, {"train": args.train_images, "val": args.val_images, "test": args.test_images}, spec, seed=args.seed
+    )
     reports, rejects = convert_dataset(raw / "splits", raw / "image_data", out / "data", "shapes", "full")
     print(format_summary(reports, rejects))
 
@@ -203,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training a {n_params / 1e6:.2f}M-parameter CLIP-VG from scratch on {counts['train']} expressions")
     command = train_command(out, args)
-    print(" ".join(command[1:3] + command[command.index("--cpu") + 1:]))
+    print(" ".join(command[1:3] + command[command.index("--cpu") + 1 :]))
     subprocess.run(command, check=True)
     train_seconds = time.time() - started
 
@@ -218,12 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     val_accuracy = results["splits"]["val"]["accuracy"]
 
     # 4. reload, predict, draw
-    draw_predictions(out / "run" / "best", raw / "image_data" / "shapes" / "images", test_rows,
-                     out / "predictions.png", count=16)
+    draw_predictions(
+        out / "run" / "best", raw / "image_data" / "shapes" / "images", test_rows, out / "predictions.png", count=16
+    )
     plotted = plot_curve(out / "run" / "log.jsonl", best_baseline, out / "training_curve.png")
 
-    peak_mb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    peak_mb = (
+        max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        / 1024
+    )
     summary = {
         "validation_accuracy": val_accuracy,
         "test_accuracy": results["splits"]["test"]["accuracy"],
@@ -238,11 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": n_params,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\nvalidation Acc@0.5: CLIP-VG {val_accuracy:.3f} vs best language-blind baseline {best_baseline:.3f} "
-          f"({', '.join(f'{k} {v:.3f}' for k, v in baselines.items())}); test Acc@0.5 "
-          f"{summary['test_accuracy']:.3f}")
-    print(f"margin {summary['margin']:+.3f} (target +{TARGET_MARGIN}): {'reached' if summary['reached'] else 'NOT reached'}"
-          f"; {summary['wall_seconds']:.0f} s wall, peak memory {summary['peak_memory_mb']} MB")
+    print(
+        f"\nvalidation Acc@0.5: CLIP-VG {val_accuracy:.3f} vs best language-blind baseline {best_baseline:.3f} "
+        f"({', '.join(f'{k} {v:.3f}' for k, v in baselines.items())}); test Acc@0.5 "
+        f"{summary['test_accuracy']:.3f}"
+    )
+    print(
+        f"margin {summary['margin']:+.3f} (target +{TARGET_MARGIN}): {'reached' if summary['reached'] else 'NOT reached'}"
+        f"; {summary['wall_seconds']:.0f} s wall, peak memory {summary['peak_memory_mb']} MB"
+    )
     print(f"pictures: {out / 'predictions.png'}" + (f", {out / 'training_curve.png'}" if plotted else ""))
     return 0 if summary["reached"] else 1
 

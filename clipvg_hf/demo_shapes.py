@@ -87,8 +87,13 @@ def draw_scene(scene: Scene, size: int) -> Image.Image:
     return image
 
 
-def write_shapes_pack(root: str | Path, images_per_split: dict[str, int], spec: ShapesSpec, seed: int = 0,
-                      specs: dict[str, ShapesSpec] | None = None) -> dict[str, int]:
+def write_shapes_pack(
+    root: str | Path,
+    images_per_split: dict[str, int],
+    spec: ShapesSpec,
+    seed: int = 0,
+    specs: dict[str, ShapesSpec] | None = None,
+) -> dict[str, int]:
     """Write the pack under ``root``; returns the number of expressions per split.
 
     Each split has its own random stream (seed, split), so changing one split's size leaves the others unchanged.

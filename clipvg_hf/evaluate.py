@@ -37,8 +37,7 @@ from .modeling_clipvg import CLIPVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 from .results import EvaluationResults, model_fingerprint, write_results
 
-__all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "gather_predictions",
-           "predict_split"]
+__all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "gather_predictions", "predict_split"]
 
 
 @torch.no_grad()
@@ -83,8 +82,13 @@ def eval_loader(
     Prepare it once and reuse it (accelerate keeps every prepared loader, and checkpoints their state).
     """
     view = GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor), image_root=image_root)
-    loader = DataLoader(view, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=CLIPVGCollator(processor.tokenizer, return_row_index=True, group_images=True))
+    loader = DataLoader(
+        view,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=CLIPVGCollator(processor.tokenizer, return_row_index=True, group_images=True),
+    )
     return accelerator.prepare_data_loader(loader)
 
 
@@ -111,8 +115,9 @@ def evaluate_split(
     desc: str = "eval",
 ) -> GroundingMetrics:
     """Evaluate one split with the official eval transform; returns the metrics holding every sample once."""
-    loader = eval_loader(split, processor, accelerator, batch_size=batch_size, num_workers=num_workers,
-                         image_root=image_root)
+    loader = eval_loader(
+        split, processor, accelerator, batch_size=batch_size, num_workers=num_workers, image_root=image_root
+    )
     return evaluate_loader(model, loader, accelerator, desc=desc)
 
 
@@ -137,8 +142,16 @@ def evaluate_model(
     )
     for name in splits:
         split = load_split(dataset, config, name)
-        metrics = evaluate_split(accelerator.unwrap_model(model), split, processor, accelerator,
-                                 batch_size=batch_size, num_workers=num_workers, image_root=image_root, desc=name)
+        metrics = evaluate_split(
+            accelerator.unwrap_model(model),
+            split,
+            processor,
+            accelerator,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            image_root=image_root,
+            desc=name,
+        )
         results.splits[name] = metrics.compute()
     return results.to_dict()
 
@@ -149,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a CLIP-VG model (Acc@0.5, mean IoU).")
     parser.add_argument("--model_name_or_path", dest="model", required=True, help="CLIP-VG folder or Hub id")
     parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
-    parser.add_argument("--dataset_config", dest="config", required=True,
-                        help="dataset config, e.g. refcoco-unsup-single")
+    parser.add_argument(
+        "--dataset_config", dest="config", required=True, help="dataset config, e.g. refcoco-unsup-single"
+    )
     parser.add_argument("--split", action="append", required=True, help="split to evaluate (repeatable)")
     parser.add_argument("--output", help="results JSON to write")
     parser.add_argument("--batch_size", type=positive_int, default=128)
@@ -166,8 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     for split in args.split:  # a missing folder, unknown config or split fails before the model is loaded
         load_split_checked(args.dataset, args.config, split, load_split)
     accelerator = Accelerator(cpu=args.cpu)
-    results = evaluate_model(args.model, args.dataset, args.config, args.split, batch_size=args.batch_size,
-                             num_workers=args.num_workers, image_root=args.image_root, accelerator=accelerator)
+    results = evaluate_model(
+        args.model,
+        args.dataset,
+        args.config,
+        args.split,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        image_root=args.image_root,
+        accelerator=accelerator,
+    )
     results["num_processes"] = accelerator.num_processes
     if accelerator.is_main_process:
         print(json.dumps(results, indent=2))

@@ -42,8 +42,10 @@ def trim_text_padding(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> 
     fusion masks padded text tokens as keys. Only trailing all-padding columns are removed.
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
-        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
-                         "must be the same (batch, length) shape")
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+            "must be the same (batch, length) shape"
+        )
     real_columns = attention_mask.bool().any(dim=0).nonzero()
     length = int(real_columns.max()) + 1 if len(real_columns) else 1
     return input_ids[:, :length], attention_mask[:, :length]
@@ -60,16 +62,22 @@ def _check_grouped_inputs(model, pixel_values, pixel_mask, image_index, input_id
     if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
         raise ValueError(f"pixel_values must be (images, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
     if pixel_mask is not None and tuple(pixel_mask.shape) != (pixel_values.shape[0], size, size):
-        raise ValueError(f"pixel_mask must be ({pixel_values.shape[0]}, {size}, {size}), got {tuple(pixel_mask.shape)}")
+        raise ValueError(
+            f"pixel_mask must be ({pixel_values.shape[0]}, {size}, {size}), got {tuple(pixel_mask.shape)}"
+        )
     if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
-        raise ValueError(f"image_index must be ({input_ids.shape[0]},), one image per expression, "
-                         f"got {tuple(image_index.shape)}")
+        raise ValueError(
+            f"image_index must be ({input_ids.shape[0]},), one image per expression, got {tuple(image_index.shape)}"
+        )
     if len(image_index) and (int(image_index.min()) < 0 or int(image_index.max()) >= pixel_values.shape[0]):
-        raise ValueError(f"image_index must lie in [0, {pixel_values.shape[0]}), got "
-                         f"[{int(image_index.min())}, {int(image_index.max())}]")
+        raise ValueError(
+            f"image_index must lie in [0, {pixel_values.shape[0]}), got "
+            f"[{int(image_index.min())}, {int(image_index.max())}]"
+        )
     if input_ids.dim() != 2 or input_ids.shape[1] > model.config.max_text_length:
-        raise ValueError(f"input_ids must be (expressions, length <= {model.config.max_text_length}), "
-                         f"got {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"input_ids must be (expressions, length <= {model.config.max_text_length}), got {tuple(input_ids.shape)}"
+        )
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
 
@@ -121,7 +129,10 @@ def compile_model(model: CLIPVGForGrounding, **compile_kwargs: Any) -> CLIPVGFor
     ``compile_kwargs`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``, ``dynamic=True``).
     """
     compile_kwargs.setdefault("dynamic", True)
-    for module in (*model.clip.vision_model.encoder.layers, *model.clip.text_model.encoder.layers,
-                   *model.fusion.layers):
+    for module in (
+        *model.clip.vision_model.encoder.layers,
+        *model.clip.text_model.encoder.layers,
+        *model.fusion.layers,
+    ):
         module.compile(**compile_kwargs)
     return model

@@ -78,7 +78,9 @@ def grounding_loss(pred_boxes: torch.Tensor, target_boxes: torch.Tensor) -> dict
     is the batch mean of ``1 - GIoU``; ``loss`` is their unweighted sum.
     """
     if pred_boxes.shape != target_boxes.shape or pred_boxes.shape[-1] != 4:
-        raise ValueError(f"expected two (B, 4) box tensors, got {tuple(pred_boxes.shape)} and {tuple(target_boxes.shape)}")
+        raise ValueError(
+            f"expected two (B, 4) box tensors, got {tuple(pred_boxes.shape)} and {tuple(target_boxes.shape)}"
+        )
     if (target_boxes[:, 2:] < 0).any():
         bad = (target_boxes[:, 2:] < 0).any(-1).nonzero().flatten().tolist()
         raise ValueError(f"labels must be (cx, cy, w, h) with w, h >= 0; rows {bad} have a negative size")
@@ -226,8 +228,13 @@ class CLIPVGFusionAttention(nn.Module):
             self.config._attn_implementation, eager_attention_forward
         )
         output, weights = attention(
-            self, query, key, value, attention_mask,
-            scaling=self.scaling, dropout=self.dropout if self.training else 0.0,
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.dropout if self.training else 0.0,
         )
         output = output.reshape(*queries.shape[:-1], self.embed_dim).contiguous()
         return self.out_proj(output), weights
@@ -253,7 +260,12 @@ class PackedSequences:
         sequence = torch.repeat_interleave(
             torch.arange(len(length_list), device=lengths.device), lengths, output_size=sum(length_list)
         )
-        return cls(length_list, first_rows, sequence, torch.arange(len(sequence), device=lengths.device) - first_rows[sequence])
+        return cls(
+            length_list,
+            first_rows,
+            sequence,
+            torch.arange(len(sequence), device=lengths.device) - first_rows[sequence],
+        )
 
     @property
     def longest(self) -> int:
@@ -299,8 +311,11 @@ def packed_attention(
         queries = query.split(1) if one_query else query.split(layout.lengths)
         outputs = [
             F.scaled_dot_product_attention(
-                q.transpose(0, 1).unsqueeze(0), k.transpose(0, 1).unsqueeze(0), v.transpose(0, 1).unsqueeze(0),
-                dropout_p=dropout, scale=scaling,
+                q.transpose(0, 1).unsqueeze(0),
+                k.transpose(0, 1).unsqueeze(0),
+                v.transpose(0, 1).unsqueeze(0),
+                dropout_p=dropout,
+                scale=scaling,
             )[0].transpose(0, 1)
             for q, k, v in zip(queries, key.split(layout.lengths), value.split(layout.lengths))
         ]
@@ -308,8 +323,12 @@ def packed_attention(
     index, real = layout.pad_index
     padded_query = query[:, None] if one_query else query[index]
     output = F.scaled_dot_product_attention(
-        padded_query.transpose(1, 2), key[index].transpose(1, 2), value[index].transpose(1, 2),
-        attn_mask=real[:, None, None, :], dropout_p=dropout, scale=scaling,
+        padded_query.transpose(1, 2),
+        key[index].transpose(1, 2),
+        value[index].transpose(1, 2),
+        attn_mask=real[:, None, None, :],
+        dropout_p=dropout,
+        scale=scaling,
     ).transpose(1, 2)
     if one_query:
         return output.reshape(-1, heads * head_dim)
@@ -367,14 +386,23 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
         if projected is None:
             with_position = hidden_states + position_embeddings
             queries = with_position if query_rows is None else with_position[query_rows]
-            query, key, value = attention.q_proj(queries), attention.k_proj(with_position), attention.v_proj(hidden_states)
+            query, key, value = (
+                attention.q_proj(queries),
+                attention.k_proj(with_position),
+                attention.v_proj(hidden_states),
+            )
         else:
             query, key, value = projected
             query = query if query_rows is None else query[query_rows]
         shape = (-1, attention.num_heads, attention.head_dim)
         attended = packed_attention(
-            query.view(shape), key.view(shape), value.view(shape), layout, attention.scaling,
-            attention.dropout if self.training else 0.0, one_query=last,
+            query.view(shape),
+            key.view(shape),
+            value.view(shape),
+            layout,
+            attention.scaling,
+            attention.dropout if self.training else 0.0,
+            one_query=last,
         )
         if query_rows is not None:
             hidden_states = hidden_states[query_rows]
@@ -444,8 +472,11 @@ class CLIPVGFusionEncoder(nn.Module):
             if index == 0:
                 attention = layer.self_attn
                 with_position = unique_states + unique_positions
-                projected = (attention.q_proj(with_position)[gather], attention.k_proj(with_position)[gather],
-                             attention.v_proj(unique_states)[gather])
+                projected = (
+                    attention.q_proj(with_position)[gather],
+                    attention.k_proj(with_position)[gather],
+                    attention.v_proj(unique_states)[gather],
+                )
             if getattr(layer, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled():
                 hidden_states = torch.utils.checkpoint.checkpoint(
                     layer.forward_packed, hidden_states, positions, layout, last, projected, use_reentrant=False
@@ -558,9 +589,11 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
         """
         policy = self.config.trainable_clip
         clip = self.clip
-        used = {id(p) for p in clip.parameters()} - {
-            id(p) for m in (clip.visual_projection, clip.vision_model.post_layernorm) for p in m.parameters()
-        } - {id(clip.logit_scale)}
+        used = (
+            {id(p) for p in clip.parameters()}
+            - {id(p) for m in (clip.visual_projection, clip.vision_model.post_layernorm) for p in m.parameters()}
+            - {id(clip.logit_scale)}
+        )
         position = clip.vision_model.embeddings.position_embedding.weight
         if policy not in TRAINABLE_CLIP_POLICIES:
             raise ValueError(f"trainable_clip={policy!r} is not supported; choose one of {TRAINABLE_CLIP_POLICIES}.")
@@ -606,7 +639,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         # the CLIP config shares the two tower configs; building it must keep their attention implementation
         # (a plain CLIPConfig resets it to "unset", which CLIPModel then resolves to its own default)
         clip_config = CLIPConfig(
-            text_config=config.text_config, vision_config=config.vision_config, projection_dim=config.projection_dim,
+            text_config=config.text_config,
+            vision_config=config.vision_config,
+            projection_dim=config.projection_dim,
             attn_implementation={
                 "": config._attn_implementation,
                 "text_config": config.text_config._attn_implementation,
@@ -638,8 +673,11 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         config_kwargs.setdefault("fusion_hidden_size", text.hidden_size)
         config_kwargs.setdefault("extract_layers", default_extract_layers(vision.num_hidden_layers))
         config = CLIPVGConfig(
-            text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=clip.config.projection_dim,
-            image_size=vision.image_size, **config_kwargs,
+            text_config=text.to_dict(),
+            vision_config=vision.to_dict(),
+            projection_dim=clip.config.projection_dim,
+            image_size=vision.image_size,
+            **config_kwargs,
         )
         model = cls(config)
         model.clip.load_state_dict(clip.state_dict())
@@ -684,8 +722,10 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         For the multi-level features CLIP-VG grounds with, see [`get_multilevel_visual_features`].
         """
         return self.clip.get_image_features(
-            pixel_values=pixel_values.to(self.clip.dtype), interpolate_pos_encoding=interpolate_pos_encoding,
-            return_dict=True, **kwargs,
+            pixel_values=pixel_values.to(self.clip.dtype),
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            return_dict=True,
+            **kwargs,
         )
 
     # -- the three CLIP-VG stages, usable on their own (e.g. to encode an image once for several expressions) ------
@@ -773,10 +813,12 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         # positions by sequence slot: [REG] = 0, text = 1..L, visual CLS and patches after the full text context
         device = hidden_states.device
         first_visual = 1 + self.config.max_text_length
-        positions = torch.cat([
-            torch.arange(0, 1 + text_length, device=device),
-            torch.arange(first_visual, first_visual + visual.shape[1], device=device),
-        ])
+        positions = torch.cat(
+            [
+                torch.arange(0, 1 + text_length, device=device),
+                torch.arange(first_visual, first_visual + visual.shape[1], device=device),
+            ]
+        )
         position_embeddings = self.fusion_position_embeddings(positions).unsqueeze(0)
 
         never = torch.zeros(batch_size, 1, dtype=torch.bool, device=device)
@@ -785,7 +827,11 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         attention_mask = attention_mask.masked_fill(padding, torch.finfo(hidden_states.dtype).min)[:, None, None, :]
 
         hidden_states, all_states, all_attentions = self.fusion(
-            hidden_states, position_embeddings, attention_mask, output_hidden_states, first_token_only=True,
+            hidden_states,
+            position_embeddings,
+            attention_mask,
+            output_hidden_states,
+            first_token_only=True,
             output_attentions=output_attentions,
         )
         return self.box_head(hidden_states[:, 0]), all_states, all_attentions
@@ -808,8 +854,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         """
         device = visual_tokens.device
         num_images = visual_tokens.shape[0]
-        image_index = (torch.arange(num_images, device=device) if image_index is None
-                       else image_index.to(device, torch.long))
+        image_index = (
+            torch.arange(num_images, device=device) if image_index is None else image_index.to(device, torch.long)
+        )
         count = image_index.shape[0]
         if count == 0:
             return self.box_head(visual_tokens.new_zeros(0, visual_tokens.shape[-1]))
@@ -822,7 +869,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         # positions by sequence slot, as in ground_projected: [REG] 0, text 1..L, visual after the full text context
         text_slots = keep_text.nonzero()[:, 1] + 1
         visual_slots = keep_visual.nonzero()[:, 1] + 1 + self.config.max_text_length
-        unique_positions = self.fusion_position_embeddings(torch.cat([text_slots.new_zeros(1), text_slots, visual_slots]))
+        unique_positions = self.fusion_position_embeddings(
+            torch.cat([text_slots.new_zeros(1), text_slots, visual_slots])
+        )
 
         # sequence e: [REG] (unique row 0), its text rows, then the visual rows of image image_index[e]
         text_counts, visual_counts = keep_text.sum(1), keep_visual.sum(1)
@@ -830,8 +879,11 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         visual_start = (1 + text_counts.sum() + visual_counts.cumsum(0) - visual_counts)[image_index]
         layout = PackedSequences.from_lengths(1 + text_counts + visual_counts[image_index])
         sequence, slot = layout.sequence, layout.slot
-        gather = torch.where(slot <= text_counts[sequence], text_start[sequence] + slot - 1,
-                             visual_start[sequence] + slot - 1 - text_counts[sequence])
+        gather = torch.where(
+            slot <= text_counts[sequence],
+            text_start[sequence] + slot - 1,
+            visual_start[sequence] + slot - 1 - text_counts[sequence],
+        )
         gather = gather.masked_fill(slot == 0, 0)
         hidden_states = self.fusion.forward_packed(unique_states, unique_positions, gather, layout)
         return self.box_head(hidden_states)
@@ -903,7 +955,11 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
                 visual_features, visual_tokens = visual_features[rows], visual_tokens[rows]
                 patch_padding = patch_padding[rows]
             boxes, fusion_states, fusion_attentions = self.ground_projected(
-                visual_tokens, text_features, attention_mask == 0, patch_padding, bool(output_hidden_states),
+                visual_tokens,
+                text_features,
+                attention_mask == 0,
+                patch_padding,
+                bool(output_hidden_states),
                 output_attentions,
             )
         if isinstance(output_hidden_states, (list, tuple)) and fusion_states is not None:
@@ -937,8 +993,10 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         batch = images = pixel_values.shape[0]
         if image_index is not None:
             if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
-                raise ValueError(f"image_index must be (batch={input_ids.shape[0]},), one image per expression, "
-                                 f"got {tuple(image_index.shape)}")
+                raise ValueError(
+                    f"image_index must be (batch={input_ids.shape[0]},), one image per expression, "
+                    f"got {tuple(image_index.shape)}"
+                )
             if len(image_index) and not 0 <= int(image_index.min()) <= int(image_index.max()) < images:
                 raise ValueError(f"image_index values must lie in [0, {images}) (the rows of pixel_values)")
             batch = image_index.shape[0]
@@ -949,7 +1007,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
                 f"input_ids has length {input_ids.shape[1]}, more than max_text_length={self.config.max_text_length}"
             )
         if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}"
+            )
         if pixel_mask is not None and tuple(pixel_mask.shape) != (images, size, size):
             raise ValueError(f"pixel_mask must be ({images}, {size}, {size}), got {tuple(pixel_mask.shape)}")
         if labels is not None and tuple(labels.shape) != (batch, 4):

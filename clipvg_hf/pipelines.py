@@ -92,8 +92,10 @@ class VisualGroundingPipeline(Pipeline):
         width, height = image.size
         if longest and min(width, height) * longest < max(width, height):
             name = f" {_describe(source)}" if isinstance(source, str) else ""
-            raise ValueError(f"Image{name} of {width}x{height} pixels is too thin: resized to the "
-                             f"model's {longest}-pixel input its short side would have no pixel.")
+            raise ValueError(
+                f"Image{name} of {width}x{height} pixels is too thin: resized to the "
+                f"model's {longest}-pixel input its short side would have no pixel."
+            )
 
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         target_size = model_inputs.pop("target_size")

@@ -35,8 +35,9 @@ CLIError = UsageError  # a user error, reported in one line without a traceback
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m clipvg_hf.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model_name_or_path", dest="model", required=True,
-                        help="saved CLIP-VG model folder or Hub id")
+    parser.add_argument(
+        "--model_name_or_path", dest="model", required=True, help="saved CLIP-VG model folder or Hub id"
+    )
     parser.add_argument("--image", required=True, help="image file")
     parser.add_argument("--text", required=True, action="append", help="referring expression (repeatable)")
     parser.add_argument("--output", help="write the image with the boxes drawn on it here")
@@ -95,8 +96,10 @@ def predict(model: Any, processor: Any, image: PIL.Image.Image, texts: list[str]
     ]
     broken = [b["label"] for b in boxes if not all(math.isfinite(v) for v in [*b["box"], b["score"]])]
     if broken:  # NaN / infinite weights: never printed as a result
-        raise CLIError(f"the model predicted a non-finite box for {broken[0]!r}: its weights are broken "
-                       "(NaN or infinite values); reconvert or retrain it")
+        raise CLIError(
+            f"the model predicted a non-finite box for {broken[0]!r}: its weights are broken "
+            "(NaN or infinite values); reconvert or retrain it"
+        )
     return boxes
 
 

@@ -69,12 +69,18 @@ class ModelArguments:
         default=None, metadata={"help": "Override the trainable_clip policy: official, frozen or all."}
     )
     model_family: str = field(
-        default="clipvg", metadata={"help": "clipvg or hivg: the family of a fresh model (CLIP checkpoint or "
-                                            "--config_file); a saved model folder must be of this family."}
+        default="clipvg",
+        metadata={
+            "help": "clipvg or hivg: the family of a fresh model (CLIP checkpoint or "
+            "--config_file); a saved model folder must be of this family."
+        },
     )
     hilora_stage: int | None = field(
-        default=None, metadata={"help": "HiVG: the HiLoRA stage to train (0 warm-up, 1-3: vision LoRA of blocks "
-                                        "0-4/0-7/0-11 and the text LoRA); start each stage from the previous best."}
+        default=None,
+        metadata={
+            "help": "HiVG: the HiLoRA stage to train (0 warm-up, 1-3: vision LoRA of blocks "
+            "0-4/0-7/0-11 and the text LoRA); start each stage from the previous best."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -104,35 +110,58 @@ class DataArguments:
     image_root: str | None = field(default=None, metadata={"help": "Image root of a path-mode dataset."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N expressions."})
     train_row_indices: str | None = field(
-        default=None, metadata={"help": "Train only on these expressions: a JSON list of row_index values (or one per "
-                                "line), e.g. a curriculum selection (clipvg_hf.curriculum)."}
+        default=None,
+        metadata={
+            "help": "Train only on these expressions: a JSON list of row_index values (or one per "
+            "line), e.g. a curriculum selection (clipvg_hf.curriculum)."
+        },
     )
     aug_crop: bool = field(default=True, metadata={"help": "Random resize-and-crop branch (official --aug_crop)."})
     aug_scale: bool = field(default=True, metadata={"help": "Multi-scale resize (official --aug_scale)."})
     aug_translate: bool = field(default=True, metadata={"help": "Random placement on the canvas (--aug_translate)."})
     aug_color: bool = field(default=True, metadata={"help": "Colour jitter 0.4 with probability 0.8."})
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per process."})
-    fast_augment: bool = field(default=False, metadata={
-        "help": "Opt-in, changes pixels: decode JPEGs at a reduced DCT scale and crop-resize in one resampling "
-                "(CLIPVGTrainTransform draft_decode + fused_crop_resize; same random draws, sizes and boxes)."})
-    group_by_image: int = field(default=0, metadata={
-        "help": "Opt-in, changes batch composition: order each epoch in runs of up to N expressions of one image, "
-                "each image decoded once per run (ImageGroupedSampler); 0 = independent shuffle (official)."})
-    curriculum_scores: str | None = field(default=None, metadata={
-        "help": "Sample every epoch with CurriculumSampler from these reliabilities: scores.parquet of "
-                "clipvg-curriculum score (or its folder), scoring every training row. The pool is chosen by "
-                "--curriculum_pool; each epoch draws --curriculum_samples_per_epoch positions from it."})
-    curriculum_pool: str = field(default="threshold", metadata={
-        "help": "threshold: every epoch the rows with reliability >= --curriculum_threshold (SSA's selection); "
-                "easy_to_hard: the --curriculum_start_fraction most reliable rows, growing linearly to "
-                "--curriculum_end_fraction at epoch --curriculum_full_at_epoch."})
+    fast_augment: bool = field(
+        default=False,
+        metadata={
+            "help": "Opt-in, changes pixels: decode JPEGs at a reduced DCT scale and crop-resize in one resampling "
+            "(CLIPVGTrainTransform draft_decode + fused_crop_resize; same random draws, sizes and boxes)."
+        },
+    )
+    group_by_image: int = field(
+        default=0,
+        metadata={
+            "help": "Opt-in, changes batch composition: order each epoch in runs of up to N expressions of one image, "
+            "each image decoded once per run (ImageGroupedSampler); 0 = independent shuffle (official)."
+        },
+    )
+    curriculum_scores: str | None = field(
+        default=None,
+        metadata={
+            "help": "Sample every epoch with CurriculumSampler from these reliabilities: scores.parquet of "
+            "clipvg-curriculum score (or its folder), scoring every training row. The pool is chosen by "
+            "--curriculum_pool; each epoch draws --curriculum_samples_per_epoch positions from it."
+        },
+    )
+    curriculum_pool: str = field(
+        default="threshold",
+        metadata={
+            "help": "threshold: every epoch the rows with reliability >= --curriculum_threshold (SSA's selection); "
+            "easy_to_hard: the --curriculum_start_fraction most reliable rows, growing linearly to "
+            "--curriculum_end_fraction at epoch --curriculum_full_at_epoch."
+        },
+    )
     curriculum_threshold: float = field(default=0.0, metadata={"help": "Reliability threshold h of the pool."})
     curriculum_start_fraction: float = field(default=0.5, metadata={"help": "easy_to_hard: pool fraction at epoch 0."})
     curriculum_end_fraction: float = field(default=1.0, metadata={"help": "easy_to_hard: final pool fraction."})
     curriculum_full_at_epoch: int = field(default=10, metadata={"help": "easy_to_hard: epoch the pool stops growing."})
-    curriculum_samples_per_epoch: int | None = field(default=None, metadata={
-        "help": "Positions drawn per epoch (constant, so the schedule and resumption stay exact); default: the size "
-                "of the largest pool of the run (a pool smaller than this is repeated in fresh permutations)."})
+    curriculum_samples_per_epoch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Positions drawn per epoch (constant, so the schedule and resumption stay exact); default: the size "
+            "of the largest pool of the run (a pool smaller than this is repeated in fresh permutations)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.group_by_image < 0:
@@ -140,8 +169,10 @@ class DataArguments:
         check_number("--num_workers", self.num_workers, minimum=0, integer=True)
         check_number("--max_train_samples", self.max_train_samples, minimum=1, integer=True)
         if self.train_split is not None and (self.train_split == self.val_split or self.train_split in EVAL_SPLITS):
-            raise UsageError(f"--train_split {self.train_split} is an evaluation split (validated with --val_split "
-                             f"{self.val_split}); train on train / train_pseudo or a custom split")
+            raise UsageError(
+                f"--train_split {self.train_split} is an evaluation split (validated with --val_split "
+                f"{self.val_split}); train on train / train_pseudo or a custom split"
+            )
         if self.train_row_indices is not None and not Path(self.train_row_indices).is_file():
             raise UsageError(f"--train_row_indices {self.train_row_indices}: file not found")
         self._check_curriculum()
@@ -156,8 +187,10 @@ class DataArguments:
         if self.curriculum_pool not in POOLS:
             raise UsageError(f"--curriculum_pool must be one of {', '.join(POOLS)}, got {self.curriculum_pool!r}")
         if not 0 < self.curriculum_start_fraction <= self.curriculum_end_fraction <= 1:
-            raise UsageError("need 0 < --curriculum_start_fraction <= --curriculum_end_fraction <= 1, got "
-                             f"{self.curriculum_start_fraction} and {self.curriculum_end_fraction}")
+            raise UsageError(
+                "need 0 < --curriculum_start_fraction <= --curriculum_end_fraction <= 1, got "
+                f"{self.curriculum_start_fraction} and {self.curriculum_end_fraction}"
+            )
         check_number("--curriculum_threshold", self.curriculum_threshold)
         check_number("--curriculum_full_at_epoch", self.curriculum_full_at_epoch, minimum=0, integer=True)
         check_number("--curriculum_samples_per_epoch", self.curriculum_samples_per_epoch, minimum=1, integer=True)
@@ -167,9 +200,13 @@ class DataArguments:
 class TrainArguments:
     output_dir: str = field(metadata={"help": "Where checkpoints, the best model and logs go."})
     num_epochs: int = field(default=110, metadata={"help": "Epochs (110 in the release scripts, 90 in the paper)."})
-    train_steps: int | None = field(default=None, metadata={
-        "help": "Train for at least this many optimizer steps, rounded up to whole epochs (overrides --num_epochs): "
-                "equal compute for training sets of different sizes."})
+    train_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Train for at least this many optimizer steps, rounded up to whole epochs (overrides --num_epochs): "
+            "equal compute for training sets of different sizes."
+        },
+    )
     per_device_batch_size: int = field(default=64)
     eval_batch_size: int = field(default=128)
     learning_rate: float = field(default=2.5e-4)
@@ -178,21 +215,33 @@ class TrainArguments:
     scheduler_step: str = field(default="epoch", metadata={"help": "Step the schedule per epoch (official) or step."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warmup in optimizer steps (none officially)."})
     max_grad_norm: float = field(default=0.0, metadata={"help": "Clip gradients to this norm; 0 = off (official)."})
-    optim: str = field(default="adamw_torch", metadata={
-        "help": "adamw_torch (official: torch.optim.AdamW) or adamw_torch_fused (one fused kernel for all parameters: "
-                "same update rule, far less per-tensor overhead, rounding may differ in the last bits)."})
+    optim: str = field(
+        default="adamw_torch",
+        metadata={
+            "help": "adamw_torch (official: torch.optim.AdamW) or adamw_torch_fused (one fused kernel for all parameters: "
+            "same update rule, far less per-tensor overhead, rounding may differ in the last bits)."
+        },
+    )
     gradient_accumulation_steps: int = field(default=1)
     seed: int = field(default=13)
     checkpointing_steps: int | None = field(default=None, metadata={"help": "Also checkpoint every N steps."})
     keep_checkpoints: int = field(default=2, metadata={"help": "How many checkpoints to keep."})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder."})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "Start a new run in an --output_dir that holds an earlier one (its checkpoints, best model and log "
-                "are deleted first). Without it such a folder is refused unless --resume_from_checkpoint is given."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start a new run in an --output_dir that holds an earlier one (its checkpoints, best model and log "
+            "are deleted first). Without it such a folder is refused unless --resume_from_checkpoint is given."
+        },
+    )
     with_tracking: bool = field(default=False, metadata={"help": "Log to the installed trackers (TensorBoard, ...)."})
-    log_sample_order: bool = field(default=False, metadata={
-        "help": "Append the row_index of every sample each process trained on, one line per epoch, to "
-                "<output_dir>/sample_order/rank<r>.jsonl (audits a curriculum and a resumed run)."})
+    log_sample_order: bool = field(
+        default=False,
+        metadata={
+            "help": "Append the row_index of every sample each process trained on, one line per epoch, to "
+            "<output_dir>/sample_order/rank<r>.jsonl (audits a curriculum and a resumed run)."
+        },
+    )
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU (also with several processes)."})
 
     def __post_init__(self) -> None:  # bad values fail before any model or data is loaded
@@ -204,9 +253,15 @@ class TrainArguments:
             raise UsageError(f"--lr_scheduler must be cosine or constant, got {self.lr_scheduler!r}")
         if self.scheduler_step not in ("epoch", "step"):
             raise UsageError(f"--scheduler_step must be epoch or step, got {self.scheduler_step!r}")
-        for name, minimum in (("num_epochs", 1), ("per_device_batch_size", 1), ("eval_batch_size", 1),
-                              ("gradient_accumulation_steps", 1), ("checkpointing_steps", 1), ("warmup_steps", 0),
-                              ("keep_checkpoints", 0)):
+        for name, minimum in (
+            ("num_epochs", 1),
+            ("per_device_batch_size", 1),
+            ("eval_batch_size", 1),
+            ("gradient_accumulation_steps", 1),
+            ("checkpointing_steps", 1),
+            ("warmup_steps", 0),
+            ("keep_checkpoints", 0),
+        ):
             check_number(f"--{name}", getattr(self, name), minimum=minimum, integer=True)
         check_number("--learning_rate", self.learning_rate, above=0)
         check_number("--weight_decay", self.weight_decay, minimum=0)
@@ -223,8 +278,9 @@ def build_model(args: ModelArguments) -> CLIPVGForGrounding:
     overrides = {"trainable_clip": args.trainable_clip} if args.trainable_clip else {}
     if args.hilora_stage is not None:
         overrides["hilora_stage"] = args.hilora_stage
-    config_class, model_class = (HiVGConfig, HiVGForGrounding) if args.model_family == "hivg" else (
-        CLIPVGConfig, CLIPVGForGrounding)
+    config_class, model_class = (
+        (HiVGConfig, HiVGForGrounding) if args.model_family == "hivg" else (CLIPVGConfig, CLIPVGForGrounding)
+    )
     if args.config_file:
         config = config_class.from_json_file(args.config_file)
         for key, value in overrides.items():
@@ -233,8 +289,10 @@ def build_model(args: ModelArguments) -> CLIPVGForGrounding:
     config = AutoConfig.from_pretrained(args.model_name_or_path)
     if isinstance(config, CLIPVGConfig):
         if isinstance(config, HiVGConfig) != (args.model_family == "hivg"):
-            raise UsageError(f"--model_name_or_path {args.model_name_or_path} holds a {config.model_type} model; "
-                             f"pass --model_family {'hivg' if isinstance(config, HiVGConfig) else 'clipvg'}")
+            raise UsageError(
+                f"--model_name_or_path {args.model_name_or_path} holds a {config.model_type} model; "
+                f"pass --model_family {'hivg' if isinstance(config, HiVGConfig) else 'clipvg'}"
+            )
         model = AutoModel.from_pretrained(args.model_name_or_path, **overrides)
         model.apply_trainable_clip_policy()
         return model
@@ -247,19 +305,27 @@ def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
     position = {int(r): i for i, r in enumerate(train_set.row_index)}
     missing = [r for r in wanted if r not in position]
     if missing:
-        raise UsageError(f"{rows_file}: {len(missing)} row indices are not in the training split "
-                         f"(or not of the chosen sources), e.g. {missing[:5]}")
+        raise UsageError(
+            f"{rows_file}: {len(missing)} row indices are not in the training split "
+            f"(or not of the chosen sources), e.g. {missing[:5]}"
+        )
     return sorted(position[r] for r in wanted)
 
 
 def build_curriculum_sampler(args: DataArguments, rows: np.ndarray, seed: int) -> CurriculumSampler:
     """The --curriculum_* sampler over the training set whose positions hold ``rows``."""
     try:
-        return sampler_from_scores(args.curriculum_scores, rows, pool=args.curriculum_pool,
-                                   threshold=args.curriculum_threshold, start_fraction=args.curriculum_start_fraction,
-                                   end_fraction=args.curriculum_end_fraction,
-                                   full_at_epoch=args.curriculum_full_at_epoch,
-                                   num_samples=args.curriculum_samples_per_epoch, seed=seed)
+        return sampler_from_scores(
+            args.curriculum_scores,
+            rows,
+            pool=args.curriculum_pool,
+            threshold=args.curriculum_threshold,
+            start_fraction=args.curriculum_start_fraction,
+            end_fraction=args.curriculum_end_fraction,
+            full_at_epoch=args.curriculum_full_at_epoch,
+            num_samples=args.curriculum_samples_per_epoch,
+            seed=seed,
+        )
     except (OSError, ValueError) as error:  # not a scores file, unscored rows, an empty pool
         raise UsageError(f"--curriculum_scores {args.curriculum_scores}: {first_line(error)}") from error
 
@@ -282,7 +348,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: TrainArguments, step
     total = args.num_epochs if args.scheduler_step == "epoch" else args.num_epochs * steps_per_epoch
 
     def factor(count: int) -> float:
-        warm = min(1.0, (count + 1) / args.warmup_steps) if args.warmup_steps and args.scheduler_step == "step" else 1.0
+        warm = (
+            min(1.0, (count + 1) / args.warmup_steps) if args.warmup_steps and args.scheduler_step == "step" else 1.0
+        )
         decay = cosine_factor(count / total) if args.lr_scheduler == "cosine" else 1.0
         return warm * decay
 
@@ -293,8 +361,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, args: TrainArguments, step
 
 def build_optimizer(parameters: list[torch.nn.Parameter], args: TrainArguments) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters, the plain loop (official) or the fused kernel."""
-    return torch.optim.AdamW(parameters, lr=args.learning_rate, weight_decay=args.weight_decay,
-                             fused=args.optim == "adamw_torch_fused")
+    return torch.optim.AdamW(
+        parameters, lr=args.learning_rate, weight_decay=args.weight_decay, fused=args.optim == "adamw_torch_fused"
+    )
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -327,6 +396,7 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first (by global step)."""
     root = output_dir / "checkpoints"
     found = [p for p in root.glob("*") if not p.name.startswith(".") and (p / "trainer_state.json").is_file()]
+
     def order(path: Path) -> tuple[int, bool]:  # at equal steps an end-of-epoch checkpoint is the later one
         return json.loads((path / "trainer_state.json").read_text())["global_step"], path.name.startswith("epoch_")
 
@@ -342,9 +412,11 @@ def resolve_checkpoint(spec: str, output_dir: Path) -> Path | None:
         return path
     found = list_checkpoints(output_dir)
     if not found and previous_run(output_dir):
-        raise UsageError(f"--resume_from_checkpoint latest: {output_dir} holds an earlier run "
-                         f"({', '.join(previous_run(output_dir))}) but no complete checkpoint; "
-                         "pass --overwrite_output_dir to start over")
+        raise UsageError(
+            f"--resume_from_checkpoint latest: {output_dir} holds an earlier run "
+            f"({', '.join(previous_run(output_dir))}) but no complete checkpoint; "
+            "pass --overwrite_output_dir to start over"
+        )
     return found[-1] if found else None
 
 
@@ -364,8 +436,10 @@ def prepare_output_dir(args: "TrainArguments") -> None:
     if not used or args.resume_from_checkpoint:
         return
     if not args.overwrite_output_dir:
-        raise UsageError(f"--output_dir {output_dir} holds an earlier run ({', '.join(used)}); pass "
-                         "--resume_from_checkpoint latest to continue it or --overwrite_output_dir to replace it")
+        raise UsageError(
+            f"--output_dir {output_dir} holds an earlier run ({', '.join(used)}); pass "
+            "--resume_from_checkpoint latest to continue it or --overwrite_output_dir to replace it"
+        )
     for name in used:  # every process gets here before any writes (they meet in Accelerator()); errors ignored
         path = output_dir / name
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
@@ -380,8 +454,10 @@ def load_training_state(accelerator: Accelerator, checkpoint: Path, scheduler) -
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     pickles = sorted(p.name for p in checkpoint.glob("custom_checkpoint_*.pkl"))
     if pickles:  # accelerate would unpickle these with weights_only=False, i.e. run any code they hold
-        raise UsageError(f"--resume_from_checkpoint {checkpoint}: holds {', '.join(pickles)}, a pickle that could run "
-                         "code; it is never loaded (this training keeps its schedule in trainer_state.json)")
+        raise UsageError(
+            f"--resume_from_checkpoint {checkpoint}: holds {', '.join(pickles)}, a pickle that could run "
+            "code; it is never loaded (this training keeps its schedule in trainer_state.json)"
+        )
     if not isinstance(state.get("scheduler"), dict):
         raise UsageError(f"--resume_from_checkpoint {checkpoint}: trainer_state.json holds no scheduler state")
     try:
@@ -445,14 +521,24 @@ def main(argv: list[str] | None = None) -> dict:
         name = model_args.model_name_or_path
         raise UsageError(f"--model_name_or_path {name}: cannot load a model: {reason}") from error
     processor = load_processor(model_args.model_name_or_path, model.config.image_size)
-    transform = CLIPVGTrainTransform(size=model.config.image_size, aug_scale=data_args.aug_scale,
-                                     aug_crop=data_args.aug_crop, aug_color=data_args.aug_color,
-                                     aug_translate=data_args.aug_translate, draft_decode=data_args.fast_augment,
-                                     fused_crop_resize=data_args.fast_augment)
+    transform = CLIPVGTrainTransform(
+        size=model.config.image_size,
+        aug_scale=data_args.aug_scale,
+        aug_crop=data_args.aug_crop,
+        aug_color=data_args.aug_color,
+        aug_translate=data_args.aug_translate,
+        draft_decode=data_args.fast_augment,
+        fused_crop_resize=data_args.fast_augment,
+    )
     # HiVG's alignment and segmentation losses take the ground-truth box mask made at the original resolution
-    base_train_set = GroundingDataset(raw_train, transform, seed=train_args.seed, sources=data_args.sources,
-                                      image_root=data_args.image_root,
-                                      object_masks=isinstance(model, HiVGForGrounding))
+    base_train_set = GroundingDataset(
+        raw_train,
+        transform,
+        seed=train_args.seed,
+        sources=data_args.sources,
+        image_root=data_args.image_root,
+        object_masks=isinstance(model, HiVGForGrounding),
+    )
     train_set = base_train_set
     if data_args.train_row_indices:
         train_set = torch.utils.data.Subset(train_set, positions_of_rows(base_train_set, data_args.train_row_indices))
@@ -464,34 +550,48 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.curriculum_scores:  # likewise: one global order per (seed, epoch), sharded by accelerate
         order = {"sampler": build_curriculum_sampler(data_args, row_indices(train_set), train_args.seed)}
     collator = CLIPVGCollator(processor.tokenizer, return_row_index=train_args.log_sample_order)
-    train_loader = DataLoader(train_set, batch_size=train_args.per_device_batch_size, drop_last=True,
-                              num_workers=data_args.num_workers, collate_fn=collator, **order)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=train_args.per_device_batch_size,
+        drop_last=True,
+        num_workers=data_args.num_workers,
+        collate_fn=collator,
+        **order,
+    )
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(trainable, train_args)
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / train_args.gradient_accumulation_steps)
     if steps_per_epoch == 0:
-        raise UsageError(f"{len(train_set)} training samples do not fill one batch of "
-                         f"{train_args.per_device_batch_size} x {accelerator.num_processes} processes")
+        raise UsageError(
+            f"{len(train_set)} training samples do not fill one batch of "
+            f"{train_args.per_device_batch_size} x {accelerator.num_processes} processes"
+        )
     if train_args.train_steps is not None:
         train_args.num_epochs = math.ceil(train_args.train_steps / steps_per_epoch)
     scheduler = build_scheduler(optimizer, train_args, steps_per_epoch)
     # not prepared (stepped exactly once per epoch / step) and not registered: its state goes to trainer_state.json
-    val_loader = eval_loader(raw_val, processor, accelerator, batch_size=train_args.eval_batch_size,
-                             image_root=data_args.image_root)  # prepared once, before any state is loaded
+    val_loader = eval_loader(
+        raw_val, processor, accelerator, batch_size=train_args.eval_batch_size, image_root=data_args.image_root
+    )  # prepared once, before any state is loaded
 
     n_trainable = sum(p.numel() for p in trainable)
     if train_args.with_tracking:
         accelerator.init_trackers("clipvg", config={**asdict(model_args), **asdict(data_args), **asdict(train_args)})
-    accelerator.print(f"{len(train_set)} training expressions, {len(raw_val)} validation images, "
-                      f"{n_trainable:,} trainable parameters, {accelerator.num_processes} process(es)")
+    accelerator.print(
+        f"{len(train_set)} training expressions, {len(raw_val)} validation images, "
+        f"{n_trainable:,} trainable parameters, {accelerator.num_processes} process(es)"
+    )
     if data_args.group_by_image or data_args.fast_augment:
-        accelerator.print(f"opt-in data shortcuts: group_by_image={data_args.group_by_image}, "
-                          f"fast_augment={data_args.fast_augment}")
+        accelerator.print(
+            f"opt-in data shortcuts: group_by_image={data_args.group_by_image}, fast_augment={data_args.fast_augment}"
+        )
     if data_args.curriculum_scores:
-        accelerator.print(f"curriculum: {data_args.curriculum_pool} pool from {data_args.curriculum_scores}, "
-                          f"{len(order['sampler'])} samples per epoch")
+        accelerator.print(
+            f"curriculum: {data_args.curriculum_pool} pool from {data_args.curriculum_scores}, "
+            f"{len(order['sampler'])} samples per epoch"
+        )
 
     # resume
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "micro_step": 0, "best_accuracy": -1.0}
@@ -499,8 +599,9 @@ def main(argv: list[str] | None = None) -> dict:
         state = load_training_state(accelerator, checkpoint, scheduler)
         accelerator.print(f"resumed from {checkpoint}: epoch {state['epoch']}, step {state['step_in_epoch']}")
     elif train_args.resume_from_checkpoint:
-        accelerator.print(f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'} yet; "
-                          "starting a new run")
+        accelerator.print(
+            f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'} yet; starting a new run"
+        )
 
     log_path = output_dir / "log.jsonl"
     for epoch in range(state["epoch"], train_args.num_epochs):
@@ -535,9 +636,13 @@ def main(argv: list[str] | None = None) -> dict:
                     scheduler.step()
                 progress.set_postfix(loss=f"{out.loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 if train_args.checkpointing_steps and state["global_step"] % train_args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, output_dir, f"step_{state['global_step']}",
-                                    dict(state, epoch=epoch, scheduler=scheduler.state_dict()),
-                                    train_args.keep_checkpoints)
+                    save_checkpoint(
+                        accelerator,
+                        output_dir,
+                        f"step_{state['global_step']}",
+                        dict(state, epoch=epoch, scheduler=scheduler.state_dict()),
+                        train_args.keep_checkpoints,
+                    )
         lr = scheduler.get_last_lr()[0]
         if train_args.scheduler_step == "epoch":
             scheduler.step()
@@ -545,16 +650,27 @@ def main(argv: list[str] | None = None) -> dict:
             log_sample_order(output_dir, accelerator.process_index, epoch, skip, seen)
 
         val = evaluate_loader(accelerator.unwrap_model(model), val_loader, accelerator, desc=f"val {epoch}").compute()
-        record = {"epoch": epoch, "train_lr": lr, **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
-                  "validation_accuracy": val["accuracy"], "validation_miou": val["mean_iou"],
-                  "epoch_seconds": time.time() - started, "global_step": state["global_step"],
-                  "n_parameters": n_trainable}
+        record = {
+            "epoch": epoch,
+            "train_lr": lr,
+            **{f"train_{k}": v / max(n_batches, 1) for k, v in totals.items()},
+            "validation_accuracy": val["accuracy"],
+            "validation_miou": val["mean_iou"],
+            "epoch_seconds": time.time() - started,
+            "global_step": state["global_step"],
+            "n_parameters": n_trainable,
+        }
         improved = val["accuracy"] > state["best_accuracy"]
         state.update(epoch=epoch + 1, step_in_epoch=0, best_accuracy=max(val["accuracy"], state["best_accuracy"]))
         if improved:
             save_best(accelerator, model, processor, output_dir, {**val, "epoch": epoch, "split": data_args.val_split})
-        save_checkpoint(accelerator, output_dir, f"epoch_{epoch}", dict(state, scheduler=scheduler.state_dict()),
-                        train_args.keep_checkpoints)
+        save_checkpoint(
+            accelerator,
+            output_dir,
+            f"epoch_{epoch}",
+            dict(state, scheduler=scheduler.state_dict()),
+            train_args.keep_checkpoints,
+        )
         if accelerator.is_main_process:
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")

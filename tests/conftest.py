@@ -55,13 +55,35 @@ def make_tiny_config(**overrides):
     from clipvg_hf import CLIPVGConfig
 
     kwargs = dict(
-        text_config=dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=16, projection_dim=24,
-                         bos_token_id=97, eos_token_id=98, pad_token_id=0),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=4, num_attention_heads=4,
-                           patch_size=16, image_size=64, projection_dim=24),
-        projection_dim=24, extract_layers=[0, 1, 3], fusion_hidden_size=32, fusion_num_layers=2,
-        fusion_num_heads=4, fusion_intermediate_size=64, max_text_length=16, image_size=64,
+        text_config=dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=24,
+            bos_token_id=97,
+            eos_token_id=98,
+            pad_token_id=0,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            patch_size=16,
+            image_size=64,
+            projection_dim=24,
+        ),
+        projection_dim=24,
+        extract_layers=[0, 1, 3],
+        fusion_hidden_size=32,
+        fusion_num_layers=2,
+        fusion_num_heads=4,
+        fusion_intermediate_size=64,
+        max_text_length=16,
+        image_size=64,
     )
     kwargs.update(overrides)
     return CLIPVGConfig(**kwargs)
@@ -106,5 +128,14 @@ def torchrun(nproc: int) -> list[str]:
     """``python -m torch.distributed.run`` for ``nproc`` local processes on the loopback (a free rendezvous port)."""
     import sys
 
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr",
-            "127.0.0.1", "--master_port", str(free_port())]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+    ]

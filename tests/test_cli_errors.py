@@ -44,10 +44,28 @@ CASES = [
     (msa.main, ["--thresholds", "nan"], "argument --thresholds: must be a finite number, got 'nan'"),
 ]
 BASE = {
-    evaluate.main: ["--model_name_or_path", "{model}", "--dataset", "{data}", "--dataset_config", CONFIG,
-                    "--split", "val", "--cpu"],
-    score.main: ["--model_name_or_path", "{model}", "--dataset", "{data}", "--dataset_config", CONFIG,
-                 "--output_dir", "{tmp}/scores", "--cpu"],
+    evaluate.main: [
+        "--model_name_or_path",
+        "{model}",
+        "--dataset",
+        "{data}",
+        "--dataset_config",
+        CONFIG,
+        "--split",
+        "val",
+        "--cpu",
+    ],
+    score.main: [
+        "--model_name_or_path",
+        "{model}",
+        "--dataset",
+        "{data}",
+        "--dataset_config",
+        CONFIG,
+        "--output_dir",
+        "{tmp}/scores",
+        "--cpu",
+    ],
     ssa.main: ["--dataset", "{data}", "--dataset_config", CONFIG, "--output_dir", "{tmp}/ssa"],
     msa.main: ["--dataset", "{data}", "--dataset_config", CONFIG, "--output_dir", "{tmp}/msa"],
 }
@@ -62,14 +80,17 @@ def test_bad_arguments_are_one_line_errors_before_any_work(capsys, paths, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output folder, no results file
 
 
-@pytest.mark.parametrize(("main", "argv", "message"), [
-    (grid.main, ["--scores", "nofolder", "--output", "{tmp}/g.png"], "--scores entries are NAME=FOLDER"),
-    (grid.main, ["--scores", "a={tmp}/none", "--output", "{tmp}/g.png"], "holds no scores.parquet"),
-    (grid.main, ["--scores", "a={tmp}", "--output", "{tmp}/no/g.png"], "--output {tmp}/no/g.png: folder"),
-    (demo.main, ["--epochs", "0", "--output_dir", "{tmp}/demo"], "argument --epochs: must be a positive integer"),
-    (demo.main, ["--learning_rate", "-1", "--output_dir", "{tmp}/demo"], "argument --learning_rate: must be"),
-    (demo.main, ["--output_dir", "{tmp}/file"], "--output_dir {tmp}/file is a file"),
-])
+@pytest.mark.parametrize(
+    ("main", "argv", "message"),
+    [
+        (grid.main, ["--scores", "nofolder", "--output", "{tmp}/g.png"], "--scores entries are NAME=FOLDER"),
+        (grid.main, ["--scores", "a={tmp}/none", "--output", "{tmp}/g.png"], "holds no scores.parquet"),
+        (grid.main, ["--scores", "a={tmp}", "--output", "{tmp}/no/g.png"], "--output {tmp}/no/g.png: folder"),
+        (demo.main, ["--epochs", "0", "--output_dir", "{tmp}/demo"], "argument --epochs: must be a positive integer"),
+        (demo.main, ["--learning_rate", "-1", "--output_dir", "{tmp}/demo"], "argument --learning_rate: must be"),
+        (demo.main, ["--output_dir", "{tmp}/file"], "--output_dir {tmp}/file is a file"),
+    ],
+)
 def test_grid_and_demo_refuse_bad_arguments(capsys, tmp_path, main, argv, message):
     (tmp_path / "file").write_text("x")
     assert message.format(tmp=tmp_path) in _fails(capsys, main, [a.format(tmp=tmp_path) for a in argv])
@@ -78,8 +99,9 @@ def test_grid_and_demo_refuse_bad_arguments(capsys, tmp_path, main, argv, messag
 
 def test_dataset_dry_run_stages_the_parquet_that_would_be_uploaded(fixture_dataset, tmp_path):
     out = tmp_path / "upload"
-    assert push.main(["dataset", "--data_dir", str(fixture_dataset), "--repo_id", "org/data", "--dry_run",
-                      str(out)]) == 0
+    assert (
+        push.main(["dataset", "--data_dir", str(fixture_dataset), "--repo_id", "org/data", "--dry_run", str(out)]) == 0
+    )
     staged = sorted(out.rglob("*.parquet"))
     local = sorted((fixture_dataset / CONFIG).glob("val-*.parquet"))
     val = [p for p in staged if p.parent.name == CONFIG and p.name.startswith("val-")]

@@ -9,8 +9,13 @@ import torch
 from safetensors.torch import load_file
 
 from clipvg_hf.convert_original_checkpoint import (
-    CheckpointConversionError, config_from_state_dict, convert_checkpoint, convert_state_dict, load_original_checkpoint,
+    CheckpointConversionError,
+    config_from_state_dict,
+    convert_checkpoint,
+    convert_state_dict,
+    load_original_checkpoint,
 )
+
 from conftest import CHECKPOINT
 
 
@@ -28,8 +33,18 @@ def test_reads_the_official_format_with_weights_only(official):
 def test_infers_the_fixture_sizes(official):
     config = config_from_state_dict(official["model"], official["args"])
     vision, text = config.vision_config, config.text_config
-    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.patch_size) == (64, 12, 1, 16)
-    assert (text.hidden_size, text.num_hidden_layers, text.vocab_size, text.max_position_embeddings) == (64, 3, 49408, 77)
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.patch_size) == (
+        64,
+        12,
+        1,
+        16,
+    )
+    assert (text.hidden_size, text.num_hidden_layers, text.vocab_size, text.max_position_embeddings) == (
+        64,
+        3,
+        49408,
+        77,
+    )
     assert (config.fusion_hidden_size, config.fusion_num_layers, config.fusion_num_heads) == (64, 2, 2)
     assert config.fusion_intermediate_size == 128 and config.extract_layers == [0, 3, 7, 11]
     assert config.num_fusion_positions == 275
@@ -37,24 +52,44 @@ def test_infers_the_fixture_sizes(official):
 
 def test_every_key_is_mapped_and_only_aliases_and_visu_proj_are_dropped(official):
     converted, dropped = convert_state_dict(official["model"])
-    assert set(dropped) == {k for k in official["model"]
-                            if k.startswith(("image_encoder_clip_vg.", "text_encoder_clip_vg.", "visu_proj."))}
+    assert set(dropped) == {
+        k for k in official["model"] if k.startswith(("image_encoder_clip_vg.", "text_encoder_clip_vg.", "visu_proj."))
+    }
     # packed attention split in q, k, v order, projections transposed
     packed = official["model"]["vl_transformer.encoder.layers.1.self_attn.in_proj_weight"]
     assert torch.equal(converted["fusion.layers.1.self_attn.k_proj.weight"], packed[64:128])
     assert torch.equal(converted["clip.text_projection.weight"], official["model"]["clip.text_projection"].t())
-    assert torch.equal(converted["clip.vision_model.embeddings.position_embedding.weight"],
-                       official["model"]["clip.visual.positional_embedding"])
+    assert torch.equal(
+        converted["clip.vision_model.embeddings.position_embedding.weight"],
+        official["model"]["clip.visual.positional_embedding"],
+    )
 
 
 def test_cli_writes_a_folder_holding_exactly_the_checkpoint_weights(tmp_path, official):
     out = tmp_path / "model"
-    result = subprocess.run([sys.executable, "-m", "clipvg_hf.convert_original_checkpoint", "--checkpoint",
-                             str(CHECKPOINT), "--output_dir", str(out)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipvg_hf.convert_original_checkpoint",
+            "--checkpoint",
+            str(CHECKPOINT),
+            "--output_dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "visu_proj" in result.stderr + result.stdout  # the drop is reported
-    assert {"config.json", "model.safetensors", "modeling_clipvg.py", "configuration_clipvg.py",
-            "processor_config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "modeling_clipvg.py",
+        "configuration_clipvg.py",
+        "processor_config.json",
+        "tokenizer.json",
+    } <= {p.name for p in out.iterdir()}
     saved = load_file(out / "model.safetensors")
     converted, _ = convert_state_dict(official["model"])
     assert set(saved) == set(converted)
@@ -88,6 +123,17 @@ def test_missing_file_and_foreign_state_dict(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, path)
     with pytest.raises(CheckpointConversionError, match="missing"):
         convert_checkpoint(path)
-    result = subprocess.run([sys.executable, "-m", "clipvg_hf.convert_original_checkpoint", "--checkpoint",
-                             str(path), "--output_dir", str(tmp_path / "o")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipvg_hf.convert_original_checkpoint",
+            "--checkpoint",
+            str(path),
+            "--output_dir",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "error:" in result.stderr and not (tmp_path / "o").exists()

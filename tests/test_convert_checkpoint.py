@@ -27,4 +27,8 @@ def test_forcing_hivg_on_a_clipvg_checkpoint_is_a_one_line_error(tmp_path, capsy
 
 
 def test_family_flag_is_removed_in_both_spellings():
-    assert _without_family(["--family", "hivg", "--checkpoint", "c", "--family=auto", "--x"]) == ["--checkpoint", "c", "--x"]
+    assert _without_family(["--family", "hivg", "--checkpoint", "c", "--family=auto", "--x"]) == [
+        "--checkpoint",
+        "c",
+        "--x",
+    ]

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from clipvg_hf.convert_original_checkpoint import load_original_checkpoint, main
+
 from conftest import CHECKPOINT
 
 
@@ -40,17 +41,24 @@ def _fails(capsys, argv) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize(("name", "extra", "message"), [
-    ("empty.pth", [], "the file is empty (0 bytes)"),
-    ("garbage.pth", [], "not a valid torch file"),
-    ("text.pth", [], "not a valid torch file"),
-    ("folder", [], "is a folder, not a checkpoint file"),
-    ("converted", [], "already a converted model folder"),
-    ("bare.pth", [], "pass --fusion_num_heads N"),
-    ("bare.pth", ["--fusion_num_heads", "3"], "3 fusion heads do not divide the fusion width 64"),
-    ("ddp.pth", ["--fusion_num_heads", "8"], "--fusion_num_heads 8 disagrees with the checkpoint's args.vl_nheads 2"),
-    ("nan.pth", [], "1 tensors hold NaN or infinite values, e.g. ['bbox_embed.layers.0.weight']"),
-])
+@pytest.mark.parametrize(
+    ("name", "extra", "message"),
+    [
+        ("empty.pth", [], "the file is empty (0 bytes)"),
+        ("garbage.pth", [], "not a valid torch file"),
+        ("text.pth", [], "not a valid torch file"),
+        ("folder", [], "is a folder, not a checkpoint file"),
+        ("converted", [], "already a converted model folder"),
+        ("bare.pth", [], "pass --fusion_num_heads N"),
+        ("bare.pth", ["--fusion_num_heads", "3"], "3 fusion heads do not divide the fusion width 64"),
+        (
+            "ddp.pth",
+            ["--fusion_num_heads", "8"],
+            "--fusion_num_heads 8 disagrees with the checkpoint's args.vl_nheads 2",
+        ),
+        ("nan.pth", [], "1 tensors hold NaN or infinite values, e.g. ['bbox_embed.layers.0.weight']"),
+    ],
+)
 def test_bad_checkpoints_are_one_line_errors_and_nothing_is_written(capsys, files, tmp_path, name, extra, message):
     out = tmp_path / "out"
     assert message in _fails(capsys, ["--checkpoint", str(files / name), "--output_dir", str(out), *extra])
@@ -68,8 +76,19 @@ def test_output_dir_that_is_a_file_or_not_empty_is_refused(capsys, tmp_path):
 
 def test_bare_state_dict_with_heads_and_ddp_prefix_convert_to_the_same_weights(capsys, files, converted_dir, tmp_path):
     reference = load_file(converted_dir / "model.safetensors")
-    assert main(["--checkpoint", str(files / "bare.pth"), "--output_dir", str(tmp_path / "bare"),
-                 "--fusion_num_heads", "2"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(files / "bare.pth"),
+                "--output_dir",
+                str(tmp_path / "bare"),
+                "--fusion_num_heads",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert main(["--checkpoint", str(files / "ddp.pth"), "--output_dir", str(tmp_path / "ddp")]) == 0
     for folder in ("bare", "ddp"):
         weights = load_file(tmp_path / folder / "model.safetensors")

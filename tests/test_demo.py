@@ -7,8 +7,8 @@ import sys
 import torch
 from PIL import Image
 
-from clipvg_hf.demo_shapes import ShapesSpec, draw_scene, make_scene, write_shapes_pack
 from clipvg_hf.demo import language_blind_baselines, sincos_position_table
+from clipvg_hf.demo_shapes import ShapesSpec, draw_scene, make_scene, write_shapes_pack
 
 
 def test_shapes_are_deterministic_distinct_and_drawn_inside_their_boxes(tmp_path):
@@ -47,9 +47,28 @@ def test_sincos_positions_distinguish_every_patch():
 
 def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     out = tmp_path / "demo"
-    run = subprocess.run([sys.executable, "-m", "clipvg_hf.demo", "--output_dir", str(out), "--train_images", "24",
-                          "--val_images", "6", "--test_images", "4", "--epochs", "1", "--batch_size", "8"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipvg_hf.demo",
+            "--output_dir",
+            str(out),
+            "--train_images",
+            "24",
+            "--val_images",
+            "6",
+            "--test_images",
+            "4",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert run.returncode == (0 if summary["reached"] else 1), run.stderr[-3000:]
     assert "shapes-full" in run.stdout and "language-blind" in run.stdout

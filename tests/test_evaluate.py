@@ -11,16 +11,23 @@ from accelerate import Accelerator
 
 from clipvg_hf.evaluate import evaluate_model, evaluate_split
 from clipvg_hf.loading import load_model_and_processor
-from clipvg_hf.results import model_fingerprint
 from clipvg_hf.metrics import GroundingMetrics, summarize_ious
+from clipvg_hf.results import model_fingerprint
+
 from conftest import free_port
 
-SPLITS = {"unc/val": ("refcoco-unsup-single", "val"), "unc/testA": ("refcoco-unsup-single", "testA"),
-          "referit/test": ("referit-unsup-single", "test"), "flickr/test": ("flickr30k-unsup-single", "test")}
+SPLITS = {
+    "unc/val": ("refcoco-unsup-single", "val"),
+    "unc/testA": ("refcoco-unsup-single", "testA"),
+    "referit/test": ("referit-unsup-single", "test"),
+    "flickr/test": ("flickr30k-unsup-single", "test"),
+}
 
 
 @pytest.mark.parametrize("fixture_split", list(SPLITS))
-def test_per_sample_iou_equals_official(converted_dir, fixture_dataset, expected_tensors, expected_json, fixture_split):
+def test_per_sample_iou_equals_official(
+    converted_dir, fixture_dataset, expected_tensors, expected_json, fixture_split
+):
     config, split = SPLITS[fixture_split]
     model, processor = load_model_and_processor(converted_dir)
     data = datasets.load_dataset(str(fixture_dataset), config, split=split)
@@ -38,23 +45,59 @@ def test_metrics_refuse_double_counting():
     metrics.update(box, box, torch.tensor([3]))
     with pytest.raises(RuntimeError, match="twice"):
         metrics.compute()
-    assert summarize_ious(torch.tensor([0.5, 0.49, 1.0])) == {"accuracy": 2 / 3, "mean_iou": pytest.approx(0.6633333),
-                                                             "num_samples": 3}
+    assert summarize_ious(torch.tensor([0.5, 0.49, 1.0])) == {
+        "accuracy": 2 / 3,
+        "mean_iou": pytest.approx(0.6633333),
+        "num_samples": 3,
+    }
 
 
 def test_cli_single_and_two_processes_agree(converted_dir, fixture_dataset, expected_json, tmp_path):
-    args = ["--model_name_or_path", str(converted_dir), "--dataset", str(fixture_dataset),
-            "--dataset_config", "refcoco-unsup-single", "--split", "val", "--split", "testA",
-            "--batch_size", "4", "--cpu"]
+    args = [
+        "--model_name_or_path",
+        str(converted_dir),
+        "--dataset",
+        str(fixture_dataset),
+        "--dataset_config",
+        "refcoco-unsup-single",
+        "--split",
+        "val",
+        "--split",
+        "testA",
+        "--batch_size",
+        "4",
+        "--cpu",
+    ]
     single = tmp_path / "single.json"
-    run = subprocess.run([sys.executable, "-m", "clipvg_hf.evaluate", *args, "--output", str(single)],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "clipvg_hf.evaluate", *args, "--output", str(single)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     double = tmp_path / "double.json"
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                          "-m", "clipvg_hf.evaluate", *args, "--output", str(double)],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "clipvg_hf.evaluate",
+            *args,
+            "--output",
+            str(double),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     one, two = json.loads(single.read_text()), json.loads(double.read_text())
     assert one["num_processes"] == 1 and two["num_processes"] == 2
@@ -72,11 +115,28 @@ def test_cli_single_and_two_processes_agree(converted_dir, fixture_dataset, expe
 def test_evaluate_model_rejects_a_non_clipvg_folder(tmp_path):
     from transformers import CLIPConfig, CLIPModel
 
-    CLIPModel(CLIPConfig(text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                                          num_attention_heads=4, vocab_size=99, bos_token_id=97, eos_token_id=98,
-                                          pad_token_id=0),
-                         vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                                            num_attention_heads=4, image_size=32, patch_size=16),
-                         projection_dim=16)).save_pretrained(tmp_path)
+    CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                vocab_size=99,
+                bos_token_id=97,
+                eos_token_id=98,
+                pad_token_id=0,
+            ),
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=37,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                image_size=32,
+                patch_size=16,
+            ),
+            projection_dim=16,
+        )
+    ).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="not a CLIP-VG model"):
         evaluate_model(tmp_path, "unused", "unused", ["val"])

@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from conftest import make_tiny_config
 
 from clipvg_hf import CLIPVGForGrounding
 from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf.modeling_clipvg import grounding_iou
+
+from conftest import make_tiny_config
 
 ATOL = 1e-5
 
@@ -40,8 +41,9 @@ def _grouped_batch(model: CLIPVGForGrounding, counts=(3, 1, 4), pad_to: int | No
 
 def _plain(model, images, masks, image_index, ids, attention) -> torch.Tensor:
     with torch.no_grad():
-        out = model(pixel_values=images[image_index], pixel_mask=masks[image_index], input_ids=ids,
-                    attention_mask=attention)
+        out = model(
+            pixel_values=images[image_index], pixel_mask=masks[image_index], input_ids=ids, attention_mask=attention
+        )
     return out.pred_boxes[:, 0]
 
 
@@ -59,10 +61,23 @@ def test_forward_with_image_index_equals_repeated_images():
     images, masks, image_index, ids, attention = _grouped_batch(model)
     labels = torch.rand(len(ids), 4) * 0.5 + 0.2
     with torch.no_grad():
-        grouped = model(pixel_values=images, pixel_mask=masks, image_index=image_index, input_ids=ids,
-                        attention_mask=attention, labels=labels, output_hidden_states=True)
-        plain = model(pixel_values=images[image_index], pixel_mask=masks[image_index], input_ids=ids,
-                      attention_mask=attention, labels=labels, output_hidden_states=True)
+        grouped = model(
+            pixel_values=images,
+            pixel_mask=masks,
+            image_index=image_index,
+            input_ids=ids,
+            attention_mask=attention,
+            labels=labels,
+            output_hidden_states=True,
+        )
+        plain = model(
+            pixel_values=images[image_index],
+            pixel_mask=masks[image_index],
+            input_ids=ids,
+            attention_mask=attention,
+            labels=labels,
+            output_hidden_states=True,
+        )
     torch.testing.assert_close(grouped.pred_boxes, plain.pred_boxes, atol=ATOL, rtol=0)
     torch.testing.assert_close(grouped.loss, plain.loss, atol=ATOL, rtol=0)
     assert torch.equal(grouped.patch_attention_mask, plain.patch_attention_mask)
@@ -81,8 +96,9 @@ def test_grouped_chunks_shuffled_order_and_pad_id():
     ids_eot[attention == 0] = model.config.text_config.vocab_size - 1  # another pad id changes nothing
     batch = (images, masks, image_index[order], ids_eot[order], attention[order])
     fast = predict_boxes_grouped(model, *batch, expression_batch_size=3)
-    torch.testing.assert_close(fast, _plain(model, images, masks, image_index[order], ids[order], attention[order]),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        fast, _plain(model, images, masks, image_index[order], ids[order], attention[order]), atol=ATOL, rtol=0
+    )
 
 
 def test_grouped_without_masks_and_unused_images():
@@ -91,8 +107,9 @@ def test_grouped_without_masks_and_unused_images():
     image_index = torch.tensor([2, 2, 0, 2, 0, 0, 2, 0])  # image 1 has no expression
     fast = predict_boxes_grouped(model, images, None, image_index, ids, None)
     ones = torch.ones(len(images), *images.shape[2:], dtype=torch.long)
-    torch.testing.assert_close(fast, _plain(model, images, ones, image_index, ids, torch.ones_like(ids)),
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        fast, _plain(model, images, ones, image_index, ids, torch.ones_like(ids)), atol=ATOL, rtol=0
+    )
 
 
 def test_trim_text_padding():
@@ -129,8 +146,13 @@ def test_first_token_only_fusion_matches_full_last_layer_with_gradients():
 
         model.fusion.forward = forced
         try:
-            out = model(pixel_values=images[image_index], pixel_mask=masks[image_index], input_ids=ids,
-                        attention_mask=attention, labels=labels)
+            out = model(
+                pixel_values=images[image_index],
+                pixel_mask=masks[image_index],
+                input_ids=ids,
+                attention_mask=attention,
+                labels=labels,
+            )
             out.loss.backward()
         finally:
             del model.fusion.forward

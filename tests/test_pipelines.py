@@ -138,14 +138,17 @@ def grounder(model_dir):
     return pipeline("visual-grounding", model=str(model_dir))
 
 
-@pytest.mark.parametrize(("image", "text", "message"), [
-    ("rgb", 123, "`text` must be a string or a list of strings, got int 123"),
-    ("rgb", ["a", 5], "`text` item 1 must be a string, got int 5"),
-    ("{tmp}/missing.jpg", "a", "Image file not found: '{tmp}/missing.jpg'"),
-    ("{tmp}/bad.jpg", "a", "Could not load image '{tmp}/bad.jpg'"),
-    ("http://127.0.0.1:9/photo.jpg", "a", "Could not load image 'http://127.0.0.1:9/photo.jpg'"),
-    ("thin", "a", "Image of 10000x1 pixels is too thin"),
-])
+@pytest.mark.parametrize(
+    ("image", "text", "message"),
+    [
+        ("rgb", 123, "`text` must be a string or a list of strings, got int 123"),
+        ("rgb", ["a", 5], "`text` item 1 must be a string, got int 5"),
+        ("{tmp}/missing.jpg", "a", "Image file not found: '{tmp}/missing.jpg'"),
+        ("{tmp}/bad.jpg", "a", "Could not load image '{tmp}/bad.jpg'"),
+        ("http://127.0.0.1:9/photo.jpg", "a", "Could not load image 'http://127.0.0.1:9/photo.jpg'"),
+        ("thin", "a", "Image of 10000x1 pixels is too thin"),
+    ],
+)
 def test_bad_inputs_are_errors_naming_the_input(grounder, tmp_path, image, text, message):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     images = {"rgb": PIL.Image.new("RGB", (64, 48)), "thin": PIL.Image.new("RGB", (10000, 1))}

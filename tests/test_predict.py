@@ -80,16 +80,26 @@ def test_cli_falls_back_to_the_default_processor(model_dir, photo, tmp_path, cap
         (["--model_name_or_path", "{tmp}", "--image", "{photo}", "--text", "a"], "could not load a CLIP-VG model"),
         (["--model_name_or_path", "{model}", "--image", "{tmp}/nope.jpg", "--text", "a"], "image file not found"),
         (["--model_name_or_path", "{model}", "--image", "{tmp}/bad.jpg", "--text", "a"], "could not read image"),
-        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--text", " "],
-         "--text number 2 is empty"),
-        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--device", "banana"],
-         "--device 'banana' is not a torch device"),
-        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}/no/dir/b.png"],
-         "folder {tmp}/no/dir does not exist"),
-        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}"],
-         "is a folder; give a file name"),
-        (["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}/boxes.xyz"],
-         "unknown image format"),
+        (
+            ["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--text", " "],
+            "--text number 2 is empty",
+        ),
+        (
+            ["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--device", "banana"],
+            "--device 'banana' is not a torch device",
+        ),
+        (
+            ["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}/no/dir/b.png"],
+            "folder {tmp}/no/dir does not exist",
+        ),
+        (
+            ["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}"],
+            "is a folder; give a file name",
+        ),
+        (
+            ["--model_name_or_path", "{model}", "--image", "{photo}", "--text", "a", "--output", "{tmp}/boxes.xyz"],
+            "unknown image format",
+        ),
         (["--model_name_or_path", "{model}", "--image", "{tmp}/thin.png", "--text", "a"], "is too thin"),
         (["--model_name_or_path", "{nan_model}", "--image", "{photo}", "--text", "a"], "non-finite box for 'a'"),
     ],
@@ -97,8 +107,13 @@ def test_cli_falls_back_to_the_default_processor(model_dir, photo, tmp_path, cap
 def test_cli_reports_bad_input(model_dir, nan_model_dir, photo, tmp_path, capsys, args, message):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     PIL.Image.new("RGB", (10000, 1)).save(tmp_path / "thin.png")
-    values = {"missing": tmp_path / "no_model", "photo": photo, "tmp": tmp_path, "model": model_dir,
-              "nan_model": nan_model_dir}
+    values = {
+        "missing": tmp_path / "no_model",
+        "photo": photo,
+        "tmp": tmp_path,
+        "model": model_dir,
+        "nan_model": nan_model_dir,
+    }
     before = sorted(tmp_path.iterdir())
     with pytest.raises(SystemExit) as exit_info:
         main([a.format(**values) for a in args])

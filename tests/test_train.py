@@ -30,15 +30,43 @@ def no_dropout_model(converted_model, tmp_path_factory) -> Path:
 
 
 def _args(model, dataset, out, *extra):
-    return ["--model_name_or_path", str(model), "--dataset", str(dataset), "--dataset_config",
-            "refcoco-unsup-single", "--output_dir", str(out), "--num_epochs", "2", "--num_workers", "0",
-            "--no_aug_crop", "--cpu", *extra]
+    return [
+        "--model_name_or_path",
+        str(model),
+        "--dataset",
+        str(dataset),
+        "--dataset_config",
+        "refcoco-unsup-single",
+        "--output_dir",
+        str(out),
+        "--num_epochs",
+        "2",
+        "--num_workers",
+        "0",
+        "--no_aug_crop",
+        "--cpu",
+        *extra,
+    ]
 
 
 def _run(args, nproc=1, timeout=600):
-    launcher = [sys.executable, "-m", "clipvg_hf.train"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), "-m", "clipvg_hf.train"]
+    launcher = (
+        [sys.executable, "-m", "clipvg_hf.train"]
+        if nproc == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "clipvg_hf.train",
+        ]
+    )
     result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -79,17 +107,22 @@ def test_single_process_run_saves_best_model_logs_and_checkpoints(converted_dir,
     # the visual position embedding trained (official policy), the rest of CLIP did not
     before = load_file(converted_dir / "model.safetensors")
     after = model.state_dict()
-    assert not torch.equal(after["clip.vision_model.embeddings.position_embedding.weight"],
-                           before["clip.vision_model.embeddings.position_embedding.weight"])
-    assert torch.equal(after["clip.vision_model.encoder.layers.0.mlp.fc1.weight"],
-                       before["clip.vision_model.encoder.layers.0.mlp.fc1.weight"])
+    assert not torch.equal(
+        after["clip.vision_model.embeddings.position_embedding.weight"],
+        before["clip.vision_model.embeddings.position_embedding.weight"],
+    )
+    assert torch.equal(
+        after["clip.vision_model.encoder.layers.0.mlp.fc1.weight"],
+        before["clip.vision_model.encoder.layers.0.mlp.fc1.weight"],
+    )
 
 
 def test_two_processes_match_one_process_on_the_same_global_batch(no_dropout_model, fixture_dataset, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     _run(_args(no_dropout_model, fixture_dataset, one, "--per_device_batch_size", "4", "--num_epochs", "1"))
-    result = _run(_args(no_dropout_model, fixture_dataset, two, "--per_device_batch_size", "2", "--num_epochs", "1"),
-                  nproc=2)
+    result = _run(
+        _args(no_dropout_model, fixture_dataset, two, "--per_device_batch_size", "2", "--num_epochs", "1"), nproc=2
+    )
     assert "2 process(es)" in result.stdout  # not silently two independent single-process runs
     w1 = load_file(one / "checkpoints" / "epoch_0" / "model.safetensors")
     w2 = load_file(two / "checkpoints" / "epoch_0" / "model.safetensors")
@@ -110,8 +143,12 @@ def test_killed_run_resumes_to_the_same_weights(converted_dir, fixture_dataset, 
     reference = reference_run
     common = COMMON
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "clipvg_hf.train", *_args(converted_dir, fixture_dataset, killed,
-                            *common)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipvg_hf.train", *_args(converted_dir, fixture_dataset, killed, *common)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "step_7").exists():  # inside the second epoch
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
@@ -132,8 +169,17 @@ def test_killed_run_resumes_to_the_same_weights(converted_dir, fixture_dataset, 
 def test_train_steps_and_fused_adamw_reach_the_plain_run(converted_dir, fixture_dataset, reference_run, tmp_path):
     """--train_steps 7 rounds up to 2 epochs of 5 steps; the fused AdamW takes the plain AdamW's steps."""
     out = tmp_path / "fused"
-    args = _args(converted_dir, fixture_dataset, out, "--per_device_batch_size", "4", "--optim", "adamw_torch_fused",
-                 "--train_steps", "7")
+    args = _args(
+        converted_dir,
+        fixture_dataset,
+        out,
+        "--per_device_batch_size",
+        "4",
+        "--optim",
+        "adamw_torch_fused",
+        "--train_steps",
+        "7",
+    )
     args[args.index("--num_epochs") + 1] = "9"  # overridden by --train_steps
     _run(args)
     assert [(r["epoch"], r["global_step"]) for r in _records(out)] == [(0, 5), (1, 10)]
@@ -148,15 +194,43 @@ def test_train_steps_and_fused_adamw_reach_the_plain_run(converted_dir, fixture_
 
 def test_bad_optimizer_and_step_budget_are_refused_up_front(converted_dir, fixture_dataset, tmp_path):
     # the checkout's train.py forwards to the package's training module
-    result = subprocess.run([sys.executable, str(ROOT / "train.py"), *_args(converted_dir, fixture_dataset,
-                            tmp_path / "x", "--optim", "sgd")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *_args(converted_dir, fixture_dataset, tmp_path / "x", "--optim", "sgd"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert result.returncode != 0 and "--optim must be adamw_torch or adamw_torch_fused, got 'sgd'" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "clipvg_hf.train", *_args(converted_dir, fixture_dataset,
-                            tmp_path / "y", "--train_steps", "0")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipvg_hf.train",
+            *_args(converted_dir, fixture_dataset, tmp_path / "y", "--train_steps", "0"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert result.returncode != 0 and "--train_steps must be positive, got 0" in result.stderr
-    result = subprocess.run([sys.executable, "-m", "clipvg_hf.train", *_args(converted_dir, fixture_dataset,
-                            tmp_path / "z", "--group_by_image", "-1")], capture_output=True, text=True, timeout=300,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipvg_hf.train",
+            *_args(converted_dir, fixture_dataset, tmp_path / "z", "--group_by_image", "-1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert result.returncode != 0
     assert "--group_by_image must be 0 (off) or a positive run length, got -1" in result.stderr
     assert not any((tmp_path / name).exists() for name in "xyz")  # refused before anything was written
@@ -165,8 +239,18 @@ def test_bad_optimizer_and_step_budget_are_refused_up_front(converted_dir, fixtu
 def test_grouped_fast_augment_run_trains(converted_dir, fixture_dataset, reference_run, tmp_path):
     """--group_by_image and --fast_augment: the opt-in data path trains end to end and validates each epoch."""
     out = tmp_path / "grouped"
-    result = _run(_args(converted_dir, fixture_dataset, out, "--per_device_batch_size", "4", "--group_by_image", "3",
-                        "--fast_augment"))
+    result = _run(
+        _args(
+            converted_dir,
+            fixture_dataset,
+            out,
+            "--per_device_batch_size",
+            "4",
+            "--group_by_image",
+            "3",
+            "--fast_augment",
+        )
+    )
     assert "opt-in data shortcuts: group_by_image=3, fast_augment=True" in result.stdout
     records = _records(out)
     assert [r["epoch"] for r in records] == [0, 1] and all(r["train_loss"] > 0 for r in records)

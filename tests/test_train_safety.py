@@ -20,8 +20,17 @@ class Payload:
 
 
 def _base(out, dataset="missing-dataset", model=None):
-    args = ["--dataset", str(dataset), "--dataset_config", "refcoco-unsup-single", "--output_dir", str(out),
-            "--num_workers", "0", "--cpu"]
+    args = [
+        "--dataset",
+        str(dataset),
+        "--dataset_config",
+        "refcoco-unsup-single",
+        "--output_dir",
+        str(out),
+        "--num_workers",
+        "0",
+        "--cpu",
+    ]
     return args + (["--model_name_or_path", str(model)] if model else [])
 
 
@@ -33,28 +42,31 @@ def _exit_message(capsys, argv) -> str:
     return err.splitlines()[-1]
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--num_epochs", "-3"], "--num_epochs must be at least 1, got -3"),
-    (["--num_epochs", "0"], "--num_epochs must be at least 1, got 0"),
-    (["--warmup_steps", "-5"], "--warmup_steps must be at least 0, got -5"),
-    (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least 1"),
-    (["--per_device_batch_size", "0"], "--per_device_batch_size must be at least 1"),
-    (["--eval_batch_size", "-1"], "--eval_batch_size must be at least 1"),
-    (["--learning_rate", "nan"], "--learning_rate must be a finite number"),
-    (["--learning_rate", "0"], "--learning_rate must be greater than 0"),
-    (["--max_grad_norm", "-1"], "--max_grad_norm must be at least 0"),
-    (["--checkpointing_steps", "0"], "--checkpointing_steps must be at least 1"),
-    (["--lr_scheduler", "linear"], "--lr_scheduler must be cosine or constant"),
-    (["--scheduler_step", "batch"], "--scheduler_step must be epoch or step"),
-    (["--trainable_clip", "everything"], "--trainable_clip must be official, frozen or all, got 'everything'"),
-    (["--train_split", "val"], "--train_split val is an evaluation split"),
-    (["--train_split", "testA"], "--train_split testA is an evaluation split"),
-    (["--num_workers", "-1"], "--num_workers must be at least 0"),
-    (["--max_train_samples", "0"], "--max_train_samples must be at least 1"),
-    (["--model_name_or_path", "runs/typo/best"], "--model_name_or_path runs/typo/best: model folder not found"),
-    (["--train_row_indices", "nowhere.json"], "--train_row_indices nowhere.json: file not found"),
-    (["--resume_from_checkpoint", "nowhere"], "--resume_from_checkpoint nowhere is not a complete checkpoint"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--num_epochs", "-3"], "--num_epochs must be at least 1, got -3"),
+        (["--num_epochs", "0"], "--num_epochs must be at least 1, got 0"),
+        (["--warmup_steps", "-5"], "--warmup_steps must be at least 0, got -5"),
+        (["--gradient_accumulation_steps", "0"], "--gradient_accumulation_steps must be at least 1"),
+        (["--per_device_batch_size", "0"], "--per_device_batch_size must be at least 1"),
+        (["--eval_batch_size", "-1"], "--eval_batch_size must be at least 1"),
+        (["--learning_rate", "nan"], "--learning_rate must be a finite number"),
+        (["--learning_rate", "0"], "--learning_rate must be greater than 0"),
+        (["--max_grad_norm", "-1"], "--max_grad_norm must be at least 0"),
+        (["--checkpointing_steps", "0"], "--checkpointing_steps must be at least 1"),
+        (["--lr_scheduler", "linear"], "--lr_scheduler must be cosine or constant"),
+        (["--scheduler_step", "batch"], "--scheduler_step must be epoch or step"),
+        (["--trainable_clip", "everything"], "--trainable_clip must be official, frozen or all, got 'everything'"),
+        (["--train_split", "val"], "--train_split val is an evaluation split"),
+        (["--train_split", "testA"], "--train_split testA is an evaluation split"),
+        (["--num_workers", "-1"], "--num_workers must be at least 0"),
+        (["--max_train_samples", "0"], "--max_train_samples must be at least 1"),
+        (["--model_name_or_path", "runs/typo/best"], "--model_name_or_path runs/typo/best: model folder not found"),
+        (["--train_row_indices", "nowhere.json"], "--train_row_indices nowhere.json: file not found"),
+        (["--resume_from_checkpoint", "nowhere"], "--resume_from_checkpoint nowhere is not a complete checkpoint"),
+    ],
+)
 def test_bad_values_are_refused_before_any_work(capsys, tmp_path, extra, message):
     out = tmp_path / "run"
     assert message in _exit_message(capsys, [*_base(out), *extra])
@@ -62,14 +74,25 @@ def test_bad_values_are_refused_before_any_work(capsys, tmp_path, extra, message
 
 
 def test_output_dir_that_is_a_file_and_unknown_dataset_split_are_one_line_errors(
-        capsys, tmp_path, converted_dir, fixture_dataset):
+    capsys, tmp_path, converted_dir, fixture_dataset
+):
     file = tmp_path / "file"
     file.write_text("x")
     assert "--output_dir" in _exit_message(capsys, _base(file)) and file.read_text() == "x"
     err = _exit_message(capsys, _base(tmp_path / "a", fixture_dataset, converted_dir) + ["--train_split", "nope"])
     assert "--dataset_config refcoco-unsup-single split 'nope'" in err
-    err = _exit_message(capsys, ["--dataset", str(fixture_dataset), "--dataset_config",
-                                 "refcoco-bogus", "--output_dir", str(tmp_path / "b"), "--cpu"])
+    err = _exit_message(
+        capsys,
+        [
+            "--dataset",
+            str(fixture_dataset),
+            "--dataset_config",
+            "refcoco-bogus",
+            "--output_dir",
+            str(tmp_path / "b"),
+            "--cpu",
+        ],
+    )
     assert "--dataset_config refcoco-bogus" in err
     assert "dataset folder not found" in _exit_message(capsys, _base(tmp_path / "c", tmp_path / "no/such/data"))
 
@@ -96,8 +119,19 @@ def test_a_used_output_dir_is_refused_or_replaced_only_when_asked(capsys, tmp_pa
 @pytest.fixture(scope="module")
 def one_epoch_run(converted_dir, fixture_dataset, tmp_path_factory) -> tuple[Path, list[str]]:
     out = tmp_path_factory.mktemp("safety") / "run"
-    args = [*_base(out, fixture_dataset, converted_dir), "--num_epochs", "1", "--per_device_batch_size", "4",
-            "--max_train_samples", "4", "--eval_batch_size", "32", "--no_aug_crop", "--no_aug_scale"]
+    args = [
+        *_base(out, fixture_dataset, converted_dir),
+        "--num_epochs",
+        "1",
+        "--per_device_batch_size",
+        "4",
+        "--max_train_samples",
+        "4",
+        "--eval_batch_size",
+        "32",
+        "--no_aug_crop",
+        "--no_aug_scale",
+    ]
     train.main(args)
     return out, args
 

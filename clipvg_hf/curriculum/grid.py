@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             all_sources.add(source)
     sources = args.sources or sorted(all_sources)
     png = plot_histogram_grid(cells, names, sources, args.output)
-    summary = {f"{m}/{s}": {"num_samples": int(v.size), "mean": float(v.mean()) if v.size else None}
-               for (m, s), v in cells.items()}
+    summary = {
+        f"{m}/{s}": {"num_samples": int(v.size), "mean": float(v.mean()) if v.size else None}
+        for (m, s), v in cells.items()
+    }
     if args.json:
         Path(args.json).write_text(json.dumps({"png": png, "cells": summary}, indent=1) + "\n")
     print(json.dumps({"png": png, "cells": summary}))

@@ -48,22 +48,32 @@ DEFAULT_ORDER = ("template", "relation", "caption")
 ORDERS = ("fixed", "gain")
 
 
-def _train_measurers(sources: Sequence[str], rows: dict[str, list[int]], trainer: CachedTrainer, out: Path,
-                     decisions: list[str]) -> dict[str, dict[str, Any]]:
+def _train_measurers(
+    sources: Sequence[str], rows: dict[str, list[int]], trainer: CachedTrainer, out: Path, decisions: list[str]
+) -> dict[str, dict[str, Any]]:
     """M_i trained on source i alone."""
     measurers = {}
     for source in sources:
         result, status = trainer(rows[source], out / "runs" / f"measurer_{source}")
         if result is None or result.model_dir is None:
             raise ValueError(f"cannot train a measurer on source {source!r} ({len(rows[source])} samples)")
-        measurers[source] = {"model_dir": result.model_dir, "val_accuracy": result.val_accuracy,
-                             "num_samples": len(rows[source]), "status": status}
+        measurers[source] = {
+            "model_dir": result.model_dir,
+            "val_accuracy": result.val_accuracy,
+            "num_samples": len(rows[source]),
+            "status": status,
+        }
         decisions.append(f"measurer M[{source}]: {len(rows[source])} samples, val acc {result.val_accuracy:.4f}")
     return measurers
 
 
-def _score_grid(sources: Sequence[str], rows: dict[str, list[int]], measurers: dict[str, dict[str, Any]],
-                scorer: ScoreFn, out: Path) -> tuple[dict[str, dict[int, float]], dict[str, str], dict[str, Any]]:
+def _score_grid(
+    sources: Sequence[str],
+    rows: dict[str, list[int]],
+    measurers: dict[str, dict[str, Any]],
+    scorer: ScoreFn,
+    out: Path,
+) -> tuple[dict[str, dict[int, float]], dict[str, str], dict[str, Any]]:
     """Each measurer scores the whole split once; returns reliabilities, weight hashes and the grid summary."""
     reliability, sha, grid = {}, {}, {}
     cells = {}
@@ -75,9 +85,12 @@ def _score_grid(sources: Sequence[str], rows: dict[str, list[int]], measurers: d
         for source in sources:
             values = np.array([reliability[measurer][r] for r in rows[source]], dtype=np.float64)
             cells[(measurer, source)] = values
-            grid[measurer][source] = {"kind": "SR" if measurer == source else "CR", "num_samples": int(values.size),
-                                      "mean": float(values.mean()) if values.size else None,
-                                      "fraction_at_0.5": float((values >= 0.5).mean()) if values.size else None}
+            grid[measurer][source] = {
+                "kind": "SR" if measurer == source else "CR",
+                "num_samples": int(values.size),
+                "mean": float(values.mean()) if values.size else None,
+                "fraction_at_0.5": float((values >= 0.5).mean()) if values.size else None,
+            }
     png = plot_histogram_grid(cells, list(sources), list(sources), out / "reliability_grid.png")
     return reliability, sha, {"cells": grid, "png": png}
 
@@ -85,8 +98,16 @@ def _score_grid(sources: Sequence[str], rows: dict[str, list[int]], measurers: d
 class _Greedy:
     """The state of one greedy MSA run: the union D so far, the logged steps and decisions, one training per call."""
 
-    def __init__(self, rows: dict[str, list[int]], sources: list[str], reliability: dict[str, dict[int, float]],
-                 sha: dict[str, str], trainer: CachedTrainer, out: Path, decisions: list[str]):
+    def __init__(
+        self,
+        rows: dict[str, list[int]],
+        sources: list[str],
+        reliability: dict[str, dict[int, float]],
+        sha: dict[str, str],
+        trainer: CachedTrainer,
+        out: Path,
+        decisions: list[str],
+    ):
         self.rows, self.sources, self.reliability, self.sha = rows, sources, reliability, sha
         self.trainer, self.out, self.decisions = trainer, out, decisions
         self.chosen_rows: dict[int, tuple[float, str]] = {}
@@ -104,11 +125,17 @@ class _Greedy:
         number = len(self.steps) + 1
         folder = self.out / "runs" / f"step{number}_{tag}_{source}_M{measurer}_h{h:.2f}"
         result, status = self.trainer(train_rows, folder)
-        point = {**training_point(h, picked, result, status), "source": source, "measurer": measurer,
-                 "num_training_samples": len(train_rows)}
-        self.decisions.append(f"step {number}: {source} via M[{measurer}] at h={h:.2f}: {len(picked)} new, "
-                              f"{len(train_rows)} in total, {status}"
-                              + ("" if result is None else f", val acc {result.val_accuracy:.4f}"))
+        point = {
+            **training_point(h, picked, result, status),
+            "source": source,
+            "measurer": measurer,
+            "num_training_samples": len(train_rows),
+        }
+        self.decisions.append(
+            f"step {number}: {source} via M[{measurer}] at h={h:.2f}: {len(picked)} new, "
+            f"{len(train_rows)} in total, {status}"
+            + ("" if result is None else f", val acc {result.val_accuracy:.4f}")
+        )
         return point, None if result is None else result.val_accuracy
 
     def choose_measurer(self, pool: Sequence[str], h0: float, step: dict[str, Any]) -> dict[str, Any]:
@@ -122,12 +149,15 @@ class _Greedy:
         if trainable:
             return max(trainable, key=lambda p: p["val_accuracy"])  # first of the ties
         # nothing reaches h0: keep the first source's own measurer and let the h search decide
-        self.decisions.append(f"step {len(self.steps) + 1}: no measurer selects a trainable set at h0={h0:.2f}; "
-                              f"using M[{pool[0]}] for {pool[0]}")
+        self.decisions.append(
+            f"step {len(self.steps) + 1}: no measurer selects a trainable set at h0={h0:.2f}; "
+            f"using M[{pool[0]}] for {pool[0]}"
+        )
         return {"source": pool[0], "measurer": pool[0], "val_accuracy": None, "model_dir": None}
 
-    def tune_threshold(self, source: str, measurer: str, thresholds: Sequence[float], strategy: str,
-                       step: dict[str, Any]) -> tuple[SearchResult, dict[float, dict[str, Any]]]:
+    def tune_threshold(
+        self, source: str, measurer: str, thresholds: Sequence[float], strategy: str, step: dict[str, Any]
+    ) -> tuple[SearchResult, dict[float, dict[str, Any]]]:
         """Search h for ``source`` under ``measurer``; the logged curve goes into ``step``."""
         curve: dict[float, dict[str, Any]] = {}
 
@@ -137,17 +167,28 @@ class _Greedy:
             return acc
 
         search = search_threshold(evaluate, thresholds, strategy)
-        step.update(source=source, measurer=measurer,
-                    h_search={"strategy": strategy, "evaluation_order": search.order,
-                              "curve": [curve[h] for h in sorted(curve)]})
+        step.update(
+            source=source,
+            measurer=measurer,
+            h_search={
+                "strategy": strategy,
+                "evaluation_order": search.order,
+                "curve": [curve[h] for h in sorted(curve)],
+            },
+        )
         return search, curve
 
     def add(self, source: str, measurer: str, h: float) -> int:
         """Add the source's selection at h to D; returns how many rows it added."""
         picked = self.picked(source, measurer, h)
         self.chosen_rows.update({r: (self.reliability[measurer][r], self.sha[measurer]) for r in picked})
-        self.selected[source] = {"measurer": measurer, "measurer_sha256": self.sha[measurer], "h": h,
-                                 "num_samples": len(picked), "of": len(self.rows[source])}
+        self.selected[source] = {
+            "measurer": measurer,
+            "measurer_sha256": self.sha[measurer],
+            "h": h,
+            "num_samples": len(picked),
+            "of": len(self.rows[source]),
+        }
         return len(picked)
 
     def log(self, step: dict[str, Any], decision: str) -> None:
@@ -156,8 +197,9 @@ class _Greedy:
         self.decisions.append(decision)
 
 
-def _step_result(top: dict[str, Any], search: SearchResult, curve: dict[float, dict[str, Any]],
-                 h0: float) -> tuple[float, float, str | None] | None:
+def _step_result(
+    top: dict[str, Any], search: SearchResult, curve: dict[float, dict[str, Any]], h0: float
+) -> tuple[float, float, str | None] | None:
     """(h, val accuracy, model) of a step: the better of h0 (measurer choice) and the searched h; None if neither
     trained."""
     if top["val_accuracy"] is not None and (search.best_h is None or top["val_accuracy"] > search.best_score):
@@ -212,22 +254,43 @@ def run_msa(
         best_acc, best_model = acc, model
         greedy.log(step, f"add {source} (M[{measurer}], h={h:.2f}, {added} samples): val acc {acc:.4f}")
         remaining.remove(source)
-    return _write_report(greedy, out, order=order, h0=h0, thresholds=thresholds, strategy=strategy,
-                         measurers=measurers, grid=grid, best=(best_acc, best_model), write_selection=write_selection)
+    return _write_report(
+        greedy,
+        out,
+        order=order,
+        h0=h0,
+        thresholds=thresholds,
+        strategy=strategy,
+        measurers=measurers,
+        grid=grid,
+        best=(best_acc, best_model),
+        write_selection=write_selection,
+    )
 
 
-def _write_report(greedy: _Greedy, out: Path, *, order: str, h0: float, thresholds: Sequence[float], strategy: str,
-                  measurers: dict[str, dict[str, Any]], grid: dict[str, Any],
-                  best: tuple[float | None, str | None], write_selection: SelectionWriter | None) -> dict[str, Any]:
+def _write_report(
+    greedy: _Greedy,
+    out: Path,
+    *,
+    order: str,
+    h0: float,
+    thresholds: Sequence[float],
+    strategy: str,
+    measurers: dict[str, dict[str, Any]],
+    grid: dict[str, Any],
+    best: tuple[float | None, str | None],
+    write_selection: SelectionWriter | None,
+) -> dict[str, Any]:
     """Write the selection, ``msa.json`` and ``msa_steps.md``; returns the report."""
     chosen_rows, steps, sources = greedy.chosen_rows, greedy.steps, greedy.sources
     write_row_indices(sorted(chosen_rows), out / "selected_rows.json")
     selection = write_selection(chosen_rows) if write_selection and chosen_rows else None
     report = {
         "method": "MSA",
-        "order": order, "source_order": sources, "h0": h0,
-        "search": {"strategy": strategy, "candidates": sorted({float(h) for h in thresholds}),
-                   "rule": SELECTION_RULE},
+        "order": order,
+        "source_order": sources,
+        "h0": h0,
+        "search": {"strategy": strategy, "candidates": sorted({float(h) for h in thresholds}), "rule": SELECTION_RULE},
         "measurers": {s: {**measurers[s], "weights_sha256": greedy.sha[s]} for s in sources},
         "reliability_grid": grid,
         "steps": steps,
@@ -238,9 +301,14 @@ def _write_report(greedy: _Greedy, out: Path, *, order: str, h0: float, threshol
         "decisions": greedy.decisions,
     }
     (out / "msa.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "msa_steps.md").write_text("".join(
-        f"## step {s['step']}: {s.get('decision', '')}\n\n" + curve_table(s.get("h_search", {}).get("curve", []),
-                                                                            s.get("h")) + "\n" for s in steps))
+    (out / "msa_steps.md").write_text(
+        "".join(
+            f"## step {s['step']}: {s.get('decision', '')}\n\n"
+            + curve_table(s.get("h_search", {}).get("curve", []), s.get("h"))
+            + "\n"
+            for s in steps
+        )
+    )
     return report
 
 
@@ -248,8 +316,9 @@ def _write_report(greedy: _Greedy, out: Path, *, order: str, h0: float, threshol
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Multi-source self-paced adapting (MSA).")
     add_common_arguments(parser)
-    parser.add_argument("--sources", nargs="+", help=f"sources in order (default: {' '.join(DEFAULT_ORDER)}, "
-                        "those present)")
+    parser.add_argument(
+        "--sources", nargs="+", help=f"sources in order (default: {' '.join(DEFAULT_ORDER)}, those present)"
+    )
     parser.add_argument("--order", choices=ORDERS, default="fixed", help="fixed source order or greedy by gain")
     parser.add_argument("--h0", type=finite_float, default=0.5, help="threshold at which measurers are compared")
     parser.add_argument("--output_config", help="name of the selected config (default: <config>-msa)")
@@ -257,10 +326,21 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.sources or [s for s in DEFAULT_ORDER if s in by_source]
     unknown = [s for s in wanted if s not in by_source]
     if unknown or not wanted:
-        parser.error(f"sources {unknown or wanted} not in {args.dataset}/{args.config}/{args.split}: "
-                     f"{sorted(by_source)} (a merged file converted without train_separate/ has only 'pseudo')")
-    report = run_msa({s: by_source[s] for s in wanted}, trainer, scorer, args.output_dir, order=args.order,
-                     h0=args.h0, thresholds=args.thresholds, strategy=args.search, write_selection=writer)
+        parser.error(
+            f"sources {unknown or wanted} not in {args.dataset}/{args.config}/{args.split}: "
+            f"{sorted(by_source)} (a merged file converted without train_separate/ has only 'pseudo')"
+        )
+    report = run_msa(
+        {s: by_source[s] for s in wanted},
+        trainer,
+        scorer,
+        args.output_dir,
+        order=args.order,
+        h0=args.h0,
+        thresholds=args.thresholds,
+        strategy=args.search,
+        write_selection=writer,
+    )
     print("\n".join(report["decisions"]))
     print(json.dumps({"selected": report["selected"], "best": report["best"], "trainings": report["trainings"]}))
     return 0

@@ -69,15 +69,20 @@ def plot_histogram(reliability: np.ndarray, path: str | Path, *, bins: int = 100
 
 
 def plot_histogram_grid(
-    cells: Mapping[tuple[str, str], np.ndarray], measurers: Sequence[str], sources: Sequence[str],
-    path: str | Path, *, bins: int = 1000,
+    cells: Mapping[tuple[str, str], np.ndarray],
+    measurers: Sequence[str],
+    sources: Sequence[str],
+    path: str | Path,
+    *,
+    bins: int = 1000,
 ) -> str | None:
     """The n x n grid H_ij = source j scored by measurer i (row i, column j): SR on the diagonal, CR elsewhere."""
     plt = _pyplot()
     if plt is None:
         return None
-    fig, axes = plt.subplots(len(measurers), len(sources), figsize=(3.2 * len(sources), 2.4 * len(measurers)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(measurers), len(sources), figsize=(3.2 * len(sources), 2.4 * len(measurers)), squeeze=False
+    )
     for i, measurer in enumerate(measurers):
         for j, source in enumerate(sources):
             kind = "SR" if measurer == source else "CR"
@@ -89,8 +94,14 @@ def plot_histogram_grid(
     return str(path)
 
 
-def plot_curve(thresholds: Sequence[float], accuracies: Sequence[float | None], path: str | Path, *,
-               best: float | None = None, title: str = "") -> str | None:
+def plot_curve(
+    thresholds: Sequence[float],
+    accuracies: Sequence[float | None],
+    path: str | Path,
+    *,
+    best: float | None = None,
+    title: str = "",
+) -> str | None:
     """Validation accuracy against the reliability threshold h (the paper's P-R curve); skipped points omitted."""
     plt = _pyplot()
     if plt is None:

@@ -65,9 +65,15 @@ class ReliabilityScores:
     def for_source(self, source: str) -> ReliabilityScores:
         """The scores of one pseudo-label source only."""
         keep = self.source == source
-        return ReliabilityScores(self.row_index[keep], self.reliability[keep], self.source[keep],
-                                 self.pred_boxes[keep], self.target_boxes[keep], self.measurer,
-                                 {**self.dataset, "sources": [source]})
+        return ReliabilityScores(
+            self.row_index[keep],
+            self.reliability[keep],
+            self.source[keep],
+            self.pred_boxes[keep],
+            self.target_boxes[keep],
+            self.measurer,
+            {**self.dataset, "sources": [source]},
+        )
 
 
 def expression_sources(split: datasets.Dataset) -> dict[int, str]:
@@ -103,8 +109,13 @@ def score_split(
         raise ValueError(f"no expressions to score (sources={sources})")
     by_image = np.argsort(view.image_index, kind="stable")
     collator = CLIPVGCollator(tokenizer, return_row_index=True, group_images=grouped)
-    loader = DataLoader(Subset(view, by_image.tolist()), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=collator)
+    loader = DataLoader(
+        Subset(view, by_image.tolist()),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collator,
+    )
     loader = accelerator.prepare_data_loader(loader)
     preds, targets, rows = [], [], []
     for boxes, labels, row_index in gather_predictions(model, loader, accelerator, desc="score"):
@@ -154,8 +165,14 @@ def reliability_histogram(reliability: np.ndarray, bins: int = HISTOGRAM_BINS) -
     edges = np.linspace(0.0, 1.0, bins + 1)
     index = np.clip(np.searchsorted(edges, positive, side="left") - 1, 0, bins - 1)
     counts = np.bincount(index, minlength=bins)
-    return {"bins": bins, "range": [0.0, 1.0], "closed": "right", "counts": counts.tolist(),
-            "num_zero": int((rel == 0).sum()), "num_samples": int(rel.size)}
+    return {
+        "bins": bins,
+        "range": [0.0, 1.0],
+        "closed": "right",
+        "counts": counts.tolist(),
+        "num_zero": int((rel == 0).sum()),
+        "num_samples": int(rel.size),
+    }
 
 
 def _summary(reliability: np.ndarray) -> dict[str, float | int]:
@@ -163,8 +180,12 @@ def _summary(reliability: np.ndarray) -> dict[str, float | int]:
     rel = np.asarray(reliability, dtype=np.float64)
     if rel.size == 0:
         return {"num_samples": 0}
-    return {"num_samples": int(rel.size), "mean": float(rel.mean()), "median": float(np.median(rel)),
-            "fraction_at_0.5": float((rel >= 0.5).mean())}
+    return {
+        "num_samples": int(rel.size),
+        "mean": float(rel.mean()),
+        "median": float(np.median(rel)),
+        "fraction_at_0.5": float((rel >= 0.5).mean()),
+    }
 
 
 def save_scores(scores: ReliabilityScores, output_dir: str | Path, plot: bool = True) -> dict[str, Any]:
@@ -172,16 +193,19 @@ def save_scores(scores: ReliabilityScores, output_dir: str | Path, plot: bool = 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sha = scores.measurer.get("weights_sha256", "")
-    table = pa.table({
-        "row_index": pa.array(scores.row_index, pa.int64()),
-        "source": pa.array(scores.source.tolist(), pa.string()),
-        "reliability": pa.array(scores.reliability, pa.float32()),
-        "pred_box": pa.array(scores.pred_boxes.tolist(), pa.list_(pa.float32(), 4)),
-        "target_box": pa.array(scores.target_boxes.tolist(), pa.list_(pa.float32(), 4)),
-        "measurer": pa.array([sha] * len(scores.row_index), pa.string()),
-    })
-    table = table.replace_schema_metadata({"clipvg_measurer": json.dumps(scores.measurer),
-                                           "clipvg_dataset": json.dumps(scores.dataset)})
+    table = pa.table(
+        {
+            "row_index": pa.array(scores.row_index, pa.int64()),
+            "source": pa.array(scores.source.tolist(), pa.string()),
+            "reliability": pa.array(scores.reliability, pa.float32()),
+            "pred_box": pa.array(scores.pred_boxes.tolist(), pa.list_(pa.float32(), 4)),
+            "target_box": pa.array(scores.target_boxes.tolist(), pa.list_(pa.float32(), 4)),
+            "measurer": pa.array([sha] * len(scores.row_index), pa.string()),
+        }
+    )
+    table = table.replace_schema_metadata(
+        {"clipvg_measurer": json.dumps(scores.measurer), "clipvg_dataset": json.dumps(scores.dataset)}
+    )
     pq.write_table(table, out / "scores.parquet")
     report = {
         "measurer": scores.measurer,
@@ -195,8 +219,7 @@ def save_scores(scores: ReliabilityScores, output_dir: str | Path, plot: bool = 
     if plot:
         from .plots import plot_histogram
 
-        report["histogram_png"] = plot_histogram(scores.reliability, out / "histogram.png",
-                                                 title=_title(scores))
+        report["histogram_png"] = plot_histogram(scores.reliability, out / "histogram.png", title=_title(scores))
     (out / "reliability.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 

@@ -20,8 +20,16 @@ from pathlib import Path
 from .reliability import ReliabilityScores, load_scores, save_scores
 from .selection import write_row_indices
 
-__all__ = ["TRAIN_MODULE", "CachedTrainer", "ScoreCommand", "TrainResult", "TrainScriptTrainer",
-           "in_process_scorer", "min_global_batch", "rows_digest"]
+__all__ = [
+    "TRAIN_MODULE",
+    "CachedTrainer",
+    "ScoreCommand",
+    "TrainResult",
+    "TrainScriptTrainer",
+    "in_process_scorer",
+    "min_global_batch",
+    "rows_digest",
+]
 
 TRAIN_MODULE = "clipvg_hf.train"  # launched with ``-m`` (python, torchrun and accelerate launch all accept it)
 
@@ -94,18 +102,36 @@ class TrainScriptTrainer:
     trained again, so an interrupted SSA/MSA run resumes where it stopped.
     """
 
-    def __init__(self, dataset: str | Path, config: str, train_args: Sequence[str] = (), *,
-                 launcher: Sequence[str] | None = None, script: str | Path | None = None,
-                 timeout: float | None = None):
+    def __init__(
+        self,
+        dataset: str | Path,
+        config: str,
+        train_args: Sequence[str] = (),
+        *,
+        launcher: Sequence[str] | None = None,
+        script: str | Path | None = None,
+        timeout: float | None = None,
+    ):
         self.dataset, self.config, self.train_args = str(dataset), config, list(train_args)
         self.launcher = list(launcher) if launcher else [sys.executable]
         self.entry = [str(script)] if script else ["-m", TRAIN_MODULE]
         self.timeout = timeout
 
     def command(self, rows_file: Path, output_dir: Path) -> list[str]:
-        return [*self.launcher, *self.entry, "--dataset", self.dataset, "--dataset_config", self.config,
-                "--train_row_indices", str(rows_file), "--output_dir", str(output_dir),
-                "--overwrite_output_dir", *self.train_args]  # a training interrupted before done.json starts over
+        return [
+            *self.launcher,
+            *self.entry,
+            "--dataset",
+            self.dataset,
+            "--dataset_config",
+            self.config,
+            "--train_row_indices",
+            str(rows_file),
+            "--output_dir",
+            str(output_dir),
+            "--overwrite_output_dir",
+            *self.train_args,
+        ]  # a training interrupted before done.json starts over
 
     def __call__(self, rows: Sequence[int], output_dir: Path) -> TrainResult:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -117,8 +143,14 @@ class TrainScriptTrainer:
             if previous.get("command") == command and previous.get("rows") == rows_digest(rows):
                 return TrainResult(**previous["result"])
         with open(output_dir / "train.log", "w") as log:
-            run = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, timeout=self.timeout, check=False,
-                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            run = subprocess.run(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=self.timeout,
+                check=False,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         if run.returncode != 0:
             tail = (output_dir / "train.log").read_text()[-3000:]
             raise RuntimeError(f"training in {output_dir} failed (exit {run.returncode}):\n{tail}")
@@ -126,9 +158,14 @@ class TrainScriptTrainer:
         if not metrics_file.is_file():
             raise RuntimeError(f"training in {output_dir} wrote no {metrics_file}")
         metrics = json.loads(metrics_file.read_text())
-        result = TrainResult(val_accuracy=metrics["accuracy"], num_samples=len(rows),
-                             model_dir=str(output_dir / "best"), val_miou=metrics.get("mean_iou"),
-                             command=command, output_dir=str(output_dir))
+        result = TrainResult(
+            val_accuracy=metrics["accuracy"],
+            num_samples=len(rows),
+            model_dir=str(output_dir / "best"),
+            val_miou=metrics.get("mean_iou"),
+            command=command,
+            output_dir=str(output_dir),
+        )
         done.write_text(json.dumps({"command": command, "rows": rows_digest(rows), "result": asdict(result)}))
         return result
 
@@ -136,25 +173,47 @@ class TrainScriptTrainer:
 class ScoreCommand:
     """Score with ``python -m clipvg_hf.curriculum.score`` (under ``launcher``), then read the scores back."""
 
-    def __init__(self, dataset: str | Path, config: str, split: str, *, launcher: Sequence[str] | None = None,
-                 extra_args: Sequence[str] = (), timeout: float | None = None):
+    def __init__(
+        self,
+        dataset: str | Path,
+        config: str,
+        split: str,
+        *,
+        launcher: Sequence[str] | None = None,
+        extra_args: Sequence[str] = (),
+        timeout: float | None = None,
+    ):
         self.dataset, self.config, self.split = str(dataset), config, split
         self.launcher = list(launcher) if launcher else [sys.executable]
         self.extra_args, self.timeout = list(extra_args), timeout
 
     def __call__(self, model_dir: Path, output_dir: Path) -> ReliabilityScores:
         output_dir.mkdir(parents=True, exist_ok=True)
-        command = [*self.launcher, "-m", "clipvg_hf.curriculum.score", "--model_name_or_path", str(model_dir),
-                   "--dataset", self.dataset, "--dataset_config", self.config, "--split", self.split,
-                   "--output_dir", str(output_dir), *self.extra_args]
+        command = [
+            *self.launcher,
+            "-m",
+            "clipvg_hf.curriculum.score",
+            "--model_name_or_path",
+            str(model_dir),
+            "--dataset",
+            self.dataset,
+            "--dataset_config",
+            self.config,
+            "--split",
+            self.split,
+            "--output_dir",
+            str(output_dir),
+            *self.extra_args,
+        ]
         run = subprocess.run(command, capture_output=True, text=True, timeout=self.timeout, check=False)
         if run.returncode != 0:
             raise RuntimeError(f"scoring with {model_dir} failed (exit {run.returncode}):\n{run.stderr[-3000:]}")
         return load_scores(output_dir)
 
 
-def in_process_scorer(dataset: str | Path, config: str, split: str, *, cpu: bool = True, batch_size: int = 128,
-                      plot: bool = True) -> ScoreFn:
+def in_process_scorer(
+    dataset: str | Path, config: str, split: str, *, cpu: bool = True, batch_size: int = 128, plot: bool = True
+) -> ScoreFn:
     """A score function running in this process (one process; handy in notebooks and tests)."""
 
     def score(model_dir: Path, output_dir: Path) -> ReliabilityScores:
@@ -162,8 +221,9 @@ def in_process_scorer(dataset: str | Path, config: str, split: str, *, cpu: bool
 
         from .score import score_model
 
-        scores = score_model(model_dir, dataset, config, split, accelerator=Accelerator(cpu=cpu),
-                             batch_size=batch_size)
+        scores = score_model(
+            model_dir, dataset, config, split, accelerator=Accelerator(cpu=cpu), batch_size=batch_size
+        )
         save_scores(scores, output_dir, plot=plot)
         return scores
 

@@ -27,8 +27,14 @@ from torch.utils.data import Sampler
 
 from .reliability import load_scores
 
-__all__ = ["POOLS", "CurriculumSampler", "easy_to_hard_pool", "reliability_of_rows", "sampler_from_scores",
-           "threshold_pool"]
+__all__ = [
+    "POOLS",
+    "CurriculumSampler",
+    "easy_to_hard_pool",
+    "reliability_of_rows",
+    "sampler_from_scores",
+    "threshold_pool",
+]
 
 POOLS = ("threshold", "easy_to_hard")
 
@@ -78,8 +84,9 @@ def threshold_pool(reliability: Sequence[float], h: float) -> PoolFn:
     return lambda epoch: pool
 
 
-def easy_to_hard_pool(reliability: Sequence[float], *, start_fraction: float = 0.5, end_fraction: float = 1.0,
-                      full_at_epoch: int = 10) -> PoolFn:
+def easy_to_hard_pool(
+    reliability: Sequence[float], *, start_fraction: float = 0.5, end_fraction: float = 1.0, full_at_epoch: int = 10
+) -> PoolFn:
     """The most reliable ``start_fraction`` of the samples at epoch 0, growing linearly to ``end_fraction`` at
     ``full_at_epoch`` (then constant). Ties in reliability keep position order.
     """
@@ -101,15 +108,25 @@ def reliability_of_rows(scores_path: str | Path, row_index: Sequence[int]) -> np
     scores = load_scores(scores_path).as_dict()
     missing = [int(r) for r in row_index if int(r) not in scores]
     if missing:
-        raise ValueError(f"{scores_path}: {len(missing)} training rows have no reliability score, e.g. "
-                         f"row_index {missing[:5]} (score the same split and sources)")
+        raise ValueError(
+            f"{scores_path}: {len(missing)} training rows have no reliability score, e.g. "
+            f"row_index {missing[:5]} (score the same split and sources)"
+        )
     return np.array([scores[int(r)] for r in row_index], dtype=np.float64)
 
 
-def sampler_from_scores(scores_path: str | Path, row_index: Sequence[int], *, pool: str = "threshold",
-                        threshold: float = 0.0, start_fraction: float = 0.5, end_fraction: float = 1.0,
-                        full_at_epoch: int = 10, num_samples: int | None = None,
-                        seed: int = 0) -> CurriculumSampler:
+def sampler_from_scores(
+    scores_path: str | Path,
+    row_index: Sequence[int],
+    *,
+    pool: str = "threshold",
+    threshold: float = 0.0,
+    start_fraction: float = 0.5,
+    end_fraction: float = 1.0,
+    full_at_epoch: int = 10,
+    num_samples: int | None = None,
+    seed: int = 0,
+) -> CurriculumSampler:
     """A :class:`CurriculumSampler` over the positions of a training set whose rows are ``row_index``.
 
     ``pool="threshold"``: every epoch the rows with reliability >= ``threshold`` (SSA's selection);
@@ -121,8 +138,9 @@ def sampler_from_scores(scores_path: str | Path, row_index: Sequence[int], *, po
         pool_for_epoch = threshold_pool(reliability, threshold)
         largest = len(pool_for_epoch(0))
     elif pool == "easy_to_hard":
-        pool_for_epoch = easy_to_hard_pool(reliability, start_fraction=start_fraction, end_fraction=end_fraction,
-                                           full_at_epoch=full_at_epoch)
+        pool_for_epoch = easy_to_hard_pool(
+            reliability, start_fraction=start_fraction, end_fraction=end_fraction, full_at_epoch=full_at_epoch
+        )
         largest = len(pool_for_epoch(max(full_at_epoch, 0)))
     else:
         raise ValueError(f"unknown curriculum pool {pool!r}; expected one of {POOLS}")

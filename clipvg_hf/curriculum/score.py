@@ -53,9 +53,18 @@ def score_model(
     model, processor = load_model_and_processor(model_dir)
     model = accelerator.prepare_model(model, evaluation_mode=True)
     data = load_split(dataset, config, split)
-    scores = score_split(accelerator.unwrap_model(model), data, processor.image_processor, processor.tokenizer,
-                         accelerator, sources=sources, batch_size=batch_size, num_workers=num_workers,
-                         image_root=image_root, grouped=grouped)
+    scores = score_split(
+        accelerator.unwrap_model(model),
+        data,
+        processor.image_processor,
+        processor.tokenizer,
+        accelerator,
+        sources=sources,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        image_root=image_root,
+        grouped=grouped,
+    )
     scores.measurer = model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)}
     scores.dataset = {"name": str(dataset), "config": config, "split": split, "sources": sources}
     return scores
@@ -65,16 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Reliability of pseudo-labels under a measurer model.")
     parser.add_argument("--model_name_or_path", dest="model", required=True, help="the measurer: a CLIP-VG folder")
     parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
-    parser.add_argument("--dataset_config", dest="config", required=True,
-                        help="dataset config, e.g. refcoco-unsup-single")
+    parser.add_argument(
+        "--dataset_config", dest="config", required=True, help="dataset config, e.g. refcoco-unsup-single"
+    )
     parser.add_argument("--split", default="train_pseudo", help="the pseudo-labelled split to score")
     parser.add_argument("--source", action="append", dest="sources", help="score only this source (repeatable)")
     parser.add_argument("--output_dir", required=True, help="where scores.parquet / reliability.json go")
     parser.add_argument("--batch_size", type=positive_int, default=128)
     parser.add_argument("--num_workers", type=non_negative_int, default=0)
     parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
-    parser.add_argument("--plain_forward", action="store_true",
-                        help="plain model(...) per expression instead of encoding each image once")
+    parser.add_argument(
+        "--plain_forward",
+        action="store_true",
+        help="plain model(...) per expression instead of encoding each image once",
+    )
     parser.add_argument("--no_plot", action="store_true", help="skip histogram.png")
     parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
     return parser
@@ -88,16 +101,28 @@ def main(argv: list[str] | None = None) -> int:
     check_output_dir(args.output_dir)
     load_split_checked(args.dataset, args.config, args.split, load_split)
     accelerator = Accelerator(cpu=args.cpu)
-    scores = score_model(args.model, args.dataset, args.config, args.split, sources=args.sources,
-                         accelerator=accelerator, batch_size=args.batch_size, num_workers=args.num_workers,
-                         image_root=args.image_root, grouped=not args.plain_forward)
+    scores = score_model(
+        args.model,
+        args.dataset,
+        args.config,
+        args.split,
+        sources=args.sources,
+        accelerator=accelerator,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        image_root=args.image_root,
+        grouped=not args.plain_forward,
+    )
     if accelerator.is_main_process:
         report: dict[str, Any] = save_scores(scores, args.output_dir, plot=not args.no_plot)
         report_path = Path(args.output_dir) / "reliability.json"
         report["num_processes"] = accelerator.num_processes
         report_path.write_text(json.dumps(report, indent=1) + "\n")
-        print(json.dumps({"output_dir": args.output_dir, "num_processes": accelerator.num_processes,
-                          **report["summary"]}))
+        print(
+            json.dumps(
+                {"output_dir": args.output_dir, "num_processes": accelerator.num_processes, **report["summary"]}
+            )
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0

@@ -107,8 +107,9 @@ def write_selection_config(
     features = _with_reliability(source.features)
     expression_type = features.arrow_schema.field("expressions").type
     selected = table.take(kept_images)
-    selected = selected.set_column(selected.schema.get_field_index("expressions"), "expressions",
-                                   pa.array(kept_expressions, type=expression_type))
+    selected = selected.set_column(
+        selected.schema.get_field_index("expressions"), "expressions", pa.array(kept_expressions, type=expression_type)
+    )
     folder = Path(output_dir) / output_config
     _write_table(selected, features, folder, split)
     splits = [split]

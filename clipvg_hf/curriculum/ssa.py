@@ -44,7 +44,6 @@ from .selection import write_row_indices
 __all__ = ["main", "run_ssa"]
 
 
-
 def run_ssa(
     rows: Sequence[int],
     trainer: CachedTrainer,
@@ -82,8 +81,10 @@ def run_ssa(
         chosen = select_rows(reliability, h)
         result, status = trainer(chosen, out / "runs" / f"h_{h:.2f}")
         points[h] = training_point(h, chosen, result, status)
-        decisions.append(f"h={h:.2f}: {len(chosen)} samples, {status}"
-                         + ("" if result is None else f", val acc {result.val_accuracy:.4f}"))
+        decisions.append(
+            f"h={h:.2f}: {len(chosen)} samples, {status}"
+            + ("" if result is None else f", val acc {result.val_accuracy:.4f}")
+        )
         return None if result is None else result.val_accuracy
 
     search = search_threshold(evaluate, thresholds, strategy)
@@ -99,21 +100,38 @@ def run_ssa(
     curve = [points[h] for h in sorted(points)]
     report = {
         "method": "SSA",
-        "search": {"strategy": strategy, "candidates": sorted({float(h) for h in thresholds}),
-                   "evaluation_order": search.order, "rule": SELECTION_RULE,
-                   "tie_break": "smaller h (more data)"},
+        "search": {
+            "strategy": strategy,
+            "candidates": sorted({float(h) for h in thresholds}),
+            "evaluation_order": search.order,
+            "rule": SELECTION_RULE,
+            "tie_break": "smaller h (more data)",
+        },
         "measurer": measurer,
         "curve": curve,
-        "best": {"h": search.best_h, "val_accuracy": best["val_accuracy"], "val_miou": best["val_miou"],
-                 "num_samples": best["num_samples"], "model_dir": best["model_dir"]},
-        "trainings": {"measurer": int(measurer["trained"]), "search": trainer.trainings - trainings_before,
-                      "total": trainer.trainings},
+        "best": {
+            "h": search.best_h,
+            "val_accuracy": best["val_accuracy"],
+            "val_miou": best["val_miou"],
+            "num_samples": best["num_samples"],
+            "model_dir": best["model_dir"],
+        },
+        "trainings": {
+            "measurer": int(measurer["trained"]),
+            "search": trainer.trainings - trainings_before,
+            "total": trainer.trainings,
+        },
         "selection": selection,
         "decisions": decisions,
     }
     (out / "ssa_curve.md").write_text(curve_table(curve, search.best_h))
-    report["curve_png"] = plot_curve([p["h"] for p in curve], [p["val_accuracy"] for p in curve],
-                                     out / "ssa_curve.png", best=search.best_h, title=f"SSA ({strategy} search)")
+    report["curve_png"] = plot_curve(
+        [p["h"] for p in curve],
+        [p["val_accuracy"] for p in curve],
+        out / "ssa_curve.png",
+        best=search.best_h,
+        title=f"SSA ({strategy} search)",
+    )
     (out / "ssa.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
@@ -129,8 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.source and args.source not in by_source:
         parser.error(f"source {args.source!r} not in {args.dataset}/{args.config}/{args.split}: {sorted(by_source)}")
     rows = by_source[args.source] if args.source else sorted(r for rs in by_source.values() for r in rs)
-    report = run_ssa(rows, trainer, scorer, args.output_dir, thresholds=args.thresholds, strategy=args.search,
-                     measurer_dir=args.measurer, write_selection=writer)
+    report = run_ssa(
+        rows,
+        trainer,
+        scorer,
+        args.output_dir,
+        thresholds=args.thresholds,
+        strategy=args.search,
+        measurer_dir=args.measurer,
+        write_selection=writer,
+    )
     print(curve_table(report["curve"], report["best"]["h"]))
     print(json.dumps({"best": report["best"], "trainings": report["trainings"], "search": args.search}))
     return 0

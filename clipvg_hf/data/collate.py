@@ -28,8 +28,13 @@ class CLIPVGCollator:
     ``model(**batch)`` encodes every image once (same boxes as one row per expression).
     """
 
-    def __init__(self, tokenizer: Any = None, max_length: int = CLIP_CONTEXT_LENGTH, return_row_index: bool = False,
-                 group_images: bool = False):
+    def __init__(
+        self,
+        tokenizer: Any = None,
+        max_length: int = CLIP_CONTEXT_LENGTH,
+        return_row_index: bool = False,
+        group_images: bool = False,
+    ):
         self.tokenizer = tokenizer if tokenizer is not None else build_clip_tokenizer()
         self.max_length = max_length
         self.return_row_index = return_row_index
@@ -60,8 +65,9 @@ class CLIPVGCollator:
         if carried not in (0, len(samples)):
             raise ValueError(f"{carried} of {len(samples)} samples carry an object_mask; all or none must")
         if carried:
-            batch["object_mask"] = default_collate([torch.as_tensor(s["object_mask"], dtype=torch.uint8)
-                                                    for s in samples])
+            batch["object_mask"] = default_collate(
+                [torch.as_tensor(s["object_mask"], dtype=torch.uint8) for s in samples]
+            )
         if image_index is not None:
             batch["image_index"] = image_index
         if self.return_row_index:

@@ -143,9 +143,7 @@ def _split_of(path: Path, info: DatasetInfo) -> str:
     return split
 
 
-def _read_rows(
-    path: Path, info: DatasetInfo, source: str, split: _Split, config: str, collect: bool
-) -> list[Any]:
+def _read_rows(path: Path, info: DatasetInfo, source: str, split: _Split, config: str, collect: bool) -> list[Any]:
     """Load and parse one file into ``split`` (bad rows become rejects when ``collect``); return the raw rows."""
     raw = load_split_file(path)
     errors: list[SplitRowError] | None = [] if collect else None
@@ -217,8 +215,9 @@ def _gather_splits(
                 raise ConversionError(str(err)) from err
             file_rejects.append(Reject(config, "-", path.name, None, err.reason))
             rows = _count_rows([path])
-            notes.append(FileReport(config, "-", path.name, rows_in=rows, rejected=rows,
-                                    note=f"rejected: {err.reason}"))
+            notes.append(
+                FileReport(config, "-", path.name, rows_in=rows, rejected=rows, note=f"rejected: {err.reason}")
+            )
             continue
         if name == setting.train_split:
             continue
@@ -293,8 +292,11 @@ def _text_problems(rows: Sequence[SplitRow | None]) -> dict[int, str]:
     texts = [clean_text(row.expression) for _, row in present]
     lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]
     limit = tokenizer.model_max_length
-    return {i: f"expression has {n} tokens with [SOT] and [EOT], more than CLIP's text context of {limit}"
-            for (i, _), n in zip(present, lengths, strict=True) if n > limit}
+    return {
+        i: f"expression has {n} tokens with [SOT] and [EOT], more than CLIP's text context of {limit}"
+        for (i, _), n in zip(present, lengths, strict=True)
+        if n > limit
+    }
 
 
 @functools.cache
@@ -307,8 +309,10 @@ def _refuse_if_no_image_found(splits: Sequence[_Split], image_dir: Path) -> None
     """Every row rejected because its image is missing means a wrong --image_root, not bad rows: an error."""
     missing = [r for s in splits for r in s.rejects if r.reason.startswith("image not found")]
     if missing and not any(row is not None for s in splits for row in s.rows):
-        raise ConversionError(f"none of the images of {len(missing)} rows was found under {image_dir}; "
-                              "is --image_root the official image_data folder?")
+        raise ConversionError(
+            f"none of the images of {len(missing)} rows was found under {image_dir}; "
+            "is --image_root the official image_data folder?"
+        )
 
 
 def _check_rows(
@@ -360,7 +364,11 @@ def _shard_bounds(num_items: int, num_shards: int) -> list[tuple[int, int]]:
 
 def _image_row(file_name: str, meta: _ImageMeta, rows: list[tuple[int, SplitRow]], embed: bool) -> dict[str, Any]:
     """One parquet row: the image (bytes once, or a path) and all of its expressions."""
-    image = {"bytes": meta.path.read_bytes(), "path": file_name} if embed else {"bytes": None, "path": str(meta.path.resolve())}
+    image = (
+        {"bytes": meta.path.read_bytes(), "path": file_name}
+        if embed
+        else {"bytes": None, "path": str(meta.path.resolve())}
+    )
     return {
         "image": image,
         "file_name": file_name,
@@ -398,12 +406,20 @@ def _write_shards(
         return 0
     schema = grounding_features(embed).arrow_schema
     bounds = _shard_bounds(len(groups), num_shards)
-    bar = tqdm(total=len(groups), desc=f"write {out_dir.name}/{split}", leave=False, disable=None if len(groups) >= 500 else True)
+    bar = tqdm(
+        total=len(groups),
+        desc=f"write {out_dir.name}/{split}",
+        leave=False,
+        disable=None if len(groups) >= 500 else True,
+    )
     for shard, (start, stop) in enumerate(bounds):
         path = out_dir / f"{split}-{shard:05d}-of-{len(bounds):05d}.parquet"
         with pq.ParquetWriter(path, schema) as writer:
             for chunk in range(start, stop, ROW_GROUP_SIZE):
-                batch = [_image_row(name, metas[name], rows, embed) for name, rows in groups[chunk : min(stop, chunk + ROW_GROUP_SIZE)]]
+                batch = [
+                    _image_row(name, metas[name], rows, embed)
+                    for name, rows in groups[chunk : min(stop, chunk + ROW_GROUP_SIZE)]
+                ]
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 bar.update(len(batch))
     bar.close()
@@ -434,8 +450,14 @@ class _CheckedDataset:
 
 
 def _read_and_check(
-    split_root: str | Path, image_root: str | Path, dataset: str, setting: str, *, collect_rejects: bool,
-    box_tolerance: float, train_file: str | Path | None,
+    split_root: str | Path,
+    image_root: str | Path,
+    dataset: str,
+    setting: str,
+    *,
+    collect_rejects: bool,
+    box_tolerance: float,
+    train_file: str | Path | None,
 ) -> _CheckedDataset:
     """Every file, row, expression, image and box of one dataset folder checked (bad ones raise or are rejects)."""
     info = dataset_info(dataset)
@@ -464,16 +486,25 @@ def _write_checked(checked: _CheckedDataset, output_dir: str | Path, num_shards:
     """Write the parquet shards of a checked dataset and count every file's rows into its reports."""
     cfg = checked.config
     for split, metas in zip(checked.splits, checked.metas, strict=True):
-        shards = _write_shards(_group_by_image(split.rows), metas, Path(output_dir) / cfg, split.name, num_shards,
-                               embed_images)
+        shards = _write_shards(
+            _group_by_image(split.rows), metas, Path(output_dir) / cfg, split.name, num_shards, embed_images
+        )
         for file, start, count in split.files:
             kept = [r for r in split.rows[start : start + count] if r is not None]
-            checked.reports.append(FileReport(
-                cfg, split.name, file, rows_in=count, rows_out=len(kept),
-                rejected=sum(1 for r in split.rejects if r.file == file), images=len({r.file_name for r in kept}),
-                shards=shards, duplicates=len(kept) - len({(r.file_name, r.expression, r.bbox) for r in kept}),
-                note=split.note,
-            ))
+            checked.reports.append(
+                FileReport(
+                    cfg,
+                    split.name,
+                    file,
+                    rows_in=count,
+                    rows_out=len(kept),
+                    rejected=sum(1 for r in split.rejects if r.file == file),
+                    images=len({r.file_name for r in kept}),
+                    shards=shards,
+                    duplicates=len(kept) - len({(r.file_name, r.expression, r.bbox) for r in kept}),
+                    note=split.note,
+                )
+            )
         checked.rejects.extend(split.rejects)
 
 
@@ -504,8 +535,15 @@ def convert_dataset(
     is checked before anything is written, so an error leaves ``output_dir`` as it was.
     """
     _check_num_shards(num_shards)
-    checked = _read_and_check(split_root, image_root, dataset, setting, collect_rejects=collect_rejects,
-                              box_tolerance=box_tolerance, train_file=train_file)
+    checked = _read_and_check(
+        split_root,
+        image_root,
+        dataset,
+        setting,
+        collect_rejects=collect_rejects,
+        box_tolerance=box_tolerance,
+        train_file=train_file,
+    )
     _write_checked(checked, output_dir, num_shards, embed_images)
     write_conversion_log(output_dir, checked.reports, checked.rejects, setting)
     write_dataset_card(output_dir)
@@ -545,13 +583,26 @@ def convert_pack(
         for name in unknown:
             extra.append(Reject("_pack", "-", f"{name}/", None, "unknown dataset folder"))
             rows = _count_rows(sorted((root / name).rglob("*.pth")))
-            reports.append(FileReport("_pack", "-", f"{name}/", rows_in=rows, rejected=rows,
-                                      note="rejected: unknown dataset folder"))
+            reports.append(
+                FileReport(
+                    "_pack", "-", f"{name}/", rows_in=rows, rejected=rows, note="rejected: unknown dataset folder"
+                )
+            )
     else:
         for name in datasets:
             dataset_info(name)
-    checked = [_read_and_check(root, image_root, name, setting, collect_rejects=collect_rejects,
-                               box_tolerance=box_tolerance, train_file=train_file) for name in datasets]
+    checked = [
+        _read_and_check(
+            root,
+            image_root,
+            name,
+            setting,
+            collect_rejects=collect_rejects,
+            box_tolerance=box_tolerance,
+            train_file=train_file,
+        )
+        for name in datasets
+    ]
     rejects: list[Reject] = list(extra)
     for one in checked:
         _write_checked(one, output_dir, num_shards, embed_images)
@@ -565,7 +616,9 @@ def convert_pack(
     return reports, rejects
 
 
-def write_conversion_log(output_dir: str | Path, reports: list[FileReport], rejects: list[Reject], setting: str) -> None:
+def write_conversion_log(
+    output_dir: str | Path, reports: list[FileReport], rejects: list[Reject], setting: str
+) -> None:
     """Record counts in ``conversion.json`` (merged across runs) and rejects in ``rejects/<config>.jsonl``."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -590,24 +643,47 @@ def format_summary(reports: Sequence[FileReport], rejects: Sequence[Reject] = ()
     """A fixed-width table of rows in/out per file, then totals and the rejection reasons."""
     header = ("config", "split", "file", "rows in", "rows out", "rejected", "images", "shards", "note")
     lines = [header] + [
-        (r.config, r.split, r.file, str(r.rows_in), str(r.rows_out), str(r.rejected), str(r.images), str(r.shards), r.note)
+        (
+            r.config,
+            r.split,
+            r.file,
+            str(r.rows_in),
+            str(r.rows_out),
+            str(r.rejected),
+            str(r.images),
+            str(r.shards),
+            r.note,
+        )
         for r in reports
     ]
     lines.append(
-        ("total", "", "", str(sum(r.rows_in for r in reports)), str(sum(r.rows_out for r in reports)),
-         str(sum(r.rejected for r in reports)), "", "", "")
+        (
+            "total",
+            "",
+            "",
+            str(sum(r.rows_in for r in reports)),
+            str(sum(r.rows_out for r in reports)),
+            str(sum(r.rejected for r in reports)),
+            "",
+            "",
+            "",
+        )
     )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
 
     def fmt(line: Sequence[str]) -> str:  # text columns left-aligned, counts right-aligned
-        return "  ".join(cell.ljust(w) if i < 3 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+        return "  ".join(
+            cell.ljust(w) if i < 3 or i == 8 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))
+        )
 
     text = [fmt(lines[0]), "  ".join("-" * w for w in widths)] + [fmt(line) for line in lines[1:]]
     duplicated = [f"{r.file} ({r.duplicates})" for r in reports if r.duplicates]
     if duplicated:
         text.append("")
-        text.append(f"kept {sum(r.duplicates for r in reports)} duplicate rows (the image, expression and box of an "
-                    f"earlier row of the same file, as the official loader keeps them): {', '.join(duplicated)}")
+        text.append(
+            f"kept {sum(r.duplicates for r in reports)} duplicate rows (the image, expression and box of an "
+            f"earlier row of the same file, as the official loader keeps them): {', '.join(duplicated)}"
+        )
     file_rejects = [r for r in rejects if r.row is None]
     if file_rejects:
         text.append("")

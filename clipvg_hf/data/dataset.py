@@ -19,7 +19,12 @@ from .object_mask import frbbox_corners, rasterize_box
 from .registry import DATASETS, split_config_name
 
 __all__ = [
-    "GroundingDataset", "load_split", "local_cache_dir", "sample_rng", "streaming_samples", "transform_items",
+    "GroundingDataset",
+    "load_split",
+    "local_cache_dir",
+    "sample_rng",
+    "streaming_samples",
+    "transform_items",
 ]
 
 #: Box column used by default: the official int-truncated box (parity with the paper's numbers).
@@ -39,7 +44,9 @@ def local_cache_dir(folder: str | os.PathLike) -> str:
     for directory, _, files in sorted(os.walk(root)):
         for name in sorted(files):
             stat = os.stat(os.path.join(directory, name))
-            digest.update(f"{os.path.relpath(os.path.join(directory, name), root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(
+                f"{os.path.relpath(os.path.join(directory, name), root)}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+            )
     return os.path.join(datasets.config.HF_DATASETS_CACHE, "clipvg-local", digest.hexdigest()[:20])
 
 
@@ -147,9 +154,15 @@ class GroundingDataset(torch.utils.data.Dataset):
     def _expression(self, row: dict[str, Any], index: int, image: PIL.Image.Image) -> dict[str, Any]:
         """One expression of an image row, with the image given."""
         expression = row["expressions"][int(self.position[index])]
-        item = {"image": image, "box": expression[self.box_key], "text": expression["expression"].lower(),
-                "row_index": expression["row_index"], "source": expression["source"],
-                "file_name": row["file_name"], "image_id": int(self.image_index[index])}
+        item = {
+            "image": image,
+            "box": expression[self.box_key],
+            "text": expression["expression"].lower(),
+            "row_index": expression["row_index"],
+            "source": expression["source"],
+            "file_name": row["file_name"],
+            "image_id": int(self.image_index[index]),
+        }
         if self.mask_box_format is not None:
             corners = frbbox_corners(expression["bbox"], self.mask_box_format)
             item["object_mask"] = rasterize_box(corners, row["height"], row["width"])
@@ -203,9 +216,16 @@ def transform_items(
             boxes = [item["box"] for item in run]
             outs = shared(run[0]["image"], boxes) if masks is None else shared(run[0]["image"], boxes, masks)
         else:
-            outs = [transform(item["image"], item["box"], item["text"], sample_rng(seed, epoch, int(item["row_index"])),
-                              **({} if masks is None else {"object_mask": mask}))
-                    for item, mask in zip(run, masks or [None] * len(run), strict=True)]
+            outs = [
+                transform(
+                    item["image"],
+                    item["box"],
+                    item["text"],
+                    sample_rng(seed, epoch, int(item["row_index"])),
+                    **({} if masks is None else {"object_mask": mask}),
+                )
+                for item, mask in zip(run, masks or [None] * len(run), strict=True)
+            ]
     except OSError as err:  # an undecoded image fails inside the transform (e.g. a truncated file)
         raise ValueError(f"cannot read image {run[0]['file_name']!r}: {type(err).__name__}: {err}") from err
     for out, item in zip(outs, run, strict=True):
@@ -222,8 +242,10 @@ def split_box_format(split: datasets.Dataset) -> str:
     name = split_config_name(config)[0]
     formats = {info.name: info.box_format for info in DATASETS.values()}
     if name not in formats:
-        raise ValueError(f"cannot tell the box format of config {config!r} (dataset {name!r}); pass box_format="
-                         f"'xywh' or 'xyxy' to build object masks")
+        raise ValueError(
+            f"cannot tell the box format of config {config!r} (dataset {name!r}); pass box_format="
+            f"'xywh' or 'xyxy' to build object masks"
+        )
     return formats[name]
 
 
@@ -249,12 +271,21 @@ def streaming_samples(
 
     def apply(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {key: [] for key in keys}
-        rows = zip(batch["image"], batch["file_name"], batch["expressions"], batch["height"], batch["width"],
-                   strict=True)
+        rows = zip(
+            batch["image"], batch["file_name"], batch["expressions"], batch["height"], batch["width"], strict=True
+        )
         for cell, file_name, expressions, *size in rows:
             image = open_raw_image(cell, file_name, decode=not lazy)
-            run = [{"image": image, "box": e[box_key], "text": e["expression"].lower(), "row_index": e["row_index"],
-                    "file_name": file_name} for e in expressions]
+            run = [
+                {
+                    "image": image,
+                    "box": e[box_key],
+                    "text": e["expression"].lower(),
+                    "row_index": e["row_index"],
+                    "file_name": file_name,
+                }
+                for e in expressions
+            ]
             if mask_format is not None:
                 for item, expression in zip(run, expressions, strict=True):
                     item["object_mask"] = rasterize_box(frbbox_corners(expression["bbox"], mask_format), *size)
@@ -265,4 +296,5 @@ def streaming_samples(
 
     columns = ["image", "file_name", "width", "height", "expressions"]
     return split.cast_column("image", datasets.Image(decode=False)).map(
-        apply, batched=True, batch_size=1, remove_columns=columns)
+        apply, batched=True, batch_size=1, remove_columns=columns
+    )

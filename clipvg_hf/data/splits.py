@@ -42,6 +42,7 @@ __all__ = [
     "separate_source_files",
 ]
 
+
 class SplitFileError(ValueError):
     """A whole split file is unusable (missing, not a list, unsafe pickle, unknown dataset or split)."""
 
@@ -183,8 +184,12 @@ def _mixup_image(image: str, tag: Any, file: str, index: int) -> str:
         return f"{MIXUP_IMAGE_DIRS['coco']}/{image}"
     if isinstance(tag, str) and tag in ("referit", "flickr"):
         return f"{MIXUP_IMAGE_DIRS[tag]}/{image}"
-    raise SplitRowError(file, index, f"mixup row of a non-COCO image {image!r} must name its source 'referit' or "
-                                     f"'flickr' in the 2nd field, got {tag!r}")
+    raise SplitRowError(
+        file,
+        index,
+        f"mixup row of a non-COCO image {image!r} must name its source 'referit' or "
+        f"'flickr' in the 2nd field, got {tag!r}",
+    )
 
 
 def image_path_problem(name: str) -> str | None:
@@ -233,10 +238,14 @@ def separate_source_files(folder: Path, key: str) -> list[tuple[Path, str]]:
             continue
         match = _SEPARATE_RE.match(path.name)
         if not match or not match.group(2).startswith(f"{key}_"):
-            raise SplitFileError(path, f"unexpected file in train_separate/ (expected '<n>_{key}_..._<source>_...pth')")
+            raise SplitFileError(
+                path, f"unexpected file in train_separate/ (expected '<n>_{key}_..._<source>_...pth')"
+            )
         sources = [s for s in ("template", "relation", "caption") if s in match.group(2)]
         if len(sources) != 1:
-            raise SplitFileError(path, "cannot tell the pseudo-label source (template / relation / caption) from the name")
+            raise SplitFileError(
+                path, "cannot tell the pseudo-label source (template / relation / caption) from the name"
+            )
         found.append((int(match.group(1)), path, sources[0]))
     orders = [n for n, _, _ in found]
     if len(set(orders)) != len(orders):

@@ -88,7 +88,10 @@ def draft_region(
     ``height`` pixels (:func:`decode_at_least`); returns the RGB image and ``source`` in its (reduced) pixels.
     """
     full_w, full_h = image.size
-    needed = (math.ceil(full_w * width / (source[2] - source[0])), math.ceil(full_h * height / (source[3] - source[1])))
+    needed = (
+        math.ceil(full_w * width / (source[2] - source[0])),
+        math.ceil(full_h * height / (source[3] - source[1])),
+    )
     image = decode_at_least(image, *needed)
     fx, fy = image.width / full_w, image.height / full_h
     return image, (source[0] * fx, source[1] * fy, source[2] * fx, source[3] * fy)
@@ -123,7 +126,12 @@ def random_size_crop(
 
 
 def random_crop_window(
-    width: int, height: int, box: Box, rng: np.random.Generator, min_size: int = 384, max_size: int = 600,
+    width: int,
+    height: int,
+    box: Box,
+    rng: np.random.Generator,
+    min_size: int = 384,
+    max_size: int = 600,
     max_tries: int = 20,
 ) -> tuple[int, int, int, int] | None:
     """The (top, left, height, width) window :func:`random_size_crop` picks for an image of this size, or None."""
@@ -159,8 +167,11 @@ def color_jitter(
     """
     if rng.random() >= p:
         return image, []
-    enhancers = {"brightness": PIL.ImageEnhance.Brightness, "contrast": PIL.ImageEnhance.Contrast,
-                 "saturation": PIL.ImageEnhance.Color}
+    enhancers = {
+        "brightness": PIL.ImageEnhance.Brightness,
+        "contrast": PIL.ImageEnhance.Contrast,
+        "saturation": PIL.ImageEnhance.Color,
+    }
     applied = []
     for name in (list(enhancers)[i] for i in rng.permutation(3)):
         factor = float(rng.uniform(1 - strength, 1 + strength))
@@ -209,8 +220,12 @@ def normalize_and_pad(
     canvas = np.zeros((3, size, size), dtype=np.float32)
     table = _normalisation_table()
     for channel in range(3):  # a table look-up per plane, written in place: no float temporaries, no torch threads
-        np.take(table[channel], pixels[..., channel], mode="clip",
-                out=canvas[channel, top : top + image.height, left : left + image.width])
+        np.take(
+            table[channel],
+            pixels[..., channel],
+            mode="clip",
+            out=canvas[channel, top : top + image.height, left : left + image.width],
+        )
     canvas = torch.from_numpy(canvas)
     mask = torch.zeros(size, size, dtype=torch.long)
     mask[top : top + image.height, left : left + image.width] = 1
@@ -269,8 +284,14 @@ class CLIPVGTrainTransform:
     def crop_prob(self) -> float:
         return 0.5 if self.aug_crop else 0.0
 
-    def __call__(self, image: PIL.Image.Image, box: Any, text: str, rng: np.random.Generator,
-                 object_mask: torch.Tensor | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        image: PIL.Image.Image,
+        box: Any,
+        text: str,
+        rng: np.random.Generator,
+        object_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         box = torch.as_tensor(box, dtype=torch.float32).clone()
         crop = None
         take_crop = not has_spatial_word(text) and rng.random() < self.crop_prob
@@ -290,8 +311,16 @@ class CLIPVGTrainTransform:
         object_mask = _carry_mask(object_mask, short_side, crop, (image.height, image.width))
         return self._finish(image, box, rng, crop, scale, "crop" if take_crop else "resize", object_mask)
 
-    def _finish(self, image: PIL.Image.Image, box: Box, rng: np.random.Generator, crop: Any, scale: int,
-                branch: str, object_mask: torch.Tensor | None = None) -> dict[str, Any]:
+    def _finish(
+        self,
+        image: PIL.Image.Image,
+        box: Box,
+        rng: np.random.Generator,
+        crop: Any,
+        scale: int,
+        branch: str,
+        object_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         """Colour jitter, normalise and pad (the steps after the resize); the object mask lands where the image does."""
         jitter: list[tuple[str, float]] = []
         if self.aug_color:
@@ -330,7 +359,9 @@ class CLIPVGTrainTransform:
 
 
 def _carry_mask(
-    mask: torch.Tensor | None, short_side: tuple[int, int] | None, crop: tuple[int, int, int, int] | None,
+    mask: torch.Tensor | None,
+    short_side: tuple[int, int] | None,
+    crop: tuple[int, int, int, int] | None,
     final: tuple[int, int],
 ) -> torch.Tensor | None:
     """An object mask through the geometric steps of a training sample: the crop branch's short-side resize and crop
@@ -348,22 +379,32 @@ class CLIPVGEvalTransform:
     def __init__(self, image_processor: CLIPVGImageProcessor | None = None):
         self.image_processor = image_processor or CLIPVGImageProcessor()
 
-    def __call__(self, image: PIL.Image.Image, box: Any, text: str = "", rng: Any = None,
-                 object_mask: torch.Tensor | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        image: PIL.Image.Image,
+        box: Any,
+        text: str = "",
+        rng: Any = None,
+        object_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
         return self.transform_run(image, [box], None if object_mask is None else [object_mask])[0]
 
-    def transform_run(self, image: PIL.Image.Image, boxes: Sequence[Any],
-                      object_masks: Sequence[torch.Tensor] | None = None) -> list[dict[str, Any]]:
+    def transform_run(
+        self, image: PIL.Image.Image, boxes: Sequence[Any], object_masks: Sequence[torch.Tensor] | None = None
+    ) -> list[dict[str, Any]]:
         """Several expressions of one image: the image is letterboxed once, each box mapped onto the canvas.
 
         ``object_masks`` (one (H, W) mask per box, at the image's size) are nearest-resized and padded with the
         image (HiVG's ground-truth masks); each output then has ``object_mask`` (S, S) uint8.
         """
-        out = self.image_processor(images=[image] * len(boxes), boxes=[list(box) for box in boxes],
-                                   return_tensors="pt")
+        out = self.image_processor(
+            images=[image] * len(boxes), boxes=[list(box) for box in boxes], return_tensors="pt"
+        )
         mask = out["pixel_mask"].long()
-        items = [{"pixel_values": out["pixel_values"][i], "pixel_mask": mask[i], "labels": out["labels"][i]}
-                 for i in range(len(boxes))]
+        items = [
+            {"pixel_values": out["pixel_values"][i], "pixel_mask": mask[i], "labels": out["labels"][i]}
+            for i in range(len(boxes))
+        ]
         if object_masks is not None:
             size = mask.shape[-1]
             geometry = letterbox_geometry(image.height, image.width, size)

@@ -23,11 +23,17 @@ from .staging import push_dataset, push_model
 
 
 def _card_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset_id", help="Hub id of the evaluation dataset, named in the card "
-                        "(default: the results file's dataset, if it is a Hub id)")
-    parser.add_argument("--setting", help="training setting stated in the card: full, full-ssa, unsup-single, "
-                        "unsup-single-ssa, unsup-multi or unsup-multi-msa (default: from the evaluated config's "
-                        "name, e.g. refcoco-unsup-single)")
+    parser.add_argument(
+        "--dataset_id",
+        help="Hub id of the evaluation dataset, named in the card "
+        "(default: the results file's dataset, if it is a Hub id)",
+    )
+    parser.add_argument(
+        "--setting",
+        help="training setting stated in the card: full, full-ssa, unsup-single, "
+        "unsup-single-ssa, unsup-multi or unsup-multi-msa (default: from the evaluated config's "
+        "name, e.g. refcoco-unsup-single)",
+    )
     parser.add_argument("--curriculum", choices=("none", "ssa", "msa"), help="curriculum used in training")
 
 
@@ -50,8 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     release = sub.add_parser("release", help="convert an official checkpoint, evaluate it, upload it")
     release.add_argument("--checkpoint", required=True)
     release.add_argument("--dataset", required=True, help="dataset folder or Hub id to evaluate on")
-    release.add_argument("--dataset_config", dest="config", required=True,
-                         help="dataset config, e.g. refcoco-unsup-single")
+    release.add_argument(
+        "--dataset_config", dest="config", required=True, help="dataset config, e.g. refcoco-unsup-single"
+    )
     release.add_argument("--split", action="append", required=True, help="evaluation split (repeatable)")
     release.add_argument("--repo_id", required=True)
     release.add_argument("--work_dir", required=True, help="keeps model/, results.json and, for --dry_run, upload/")
@@ -62,8 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     space.add_argument("--repo_id", required=True, help="Hub id of the Space, e.g. ORG/NAME-demo")
 
     for sub_parser in (model, dataset, space):
-        sub_parser.add_argument("--dry_run", metavar="OUT",
-                                help="write what would be uploaded into OUT; upload nothing")
+        sub_parser.add_argument(
+            "--dry_run", metavar="OUT", help="write what would be uploaded into OUT; upload nothing"
+        )
     release.add_argument("--dry_run", action="store_true", help="stage WORK/upload; upload nothing")
     for sub_parser in (model, dataset, release, space):
         sub_parser.add_argument("--private", action="store_true", help="create the repo as private")
@@ -74,18 +82,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> PushResult:
     """Dispatch to the push / release functions; returns their :class:`~clipvg_hf.hub.PushResult`."""
     if args.command == "model":
-        return push_model(args.model_dir, args.repo_id, args.results, private=args.private,
-                          dry_run_dir=args.dry_run, token=args.token, dataset_id=args.dataset_id,
-                          setting=args.setting, curriculum=args.curriculum, base_model=args.base_model)
+        return push_model(
+            args.model_dir,
+            args.repo_id,
+            args.results,
+            private=args.private,
+            dry_run_dir=args.dry_run,
+            token=args.token,
+            dataset_id=args.dataset_id,
+            setting=args.setting,
+            curriculum=args.curriculum,
+            base_model=args.base_model,
+        )
     if args.command == "dataset":
-        return push_dataset(args.data_dir, args.repo_id, default_config=args.default_config,
-                            private=args.private, dry_run_dir=args.dry_run, token=args.token)
+        return push_dataset(
+            args.data_dir,
+            args.repo_id,
+            default_config=args.default_config,
+            private=args.private,
+            dry_run_dir=args.dry_run,
+            token=args.token,
+        )
     if args.command == "space":
-        return push_space(args.model_id, args.repo_id, private=args.private, dry_run_dir=args.dry_run,
-                          token=args.token)
-    return release_checkpoint(args.checkpoint, args.dataset, args.config, args.split, args.repo_id, args.work_dir,
-                              dataset_id=args.dataset_id, private=args.private, dry_run=args.dry_run,
-                              token=args.token, setting=args.setting, curriculum=args.curriculum)
+        return push_space(
+            args.model_id, args.repo_id, private=args.private, dry_run_dir=args.dry_run, token=args.token
+        )
+    return release_checkpoint(
+        args.checkpoint,
+        args.dataset,
+        args.config,
+        args.split,
+        args.repo_id,
+        args.work_dir,
+        dataset_id=args.dataset_id,
+        private=args.private,
+        dry_run=args.dry_run,
+        token=args.token,
+        setting=args.setting,
+        curriculum=args.curriculum,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,11 +54,16 @@ def pipeline_modules(start: str = "pipelines.py") -> list[str]:
         order.append(name)
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.ImportFrom) and node.level == 1:
-                pending.extend([node.module.split(".")[0] + ".py"] if node.module else
-                               [alias.name + ".py" for alias in node.names])
+                pending.extend(
+                    [node.module.split(".")[0] + ".py"]
+                    if node.module
+                    else [alias.name + ".py" for alias in node.names]
+                )
             elif _imports_package(node):
-                raise HubPublishError(f"clipvg_hf/{name} line {node.lineno} imports outside its own folder; "
-                                      "the Space could not run it without the package")
+                raise HubPublishError(
+                    f"clipvg_hf/{name} line {node.lineno} imports outside its own folder; "
+                    "the Space could not run it without the package"
+                )
     return order
 
 
@@ -66,8 +71,16 @@ def _space_card(model_id: str, repo_id: str) -> SpaceCard:
     """README of the Space: Gradio metadata pointing at the model, and what the demo does."""
     name = repo_id.split("/")[1]
     data = SpaceCardData(
-        title=name[:30], sdk="gradio", sdk_version=GRADIO_SDK_VERSION, app_file="app.py", models=[model_id],
-        license="mit", emoji="🎯", colorFrom="blue", colorTo="green", pinned=False,
+        title=name[:30],
+        sdk="gradio",
+        sdk_version=GRADIO_SDK_VERSION,
+        app_file="app.py",
+        models=[model_id],
+        license="mit",
+        emoji="🎯",
+        colorFrom="blue",
+        colorTo="green",
+        pinned=False,
         short_description="CLIP-VG: one box per referring expression",
     )
     body = f"""# {name}
@@ -99,8 +112,9 @@ def stage_space(model_id: str, repo_id: str, out: str | Path) -> list[str]:
     (package / "__init__.py").write_text('"""The visual-grounding pipeline of clipvg-hf, copied for this Space."""\n')
     for name in pipeline_modules():
         shutil.copyfile(_PACKAGE_DIR / name, package / name)
-    shutil.copytree(_PACKAGE_DIR / "examples", out / "examples", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        _PACKAGE_DIR / "examples", out / "examples", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+    )
     (out / "requirements.txt").write_text("".join(f"{line}\n" for line in SPACE_REQUIREMENTS))
     (out / "space_config.json").write_text(json.dumps({"model_id": model_id}, indent=2) + "\n")
     _space_card(model_id, repo_id).save(out / "README.md")
@@ -131,12 +145,13 @@ def push_space(
     try:
         api.model_info(model_id)
     except RepositoryNotFoundError:
-        raise HubPublishError(f"model {model_id} is not on the Hub (or not visible with this token): "
-                              "push it first with `clipvg-push model`") from None
+        raise HubPublishError(
+            f"model {model_id} is not on the Hub (or not visible with this token): "
+            "push it first with `clipvg-push model`"
+        ) from None
     with tempfile.TemporaryDirectory(prefix="clipvg-space-") as scratch:
         folder = Path(scratch) / "upload"
         files = stage_space(model_id, repo_id, folder)
         url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=folder,
-                          commit_message=f"Demo of {model_id}")
+        api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=folder, commit_message=f"Demo of {model_id}")
     return PushResult(repo_id, "space", files, notes, url=str(url))

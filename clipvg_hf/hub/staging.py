@@ -120,8 +120,10 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
         raise HubPublishError(f"{model_dir} is not a saved model folder: {CONFIG_FILE} is missing")
     config = json.loads(path.read_text())
     if config.get("model_type") not in MODEL_FAMILIES:
-        raise HubPublishError(f"{path}: model_type is {config.get('model_type')!r}, not a CLIP-VG model ('clip_vg') "
-                              "or a HiVG one ('hivg')")
+        raise HubPublishError(
+            f"{path}: model_type is {config.get('model_type')!r}, not a CLIP-VG model ('clip_vg') "
+            "or a HiVG one ('hivg')"
+        )
     return config
 
 

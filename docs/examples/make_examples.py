@@ -20,8 +20,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "parity" / "tiny"
-MODEL_REPO, DATA_REPO, CONFIG, SPLITS = "your-org/clip-vg-tiny", "your-org/clip-vg-grounding-tiny", \
-    "refcoco-unsup-single", ("val", "testA")
+MODEL_REPO, DATA_REPO, CONFIG, SPLITS = (
+    "your-org/clip-vg-tiny",
+    "your-org/clip-vg-grounding-tiny",
+    "refcoco-unsup-single",
+    ("val", "testA"),
+)
 
 sys.path.insert(0, str(ROOT / "tests"))
 from utils.hub_server import DEFAULT_TOKEN, running_hub
@@ -34,10 +38,15 @@ def fixture_results(model_dir: Path, data_dir: Path) -> dict:
     except ImportError:
         official = json.loads((FIXTURE / "expected.json").read_text())["splits"]
         digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
-        return {"model": {"path": str(model_dir), "weights_sha256": digest, "config_sha256": ""},
-                "dataset": {"name": str(data_dir), "config": CONFIG}, "metric": "Acc@0.5",
-                "splits": {s: {"accuracy": official[f"unc/{s}"]["acc_at_0.5"], "num_samples": official[f"unc/{s}"]["n"]}
-                           for s in SPLITS}}
+        return {
+            "model": {"path": str(model_dir), "weights_sha256": digest, "config_sha256": ""},
+            "dataset": {"name": str(data_dir), "config": CONFIG},
+            "metric": "Acc@0.5",
+            "splits": {
+                s: {"accuracy": official[f"unc/{s}"]["acc_at_0.5"], "num_samples": official[f"unc/{s}"]["n"]}
+                for s in SPLITS
+            },
+        }
     return evaluate_model(str(model_dir), str(data_dir), CONFIG, list(SPLITS))
 
 
@@ -48,14 +57,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch, running_hub() as (endpoint, state):
         work = Path(scratch)
         assert convert(["--checkpoint", str(FIXTURE / "checkpoint.pth"), "--output_dir", str(work / "model")]) == 0
-        convert_pack(FIXTURE / "splits", FIXTURE / "image_data", work / "data", "unsup-single", ["unc", "referit"],
-                     num_shards=2)
+        convert_pack(
+            FIXTURE / "splits", FIXTURE / "image_data", work / "data", "unsup-single", ["unc", "referit"], num_shards=2
+        )
         (work / "results.json").write_text(json.dumps(fixture_results(work / "model", work / "data")))
-        env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "HF_HOME": str(work / "hf"), "HF_ENDPOINT": endpoint,
-               "HF_TOKEN": DEFAULT_TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
-        for args in (["model", "--model_dir", str(work / "model"), "--repo_id", MODEL_REPO, "--results",
-                      str(work / "results.json"), "--dataset_id", DATA_REPO],
-                     ["dataset", "--data_dir", str(work / "data"), "--repo_id", DATA_REPO]):
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": scratch,
+            "HF_HOME": str(work / "hf"),
+            "HF_ENDPOINT": endpoint,
+            "HF_TOKEN": DEFAULT_TOKEN,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
+        for args in (
+            [
+                "model",
+                "--model_dir",
+                str(work / "model"),
+                "--repo_id",
+                MODEL_REPO,
+                "--results",
+                str(work / "results.json"),
+                "--dataset_id",
+                DATA_REPO,
+            ],
+            ["dataset", "--data_dir", str(work / "data"), "--repo_id", DATA_REPO],
+        ):
             subprocess.run([sys.executable, str(ROOT / "push_to_hub.py"), *args], env=env, check=True, cwd=ROOT)
         cards = (("model", MODEL_REPO, "model_card.md"), ("dataset", DATA_REPO, "dataset_card.md"))
         for repo_type, repo_id, name in cards:

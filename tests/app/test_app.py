@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
 from PIL import Image
+
+from conftest import free_port
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
@@ -22,9 +23,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = REPO_ROOT / "clipvg_hf" / "examples" / "vg2.jpg"
 EXPRESSIONS = ["the pink cake on the left", "the chocolate cake with strawberries"]
 ARTIFACTS = REPO_ROOT / "outputs" / "test_artifacts"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1400,1800")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1800",
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +136,9 @@ def test_gradio_client_flow_matches_the_pipeline(served, expected, tmp_path):
 
     _, url = served
     client = Client(url, verbose=False, download_files=str(tmp_path), analytics_enabled=False)
-    drawn, table, model_input, message = client.predict(handle_file(str(IMAGE)), "\n".join(EXPRESSIONS), False,
-                                                        api_name="/ground")
+    drawn, table, model_input, message = client.predict(
+        handle_file(str(IMAGE)), "\n".join(EXPRESSIONS), False, api_name="/ground"
+    )
     assert table["headers"] == ["#", "expression", "x1", "y1", "x2", "y2"]
     assert_rows_match(table["data"], expected)
     assert_boxes_drawn(Image.open(drawn), expected)
@@ -147,8 +158,10 @@ def chromium_paths() -> tuple[str, str] | None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(chromium_paths() is None, reason="Chromium and chromedriver are not installed "
-                    "(apt-get install chromium chromium-driver, as .ci/run does)")
+@pytest.mark.skipif(
+    chromium_paths() is None,
+    reason="Chromium and chromedriver are not installed (apt-get install chromium chromium-driver, as .ci/run does)",
+)
 def test_browser_upload_two_expressions_and_read_the_result(served, expected, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -178,9 +191,13 @@ def test_browser_upload_two_expressions_and_read_the_result(served, expected, tm
         wait.until(lambda d: EXPRESSIONS[1] in d.find_element(By.ID, "box-table").text)
         wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#model-input img")))
         output = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#output-image img")))
-        rows = [[cell.get_attribute("textContent").strip() for cell in row.find_elements(By.CSS_SELECTOR,
-                                                                                       "[role=gridcell]")]
-                for row in driver.find_elements(By.CSS_SELECTOR, "#box-table [role=row]")]
+        rows = [
+            [
+                cell.get_attribute("textContent").strip()
+                for cell in row.find_elements(By.CSS_SELECTOR, "[role=gridcell]")
+            ]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#box-table [role=row]")
+        ]
         rows = [row for row in rows if row]  # the header row has column headers, no grid cells
         assert_rows_match(rows, expected)
         source = output.get_attribute("src")
@@ -199,9 +216,11 @@ def test_browser_upload_two_expressions_and_read_the_result(served, expected, tm
 def test_command_line_errors_are_one_line(tmp_path, capsys):
     from clipvg_hf.app import main
 
-    for argv, words in ((["--port", "0", "--model", "org/name"], "--port must be between 1 and 65535"),
-                        ([], "--model is required"),
-                        (["--model", str(tmp_path / "missing")], "missing: no such model folder")):
+    for argv, words in (
+        (["--port", "0", "--model", "org/name"], "--port must be between 1 and 65535"),
+        ([], "--model is required"),
+        (["--model", str(tmp_path / "missing")], "missing: no such model folder"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2 and words in capsys.readouterr().err

@@ -3,7 +3,6 @@
 Also smoke runs of both benchmarks (tiny sizes, no timing asserts).
 """
 
-
 import numpy as np
 import PIL.Image
 import pytest
@@ -125,8 +124,18 @@ def test_bench_data_quick_smoke(tmp_path):
 
 
 def test_bench_data_refcoco_shaped_pack_groups_its_runs(tmp_path):
-    result = bench_data.main(["--quick", "--samples", "32", "--jpeg_only", "--expressions_per_image", "7",
-                              "--json", str(tmp_path / "data.json")])
+    result = bench_data.main(
+        [
+            "--quick",
+            "--samples",
+            "32",
+            "--jpeg_only",
+            "--expressions_per_image",
+            "7",
+            "--json",
+            str(tmp_path / "data.json"),
+        ]
+    )
     assert result["expressions"] == 35  # the fixture's 5 JPEG photos, 7 expressions each
     per_decode = {row["path"]: row["expressions_per_decode"] for row in result["rows"] if row["mode"] == "train"}
     assert per_decode["ours"] == 1.0  # never two of one image in a row without grouping

@@ -36,8 +36,12 @@ def main(out: Path, kind: str) -> None:
     for epoch in range(3):
         loader.set_epoch(epoch)
         seen = [int(i) for batch in loader for i in batch]
-        record["epochs"][epoch] = {"seen": seen, "len": len(loader), "order": sampler.indices(epoch),
-                                   "pool": sorted(pool_for_epoch(epoch))}
+        record["epochs"][epoch] = {
+            "seen": seen,
+            "len": len(loader),
+            "order": sampler.indices(epoch),
+            "pool": sorted(pool_for_epoch(epoch)),
+        }
     loader.set_epoch(2)
     resumed = accelerator.skip_first_batches(loader, SKIP)
     record["resumed"] = [int(i) for batch in resumed for i in batch]

@@ -23,23 +23,72 @@ CONFIG = "refcoco-unsup-single"
 
 def tiny_config_file(path: Path) -> Path:
     """A from-scratch tiny model that takes the real CLIP tokenizer's ids (64 px images)."""
-    text = {"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "max_position_embeddings": 77, "projection_dim": 24, "bos_token_id": 49406,
-            "eos_token_id": 49407, "pad_token_id": 0}
+    text = {
+        "vocab_size": 49408,
+        "hidden_size": 32,
+        "intermediate_size": 37,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "projection_dim": 24,
+        "bos_token_id": 49406,
+        "eos_token_id": 49407,
+        "pad_token_id": 0,
+    }
     make_tiny_config(text_config=text, max_text_length=77).to_json_file(path)
     return path
 
 
-def test_ssa_cli_trains_on_subsets_and_writes_a_loadable_selection(converted_dir, fixture_dataset, expected_tensors,
-                                                                   tmp_path):
+def test_ssa_cli_trains_on_subsets_and_writes_a_loadable_selection(
+    converted_dir, fixture_dataset, expected_tensors, tmp_path
+):
     out = tmp_path / "ssa"
-    train_args = ["--config_file", str(tiny_config_file(tmp_path / "tiny.json")), "--num_epochs", "1",
-                  "--per_device_batch_size", "4", "--eval_batch_size", "32", "--num_workers", "0", "--cpu",
-                  "--no_aug_crop", "--no_aug_scale", "--keep_checkpoints", "0"]
-    run = subprocess.run([sys.executable, "-m", "clipvg_hf.curriculum.ssa", "--dataset", str(fixture_dataset),
-                          "--dataset_config", CONFIG, "--output_dir", str(out), "--measurer", str(converted_dir),
-                          "--thresholds", "0.0", "0.3", "--search", "grid", "--score_args", "--cpu --no_plot",
-                          "--", *train_args], capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
+    train_args = [
+        "--config_file",
+        str(tiny_config_file(tmp_path / "tiny.json")),
+        "--num_epochs",
+        "1",
+        "--per_device_batch_size",
+        "4",
+        "--eval_batch_size",
+        "32",
+        "--num_workers",
+        "0",
+        "--cpu",
+        "--no_aug_crop",
+        "--no_aug_scale",
+        "--keep_checkpoints",
+        "0",
+    ]
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "clipvg_hf.curriculum.ssa",
+            "--dataset",
+            str(fixture_dataset),
+            "--dataset_config",
+            CONFIG,
+            "--output_dir",
+            str(out),
+            "--measurer",
+            str(converted_dir),
+            "--thresholds",
+            "0.0",
+            "0.3",
+            "--search",
+            "grid",
+            "--score_args",
+            "--cpu --no_plot",
+            "--",
+            *train_args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((out / "ssa.json").read_text())
     assert report["search"]["strategy"] == "grid" and report["trainings"] == {"measurer": 0, "search": 2, "total": 2}

@@ -24,10 +24,12 @@ from conftest import free_port
 CONFIG = "refcoco-unsup-single"
 
 
-def test_reliabilities_and_subsets_equal_the_official_ones(converted_dir, fixture_dataset, expected_tensors,
-                                                          expected_json, tmp_path):
-    scores = score_model(converted_dir, fixture_dataset, CONFIG, "train_pseudo", accelerator=Accelerator(cpu=True),
-                         batch_size=7)  # grouped inference: each image encoded once
+def test_reliabilities_and_subsets_equal_the_official_ones(
+    converted_dir, fixture_dataset, expected_tensors, expected_json, tmp_path
+):
+    scores = score_model(
+        converted_dir, fixture_dataset, CONFIG, "train_pseudo", accelerator=Accelerator(cpu=True), batch_size=7
+    )  # grouped inference: each image encoded once
     expected = expected_tensors["unc/train_pseudo/reliability"].numpy()
     assert scores.row_index.tolist() == list(range(len(expected)))
     assert np.abs(scores.reliability - expected).max() <= 1e-5
@@ -53,14 +55,40 @@ def test_histogram_bins_are_right_closed_over_0_1():
         reliability_histogram(np.array([1.5]))
 
 
-def test_two_processes_score_every_sample_exactly_once(converted_dir, fixture_dataset, expected_tensors,
-                                                       expected_json, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                          "127.0.0.1", "--master_port", str(free_port()), "-m", "clipvg_hf.curriculum.score",
-                          "--model_name_or_path", str(converted_dir), "--dataset", str(fixture_dataset),
-                          "--dataset_config", CONFIG,
-                          "--output_dir", str(tmp_path), "--batch_size", "3", "--cpu", "--no_plot"],
-                         capture_output=True, text=True, timeout=300, check=False)
+def test_two_processes_score_every_sample_exactly_once(
+    converted_dir, fixture_dataset, expected_tensors, expected_json, tmp_path
+):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "clipvg_hf.curriculum.score",
+            "--model_name_or_path",
+            str(converted_dir),
+            "--dataset",
+            str(fixture_dataset),
+            "--dataset_config",
+            CONFIG,
+            "--output_dir",
+            str(tmp_path),
+            "--batch_size",
+            "3",
+            "--cpu",
+            "--no_plot",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "reliability.json").read_text())
     assert report["num_processes"] == 2  # not two independent single-process runs

@@ -50,9 +50,26 @@ def test_pools_threshold_and_easy_to_hard_growth():
 @pytest.mark.parametrize("kind, per_epoch", [("curriculum", 16), ("grouped", 40)])
 def test_two_processes_disjoint_ranks_union_is_the_epoch_selection_and_resume(tmp_path, kind, per_epoch):
     """The same global order on both ranks, split into disjoint batches; also for ImageGroupedSampler."""
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
-                          "127.0.0.1", "--master_port", str(free_port()), str(SCRIPT), str(tmp_path), kind],
-                         capture_output=True, text=True, timeout=300, check=False)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            str(SCRIPT),
+            str(tmp_path),
+            kind,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     for epoch in ("0", "1", "2"):
@@ -67,4 +84,4 @@ def test_two_processes_disjoint_ranks_union_is_the_epoch_selection_and_resume(tm
     else:
         assert r0["epochs"]["0"]["order"] != r0["epochs"]["1"]["order"]  # a fresh grouping every epoch
     for rank in (r0, r1):  # resuming epoch 2 after 2 batches yields the tail of that epoch
-        assert rank["resumed"] == rank["epochs"]["2"]["seen"][2 * 2:]
+        assert rank["resumed"] == rank["epochs"]["2"]["seen"][2 * 2 :]

@@ -44,24 +44,31 @@ def test_untrainable_candidates_never_win_and_unknown_strategy_is_refused():
 @pytest.fixture(scope="module")
 def three_sources():
     """Template clean-ish, relation noisier, caption mostly corrupted; measurers of matching quality."""
-    sources = make_sources({"template": 120, "relation": 80, "caption": 80},
-                           {"template": 0.3, "relation": 0.5, "caption": 0.85}, seed=1)
+    sources = make_sources(
+        {"template": 120, "relation": 80, "caption": 80}, {"template": 0.3, "relation": 0.5, "caption": 0.85}, seed=1
+    )
     noise = {"template": 0.02, "relation": 0.04, "caption": 0.15}
-    scores = {f"measurer_{s}": measurer_scores(sources, noise[s], seed=i, sha=f"sha-{s}")
-              for i, s in enumerate(sources)}
+    scores = {
+        f"measurer_{s}": measurer_scores(sources, noise[s], seed=i, sha=f"sha-{s}") for i, s in enumerate(sources)
+    }
     return sources, scores
 
 
 @pytest.mark.parametrize("strategy", ["grid", "bisect"])
-def test_ssa_keeps_the_argmax_of_its_logged_curve_and_removes_most_corrupted_labels(three_sources, tmp_path,
-                                                                                    strategy):
+def test_ssa_keeps_the_argmax_of_its_logged_curve_and_removes_most_corrupted_labels(three_sources, tmp_path, strategy):
     sources, scores = three_sources
     template = sources["template"]
     trainer = CachedTrainer(SyntheticTrainer({"template": template}), min_samples=4)
     scorer = SyntheticScorer({"measurer": scores["measurer_template"]})
     written = {}
-    report = run_ssa(template["rows"], trainer, scorer, tmp_path, strategy=strategy,
-                     write_selection=lambda sel: written.update(sel) or {"num_samples": len(sel)})
+    report = run_ssa(
+        template["rows"],
+        trainer,
+        scorer,
+        tmp_path,
+        strategy=strategy,
+        write_selection=lambda sel: written.update(sel) or {"num_samples": len(sel)},
+    )
     logged = {p["h"]: p["val_accuracy"] for p in report["curve"] if p["val_accuracy"] is not None}
     assert report["best"]["h"] == max(logged, key=lambda h: (logged[h], -h))
     assert report["best"]["val_accuracy"] == logged[report["best"]["h"]]
@@ -87,8 +94,13 @@ def test_ssa_logs_skipped_thresholds_with_too_few_samples(three_sources, tmp_pat
     sources, scores = three_sources
     template = sources["template"]
     trainer = CachedTrainer(SyntheticTrainer({"template": template}), min_samples=len(template["rows"]) // 2)
-    report = run_ssa(template["rows"], trainer, SyntheticScorer({"measurer": scores["measurer_template"]}),
-                     tmp_path, thresholds=[0.0, 0.5, 0.99])
+    report = run_ssa(
+        template["rows"],
+        trainer,
+        SyntheticScorer({"measurer": scores["measurer_template"]}),
+        tmp_path,
+        thresholds=[0.0, 0.5, 0.99],
+    )
     status = {p["h"]: p["status"] for p in report["curve"]}
     assert status[0.99] == "skipped" and report["best"]["h"] != 0.99
 
@@ -100,8 +112,16 @@ def test_msa_decisions_follow_the_logged_validation_numbers(three_sources, tmp_p
     trainer = CachedTrainer(SyntheticTrainer(sources), min_samples=4)
     scorer = SyntheticScorer(scores)
     written = {}
-    report = run_msa(rows, trainer, scorer, tmp_path, order=order, h0=0.5, strategy="grid",
-                     write_selection=lambda sel: written.update(sel) or {"num_samples": len(sel)})
+    report = run_msa(
+        rows,
+        trainer,
+        scorer,
+        tmp_path,
+        order=order,
+        h0=0.5,
+        strategy="grid",
+        write_selection=lambda sel: written.update(sel) or {"num_samples": len(sel)},
+    )
     assert sorted(scorer.calls) == sorted(scores)  # each measurer scored the split once
     assert set(report["reliability_grid"]["cells"]) == set(rows)
     assert report["reliability_grid"]["cells"]["template"]["template"]["kind"] == "SR"
@@ -141,8 +161,13 @@ def test_msa_stops_when_a_source_only_adds_noise(tmp_path):
     sources = make_sources({"template": 100, "caption": 100}, {"template": 0.2, "caption": 1.0}, seed=3)
     scores = {f"measurer_{s}": measurer_scores(sources, 0.02, seed=i, sha=s) for i, s in enumerate(sources)}
     trainer = CachedTrainer(SyntheticTrainer(sources), min_samples=4)
-    report = run_msa({s: d["rows"] for s, d in sources.items()}, trainer, SyntheticScorer(scores), tmp_path,
-                     thresholds=[0.0, 0.5, 0.8])
+    report = run_msa(
+        {s: d["rows"] for s, d in sources.items()},
+        trainer,
+        SyntheticScorer(scores),
+        tmp_path,
+        thresholds=[0.0, 0.5, 0.8],
+    )
     assert list(report["selected"]) == ["template"]
     assert report["steps"][-1]["decision"].startswith("stop")
     assert np.isclose(report["best"]["val_accuracy"], report["steps"][0]["val_accuracy"])

@@ -27,8 +27,10 @@ def unc_splits(tmp_path_factory):
     out = tmp_path_factory.mktemp("collate_hf")
     convert_pack(TINY / "splits", TINY / "image_data", out, "unsup-single", datasets=["unc"])
     cache = str(out.parent / f"{out.name}_cache")
-    splits = {split: load_dataset(str(out), "refcoco-unsup-single", split=split, cache_dir=cache)
-              for split in ("val", "train_pseudo")}
+    splits = {
+        split: load_dataset(str(out), "refcoco-unsup-single", split=split, cache_dir=cache)
+        for split in ("val", "train_pseudo")
+    }
     return {**splits, "root": out}
 
 
@@ -83,8 +85,13 @@ def test_grouped_batches_hold_each_image_once_with_the_same_boxes(unc_splits, co
 
 
 def test_too_long_expression_names_the_sample(collator):
-    sample = {"pixel_values": torch.zeros(3, 4, 4), "pixel_mask": torch.ones(4, 4), "labels": torch.zeros(4),
-              "text": "word " * 80, "row_index": 12}
+    sample = {
+        "pixel_values": torch.zeros(3, 4, 4),
+        "pixel_mask": torch.ones(4, 4),
+        "labels": torch.zeros(4),
+        "text": "word " * 80,
+        "row_index": 12,
+    }
     with pytest.raises(ValueError, match=r"row 12 is 82 tokens long, over the 77-token CLIP context"):
         collator([sample])
 

@@ -96,7 +96,9 @@ def test_images_are_stored_once_per_split_with_original_bytes(fixture_output):
     assert sum(len(e) for e in table.column("expressions").to_pylist()) == 18
     first = table.slice(0, 1).to_pylist()[0]
     assert first["image"]["bytes"] == (TINY / "image_data" / COCO_DIR / first["file_name"]).read_bytes()
-    assert (first["width"], first["height"]) == PIL.Image.open(TINY / "image_data" / COCO_DIR / first["file_name"]).size
+    assert (first["width"], first["height"]) == PIL.Image.open(
+        TINY / "image_data" / COCO_DIR / first["file_name"]
+    ).size
     assert all(pq.ParquetFile(f).metadata.num_rows > 0 for f in files)
 
 
@@ -122,8 +124,13 @@ def test_load_dataset_in_a_fresh_process_including_streaming(fixture_output, tmp
         print(json.dumps(out))
         """
     )
-    result = subprocess.run([sys.executable, "-c", script, str(folder), str(tmp_path / "cache")],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["configs"] == ["flickr30k-unsup-single", "refcoco-unsup-single", "referit-unsup-single"]
@@ -141,7 +148,8 @@ def test_dataset_card_lists_configs_and_documents_the_schema(fixture_output):
     card = (folder / "README.md").read_text()
     configs = {c["config_name"]: c["data_files"] for c in DatasetCard.load(folder / "README.md").data.configs}
     assert {"split": "train_pseudo", "path": "refcoco-unsup-single/train_pseudo-*.parquet"} in configs[
-        "refcoco-unsup-single"]
+        "refcoco-unsup-single"
+    ]
     assert "| refcoco-unsup-single | val | 18 | 13 |" in card
     assert "bbox_official" in card and "x2 = int(x) + int(w)" in card
 
@@ -163,8 +171,14 @@ def test_small_pack_schema_sources_and_path_mode(tmp_path):
     assert exact == pytest.approx([40.7, 30.2, 141.3, 131.1])
     val = _load(out, "refcoco-unsup-single", "val", tmp_path / "cache")
     expressions = [e for row in val for e in row["expressions"]]
-    assert {e["source"] for e in expressions} == {"human"} and {e["ann_file"] for e in expressions} == {"1.pth", "2.pth"}
-    assert [len(list((out / "refcoco-unsup-single").glob(f"{s}-*.parquet"))) for s in ("train_pseudo", "val")] == [3, 2]
+    assert {e["source"] for e in expressions} == {"human"} and {e["ann_file"] for e in expressions} == {
+        "1.pth",
+        "2.pth",
+    }
+    assert [len(list((out / "refcoco-unsup-single").glob(f"{s}-*.parquet"))) for s in ("train_pseudo", "val")] == [
+        3,
+        2,
+    ]
 
 
 def test_multi_source_train_separate(tmp_path):
@@ -207,8 +221,9 @@ def test_bad_rows_raise_naming_file_row_and_reason_or_go_to_rejects(tmp_path):
     with pytest.raises(ConversionError, match=r"unc_train_pseudo\.pth: row 1: image not found: .*missing\.jpg"):
         convert_pack(splits, images, tmp_path / "hf", "unsup-single", datasets=["unc"])
     save_split(splits / "unc" / "unc_train_pseudo.pth", bad)
-    reports, rejects = convert_pack(splits, images, tmp_path / "hf", "unsup-single", datasets=["unc"],
-                                    collect_rejects=True)
+    reports, rejects = convert_pack(
+        splits, images, tmp_path / "hf", "unsup-single", datasets=["unc"], collect_rejects=True
+    )
     report = next(r for r in reports if r.split == "train_pseudo")
     assert (report.rows_in, report.rows_out, report.rejected) == (7, 1, 6)
     reasons = {r.row: r.reason for r in rejects}
@@ -254,11 +269,25 @@ def _cli_main():
 
 def test_cli_prints_the_summary_and_fails_cleanly(tmp_path, capsys):
     splits, images = build_pack(tmp_path / "pack")
-    args = ["--split_root", str(splits), "--image_root", str(images), "--output_dir", str(tmp_path / "hf"),
-            "--setting", "unsup-single"]
+    args = [
+        "--split_root",
+        str(splits),
+        "--image_root",
+        str(images),
+        "--output_dir",
+        str(tmp_path / "hf"),
+        "--setting",
+        "unsup-single",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    ok = subprocess.run([sys.executable, str(REPO / "data_scripts" / "convert_splits.py"), *args],
-                        capture_output=True, text=True, env=env, timeout=120, check=False)  # runs as a standalone script
+    ok = subprocess.run(
+        [sys.executable, str(REPO / "data_scripts" / "convert_splits.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )  # runs as a standalone script
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "rows in" in ok.stdout and "unc_train_pseudo.pth" in ok.stdout
     save_split(splits / "flickr" / "flickr_val.pth", [("nope.jpg", [0, 0, 5, 5], "gone")])

@@ -26,8 +26,19 @@ def pack(tmp_path):
 
 
 def _args(splits, images, out, *extra):
-    return ["--split_root", str(splits), "--image_root", str(images), "--output_dir", str(out),
-            "--setting", "unsup-single", "--datasets", "unc", *extra]
+    return [
+        "--split_root",
+        str(splits),
+        "--image_root",
+        str(images),
+        "--output_dir",
+        str(out),
+        "--setting",
+        "unsup-single",
+        "--datasets",
+        "unc",
+        *extra,
+    ]
 
 
 def _fails(capsys, argv) -> str:
@@ -39,8 +50,9 @@ def _fails(capsys, argv) -> str:
 
 
 def _train_rows(splits, rows):
-    save_split(splits / "unc" / "unc_train_pseudo.pth", [coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "ok"),
-                                                         *rows])
+    save_split(
+        splits / "unc" / "unc_train_pseudo.pth", [coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "ok"), *rows]
+    )
 
 
 def _truncated_jpeg(path: Path) -> None:
@@ -50,7 +62,10 @@ def _truncated_jpeg(path: Path) -> None:
 
 
 BAD_ROWS = {
-    "escape": (coco_pseudo_row("../../../outside/secret.png", [1.0, 1.0, 5.0, 5.0], "secret"), "leaves the image folder"),
+    "escape": (
+        coco_pseudo_row("../../../outside/secret.png", [1.0, 1.0, 5.0, 5.0], "secret"),
+        "leaves the image folder",
+    ),
     "absolute": (coco_pseudo_row("{secret}", [1.0, 1.0, 5.0, 5.0], "secret"), "is absolute"),
     "truncated": (coco_pseudo_row("cut.jpg", [1.0, 1.0, 5.0, 5.0], "cut"), "unreadable image"),
     "zero_width": (coco_pseudo_row("a.jpg", [1.0, 1.0, 5.0, 5.0], "\u200b\u200c\u2060"), "no visible character"),
@@ -84,8 +99,9 @@ def test_with_rejects_every_bad_row_is_listed_and_no_outside_byte_is_stored(caps
     _train_rows(splits, [*rows, coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "ok")])  # last: row 0 again
     assert main(_args(splits, images, out, "--rejects")) == 0
     printed = capsys.readouterr().out
-    rejects = sorted((json.loads(line) for line in (out / "rejects" / "refcoco-unsup-single.jsonl").open()),
-                     key=lambda r: r["row"])
+    rejects = sorted(
+        (json.loads(line) for line in (out / "rejects" / "refcoco-unsup-single.jsonl").open()), key=lambda r: r["row"]
+    )
     assert [r["row"] for r in rejects] == [1, 2, 3, 4, 5]
     assert all(reason in r["reason"] for r, (_, reason) in zip(rejects, BAD_ROWS.values(), strict=True))
     log = json.loads((out / "conversion.json").read_text())["refcoco-unsup-single"]["files"]
@@ -120,11 +136,14 @@ def test_empty_and_misnamed_split_files(capsys, pack):
     assert "rejected file unc_bogus.pth" in printed
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--box_tolerance", "nan"], "--box_tolerance: must be a finite number >= 0, got 'nan'"),
-    (["--box_tolerance", "-1"], "--box_tolerance: must be a finite number >= 0"),
-    (["--num_shards", "0"], "--num_shards: must be a positive integer, got '0'"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--box_tolerance", "nan"], "--box_tolerance: must be a finite number >= 0, got 'nan'"),
+        (["--box_tolerance", "-1"], "--box_tolerance: must be a finite number >= 0"),
+        (["--num_shards", "0"], "--num_shards: must be a positive integer, got '0'"),
+    ],
+)
 def test_bad_numbers_are_refused_by_the_parser(capsys, pack, extra, message):
     splits, images, out = pack
     with pytest.raises(SystemExit) as exit_info:

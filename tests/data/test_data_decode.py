@@ -33,10 +33,17 @@ def test_fixture_photos_decode_to_the_pil_pixels(path):
     assert np.array_equal(np.asarray(fast), _pil_rgb(data))
 
 
-@pytest.mark.parametrize("options", [
-    {"subsampling": 0, "quality": 95}, {"subsampling": 1, "quality": 80}, {"subsampling": 2, "quality": 60},
-    {"progressive": True, "quality": 85}, {"optimize": True, "quality": 75, "subsampling": 2},
-], ids=["444", "422", "420", "progressive", "optimized"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"subsampling": 0, "quality": 95},
+        {"subsampling": 1, "quality": 80},
+        {"subsampling": 2, "quality": 60},
+        {"progressive": True, "quality": 85},
+        {"optimize": True, "quality": 75, "subsampling": 2},
+    ],
+    ids=["444", "422", "420", "progressive", "optimized"],
+)
 def test_encoder_variants_and_odd_sizes_decode_to_the_pil_pixels(options):
     with PIL.Image.open(PHOTOS[0]) as photo:
         crop = photo.convert("RGB").crop((3, 5, 336, 256))  # 333 x 251: odd sides, partial MCUs

@@ -21,8 +21,12 @@ KEYS = ("pixel_values", "pixel_mask", "labels")
 
 @pytest.fixture(scope="module")
 def train_split(fixture_dataset):
-    return load_dataset(str(fixture_dataset), config_name("unc", "unsup-single"), split="train_pseudo",
-                        cache_dir=str(fixture_dataset / "cache"))
+    return load_dataset(
+        str(fixture_dataset),
+        config_name("unc", "unsup-single"),
+        split="train_pseudo",
+        cache_dir=str(fixture_dataset / "cache"),
+    )
 
 
 def _assert_same(batch, items):
@@ -73,11 +77,15 @@ def test_image_ids_follow_subsets(train_split):
         image_ids(torch.utils.data.TensorDataset(torch.zeros(3)))
 
 
-@pytest.mark.parametrize("transform", [
-    CLIPVGTrainTransform(),
-    CLIPVGTrainTransform(draft_decode=True, fused_crop_resize=True),
-    CLIPVGTrainTransform(draft_decode=True),
-], ids=["exact", "draft+fused", "draft"])
+@pytest.mark.parametrize(
+    "transform",
+    [
+        CLIPVGTrainTransform(),
+        CLIPVGTrainTransform(draft_decode=True, fused_crop_resize=True),
+        CLIPVGTrainTransform(draft_decode=True),
+    ],
+    ids=["exact", "draft+fused", "draft"],
+)
 @pytest.mark.parametrize("simplejpeg", [True, False], ids=["simplejpeg", "pil"])
 def test_getitems_equals_item_by_item_and_decodes_each_run_once(train_split, transform, simplejpeg, monkeypatch):
     if not simplejpeg:
@@ -99,8 +107,9 @@ def test_getitems_equals_item_by_item_and_decodes_each_run_once(train_split, tra
 def test_a_dataloader_batch_goes_through_getitems(train_split):
     dataset = GroundingDataset(train_split, CLIPVGTrainTransform(), seed=5)
     sampler = ImageGroupedSampler(image_ids(dataset), max_per_image=3, seed=1)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=6, sampler=sampler, collate_fn=CLIPVGCollator(
-        return_row_index=True))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=6, sampler=sampler, collate_fn=CLIPVGCollator(return_row_index=True)
+    )
     rows = torch.cat([batch["row_index"] for batch in loader]).tolist()
     assert rows == [int(dataset.row_index[i]) for i in sampler.indices(0)]
 
@@ -109,8 +118,10 @@ def test_getitems_names_a_truncated_image(train_split, tmp_path):
     transform = CLIPVGTrainTransform(draft_decode=True)
     table = train_split.cast_column("image", __import__("datasets").Image(decode=False))
     first = table[0]
-    broken = table.map(lambda row: {"image": {"bytes": row["image"]["bytes"][: len(row["image"]["bytes"]) // 3],
-                                              "path": None}}, cache_file_name=str(tmp_path / "broken.arrow"))
+    broken = table.map(
+        lambda row: {"image": {"bytes": row["image"]["bytes"][: len(row["image"]["bytes"]) // 3], "path": None}},
+        cache_file_name=str(tmp_path / "broken.arrow"),
+    )
     assert first["file_name"].lower().endswith(".jpg")
     dataset = GroundingDataset(broken, transform, seed=0)
     positions = [i for i in range(len(dataset)) if dataset.image_index[i] == 0]
@@ -123,8 +134,11 @@ def test_prepared_loader_follows_the_sampler_each_epoch_and_on_resume(train_spli
 
     dataset = GroundingDataset(train_split, CLIPVGTrainTransform(draft_decode=True), seed=5)
     sampler = ImageGroupedSampler(image_ids(dataset), max_per_image=3, seed=2)
-    loader = Accelerator(cpu=True).prepare(torch.utils.data.DataLoader(
-        dataset, batch_size=4, sampler=sampler, collate_fn=CLIPVGCollator(return_row_index=True)))
+    loader = Accelerator(cpu=True).prepare(
+        torch.utils.data.DataLoader(
+            dataset, batch_size=4, sampler=sampler, collate_fn=CLIPVGCollator(return_row_index=True)
+        )
+    )
     rows_of = {epoch: [int(dataset.row_index[i]) for i in sampler.indices(epoch)] for epoch in (0, 1)}
     assert rows_of[0] != rows_of[1]
     for epoch in (0, 1, 0):
@@ -143,8 +157,9 @@ def test_eval_runs_in_file_order_letterbox_each_image_once(train_split, monkeypa
     order = list(range(len(dataset)))  # evaluation loaders read the file order, where an image's rows are adjacent
     letterboxed = []
     real = CLIPVGImageProcessor._letterbox
-    monkeypatch.setattr(CLIPVGImageProcessor, "_letterbox", lambda self, *a, **k: letterboxed.append(1) or real(
-        self, *a, **k))
+    monkeypatch.setattr(
+        CLIPVGImageProcessor, "_letterbox", lambda self, *a, **k: letterboxed.append(1) or real(self, *a, **k)
+    )
     batch = dataset.__getitems__(order)
     images = dataset.image_index[order]
     assert len(letterboxed) == 1 + np.count_nonzero(images[1:] != images[:-1]) < len(order)
@@ -152,13 +167,15 @@ def test_eval_runs_in_file_order_letterbox_each_image_once(train_split, monkeypa
     assert all(item["pixel_mask"].dtype == torch.long for item in batch)
 
 
-def test_streamed_samples_decode_each_image_once_and_equal_the_map_style_view(fixture_dataset, train_split,
-                                                                              monkeypatch):
+def test_streamed_samples_decode_each_image_once_and_equal_the_map_style_view(
+    fixture_dataset, train_split, monkeypatch
+):
     from clipvg_hf.data import streaming_samples
 
     transform = CLIPVGTrainTransform(draft_decode=True)
-    stream = load_dataset(str(fixture_dataset), config_name("unc", "unsup-single"), split="train_pseudo",
-                          streaming=True)
+    stream = load_dataset(
+        str(fixture_dataset), config_name("unc", "unsup-single"), split="train_pseudo", streaming=True
+    )
     opened = []
     real_open = dataset_module.open_raw_image
     monkeypatch.setattr(dataset_module, "open_raw_image", lambda *a, **k: opened.append(a[1]) or real_open(*a, **k))

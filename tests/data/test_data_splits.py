@@ -81,8 +81,13 @@ def test_fixture_files_load_with_weights_only():
 
 
 def test_numpy_boxes_are_allowlisted(tmp_path):
-    path = save_split(tmp_path / "unc_val.pth", [("a.jpg", "p", np.array([1.5, 2.0, 3.0, 4.0]), "t", "p"),
-                                                 ("a.jpg", "p", [np.float32(1.0), np.int64(2), 3, 4], "t", "p")])
+    path = save_split(
+        tmp_path / "unc_val.pth",
+        [
+            ("a.jpg", "p", np.array([1.5, 2.0, 3.0, 4.0]), "t", "p"),
+            ("a.jpg", "p", [np.float32(1.0), np.int64(2), 3, 4], "t", "p"),
+        ],
+    )
     rows = load_split_file(path)
     assert parse_row(rows[0], 0, DATASETS["unc"], "f", "human").bbox_official == (1, 2, 4, 6)
     assert parse_row(rows[1], 1, DATASETS["unc"], "f", "human").bbox_official == (1, 2, 4, 6)
@@ -119,8 +124,11 @@ def test_corrupt_and_non_list_files(tmp_path):
 
 def test_train_separate_order_and_sources(tmp_path):
     folder = tmp_path / "train_separate"
-    for name in ("3_unc+_train_pseudo_caption_0_5.pth", "10_unc+_train_pseudo_relation_0_7.pth",
-                 "1_unc+_train_pseudo_template_0_5.pth"):
+    for name in (
+        "3_unc+_train_pseudo_caption_0_5.pth",
+        "10_unc+_train_pseudo_relation_0_7.pth",
+        "1_unc+_train_pseudo_template_0_5.pth",
+    ):
         save_split(folder / name, [])
     found = separate_source_files(folder, "unc+")
     assert [(p.name.split("_")[0], s) for p, s in found] == [("1", "template"), ("3", "caption"), ("10", "relation")]

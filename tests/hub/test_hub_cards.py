@@ -24,10 +24,15 @@ FIXTURE = TINY_DIR
 
 def results_for(model_dir: Path, dataset: str = "org/grounding-tiny", config: str = "refcoco-unsup-single") -> dict:
     digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
-    return {"model": {"path": str(model_dir), "weights_sha256": digest, "config_sha256": "0" * 64},
-            "dataset": {"name": dataset, "config": config}, "metric": "Acc@0.5",
-            "splits": {"val": {"accuracy": 0.6238, "mean_iou": 0.55, "num_samples": 10834},
-                       "testA": {"accuracy": 0.6503, "num_samples": 5657}}}
+    return {
+        "model": {"path": str(model_dir), "weights_sha256": digest, "config_sha256": "0" * 64},
+        "dataset": {"name": dataset, "config": config},
+        "metric": "Acc@0.5",
+        "splits": {
+            "val": {"accuracy": 0.6238, "mean_iou": 0.55, "num_samples": 10834},
+            "testA": {"accuracy": 0.6503, "num_samples": 5657},
+        },
+    }
 
 
 @pytest.fixture
@@ -84,8 +89,15 @@ def test_missing_processor_files_are_built_offline_and_loadable(converted_dir, t
         shutil.copy(converted_dir / name, bare / name)
     result = hub.push_model(bare, "org/clip-vg", dry_run_dir=tmp_path / "dry", setting="full")
     assert any("built the default processor" in note for note in result.notes)
-    assert {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "processing_clipvg.py",
-            "image_processing_clipvg.py", "configuration_clipvg.py", "modeling_clipvg.py"} <= set(result.files)
+    assert {
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "processing_clipvg.py",
+        "image_processing_clipvg.py",
+        "configuration_clipvg.py",
+        "modeling_clipvg.py",
+    } <= set(result.files)
     processor = AutoProcessor.from_pretrained(tmp_path / "dry")
     assert processor.tokenizer("a dog")["input_ids"][0] == 49406
     card = (tmp_path / "dry" / "README.md").read_text()
@@ -121,8 +133,21 @@ def test_local_dataset_in_results_needs_a_hub_id(converted_dir, tmp_path):
     assert str(tmp_path) not in str(card)
 
 
-@pytest.mark.parametrize("repo_id", ["clip-vg", "org/", "/name", "org/na me", "org/a/b", "org/x--y", "org/x..y",
-                                     "org/name.git", "-org/name", "org/" + "n" * 97])
+@pytest.mark.parametrize(
+    "repo_id",
+    [
+        "clip-vg",
+        "org/",
+        "/name",
+        "org/na me",
+        "org/a/b",
+        "org/x--y",
+        "org/x..y",
+        "org/name.git",
+        "-org/name",
+        "org/" + "n" * 97,
+    ],
+)
 def test_malformed_repo_ids(repo_id):
     with pytest.raises(HubPublishError, match="malformed repo id"):
         hub.validate_repo_id(repo_id)
@@ -156,12 +181,15 @@ def test_folder_without_weights(tmp_path):
         hub.push_model(tmp_path, "org/clip-vg", dry_run_dir=tmp_path / "dry")
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda r: r.update(metric="Acc@0.7"), "metric must be 'Acc@0.5'"),
-    (lambda r: r["splits"]["val"].update(accuracy=62.38), "accuracy must be a fraction"),
-    (lambda r: r["model"].pop("weights_sha256"), "weights_sha256"),
-    (lambda r: r.pop("dataset"), "dataset.name and dataset.config"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.update(metric="Acc@0.7"), "metric must be 'Acc@0.5'"),
+        (lambda r: r["splits"]["val"].update(accuracy=62.38), "accuracy must be a fraction"),
+        (lambda r: r["model"].pop("weights_sha256"), "weights_sha256"),
+        (lambda r: r.pop("dataset"), "dataset.name and dataset.config"),
+    ],
+)
 def test_malformed_results_file(converted_dir, tmp_path, mutate, message):
     results = results_for(converted_dir)
     mutate(results)
@@ -198,7 +226,7 @@ def test_model_card_contents(converted_dir, tmp_path):
     assert "| val | 62.38 | 0.5500 | 10834 |" in card.text and "| testA | 65.03 | - | 5657 |" in card.text
     assert "Curriculum: single-source self-paced curriculum adapting (SSA)" in card.text
     assert "MIT-licensed" in card.text and "@article{xiao2023clip" in card.text
-    assert 'from_pretrained(repo_id, trust_remote_code=True)' in card.text and '"org/clip-vg-refcoco"' in card.text
+    assert "from_pretrained(repo_id, trust_remote_code=True)" in card.text and '"org/clip-vg-refcoco"' in card.text
     assert str(converted_dir) not in str(card) and str(tmp_path) not in str(card)
 
 
@@ -207,16 +235,21 @@ def test_dataset_dry_run_writes_card_and_plan(tmp_path):
 
     data = tmp_path / "data"
     convert_pack(FIXTURE / "splits", FIXTURE / "image_data", data, "unsup-single", ["referit", "flickr"], num_shards=1)
-    result = hub.push_dataset(data, "org/grounding", default_config="referit-unsup-single",
-                              dry_run_dir=tmp_path / "dry")
+    result = hub.push_dataset(
+        data, "org/grounding", default_config="referit-unsup-single", dry_run_dir=tmp_path / "dry"
+    )
     plan = json.loads((tmp_path / "dry" / "upload_plan.json").read_text())
     assert plan["push_order"] == ["referit-unsup-single", "flickr30k-unsup-single"]
     assert plan["rows"]["referit-unsup-single"]["test"] == {"images": 3, "expressions": 4, "sources": {"human": 4}}
     card = (tmp_path / "dry" / "README.md").read_text()
     assert "default: true" in card and "| referit-unsup-single | test | 3 | 4 | human: 4 |" in card
     assert 'load_dataset("org/grounding", "referit-unsup-single")' in card and str(tmp_path) not in card
-    assert result.files == ["README.md", "upload_plan.json", "referit-unsup-single/test-00000-of-00001.parquet",
-                            "flickr30k-unsup-single/test-00000-of-00001.parquet"]  # what would be uploaded
+    assert result.files == [
+        "README.md",
+        "upload_plan.json",
+        "referit-unsup-single/test-00000-of-00001.parquet",
+        "flickr30k-unsup-single/test-00000-of-00001.parquet",
+    ]  # what would be uploaded
     assert all((tmp_path / "dry" / name).is_file() for name in result.files)
     with pytest.raises(HubPublishError, match="default config 'nope' is not in"):
         hub.push_dataset(data, "org/grounding", default_config="nope", dry_run_dir=tmp_path / "dry2")

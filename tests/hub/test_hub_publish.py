@@ -30,7 +30,6 @@ MODEL_REPO, DATA_REPO, RELEASE_REPO = "org/clip-vg-tiny", "org/grounding-tiny", 
 CONFIGS = ("refcoco-unsup-single", "referit-unsup-single")
 
 
-
 @pytest.fixture(scope="module")
 def hub():
     with running_hub() as (endpoint, state):
@@ -40,9 +39,17 @@ def hub():
 def hub_env(endpoint: str, home: Path) -> dict[str, str]:
     """Environment of a process that talks to the stand-in; set before any HF library is imported."""
     home.mkdir(parents=True, exist_ok=True)
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "HF_HOME": str(home / "hf"), "HF_ENDPOINT": endpoint,
-            "HF_TOKEN": DEFAULT_TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "HF_HOME": str(home / "hf"),
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": DEFAULT_TOKEN,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:
@@ -53,8 +60,12 @@ def run_together(
     jobs: list[tuple[list[str], dict[str, str], Path]], expect: int = 0
 ) -> list[subprocess.CompletedProcess]:
     """Run Python processes concurrently (they are independent); assert each exits with ``expect``."""
-    procs = [subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for args, env, cwd in jobs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for args, env, cwd in jobs
+    ]
     results = []
     for proc, (args, _, _) in zip(procs, jobs, strict=True):
         stdout, stderr = proc.communicate(timeout=300)
@@ -79,10 +90,15 @@ def card_snippets(card_text: str) -> list[str]:
 def write_results(path: Path, model_dir: Path, dataset: str) -> dict:
     """A results file in the clipvg_hf.evaluate schema (hand-written numbers)."""
     digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
-    results = {"model": {"path": str(model_dir), "weights_sha256": digest, "config_sha256": "0" * 64},
-               "dataset": {"name": dataset, "config": CONFIGS[0]}, "metric": "Acc@0.5",
-               "splits": {"val": {"accuracy": 0.1667, "mean_iou": 0.2123, "num_samples": 18},
-                          "testA": {"accuracy": 0.5, "mean_iou": 0.4, "num_samples": 6}}}
+    results = {
+        "model": {"path": str(model_dir), "weights_sha256": digest, "config_sha256": "0" * 64},
+        "dataset": {"name": dataset, "config": CONFIGS[0]},
+        "metric": "Acc@0.5",
+        "splits": {
+            "val": {"accuracy": 0.1667, "mean_iou": 0.2123, "num_samples": 18},
+            "testA": {"accuracy": 0.5, "mean_iou": 0.4, "num_samples": 6},
+        },
+    }
     path.write_text(json.dumps(results))
     return results
 
@@ -103,22 +119,51 @@ def published(hub, converted_dir, data_dir, tmp_path_factory):
     endpoint, _ = hub
     work = tmp_path_factory.mktemp("hub_push")
     results = write_results(work / "results.json", converted_dir, str(data_dir))
-    model, data = run_together([
-        (["-m", "clipvg_hf.hub.cli", "model", "--model_dir", str(converted_dir), "--repo_id", MODEL_REPO,
-          "--results", str(work / "results.json"), "--dataset_id", DATA_REPO],
-         hub_env(endpoint, work / "m"), REPO_ROOT),
-        (["push_to_hub.py", "dataset", "--data_dir", str(data_dir), "--repo_id", DATA_REPO],
-         hub_env(endpoint, work / "d"), REPO_ROOT),
-    ])
+    model, data = run_together(
+        [
+            (
+                [
+                    "-m",
+                    "clipvg_hf.hub.cli",
+                    "model",
+                    "--model_dir",
+                    str(converted_dir),
+                    "--repo_id",
+                    MODEL_REPO,
+                    "--results",
+                    str(work / "results.json"),
+                    "--dataset_id",
+                    DATA_REPO,
+                ],
+                hub_env(endpoint, work / "m"),
+                REPO_ROOT,
+            ),
+            (
+                ["push_to_hub.py", "dataset", "--data_dir", str(data_dir), "--repo_id", DATA_REPO],
+                hub_env(endpoint, work / "d"),
+                REPO_ROOT,
+            ),
+        ]
+    )
     return {"results": results, "work": work, "model_log": model.stdout, "data_log": data.stdout}
 
 
 def test_model_repo_holds_weights_code_processor_and_card(hub, published, converted_dir):
     _, state = hub
     files = set(state.repos[("model", MODEL_REPO)].snapshot("main")[1])
-    assert files == {".gitattributes", "README.md", "config.json", "model.safetensors", "configuration_clipvg.py",
-                     "modeling_clipvg.py", "processing_clipvg.py", "image_processing_clipvg.py",
-                     "processor_config.json", "tokenizer.json", "tokenizer_config.json"}
+    assert files == {
+        ".gitattributes",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "configuration_clipvg.py",
+        "modeling_clipvg.py",
+        "processing_clipvg.py",
+        "image_processing_clipvg.py",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
     weights = repo_file(state, "model", MODEL_REPO, "model.safetensors")
     assert weights == (converted_dir / "model.safetensors").read_bytes()
     assert state.repos[("model", MODEL_REPO)].snapshot("main")[1]["model.safetensors"].lfs
@@ -149,8 +194,12 @@ def test_model_card_model_index_equals_results_and_leaks_nothing(hub, published,
     assert {r.dataset_config for r in card.data.eval_results} == {CONFIGS[0]}
     assert card.data.base_model == "openai/clip-vit-base-patch16" and card.data.license == "mit"
     assert card.data.pipeline_tag == "zero-shot-object-detection"
-    for needle in ("Supervision: unsupervised, single-source", "Curriculum:", "@article{xiao2023clip",
-                   "trust_remote_code"):
+    for needle in (
+        "Supervision: unsupervised, single-source",
+        "Curriculum:",
+        "@article{xiao2023clip",
+        "trust_remote_code",
+    ):
         assert needle in text
     for leak in (DEFAULT_TOKEN, str(converted_dir), str(data_dir), str(published["work"]), "/tmp", str(Path.home())):
         assert leak not in text
@@ -223,8 +272,7 @@ print(json.dumps(out))
 
 
 def _load_script(body: str, snippets: list[str], prelude: str = "") -> str:
-    header = (f"MODEL_REPO, DATA_REPO, CONFIGS = {MODEL_REPO!r}, {DATA_REPO!r}, {CONFIGS!r}\n"
-              f"SNIPPETS = {snippets!r}\n")
+    header = f"MODEL_REPO, DATA_REPO, CONFIGS = {MODEL_REPO!r}, {DATA_REPO!r}, {CONFIGS!r}\nSNIPPETS = {snippets!r}\n"
     return prelude + header + body
 
 
@@ -233,11 +281,23 @@ def test_fresh_processes_load_model_pipeline_and_dataset(hub, published, tmp_pat
     snippets = card_snippets(repo_file(state, "model", MODEL_REPO, "README.md").decode())
     assert len(snippets) == 2
     shutil.copy(IMAGE, tmp_path / "image.jpg")
-    package, remote = map(last_json, run_together([
-        (["-c", _load_script(LOAD_WITH_PACKAGE, snippets)], hub_env(endpoint, tmp_path / "home_package"), tmp_path),
-        (["-c", _load_script(LOAD_REMOTE_ONLY, snippets, BLOCK_PACKAGE)], hub_env(endpoint, tmp_path / "home_remote"),
-         tmp_path),
-    ]))
+    package, remote = map(
+        last_json,
+        run_together(
+            [
+                (
+                    ["-c", _load_script(LOAD_WITH_PACKAGE, snippets)],
+                    hub_env(endpoint, tmp_path / "home_package"),
+                    tmp_path,
+                ),
+                (
+                    ["-c", _load_script(LOAD_REMOTE_ONLY, snippets, BLOCK_PACKAGE)],
+                    hub_env(endpoint, tmp_path / "home_remote"),
+                    tmp_path,
+                ),
+            ]
+        ),
+    )
 
     assert package["module"] == "clipvg_hf.modeling_clipvg"
     assert remote["module"].startswith("transformers_modules.")
@@ -259,21 +319,45 @@ def test_release_converts_evaluates_and_publishes_those_numbers(hub, published, 
 
     endpoint, state = hub
     work = tmp_path / "release"
-    run(["push_to_hub.py", "release", "--checkpoint", str(FIXTURE / "checkpoint.pth"), "--dataset", str(data_dir),
-         "--dataset_config", CONFIGS[0], "--split", "val", "--split", "testA", "--repo_id", RELEASE_REPO,
-         "--work_dir", str(work), "--dataset_id", DATA_REPO, "--private"], hub_env(endpoint, tmp_path / "home"),
-        REPO_ROOT)
+    run(
+        [
+            "push_to_hub.py",
+            "release",
+            "--checkpoint",
+            str(FIXTURE / "checkpoint.pth"),
+            "--dataset",
+            str(data_dir),
+            "--dataset_config",
+            CONFIGS[0],
+            "--split",
+            "val",
+            "--split",
+            "testA",
+            "--repo_id",
+            RELEASE_REPO,
+            "--work_dir",
+            str(work),
+            "--dataset_id",
+            DATA_REPO,
+            "--private",
+        ],
+        hub_env(endpoint, tmp_path / "home"),
+        REPO_ROOT,
+    )
     assert state.repos[("model", RELEASE_REPO)].private
     results = json.loads((work / "results.json").read_text())
-    assert results["model"]["weights_sha256"] == hashlib.sha256(
-        repo_file(state, "model", RELEASE_REPO, "model.safetensors")).hexdigest()
+    assert (
+        results["model"]["weights_sha256"]
+        == hashlib.sha256(repo_file(state, "model", RELEASE_REPO, "model.safetensors")).hexdigest()
+    )
     (tmp_path / "README.md").write_bytes(repo_file(state, "model", RELEASE_REPO, "README.md"))
     card = ModelCard.load(tmp_path / "README.md")
     accuracy = {r.dataset_split: r.metric_value for r in card.data.eval_results if r.metric_name == "Acc@0.5"}
     assert accuracy == {split: s["accuracy"] for split, s in results["splits"].items()}
     official = json.loads((FIXTURE / "expected.json").read_text())["splits"]
-    assert accuracy == pytest.approx({"val": official["unc/val"]["acc_at_0.5"],
-                                      "testA": official["unc/testA"]["acc_at_0.5"]}, abs=1e-9)
+    assert accuracy == pytest.approx(
+        {"val": official["unc/val"]["acc_at_0.5"], "testA": official["unc/testA"]["acc_at_0.5"]}, abs=1e-9
+    )
     assert "the official checkpoint `checkpoint.pth`" in card.text and str(work) not in str(card)
 
 

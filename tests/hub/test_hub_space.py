@@ -20,12 +20,23 @@ from utils.hub_server import DEFAULT_TOKEN, running_hub
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPO, SPACE_REPO = "org/clip-vg-tiny", "org/clip-vg-tiny-demo"
 EXPRESSIONS = ["the pink cake on the left", "the chocolate cake with strawberries"]
-SPACE_FILES = {"README.md", "app.py", "requirements.txt", "space_config.json", "examples/LICENSES.md",
-               "examples/coco_060623.jpg", "examples/vg1.jpg", "examples/vg2.jpg", "grounding_pipeline/__init__.py",
-               "grounding_pipeline/pipelines.py"}
+SPACE_FILES = {
+    "README.md",
+    "app.py",
+    "requirements.txt",
+    "space_config.json",
+    "examples/LICENSES.md",
+    "examples/coco_060623.jpg",
+    "examples/vg1.jpg",
+    "examples/vg2.jpg",
+    "grounding_pipeline/__init__.py",
+    "grounding_pipeline/pipelines.py",
+}
 
 #: Run from inside a downloaded Space folder: its app's pipeline on the Hub model, boxes as JSON on stdout.
-SPACE_RUN = BLOCK_PACKAGE + """
+SPACE_RUN = (
+    BLOCK_PACKAGE
+    + """
 import json, sys
 sys.path.insert(0, ".")
 import app
@@ -33,20 +44,34 @@ assert app.REMOTE_CODE
 grounder = app.load_grounder(json.load(open("space_config.json"))["model_id"])
 print(json.dumps(grounder("examples/vg2.jpg", text=sys.argv[1:])))
 """
+)
 
 
 def hub_process_env(endpoint: str, home: Path) -> dict[str, str]:
     """A process that talks to the stand-in (set before any HF library is imported), with an empty cache."""
     home.mkdir(parents=True, exist_ok=True)
-    return {"PATH": "/usr/bin:/bin", "HOME": str(home), "HF_HOME": str(home / "hf"), "HF_ENDPOINT": endpoint,
-            "HF_TOKEN": DEFAULT_TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "GRADIO_ANALYTICS_ENABLED": "False", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO_ROOT)}
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "HF_HOME": str(home / "hf"),
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": DEFAULT_TOKEN,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
 
 
 def run_together(jobs: list[tuple[list[str], Path, int]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:
     """Run independent Python processes at once; each (args, cwd, expected exit status)."""
-    procs = [subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for args, cwd, _ in jobs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for args, cwd, _ in jobs
+    ]
     results = []
     for proc, (args, _, expect) in zip(procs, jobs, strict=True):
         stdout, stderr = proc.communicate(timeout=300)
@@ -69,8 +94,11 @@ def test_dry_run_stages_app_pipeline_examples_and_a_gradio_card(tmp_path, capsys
     for name in files:
         if name.endswith(".py"):  # nothing staged imports the package
             lines = (tmp_path / name).read_text().splitlines()
-            assert not [line for line in lines if line.lstrip().startswith(("import clipvg_hf", "from clipvg_hf"))
-                        and name != "app.py"], name
+            assert not [
+                line
+                for line in lines
+                if line.lstrip().startswith(("import clipvg_hf", "from clipvg_hf")) and name != "app.py"
+            ], name
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
@@ -92,10 +120,17 @@ def test_push_after_the_model_and_run_without_the_package(converted_dir, tmp_pat
     with running_hub() as (endpoint, state):
         env = hub_process_env(endpoint, tmp_path / "home")
         space = ["push_to_hub.py", "space", "--repo_id", SPACE_REPO, "--model_id"]
-        refused, _ = run_together([
-            ([*space, "org/never-pushed"], REPO_ROOT, 2),
-            (["push_to_hub.py", "model", "--model_dir", str(converted_dir), "--repo_id", MODEL_REPO], REPO_ROOT, 0),
-        ], env)
+        refused, _ = run_together(
+            [
+                ([*space, "org/never-pushed"], REPO_ROOT, 2),
+                (
+                    ["push_to_hub.py", "model", "--model_dir", str(converted_dir), "--repo_id", MODEL_REPO],
+                    REPO_ROOT,
+                    0,
+                ),
+            ],
+            env,
+        )
         assert "error: model org/never-pushed is not on the Hub" in refused.stderr
         run_together([([*space, MODEL_REPO], REPO_ROOT, 0)], env)
         repo = state.repos[("space", SPACE_REPO)]
@@ -104,11 +139,13 @@ def test_push_after_the_model_and_run_without_the_package(converted_dir, tmp_pat
         for path, stored in repo.snapshot("main")[1].items():
             (folder / path).parent.mkdir(parents=True, exist_ok=True)
             (folder / path).write_bytes(stored.content)
-        (result,) = run_together([(["-c", SPACE_RUN, *EXPRESSIONS], folder, 0)],
-                                 env | {"HF_HOME": str(tmp_path / "fresh")})
+        (result,) = run_together(
+            [(["-c", SPACE_RUN, *EXPRESSIONS], folder, 0)], env | {"HF_HOME": str(tmp_path / "fresh")}
+        )
     from_space = json.loads(result.stdout.strip().splitlines()[-1])
-    local = pipeline("visual-grounding", model=str(converted_dir))(str(REPO_ROOT / "clipvg_hf/examples/vg2.jpg"),
-                                                                   text=EXPRESSIONS)
+    local = pipeline("visual-grounding", model=str(converted_dir))(
+        str(REPO_ROOT / "clipvg_hf/examples/vg2.jpg"), text=EXPRESSIONS
+    )
     assert [r["label"] for r in from_space] == EXPRESSIONS
     for theirs, ours in zip(from_space, local, strict=True):
         assert theirs["box"] == pytest.approx(ours["box"], abs=1e-3)

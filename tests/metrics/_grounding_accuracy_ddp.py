@@ -20,8 +20,12 @@ from clipvg_hf.evaluate import eval_loader, evaluate_split, gather_predictions
 from clipvg_hf.loading import load_model_and_processor
 from clipvg_hf.metrics import summarize_ious
 
-SPLITS = (("refcoco-unsup-single", "val"), ("refcoco-unsup-single", "testA"), ("referit-unsup-single", "test"),
-          ("flickr30k-unsup-single", "test"))
+SPLITS = (
+    ("refcoco-unsup-single", "val"),
+    ("refcoco-unsup-single", "testA"),
+    ("referit-unsup-single", "test"),
+    ("flickr30k-unsup-single", "test"),
+)
 THRESHOLDS = (0.25, 0.5, 0.75)
 BATCH = 4
 
@@ -63,13 +67,21 @@ def main(model_dir: str, data_dir: str, metric_dir: str, out: Path) -> None:
         loader = eval_loader(split, processor, accelerator, batch_size=BATCH)
         for boxes, labels, _ in gather_predictions(model, loader, accelerator):
             gathered.add_batch(predictions=boxes, references=labels)
-        shared = evaluate.load(metric_dir, num_process=world, process_id=rank, experiment_id=f"{config}-{name}",
-                               cache_dir=str(out / "cache"), timeout=60)
+        shared = evaluate.load(
+            metric_dir,
+            num_process=world,
+            process_id=rank,
+            experiment_id=f"{config}-{name}",
+            cache_dir=str(out / "cache"),
+            timeout=60,
+        )
         add_own_shard(shared, model, eval_loader(split, processor, uneven, batch_size=BATCH))
         distributed = shared.compute(iou_thresholds=THRESHOLDS)  # None on rank 1
-        results[f"{config}/{name}"] = {"project": project_numbers(project),
-                                       "gathered": gathered.compute(iou_thresholds=THRESHOLDS),
-                                       "distributed": distributed}
+        results[f"{config}/{name}"] = {
+            "project": project_numbers(project),
+            "gathered": gathered.compute(iou_thresholds=THRESHOLDS),
+            "distributed": distributed,
+        }
     if accelerator.is_main_process:
         (out / "results.json").write_text(json.dumps(results, indent=1))
     accelerator.wait_for_everyone()

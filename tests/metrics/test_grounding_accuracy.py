@@ -67,19 +67,45 @@ def test_pixel_corners_and_the_canvas_clamp(metric):
 @pytest.mark.slow
 def test_under_accelerate_equals_the_evaluation_loop(converted_dir, fixture_dataset, tmp_path):
     """Two processes: gathered and evaluate-distributed metric figures equal the evaluation loop's on every split."""
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": str(REPO_ROOT),
-           "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(SCRIPT),
-                          str(converted_dir), str(fixture_dataset), str(GROUNDING_ACCURACY_PATH), str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
+    env = {
+        **os.environ,
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+            str(SCRIPT),
+            str(converted_dir),
+            str(fixture_dataset),
+            str(GROUNDING_ACCURACY_PATH),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO_ROOT,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results) == 4
     for split, figures in results.items():
         project = figures["project"]
-        print(f"{split}: project {project}\n  evaluate (gathered) {figures['gathered']}\n"
-              f"  evaluate (distributed) {figures['distributed']}")
+        print(
+            f"{split}: project {project}\n  evaluate (gathered) {figures['gathered']}\n"
+            f"  evaluate (distributed) {figures['distributed']}"
+        )
         for name in ("gathered", "distributed"):
             ours = figures[name]
             assert ours["num_samples"] == project["num_samples"], (split, name)
@@ -121,9 +147,13 @@ def test_readme_snippet_scores_a_loader_like_the_evaluation_loop(converted_dir, 
     model, processor = load_model_and_processor(converted_dir)
     split = datasets.load_dataset(str(fixture_dataset), "refcoco-unsup-single", split="val")
     accelerator = Accelerator(cpu=True)
-    loader = accelerator.prepare_data_loader(DataLoader(
-        GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor)), batch_size=5,
-        collate_fn=CLIPVGCollator(processor.tokenizer)))
+    loader = accelerator.prepare_data_loader(
+        DataLoader(
+            GroundingDataset(split, CLIPVGEvalTransform(processor.image_processor)),
+            batch_size=5,
+            collate_fn=CLIPVGCollator(processor.tokenizer),
+        )
+    )
     exec(readme_snippet("metric"), {"loader": loader, "model": model, "accelerator": accelerator})
     printed = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
     project = evaluate_split(model, split, processor, accelerator, batch_size=5).compute()

@@ -10,7 +10,6 @@ import sys
 import datasets
 import pyarrow.parquet as pq
 import pytest
-from _pseudo_tiny_models import build_blip, build_clip, build_detr, write_images
 
 from clipvg_hf.data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset, load_split
 from clipvg_hf.processing_clipvg import build_clip_tokenizer
@@ -18,6 +17,7 @@ from clipvg_hf.pseudo_labels.cli import main
 from clipvg_hf.pseudo_labels.detections import read_detection_shard
 from clipvg_hf.pseudo_labels.templates import OFFICIAL_SEED, TemplateEngine
 
+from _pseudo_tiny_models import build_blip, build_clip, build_detr, write_images
 from conftest import free_port
 
 ATTRIBUTES = ["red", "wooden", "striped", "young"]

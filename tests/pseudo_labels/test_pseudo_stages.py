@@ -2,7 +2,6 @@
 
 import PIL.Image
 import pytest
-from _pseudo_tiny_models import DETR_LABELS, build_blip, build_clip, build_detr, build_owlv2, write_images
 
 from clipvg_hf.pseudo_labels.attributes import AttributeClassifier
 from clipvg_hf.pseudo_labels.captions import Captioner
@@ -18,6 +17,8 @@ from clipvg_hf.pseudo_labels.detections import (
 )
 from clipvg_hf.pseudo_labels.models import ModelCheckError, check_model, load_pipeline
 from clipvg_hf.pseudo_labels.templates import Detection
+
+from _pseudo_tiny_models import DETR_LABELS, build_blip, build_clip, build_detr, build_owlv2, write_images
 
 
 @pytest.fixture(scope="module")

@@ -48,9 +48,14 @@ def measurer_scores(sources: dict[str, dict], noise: float, seed: int, sha: str)
         src += [source] * len(data["rows"])
         preds.append(pred)
         targets.append(data["pseudo"])
-    return ReliabilityScores(np.array(rows, dtype=np.int64), np.array(rel, dtype=np.float32),
-                             np.array(src, dtype=object), np.concatenate(preds).astype(np.float32),
-                             np.concatenate(targets).astype(np.float32), {"weights_sha256": sha})
+    return ReliabilityScores(
+        np.array(rows, dtype=np.int64),
+        np.array(rel, dtype=np.float32),
+        np.array(src, dtype=object),
+        np.concatenate(preds).astype(np.float32),
+        np.concatenate(targets).astype(np.float32),
+        {"weights_sha256": sha},
+    )
 
 
 class SyntheticTrainer:

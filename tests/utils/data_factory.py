@@ -56,29 +56,43 @@ def build_pack(root: Path) -> tuple[Path, Path]:
     draw_box_image(images / COCO_DIR / "c.png", (500, 100))
     draw_box_image(images / REFERIT_DIR / "r.jpg", (300, 300), (100, 100, 200, 250))
     draw_box_image(images / FLICKR_DIR / "f.jpg", (640, 480), (0, 0, 320, 240))
-    save_split(splits / "unc" / "unc_train_pseudo.pth", [
-        coco_pseudo_row("a.jpg", [40.7, 30.2, 100.6, 100.9], "white square"),
-        coco_pseudo_row("b.png", [10.0, 200.0, 180.0, 190.0], "box at the bottom"),
-        coco_pseudo_row("a.jpg", [0.0, 0.0, 320.0, 240.0], "the whole picture"),
-        coco_pseudo_row("c.png", [10.5, 10.5, 50.5, 50.5], "grey area"),
-    ])
-    save_split(splits / "unc" / "unc_val.pth", [
-        coco_full_row("b.png", "1.pth", [10.0, 200.0, 180.0, 190.0], "Bottom Box"),
-        coco_full_row("a.jpg", "2.pth", [40.0, 30.0, 100.0, 100.0], "white square"),
-    ])
-    save_split(splits / "unc" / "unc_testA.pth", [coco_full_row("a.jpg", "3.pth", [40.0, 30.0, 100.0, 100.0], "square")])
-    save_split(splits / "referit" / "referit_test.pth", [("r.jpg", "r.pth", [100, 100, 200, 250], "the white thing", [])])
+    save_split(
+        splits / "unc" / "unc_train_pseudo.pth",
+        [
+            coco_pseudo_row("a.jpg", [40.7, 30.2, 100.6, 100.9], "white square"),
+            coco_pseudo_row("b.png", [10.0, 200.0, 180.0, 190.0], "box at the bottom"),
+            coco_pseudo_row("a.jpg", [0.0, 0.0, 320.0, 240.0], "the whole picture"),
+            coco_pseudo_row("c.png", [10.5, 10.5, 50.5, 50.5], "grey area"),
+        ],
+    )
+    save_split(
+        splits / "unc" / "unc_val.pth",
+        [
+            coco_full_row("b.png", "1.pth", [10.0, 200.0, 180.0, 190.0], "Bottom Box"),
+            coco_full_row("a.jpg", "2.pth", [40.0, 30.0, 100.0, 100.0], "white square"),
+        ],
+    )
+    save_split(
+        splits / "unc" / "unc_testA.pth", [coco_full_row("a.jpg", "3.pth", [40.0, 30.0, 100.0, 100.0], "square")]
+    )
+    save_split(
+        splits / "referit" / "referit_test.pth", [("r.jpg", "r.pth", [100, 100, 200, 250], "the white thing", [])]
+    )
     save_split(splits / "flickr" / "flickr_test.pth", [("f.jpg", [0, 0, 320, 240], "a white corner")])
     return splits, images
 
 
 def build_multi_source(split_root: Path, key: str = "unc", write_merged: bool = True) -> list[tuple]:
     """A three-source ``train_separate/`` (template, relation, caption) and, optionally, its merged file."""
-    template = [coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "white square"),
-                coco_pseudo_row("b.png", [10.0, 200.0, 180.0, 190.0], "white box")]
+    template = [
+        coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "white square"),
+        coco_pseudo_row("b.png", [10.0, 200.0, 180.0, 190.0], "white box"),
+    ]
     relation = [coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "square on grey")]
-    caption = [coco_pseudo_row("c.png", [0.0, 0.0, 100.0, 50.0], "a grey strip"),
-               coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "a white square in a picture")]
+    caption = [
+        coco_pseudo_row("c.png", [0.0, 0.0, 100.0, 50.0], "a grey strip"),
+        coco_pseudo_row("a.jpg", [40.0, 30.0, 100.0, 100.0], "a white square in a picture"),
+    ]
     folder = split_root / key / "train_separate"
     # written out of order on purpose: the numeric prefix, not the directory listing, decides the order
     save_split(folder / f"3_{key}_train_pseudo_caption_0_5.pth", caption)

@@ -208,8 +208,9 @@ class HubHandler(BaseHTTPRequestHandler):
         if not self._authorized():
             return self._error(401, "Unauthorized", "Invalid credentials in Authorization header")
         token = {"displayName": "loopback", "role": "write"}
-        return self._json(200, {"type": "user", "name": USER, "orgs": [],
-                                "auth": {"type": "access_token", "accessToken": token}})
+        return self._json(
+            200, {"type": "user", "name": USER, "orgs": [], "auth": {"type": "access_token", "accessToken": token}}
+        )
 
     def handle_create_repo(self) -> int:
         payload = json.loads(self._body() or b"{}")
@@ -241,10 +242,22 @@ class HubHandler(BaseHTTPRequestHandler):
         if isinstance(snapshot, int):
             return snapshot
         oid, files = snapshot
-        return self._json(200, {"id": repo, "_id": oid[:24], "sha": oid, "private": found.private, "disabled": False,
-                                "gated": False, "downloads": 0, "likes": 0, "tags": [],
-                                "lastModified": "2026-01-01T00:00:00.000Z",
-                                "siblings": [{"rfilename": path} for path in sorted(files)]})
+        return self._json(
+            200,
+            {
+                "id": repo,
+                "_id": oid[:24],
+                "sha": oid,
+                "private": found.private,
+                "disabled": False,
+                "gated": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "lastModified": "2026-01-01T00:00:00.000Z",
+                "siblings": [{"rfilename": path} for path in sorted(files)],
+            },
+        )
 
     def handle_preupload(self, kind: str, repo: str, rev: str) -> int:
         payload = json.loads(self._body())
@@ -257,8 +270,14 @@ class HubHandler(BaseHTTPRequestHandler):
             sample = base64.b64decode(item["sample"])
             lfs = item["size"] >= LFS_MIN_SIZE or item["path"].endswith(LFS_EXTENSIONS) or b"\0" in sample
             existing = files.get(item["path"])
-            answer.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
-                           "oid": existing.oid if existing is not None else None})
+            answer.append(
+                {
+                    "path": item["path"],
+                    "uploadMode": "lfs" if lfs else "regular",
+                    "shouldIgnore": False,
+                    "oid": existing.oid if existing is not None else None,
+                }
+            )
         return self._json(200, {"files": answer, "commitOid": found.commits[-1][0]})
 
     def handle_lfs_batch(self, kind: str | None, repo: str) -> int:
@@ -334,7 +353,7 @@ class HubHandler(BaseHTTPRequestHandler):
         recursive = self.query.get("recursive", ["false"])[0].lower() in ("1", "true")
         entries: dict[str, dict] = {}
         for file_path in below:
-            parts = file_path[len(prefix):].split("/")
+            parts = file_path[len(prefix) :].split("/")
             for depth in range(1, len(parts)):
                 folder = prefix + "/".join(parts[:depth])
                 if recursive or depth == 1:
@@ -386,7 +405,7 @@ class HubHandler(BaseHTTPRequestHandler):
                 start, end = max(0, size - int(match.group(2))), size - 1
             end = min(end, size - 1)
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-            content, status = content[start:end + 1], 206
+            content, status = content[start : end + 1], 206
         return self._send(status, content, "application/octet-stream", headers)
 
 

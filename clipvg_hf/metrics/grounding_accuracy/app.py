@@ -28,10 +28,12 @@ def score(predictions: str, references: str, box_format: str, thresholds: str) -
 
 demo = gr.Interface(
     fn=score,
-    inputs=[gr.Textbox(label="predictions (JSON list of 4-number boxes)", value="[[10, 10, 50, 50]]"),
-            gr.Textbox(label="references (JSON list of 4-number boxes)", value="[[12, 10, 52, 50]]"),
-            gr.Radio(["xyxy", "cxcywh"], value="xyxy", label="box format"),
-            gr.Textbox(label="IoU thresholds", value="0.5, 0.75")],
+    inputs=[
+        gr.Textbox(label="predictions (JSON list of 4-number boxes)", value="[[10, 10, 50, 50]]"),
+        gr.Textbox(label="references (JSON list of 4-number boxes)", value="[[12, 10, 52, 50]]"),
+        gr.Radio(["xyxy", "cxcywh"], value="xyxy", label="box format"),
+        gr.Textbox(label="IoU thresholds", value="0.5, 0.75"),
+    ],
     outputs=gr.JSON(label="grounding_accuracy"),
     title="Metric: grounding_accuracy",
     description=metric.info.description,

@@ -106,8 +106,10 @@ class GroundingAccuracy(evaluate.Metric):
         ious = grounding_ious(predictions, references, box_format)
         if not np.isfinite(ious).all():
             bad = int(np.flatnonzero(~np.isfinite(ious))[0])
-            raise ValueError(f"sample {bad}: the IoU is not a finite number "
-                             f"(boxes {list(predictions[bad])}, {list(references[bad])})")
+            raise ValueError(
+                f"sample {bad}: the IoU is not a finite number "
+                f"(boxes {list(predictions[bad])}, {list(references[bad])})"
+            )
         wide = ious.astype(np.float64)  # thresholds compare in float64: 0.7 means 0.7, not float32(0.7)
         hits = int((wide >= ACCURACY_IOU_THRESHOLD).sum())
         result: dict[str, float | int] = {"accuracy": hits / len(ious), "hits": hits}

@@ -82,8 +82,17 @@ def url_to_local_path(url, return_url_if_not_found=True):
 '''
 
 #: the Hub images named by the image-processing and processing mixins
-_IMAGE_NAMES = ("000000039769.jpg", "ADE_val_00000001.jpg", "ADE_val_00000002.jpg", "ADE_val_00000001.png",
-                "ADE_val_00000002.png", "australia.jpg", "coco_sample.png", "pipeline-cat-chonk.jpeg", "view.jpg")
+_IMAGE_NAMES = (
+    "000000039769.jpg",
+    "ADE_val_00000001.jpg",
+    "ADE_val_00000002.jpg",
+    "ADE_val_00000001.png",
+    "ADE_val_00000002.png",
+    "australia.jpg",
+    "coco_sample.png",
+    "pipeline-cat-chonk.jpeg",
+    "view.jpg",
+)
 
 
 def cache_dir() -> Path:
@@ -97,8 +106,19 @@ def _download(target: Path) -> Path:
     archives = sorted(target.glob("transformers-*.tar.gz"))
     if not archives:
         target.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
-                   f"transformers=={transformers.__version__}", "-d", str(target)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--quiet",
+            f"transformers=={transformers.__version__}",
+            "-d",
+            str(target),
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         archives = sorted(target.glob("transformers-*.tar.gz"))
         if result.returncode or not archives:

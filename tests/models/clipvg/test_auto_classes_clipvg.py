@@ -28,10 +28,11 @@ LOAD_AND_PREDICT = textwrap.dedent("""
 """)
 
 
-
 def _run(code, cwd):
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(cwd), "HF_HOME": str(cwd / "hf")}
-    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -44,8 +45,10 @@ def test_package_route_and_remote_code_route_give_the_same_boxes(converted_dir, 
         "AutoModelForZeroShotObjectDetection": "modeling_clipvg.CLIPVGForGrounding",
     }
     package = _run(LOAD_AND_PREDICT.format(prelude="import clipvg_hf", folder=str(converted_dir), kwargs=""), tmp_path)
-    remote = _run(LOAD_AND_PREDICT.format(prelude=BLOCK_PACKAGE, folder=str(converted_dir),
-                                          kwargs="trust_remote_code=True"), tmp_path)
+    remote = _run(
+        LOAD_AND_PREDICT.format(prelude=BLOCK_PACKAGE, folder=str(converted_dir), kwargs="trust_remote_code=True"),
+        tmp_path,
+    )
     expected_trainable = sum(p.numel() for p in converted_model.parameters() if p.requires_grad)
     for name in ("AutoModel", "AutoModelForZeroShotObjectDetection"):
         assert package[name]["module"] == "clipvg_hf.modeling_clipvg"
@@ -54,9 +57,11 @@ def test_package_route_and_remote_code_route_give_the_same_boxes(converted_dir, 
         assert package[name]["trainable"] == remote[name]["trainable"] == expected_trainable
     pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        here = converted_model(pixel_values=pixels, input_ids=torch.tensor([[49406, 320, 1929, 49407],
-                                                                             [49406, 518, 49407, 49407]]),
-                               attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])).pred_boxes
+        here = converted_model(
+            pixel_values=pixels,
+            input_ids=torch.tensor([[49406, 320, 1929, 49407], [49406, 518, 49407, 49407]]),
+            attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+        ).pred_boxes
     assert torch.equal(torch.tensor(package["AutoModel"]["boxes"]), here)
 
 

@@ -13,7 +13,11 @@ def test_defaults_are_the_released_vit_b16_model():
     config = CLIPVGConfig()
     assert config.model_type == "clip_vg"
     assert isinstance(config.vision_config, CLIPVisionConfig) and isinstance(config.text_config, CLIPTextConfig)
-    assert (config.vision_config.hidden_size, config.vision_config.patch_size, config.vision_config.num_hidden_layers) == (768, 16, 12)
+    assert (
+        config.vision_config.hidden_size,
+        config.vision_config.patch_size,
+        config.vision_config.num_hidden_layers,
+    ) == (768, 16, 12)
     assert (config.text_config.hidden_size, config.text_config.max_position_embeddings) == (512, 77)
     assert config.extract_layers == [0, 3, 7, 11]
     assert (config.fusion_hidden_size, config.fusion_num_layers, config.fusion_num_heads) == (512, 6, 8)
@@ -67,10 +71,18 @@ def test_round_trip_through_auto_config(tmp_path, tiny_config):
 
 
 def test_unset_sizes_follow_the_towers():
-    text = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                max_position_embeddings=16, projection_dim=32)
-    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=6, num_attention_heads=4, image_size=48,
-                  patch_size=8)
+    text = dict(
+        vocab_size=99,
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        projection_dim=32,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=6, num_attention_heads=4, image_size=48, patch_size=8
+    )
     config = CLIPVGConfig(text_config=text, vision_config=vision, projection_dim=32)
     assert (config.image_size, config.max_text_length) == (48, 16)
     assert config.extract_layers == default_extract_layers(6) == [0, 1, 3, 5]

@@ -27,9 +27,13 @@ def _batch(config, batch=3, length=7, seed=0):
     attention[-1, 4:] = 0  # a shorter expression
     pixel_mask = torch.ones(batch, size, size, dtype=torch.long)
     pixel_mask[0, :, 40:] = 0  # letterbox padding on the right
-    return dict(pixel_values=torch.randn(batch, 3, size, size, generator=g), input_ids=ids,
-                attention_mask=attention, pixel_mask=pixel_mask,
-                labels=torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.3, 0.6, 0.1, 0.1], [0.7, 0.2, 0.4, 0.2]])[:batch])
+    return dict(
+        pixel_values=torch.randn(batch, 3, size, size, generator=g),
+        input_ids=ids,
+        attention_mask=attention,
+        pixel_mask=pixel_mask,
+        labels=torch.tensor([[0.5, 0.5, 0.2, 0.3], [0.3, 0.6, 0.1, 0.1], [0.7, 0.2, 0.4, 0.2]])[:batch],
+    )
 
 
 def test_full_size_trainable_parameters_equal_official_minus_unused_visu_proj():
@@ -94,8 +98,11 @@ def test_text_padding_and_padded_patches_do_not_change_the_box(tiny_config):
     batch.pop("labels")
     with torch.no_grad():
         base = model(**batch).pred_boxes
-        longer = dict(batch, input_ids=torch.cat([batch["input_ids"], torch.full((1, 5), 3)], 1),
-                      attention_mask=torch.cat([batch["attention_mask"], torch.zeros(1, 5, dtype=torch.long)], 1))
+        longer = dict(
+            batch,
+            input_ids=torch.cat([batch["input_ids"], torch.full((1, 5), 3)], 1),
+            attention_mask=torch.cat([batch["attention_mask"], torch.zeros(1, 5, dtype=torch.long)], 1),
+        )
         torch.testing.assert_close(model(**longer).pred_boxes, base, atol=1e-6, rtol=0)
         # padded patches are masked keys in the fusion: their features do not reach the box
         # (the CLIP vision tower itself has no mask, as in the official model)
@@ -114,11 +121,14 @@ def test_text_padding_and_padded_patches_do_not_change_the_box(tiny_config):
         assert not torch.allclose(model(**other).pred_boxes, base)
 
 
-@pytest.mark.parametrize("policy, expected_clip", [
-    ("official", ["vision_model.embeddings.position_embedding.weight"]),
-    ("frozen", []),
-    ("all", None),
-])
+@pytest.mark.parametrize(
+    "policy, expected_clip",
+    [
+        ("official", ["vision_model.embeddings.position_embedding.weight"]),
+        ("frozen", []),
+        ("all", None),
+    ],
+)
 def test_trainable_clip_policies_survive_save_and_load(tmp_path, policy, expected_clip):
     config = make_tiny_config(trainable_clip=policy)
     model = CLIPVGForGrounding(config)
@@ -126,8 +136,12 @@ def test_trainable_clip_policies_survive_save_and_load(tmp_path, policy, expecte
     for m in (model, AutoModel.from_pretrained(tmp_path)):
         names = [n for n, p in m.clip.named_parameters() if p.requires_grad]
         if expected_clip is None:
-            unused = {"visual_projection.weight", "logit_scale", "vision_model.post_layernorm.weight",
-                      "vision_model.post_layernorm.bias"}
+            unused = {
+                "visual_projection.weight",
+                "logit_scale",
+                "vision_model.post_layernorm.weight",
+                "vision_model.post_layernorm.bias",
+            }
             assert set(names) == {n for n, _ in m.clip.named_parameters()} - unused
         else:
             assert names == expected_clip
@@ -232,8 +246,16 @@ def test_missing_tensors_get_the_official_initialisation(tmp_path):
     saved = CLIPVGForGrounding(config)
     saved.save_pretrained(tmp_path)
     attention = "clip.text_model.encoder.layers.0.self_attn."
-    dropped = _drop_tensors(tmp_path, ("box_head.", "fusion.layers.0.fc1.weight", "reg_token", attention,
-                                       "clip.vision_model.encoder.layers.1.mlp.fc1."))
+    dropped = _drop_tensors(
+        tmp_path,
+        (
+            "box_head.",
+            "fusion.layers.0.fc1.weight",
+            "reg_token",
+            attention,
+            "clip.vision_model.encoder.layers.1.mlp.fc1.",
+        ),
+    )
     model, info = CLIPVGForGrounding.from_pretrained(tmp_path, output_loading_info=True)
     assert sorted(info["missing_keys"]) == dropped
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -298,23 +320,30 @@ def test_save_load_both_auto_classes(tmp_path, tiny_config):
 
 def test_from_clip_pretrained_keeps_clip_weights(tmp_path):
     tiny = make_tiny_config()
-    clip = CLIPModel(CLIPConfig(text_config=tiny.text_config.to_dict(), vision_config=tiny.vision_config.to_dict(),
-                                projection_dim=24))
+    clip = CLIPModel(
+        CLIPConfig(
+            text_config=tiny.text_config.to_dict(), vision_config=tiny.vision_config.to_dict(), projection_dim=24
+        )
+    )
     clip.save_pretrained(tmp_path)
     model = CLIPVGForGrounding.from_clip_pretrained(str(tmp_path), max_text_length=16)
     assert model.config.extract_layers == [0, 1, 3] and model.config.fusion_hidden_size == 32
     for name, tensor in clip.state_dict().items():
         assert torch.equal(model.clip.state_dict()[name], tensor), name
     assert [n for n, p in model.clip.named_parameters() if p.requires_grad] == [
-        "vision_model.embeddings.position_embedding.weight"]
+        "vision_model.embeddings.position_embedding.weight"
+    ]
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(pixel_values=torch.zeros(1, 3, 32, 32)), "pixel_values must be"),
-    (dict(input_ids=torch.ones(3, 17, dtype=torch.long)), "max_text_length=16"),
-    (dict(labels=torch.zeros(3, 2)), "labels must be"),
-    (dict(pixel_mask=torch.ones(3, 32, 32)), "pixel_mask must be"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(pixel_values=torch.zeros(1, 3, 32, 32)), "pixel_values must be"),
+        (dict(input_ids=torch.ones(3, 17, dtype=torch.long)), "max_text_length=16"),
+        (dict(labels=torch.zeros(3, 2)), "labels must be"),
+        (dict(pixel_mask=torch.ones(3, 32, 32)), "pixel_mask must be"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(tiny_config, change, message):
     model = CLIPVGForGrounding(tiny_config)
     batch = _batch(tiny_config)

@@ -6,8 +6,9 @@ The mixin comes from the sdist of the installed transformers (see ``_transformer
 import unittest
 
 import clipvg_hf  # noqa: F401  (registers the Auto classes)
-from _transformers_common import common, require
 from clipvg_hf import CLIPVGImageProcessor
+
+from _transformers_common import common, require
 
 require()
 

@@ -207,7 +207,8 @@ def test_post_processing_clamps_to_the_image_and_reports_constant_scores(image_p
     # CLIP-VG has no confidence head: one box per query, score 1.0 whatever the threshold up to 1
     assert result["scores"].tolist() == [1.0] and result["labels"].tolist() == [0]
     assert (
-        len(image_processor.post_process_object_detection({"pred_boxes": whole_canvas}, threshold=1.0)[0]["boxes"]) == 1
+        len(image_processor.post_process_object_detection({"pred_boxes": whole_canvas}, threshold=1.0)[0]["boxes"])
+        == 1
     )
     # without target sizes: normalised corners on the canvas
     normalised = image_processor.post_process_object_detection({"pred_boxes": whole_canvas})[0]["boxes"]
@@ -239,13 +240,15 @@ def test_image_processor_save_and_load(image_processor, tmp_path):
 
 def test_do_convert_rgb_false_keeps_the_channels(image_processor):
     rgba = np.random.default_rng(0).integers(0, 256, (20, 30, 4), dtype=np.uint8)
-    kept = image_processor(rgba, do_convert_rgb=False, image_mean=[0.0] * 4, image_std=[1.0] * 4,
-                           return_tensors="np")["pixel_values"]
+    kept = image_processor(rgba, do_convert_rgb=False, image_mean=[0.0] * 4, image_std=[1.0] * 4, return_tensors="np")[
+        "pixel_values"
+    ]
     assert kept.shape == (1, 4, 224, 224)
     converted = image_processor(rgba, return_tensors="np")["pixel_values"]  # alpha dropped, as convert("RGB")
     expected = image_processor(np.ascontiguousarray(rgba[..., :3]), return_tensors="np")["pixel_values"]
     assert converted.shape == (1, 3, 224, 224) and np.array_equal(converted, expected)
     grey = PIL.Image.fromarray(rgba[..., 0])
-    assert image_processor(grey, do_convert_rgb=False, image_mean=[0.0], image_std=[1.0],
-                           return_tensors="np")["pixel_values"].shape == (1, 1, 224, 224)
+    assert image_processor(grey, do_convert_rgb=False, image_mean=[0.0], image_std=[1.0], return_tensors="np")[
+        "pixel_values"
+    ].shape == (1, 1, 224, 224)
     assert image_processor(grey, return_tensors="np")["pixel_values"].shape == (1, 3, 224, 224)

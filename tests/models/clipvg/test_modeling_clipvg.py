@@ -9,8 +9,9 @@ import unittest
 import torch
 
 import clipvg_hf  # noqa: F401  (registers the Auto classes)
-from _transformers_common import common, require
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
+
+from _transformers_common import common, require
 
 require()
 
@@ -35,18 +36,42 @@ class CLIPVGModelTester:
         self.seq_length = 1 + text_length + 1 + (image_size // patch_size) ** 2  # [REG], text, CLS, patches
         # output_hidden_states adds the multi-level visual and text features, the patch mask and the fusion states
         self.num_hidden_states_types = 4
-        self.text_config = dict(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                num_attention_heads=4, max_position_embeddings=16, projection_dim=32,
-                                bos_token_id=97, eos_token_id=98, pad_token_id=0)
-        self.vision_config = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                                  image_size=image_size, patch_size=patch_size, projection_dim=32)
+        self.text_config = dict(
+            vocab_size=99,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            projection_dim=32,
+            bos_token_id=97,
+            eos_token_id=98,
+            pad_token_id=0,
+        )
+        self.vision_config = dict(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=32,
+        )
 
     def config_kwargs(self) -> dict:
-        return dict(text_config=dict(self.text_config), vision_config=dict(self.vision_config), projection_dim=32,
-                    extract_layers=[0, 1], fusion_hidden_size=self.hidden_size,
-                    fusion_num_layers=self.num_hidden_layers, fusion_num_heads=self.num_attention_heads,
-                    fusion_intermediate_size=37, max_text_length=16, image_size=self.image_size,
-                    trainable_clip="all")
+        return dict(
+            text_config=dict(self.text_config),
+            vision_config=dict(self.vision_config),
+            projection_dim=32,
+            extract_layers=[0, 1],
+            fusion_hidden_size=self.hidden_size,
+            fusion_num_layers=self.num_hidden_layers,
+            fusion_num_heads=self.num_attention_heads,
+            fusion_intermediate_size=37,
+            max_text_length=16,
+            image_size=self.image_size,
+            trainable_clip="all",
+        )
 
     def get_config(self) -> CLIPVGConfig:
         return CLIPVGConfig(**self.config_kwargs())
@@ -56,11 +81,15 @@ class CLIPVGModelTester:
         batch, length, size = self.batch_size, self.text_length, self.image_size
         input_ids = torch.randint(1, 97, (batch, length), generator=generator)
         attention_mask = torch.ones(batch, length, dtype=torch.long)
-        attention_mask[-1, length - 3:] = 0  # a shorter expression
+        attention_mask[-1, length - 3 :] = 0  # a shorter expression
         pixel_mask = torch.ones(batch, size, size, dtype=torch.long)
-        pixel_mask[0, :, 3 * size // 4:] = 0  # a letterboxed image
-        inputs = dict(pixel_values=torch.randn(batch, 3, size, size, generator=generator), input_ids=input_ids,
-                      attention_mask=attention_mask, pixel_mask=pixel_mask)
+        pixel_mask[0, :, 3 * size // 4 :] = 0  # a letterboxed image
+        inputs = dict(
+            pixel_values=torch.randn(batch, 3, size, size, generator=generator),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_mask=pixel_mask,
+        )
         return self.get_config(), inputs
 
 

@@ -7,8 +7,9 @@ from its parts without the Hub: the letterbox image processor and OpenAI's CLIP 
 import unittest
 
 import clipvg_hf  # noqa: F401  (registers the Auto classes)
-from _transformers_common import common, require
 from clipvg_hf import CLIPVGImageProcessor, CLIPVGProcessor, build_clip_tokenizer
+
+from _transformers_common import common, require
 
 require()
 

@@ -10,10 +10,10 @@ import textwrap
 
 import pytest
 import torch
-from _hivg_fixture import CHECKPOINTS, clip_config, converted, split_inputs
 
 from clipvg_hf.convert_checkpoint import main as convert_main
 
+from _hivg_fixture import CHECKPOINTS, clip_config, converted, split_inputs
 from conftest import BLOCK_PACKAGE
 
 LOAD_AND_PREDICT = textwrap.dedent("""

@@ -5,8 +5,8 @@ import logging
 
 import pytest
 import torch
-from _hivg_fixture import CHECKPOINTS, clip_config, converted, load_checkpoint, one_thread, split_inputs
 
+from clipvg_hf.convert_checkpoint import main as convert_main
 from clipvg_hf.convert_hivg_checkpoint import (
     convert_checkpoint,
     convert_state_dict,
@@ -15,7 +15,8 @@ from clipvg_hf.convert_hivg_checkpoint import (
     strip_peft_prefix,
 )
 from clipvg_hf.convert_original_checkpoint import CheckpointConversionError
-from clipvg_hf.convert_checkpoint import main as convert_main
+
+from _hivg_fixture import CHECKPOINTS, clip_config, converted, load_checkpoint, one_thread, split_inputs
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

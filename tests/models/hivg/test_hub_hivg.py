@@ -3,10 +3,11 @@
 import json
 
 import torch
-from _hivg_fixture import converted, split_inputs
 
 from clipvg_hf import CLIPVGProcessor
 from clipvg_hf.hub.staging import prepare_model_folder
+
+from _hivg_fixture import converted, split_inputs
 
 
 def test_a_hivg_folder_stages_with_its_remote_code(tmp_path):

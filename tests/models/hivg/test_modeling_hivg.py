@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from _hivg_fixture import one_thread
 from huggingface_hub.errors import StrictDataclassClassValidationError
 
 from clipvg_hf import HiVGConfig, HiVGForGrounding
 from clipvg_hf.modeling_hivg import box_mask, hivg_patch_padding_mask, official_text_inputs
+
+from _hivg_fixture import one_thread
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _hivg_fixture import converted, expected_json, expected_tensors, one_thread, rect_masks
 
 from clipvg_hf.data import CLIPVGCollator, CLIPVGEvalTransform, CLIPVGTrainTransform, GroundingDataset, load_split
 from clipvg_hf.data.object_mask import rasterize_box
+
+from _hivg_fixture import converted, expected_json, expected_tensors, one_thread, rect_masks
 
 SPLITS = Path(__file__).resolve().parents[2] / "fixtures" / "hivg_tiny" / "splits"
 IMAGES = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "tiny" / "image_data"

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from _hivg_fixture import converted, expected_json, expected_tensors, one_thread, split_inputs, split_targets
 
 from clipvg_hf.modeling_clipvg import grounding_iou
 from clipvg_hf.modeling_hivg import official_text_inputs
+
+from _hivg_fixture import converted, expected_json, expected_tensors, one_thread, split_inputs, split_targets
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import PIL.Image
 import pytest
 import torch
-from _hivg_fixture import converted, expected_json, expected_tensors, one_thread
 
 from clipvg_hf import CLIPVGImageProcessor, CLIPVGProcessor, build_clip_tokenizer
+
+from _hivg_fixture import converted, expected_json, expected_tensors, one_thread
 
 IMAGES = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "tiny" / "image_data"  # the same files
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)

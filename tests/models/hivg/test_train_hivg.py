@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _hivg_fixture import converted, one_thread
 from safetensors.torch import load_file
 
 from clipvg_hf.train import main as train_main
+
+from _hivg_fixture import converted, one_thread
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from _hivg_fixture import converted
 from safetensors.torch import load_file
 
+from _hivg_fixture import converted
 from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
