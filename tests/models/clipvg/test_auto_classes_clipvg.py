@@ -62,7 +62,8 @@ def test_package_route_and_remote_code_route_give_the_same_boxes(converted_dir, 
             input_ids=torch.tensor([[49406, 320, 1929, 49407], [49406, 518, 49407, 49407]]),
             attention_mask=torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
         ).pred_boxes
-    assert torch.equal(torch.tensor(package["AutoModel"]["boxes"]), here)
+    # another process (its own thread count, so its own summation order): equal up to float rounding
+    torch.testing.assert_close(torch.tensor(package["AutoModel"]["boxes"]), here, atol=1e-6, rtol=0)
 
 
 def test_remote_code_files_are_the_package_modules(converted_dir):
