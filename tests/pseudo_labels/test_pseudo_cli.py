@@ -165,6 +165,33 @@ def test_dataset_feeds_the_loader_the_collator_and_training(run, converted_dir, 
     assert (tmp_path / "run" / "best").is_dir() and result is not None
 
 
+def test_reliability_scorer_and_curriculum_training_consume_the_dataset(run, converted_dir, tmp_path):
+    """The generated multi-source config goes through the measurer (score) and trains from its scores."""
+    from clipvg_hf.curriculum.reliability import save_scores
+    from clipvg_hf.curriculum.score import score_model
+    from clipvg_hf.train import main as train_main
+
+    out, summary = run
+    scores = score_model(converted_dir, out, "photos-unsup-multi", batch_size=4)
+    rows = sorted(_expressions(out, "photos-unsup-multi"), key=lambda r: r[4])
+    assert scores.row_index.tolist() == [r[4] for r in rows]
+    assert scores.source.tolist() == [r[3] for r in rows]
+    assert ((scores.reliability >= 0) & (scores.reliability <= 1)).all()
+    scores_dir = tmp_path / "scores"
+    save_scores(scores, scores_dir, plot=False)
+    result = train_main(
+        [
+            *("--model_name_or_path", str(converted_dir), "--dataset", str(out)),
+            *("--dataset_config", "photos-unsup-multi", "--val_split", "train_template"),
+            *("--output_dir", str(tmp_path / "run"), "--num_epochs", "1", "--per_device_batch_size", "2"),
+            *("--eval_batch_size", "4", "--num_workers", "0", "--cpu", "--train_steps", "1"),
+            *("--curriculum_scores", str(scores_dir / "scores.parquet"), "--curriculum_pool", "threshold"),
+            *("--curriculum_threshold", "0.0"),
+        ]
+    )
+    assert (tmp_path / "run" / "best").is_dir() and result is not None
+
+
 def test_rerun_resumes_and_labels_only_regenerates(run, setup):
     out, _ = run
     shards = sorted((out / "detections").glob("shard-*.parquet"))
@@ -250,30 +277,3 @@ def test_two_processes_give_the_labels_of_one(run, setup, tmp_path):
     assert len(sides) == 2
     for config in ("photos-unsup-single", "photos-unsup-multi"):
         assert _expressions(other, config) == _expressions(out, config)
-
-
-def test_reliability_scorer_and_curriculum_training_consume_the_dataset(run, converted_dir, tmp_path):
-    """The generated multi-source config goes through the measurer (score) and trains from its scores."""
-    from clipvg_hf.curriculum.reliability import save_scores
-    from clipvg_hf.curriculum.score import score_model
-    from clipvg_hf.train import main as train_main
-
-    out, summary = run
-    scores = score_model(converted_dir, out, "photos-unsup-multi", batch_size=4)
-    rows = sorted(_expressions(out, "photos-unsup-multi"), key=lambda r: r[4])
-    assert scores.row_index.tolist() == [r[4] for r in rows]
-    assert scores.source.tolist() == [r[3] for r in rows]
-    assert ((scores.reliability >= 0) & (scores.reliability <= 1)).all()
-    scores_dir = tmp_path / "scores"
-    save_scores(scores, scores_dir, plot=False)
-    result = train_main(
-        [
-            *("--model_name_or_path", str(converted_dir), "--dataset", str(out)),
-            *("--dataset_config", "photos-unsup-multi", "--val_split", "train_template"),
-            *("--output_dir", str(tmp_path / "run"), "--num_epochs", "1", "--per_device_batch_size", "2"),
-            *("--eval_batch_size", "4", "--num_workers", "0", "--cpu", "--train_steps", "1"),
-            *("--curriculum_scores", str(scores_dir / "scores.parquet"), "--curriculum_pool", "threshold"),
-            *("--curriculum_threshold", "0.0"),
-        ]
-    )
-    assert (tmp_path / "run" / "best").is_dir() and result is not None
