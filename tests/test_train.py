@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import free_port
+from conftest import torchrun
 from utils.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -50,23 +50,7 @@ def _args(model, dataset, out, *extra):
 
 
 def _run(args, nproc=1, timeout=600):
-    launcher = (
-        [sys.executable, "-m", "clipvg_hf.train"]
-        if nproc == 1
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "clipvg_hf.train",
-        ]
-    )
+    launcher = [sys.executable, "-m", "clipvg_hf.train"] if nproc == 1 else [*torchrun(nproc), "-m", "clipvg_hf.train"]
     result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result

@@ -9,29 +9,13 @@ import pytest
 from safetensors.torch import load_file
 
 from _hivg_fixture import converted
-from conftest import free_port
+from conftest import torchrun
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def _run(args, nproc, home):
-    launcher = (
-        [sys.executable, "-m", "clipvg_hf.train"]
-        if nproc == 1
-        else [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(nproc),
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
-            "-m",
-            "clipvg_hf.train",
-        ]
-    )
+    launcher = [sys.executable, "-m", "clipvg_hf.train"] if nproc == 1 else [*torchrun(nproc), "-m", "clipvg_hf.train"]
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HOME": str(home)}
     result = subprocess.run(launcher + args, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
