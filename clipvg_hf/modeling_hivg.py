@@ -45,6 +45,7 @@ from .modeling_clipvg import (
     _torch_default_linear_init,
     eager_attention_forward,
     grounding_loss,
+    use_lean_activations,
 )
 
 try:  # peft is needed for models holding LoRA adapters only; merged models load without it
@@ -425,6 +426,7 @@ class HiVGForGrounding(HiVGPreTrainedModel):
                 attn_implementation=attn_implementation,
             )
         )
+        use_lean_activations(self.clip)
         hidden = config.fusion_hidden_size
         vision_width = config.vision_config.hidden_size
         self.bridges = nn.ModuleDict({str(i): HiVGBridge(config) for i in config.bridge_layers})

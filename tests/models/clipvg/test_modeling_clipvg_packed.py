@@ -107,7 +107,7 @@ def test_packed_gradients_equal_masked_gradients():
 
 
 def test_batched_packed_attention_equals_per_sequence():
-    """The padded-batch strategy (accelerators, attention dropout) against one call per sequence, with gradients."""
+    """The padded-batch strategy (accelerators) against one call per sequence (the CPU), with gradients."""
     generator = torch.Generator().manual_seed(0)
     layout = PackedSequences.from_lengths(torch.tensor([5, 1, 9, 3]))
     inputs = [torch.randn(18, 2, 4, generator=generator, requires_grad=True) for _ in range(3)]
