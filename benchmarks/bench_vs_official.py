@@ -22,7 +22,8 @@ The two sides run as interleaved pairs (official, ours / ours, official, alterna
 measurement; the table gives medians, the median and range of the per-pair ratios, the largest box difference,
 the load average while the pairs ran, and utilisation: achieved FLOP/s (FLOPs of each side's own computation,
 counted once with PyTorch's FLOP formulas, fused CPU attention included) over the FLOP/s of a 2048 x 2048 fp32
-matrix product measured on the same threads before every pair. ``--profile`` adds a ``torch.profiler`` table of
+matrix product measured on the same threads before every pair, and the median minor page faults per call.
+``--profile`` adds a ``torch.profiler`` table of
 where our evaluation and training step spend their time. Not a test.
 
     python -m benchmarks.bench_vs_official --official_repo /tmp/clipvg_orig            # ~6 min on 2 cores
@@ -41,6 +42,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import sys
 import time
@@ -398,22 +400,33 @@ def gemm_flops_per_second(size: int = 2048, repeats: int = 3) -> float:
     return 2 * size**3 / best
 
 
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far: memory the allocator took fresh from the system and touched."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def interleaved_pairs(official: Callable[[], Any], ours: Callable[[], Any], repeats: int, gemm_size: int) -> dict:
-    """Seconds per call of both sides in ``repeats`` pairs (alternating which goes first), after one warm-up each,
-    with the GEMM FLOP/s measured before each pair and the 1-minute load average after it."""
+    """Seconds and minor page faults per call of both sides in ``repeats`` pairs (alternating which goes first),
+    after one warm-up each, with the GEMM FLOP/s measured before each pair and the 1-minute load average after it.
+
+    The page faults show how much of a call went into touching freshly mapped memory: on the CPU every large
+    temporary can land in pages the C allocator returned to the system, and faulting them back in costs time."""
     official()
     ours()
     times: dict[str, list[float]] = {"official": [], "ours": []}
+    faults: dict[str, list[int]] = {"official": [], "ours": []}
     gemm, load = [], []
     for pair in range(repeats):
         gemm.append(gemm_flops_per_second(gemm_size))
         order = (("official", official), ("ours", ours)) if pair % 2 == 0 else (("ours", ours), ("official", official))
         for name, fn in order:
+            faults_before = minor_page_faults()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+            faults[name].append(minor_page_faults() - faults_before)
         load.append(os.getloadavg()[0])
-    return {"times_s": times, "gemm_flops_per_s": gemm, "load_average": load}
+    return {"times_s": times, "minor_faults": faults, "gemm_flops_per_s": gemm, "load_average": load}
 
 
 def summarise(measured: dict, units: int, flops: dict[str, int]) -> dict[str, Any]:
@@ -438,6 +451,7 @@ def summarise(measured: dict, units: int, flops: dict[str, int]) -> dict[str, An
             "flops_per_unit": flops[side] / units,
             "achieved_flops_per_s": flops[side] / statistics.median(seconds),
             "utilisation": statistics.median(flops[side] / s / g for s, g in zip(seconds, gemm)),
+            "minor_faults_median": statistics.median(measured["minor_faults"][side]),
         }
     return out
 
@@ -514,14 +528,17 @@ def profile(name: str, fn: Callable[[], Any], model, rows: int) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 def print_table(title: str, unit: str, result: dict[str, Any]) -> None:
     print(f"\n{title}")
-    header = f"{'side':<10}{unit + '/s':>10}{'median s':>10}{'GFLOP/' + unit:>13}{'GFLOP/s':>9}{'util.':>7}"
+    header = (
+        f"{'side':<10}{unit + '/s':>10}{'median s':>10}{'GFLOP/' + unit:>13}{'GFLOP/s':>9}{'util.':>7}"
+        f"{'page faults':>13}"
+    )
     print(header)
     print("-" * len(header))
     for side in ("official", "ours"):
         row = result[side]
         print(
             f"{side:<10}{row['per_s']:>10.3f}{row['median_s']:>10.3f}{row['flops_per_unit'] / 1e9:>13.2f}"
-            f"{row['achieved_flops_per_s'] / 1e9:>9.1f}{row['utilisation']:>7.0%}"
+            f"{row['achieved_flops_per_s'] / 1e9:>9.1f}{row['utilisation']:>7.0%}{row['minor_faults_median']:>13,.0f}"
         )
     pairs = ", ".join(f"{a / b:.2f}" for a, b in zip(result["times_s"]["official"], result["times_s"]["ours"]))
     print(
