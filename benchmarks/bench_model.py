@@ -48,6 +48,7 @@ from benchmarks.bench_vs_official import count_flops
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf.modeling_clipvg import grounding_loss, patch_padding_mask
+from clipvg_hf.testing_utils import tiny_clipvg_config
 
 # Token counts of RefCOCO-like expressions ([SOT] + BPE + [EOT]); mean ≈ 7.6.
 EXPRESSION_LENGTHS = (4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 10, 11, 13, 17)
@@ -56,43 +57,6 @@ EXPRESSION_LENGTHS = (4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 10, 11, 13, 17)
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------------------------------------------
-def tiny_config(**overrides: Any) -> CLIPVGConfig:
-    """A small config for --quick runs (same structure, 64 px, 2-4 layer towers)."""
-    kwargs: dict[str, Any] = dict(
-        text_config=dict(
-            vocab_size=99,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            projection_dim=24,
-            bos_token_id=97,
-            eos_token_id=98,
-            pad_token_id=0,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            patch_size=16,
-            image_size=64,
-            projection_dim=24,
-        ),
-        projection_dim=24,
-        extract_layers=[0, 1, 3],
-        fusion_hidden_size=32,
-        fusion_num_layers=2,
-        fusion_num_heads=4,
-        fusion_intermediate_size=64,
-        max_text_length=16,
-        image_size=64,
-    )
-    kwargs.update(overrides)
-    return CLIPVGConfig(**kwargs)
-
-
 def make_batch(config: CLIPVGConfig, images: int, per_image: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """RefCOCO-like data: letterboxed images of random aspect, ``per_image`` expressions each, 77-token text.
 
@@ -424,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    config = tiny_config() if args.quick else CLIPVGConfig()
+    config = tiny_clipvg_config() if args.quick else CLIPVGConfig()
     if args.quick:
         args.images, args.per_image, args.train_batch, args.repeats = 2, 3, 3, 2
     model = CLIPVGForGrounding(config).to(device).eval()

@@ -51,42 +51,11 @@ def converted_model(converted_dir):
 
 
 def make_tiny_config(**overrides):
-    """A small random CLIP-VG config (64 px images, 4-layer towers) for fast tests."""
-    from clipvg_hf import CLIPVGConfig
+    """[`clipvg_hf.testing_utils.tiny_clipvg_config`], imported late: the package must not load before the
+    offline switch above is set."""
+    from clipvg_hf.testing_utils import tiny_clipvg_config
 
-    kwargs = dict(
-        text_config=dict(
-            vocab_size=99,
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            projection_dim=24,
-            bos_token_id=97,
-            eos_token_id=98,
-            pad_token_id=0,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            patch_size=16,
-            image_size=64,
-            projection_dim=24,
-        ),
-        projection_dim=24,
-        extract_layers=[0, 1, 3],
-        fusion_hidden_size=32,
-        fusion_num_layers=2,
-        fusion_num_heads=4,
-        fusion_intermediate_size=64,
-        max_text_length=16,
-        image_size=64,
-    )
-    kwargs.update(overrides)
-    return CLIPVGConfig(**kwargs)
+    return tiny_clipvg_config(**overrides)
 
 
 @pytest.fixture
