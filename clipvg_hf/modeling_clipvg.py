@@ -656,6 +656,22 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
         """
         _initialize_module_tree(self, self._initialize_weights)
 
+    def _output_flags(
+        self, output_hidden_states: bool | list[int] | None, output_attentions: bool | None, return_dict: bool | None
+    ) -> tuple[bool | list[int], bool, bool]:
+        """``forward``'s output switches with the config's values where not given; warns when attention weights are
+        asked of an implementation that computes none."""
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        if output_attentions and self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"output_attentions=True needs attn_implementation='eager'; {self.config._attn_implementation!r} "
+                "computes no attention weights, so those entries are None."
+            )
+        return output_hidden_states, output_attentions, self.config.return_dict if return_dict is None else return_dict
+
     def apply_trainable_clip_policy(self) -> None:
         """Set ``requires_grad`` of the CLIP parameters from ``config.trainable_clip``.
 
@@ -1001,16 +1017,9 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
                 grounded in image `image_index[i]`: each image is encoded once for all its expressions (same boxes
                 as repeating the image per expression). `batch_size` is then the number of expressions.
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states, output_attentions, return_dict = self._output_flags(
+            output_hidden_states, output_attentions, return_dict
         )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        if output_attentions and self.config._attn_implementation != "eager":
-            logger.warning_once(
-                f"output_attentions=True needs attn_implementation='eager'; {self.config._attn_implementation!r} "
-                "computes no attention weights, so the fusion's entries are None."
-            )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         self._check_inputs(pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

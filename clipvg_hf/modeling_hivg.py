@@ -32,7 +32,6 @@ from transformers.activations import ACT2FN
 from transformers.loss.loss_for_object_detection import dice_loss, sigmoid_focal_loss
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.clip.modeling_clip import CLIPAttention
-from transformers.utils import logging
 
 from .configuration_clipvg import default_extract_layers
 from .configuration_hivg import HILORA_STAGE_VISION_LAYERS, HiVGConfig
@@ -70,7 +69,6 @@ LORA_TARGET_MODULES = (
     r"|bridges\.\d+\.cross_attn\.(q|k|v|out)_proj"
 )
 _VISION_LAYER = re.compile(r"clip\.vision_model\.encoder\.layers\.(\d+)\.")
-logger = logging.get_logger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -610,16 +608,9 @@ class HiVGForGrounding(HiVGPreTrainedModel):
                 `image_index[i]` (CLIP-VG's layout). The bridges make the visual features depend on the expression,
                 so each image is still encoded once per expression.
         """
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        output_hidden_states, output_attentions, return_dict = self._output_flags(
+            output_hidden_states, output_attentions, return_dict
         )
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        if output_attentions and self.config._attn_implementation != "eager":
-            logger.warning_once(
-                f"output_attentions=True needs attn_implementation='eager'; {self.config._attn_implementation!r} "
-                "computes no attention weights, so the entries are None."
-            )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         mixing = self.config.bridge_batch_mixing if bridge_batch_mixing is None else bridge_batch_mixing
         CLIPVGForGrounding._check_inputs(
             self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index
