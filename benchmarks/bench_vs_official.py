@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -75,6 +76,7 @@ EXPRESSIONS = (
     "the bigger elephant in front",
 )
 IMAGE_SIZE = 224
+CPU = torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,8 +130,7 @@ def import_official(repo: Path) -> types.SimpleNamespace:
         sys.modules.setdefault("clip", official_clip)
         import models.clip.clip as clip_loader
         import models.clip_vg as clip_vg
-        from models.clip.model import ModifiedCLIP
-
+        from models.clip.model import ModifiedCLIP, convert_weights
         from utils import loss_utils, misc
     finally:
         torchvision.__version__ = version
@@ -141,13 +142,20 @@ def import_official(repo: Path) -> types.SimpleNamespace:
         clip_loader=clip_loader,
         clip_vg=clip_vg,
         ModifiedCLIP=ModifiedCLIP,
+        convert_weights=convert_weights,
         loss_utils=loss_utils,
         misc=misc,
     )
 
 
-def build_official(official: types.SimpleNamespace, seed: int) -> tuple[torch.nn.Module, argparse.Namespace]:
-    """``ML_CLIP_VG`` for ViT-B/16 at 224 px on random CLIP weights (``clip.load`` returns them, nothing is read)."""
+def build_official(
+    official: types.SimpleNamespace, seed: int, device: str = "cpu"
+) -> tuple[torch.nn.Module, argparse.Namespace]:
+    """``ML_CLIP_VG`` for ViT-B/16 at 224 px on random CLIP weights (``clip.load`` returns them, nothing is read).
+
+    On CUDA the CLIP trunk is converted to fp16 first, as the official ``clip.load`` does on a GPU (and on the CPU
+    keeps fp32); the model's text encoder records the trunk's dtype when it is built.
+    """
     torch.manual_seed(seed)
     clip_model = (
         official.ModifiedCLIP(
@@ -165,12 +173,14 @@ def build_official(official: types.SimpleNamespace, seed: int) -> tuple[torch.nn
         .float()
         .eval()
     )
+    if device != "cpu":
+        official.convert_weights(clip_model)
     official.clip_loader.load = lambda *args, **kwargs: (clip_model, None)
     args = argparse.Namespace(  # train_clip_vg.py's defaults for ViT-B/16
         model="ViT-B/16",
         imsize=IMAGE_SIZE,
         max_query_len=77,
-        device="cpu",
+        device=device,
         vl_hidden_dim=512,
         vl_nheads=8,
         vl_dim_feedforward=2048,
@@ -189,7 +199,7 @@ def build_official(official: types.SimpleNamespace, seed: int) -> tuple[torch.nn
     )
     with contextlib.redirect_stdout(io.StringIO()):  # the constructor prints
         model = official.clip_vg.ML_CLIP_VG(args)
-    return model, args
+    return model.to(device), args
 
 
 def official_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -216,8 +226,8 @@ def convert_to_ours(model: torch.nn.Module, args: argparse.Namespace):
     config = config_from_state_dict(state_dict, args)
     converted, _ = convert_state_dict(state_dict)
     ours = CLIPVGForGrounding(config)
-    ours.load_state_dict(converted, strict=True)
-    return ours
+    ours.load_state_dict(converted, strict=True)  # fp16 trunk weights (CUDA) are loaded as the fp32 numbers they hold
+    return ours.to(next(model.parameters()).device)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,39 +279,49 @@ def ours_text(ids77: torch.Tensor, mask77: torch.Tensor) -> tuple[torch.Tensor, 
 # ----------------------------------------------------------------------------------------------------------------
 # The two sides: each returns a zero-argument callable doing one unit of work
 # ----------------------------------------------------------------------------------------------------------------
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or nothing."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def official_eval(official, model, pixels, pad, ids77, mask77) -> Callable[[], torch.Tensor]:
-    nested = official.misc.NestedTensor
-    images, texts = nested(pixels, pad), nested(ids77, mask77)
+    """The official ``eval.py`` on one batch: the batch moved to the model's device, forward under no_grad."""
+    nested, device = official.misc.NestedTensor, next(model.parameters()).device
 
     def run() -> torch.Tensor:
         model.eval()
+        images, texts = nested(pixels, pad).to(device), nested(ids77, mask77).to(device)
         with torch.no_grad():
             return model(images, texts)
 
     return run
 
 
-def ours_eval(model, images, image_pad, image_index, ids77, mask77) -> Callable[[], torch.Tensor]:
-    """``clipvg_hf.evaluate``'s call on one batch: each distinct image once plus ``image_index``, under no_grad."""
+def ours_eval(
+    model, images, image_pad, image_index, ids77, mask77, autocast: torch.dtype | None = None
+) -> Callable[[], torch.Tensor]:
+    """``clipvg_hf.evaluate``'s call on one batch: each distinct image once plus ``image_index``, moved to the model's
+    device, under no_grad (and autocast to ``autocast`` when given, as ``--bf16`` does)."""
     batch = dict(pixel_values=images, pixel_mask=1 - image_pad.long(), image_index=image_index)
     batch["input_ids"], batch["attention_mask"] = ours_text(ids77, mask77)
 
     def run() -> torch.Tensor:
         model.eval()
-        with torch.no_grad():
-            return model(**batch).pred_boxes[:, 0]
+        inputs = {key: value.to(model.device) for key, value in batch.items()}
+        with torch.no_grad(), autocast_context(model.device, autocast):
+            return model(**inputs).pred_boxes[:, 0].float()
 
     return run
 
 
 def official_train_step(official, model, optimizer, pixels, pad, ids77, mask77, boxes) -> Callable[[], float]:
     """The body of the official ``engine.train_one_epoch`` for one batch (``max_norm`` 0: no clipping)."""
-    nested = official.misc.NestedTensor
+    nested, device = official.misc.NestedTensor, next(model.parameters()).device
     loss_utils, misc = official.loss_utils, official.misc
 
     def run() -> float:
         model.train()
-        images, texts, target = nested(pixels, pad).to("cpu"), nested(ids77, mask77).to("cpu"), boxes.to("cpu")
+        images, texts, target = nested(pixels, pad).to(device), nested(ids77, mask77).to(device), boxes.to(device)
         output = model(images, texts)
         loss_dict = loss_utils.trans_vg_loss(output, target)
         losses = sum(loss_dict[k] for k in loss_dict)
@@ -321,8 +341,11 @@ def ours_optimizer(model) -> torch.optim.Optimizer:
     return build_optimizer([p for p in model.parameters() if p.requires_grad], TrainArguments(output_dir="unused"))
 
 
-def ours_train_step(model, optimizer, pixels, pad, ids77, mask77, boxes) -> Callable[[], float]:
-    """The body of ``clipvg_hf.train``'s loop for one batch on one process."""
+def ours_train_step(
+    model, optimizer, pixels, pad, ids77, mask77, boxes, autocast: torch.dtype | None = None
+) -> Callable[[], float]:
+    """The body of ``clipvg_hf.train``'s loop for one batch on one process: the batch moved to the model's device,
+    the forward under autocast to ``autocast`` when given (as accelerate's mixed precision does)."""
     from torch.autograd.profiler import record_function
 
     ids, mask = ours_text(ids77, mask77)
@@ -330,7 +353,9 @@ def ours_train_step(model, optimizer, pixels, pad, ids77, mask77, boxes) -> Call
 
     def run() -> float:
         model.train()
-        out = model(**batch)
+        inputs = {key: value.to(model.device) for key, value in batch.items()}
+        with autocast_context(model.device, autocast):
+            out = model(**inputs)
         with record_function("## backward"):  # stage labels for --profile (no cost otherwise)
             out.loss.backward()
         with record_function("## optimizer step"):
@@ -388,14 +413,25 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return counter.flops
 
 
-def gemm_flops_per_second(size: int = 2048, repeats: int = 3) -> float:
-    """FLOP/s of a ``size`` x ``size`` fp32 matrix product on the current threads (best of ``repeats``)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timing covers what a call launched."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_flops_per_second(
+    size: int = 2048, repeats: int = 3, device: torch.device = CPU, dtype: torch.dtype = torch.float32
+) -> float:
+    """FLOP/s of a ``size`` x ``size`` matrix product on ``device`` (on the CPU: the current threads), best of
+    ``repeats``."""
+    a, b = torch.randn(size, size, device=device, dtype=dtype), torch.randn(size, size, device=device, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
@@ -405,7 +441,14 @@ def minor_page_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def interleaved_pairs(official: Callable[[], Any], ours: Callable[[], Any], repeats: int, gemm_size: int) -> dict:
+def interleaved_pairs(
+    official: Callable[[], Any],
+    ours: Callable[[], Any],
+    repeats: int,
+    gemm_size: int,
+    device: torch.device = CPU,
+    gemm_dtype: torch.dtype = torch.float32,
+) -> dict:
     """Seconds and minor page faults per call of both sides in ``repeats`` pairs (alternating which goes first),
     after one warm-up each, with the GEMM FLOP/s measured before each pair and the 1-minute load average after it.
 
@@ -417,12 +460,14 @@ def interleaved_pairs(official: Callable[[], Any], ours: Callable[[], Any], repe
     faults: dict[str, list[int]] = {"official": [], "ours": []}
     gemm, load = [], []
     for pair in range(repeats):
-        gemm.append(gemm_flops_per_second(gemm_size))
+        gemm.append(gemm_flops_per_second(gemm_size, device=device, dtype=gemm_dtype))
         order = (("official", official), ("ours", ours)) if pair % 2 == 0 else (("ours", ours), ("official", official))
         for name, fn in order:
             faults_before = minor_page_faults()
+            synchronize(device)
             start = time.perf_counter()
             fn()
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
             faults[name].append(minor_page_faults() - faults_before)
         load.append(os.getloadavg()[0])
@@ -498,15 +543,20 @@ def stage_labels(model) -> Any:
 
 def profile(name: str, fn: Callable[[], Any], model, rows: int) -> str:
     """``torch.profiler`` table of two calls of ``fn``: the labelled stages (the towers, fusion and box head
-    forward; backward and optimizer step), then the self CPU time of the costliest ops."""
+    forward; backward and optimizer step; host time), then the self time of the costliest ops (on CUDA their device
+    time)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    on_cuda = model.device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_cuda else [ProfilerActivity.CPU]
     fn()
-    with stage_labels(model), torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    with stage_labels(model), torch_profile(activities=activities) as prof:
         for _ in range(2):
             fn()
+        synchronize(model.device)
     averages = prof.key_averages()
+    self_time = (lambda e: e.self_device_time_total) if on_cuda else (lambda e: e.self_cpu_time_total)
     total = sum(event.self_cpu_time_total for event in averages)
     lines = [f"\nProfile of our {name} (2 calls; self CPU time, {total / 2e3:.0f} ms per call)"]
     stages = [event for event in averages if event.key.startswith("## ")]
@@ -515,10 +565,12 @@ def profile(name: str, fn: Callable[[], Any], model, rows: int) -> str:
             f"  stage {event.key[3:]:<28}{event.cpu_time_total / 2e3:>9.1f} ms  {event.cpu_time_total / total:>6.1%}"
         )
     ops = [event for event in averages if not event.key.startswith("## ")]
-    for event in sorted(ops, key=lambda e: -e.self_cpu_time_total)[:rows]:
+    op_total = sum(self_time(event) for event in ops) or 1
+    lines.append(f"  ops by self {'device' if on_cuda else 'CPU'} time ({op_total / 2e3:.0f} ms per call):")
+    for event in sorted(ops, key=lambda e: -self_time(e))[:rows]:
         lines.append(
-            f"  {event.key:<60}{event.self_cpu_time_total / 2e3:>9.1f} ms  "
-            f"{event.self_cpu_time_total / total:>6.1%}  x{event.count // 2}"
+            f"  {event.key:<60}{self_time(event) / 2e3:>9.1f} ms  {self_time(event) / op_total:>6.1%}  "
+            f"x{event.count // 2}"
         )
     return "\n".join(lines)
 
@@ -562,6 +614,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train_batch", type=int, default=8, help="samples per training step")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs per measurement")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where both sides run; on cuda the official CLIP trunk is fp16, as its clip.load makes it on a GPU",
+    )
+    parser.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bf16 autocast for our side: auto = on CUDA only (as accelerate's bf16 mixed precision and "
+        "clipvg-evaluate --bf16); on = also on the CPU (not the same math); off = fp32",
+    )
     parser.add_argument("--skip", choices=("eval", "train"), help="leave out one of the two measurements")
     parser.add_argument("--profile", action="store_true", help="also profile our evaluation and training step")
     parser.add_argument("--quick", action="store_true", help="1 pair, 2 images x 3 expressions, batch 2 (smoke)")
@@ -572,15 +637,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.quick:
         args.images, args.per_image, args.train_batch, args.repeats = 2, 3, 2, 1
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this torch sees no CUDA device")
+    device = torch.device(args.device)
+    autocast = torch.bfloat16 if args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda") else None
     torch.set_num_threads(args.threads)
     import_torchvision()
     import clipvg_hf.inference  # noqa: F401  (before the official packages, whose names it must not see)
     import clipvg_hf.train  # noqa: F401
 
     official = import_official(args.official_repo.resolve())
-    model_official, official_args = build_official(official, seed=0)
-    model_ours = convert_to_ours(model_official, official_args)
-    gemm_size = 512 if args.quick else 2048
+    model_official, official_args = build_official(official, seed=0, device=args.device)
+    model_ours = convert_to_ours(model_official, official_args).float()
+    gemm_size = 512 if args.quick else (8192 if device.type == "cuda" else 2048)
+    gemm_dtype = autocast or torch.float32
+    measure = functools.partial(interleaved_pairs, device=device, gemm_dtype=gemm_dtype)
     load_start = os.getloadavg()
     result: dict[str, Any] = {
         "torch": torch.__version__,
@@ -588,6 +659,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "attn_implementation": model_ours.config._attn_implementation,
         "load_average_start": load_start,
         "gemm_size": gemm_size,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
+        "ours_autocast": str(autocast).replace("torch.", "") if autocast else None,
     }
     profiles = []
 
@@ -598,10 +671,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pixels, pad = images[image_index].contiguous(), image_pad[image_index].contiguous()  # one row per expression
         ids77, mask77 = tokenized(official, count, offset=0)
         run_official = official_eval(official, model_official, pixels, pad, ids77, mask77)
-        run_ours = ours_eval(model_ours, images, image_pad, image_index, ids77, mask77)
+        run_ours = ours_eval(model_ours, images, image_pad, image_index, ids77, mask77, autocast)
         delta = (run_official().reshape(-1, 4) - run_ours().reshape(-1, 4)).abs().max().item()
         flops = {"official": count_flops(run_official), "ours": count_flops(run_ours)}
-        result["eval"] = summarise(interleaved_pairs(run_official, run_ours, args.repeats, gemm_size), count, flops)
+        result["eval"] = summarise(measure(run_official, run_ours, args.repeats, gemm_size), count, flops)
         result["eval"].update(
             max_abs_box_diff=delta,
             text_length=int(mask77.sum(1).max()),
@@ -625,12 +698,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             boxes,
         )
         optimizer = ours_optimizer(model_ours)
-        run_ours = ours_train_step(model_ours, optimizer, pixels, pad, ids77, mask77, boxes)
+        run_ours = ours_train_step(model_ours, optimizer, pixels, pad, ids77, mask77, boxes, autocast)
         run_official(), run_ours()  # the optimizer states exist before counting
         flops = {"official": count_flops(run_official), "ours": count_flops(run_ours)}
-        result["train"] = summarise(
-            interleaved_pairs(run_official, run_ours, args.repeats, gemm_size), args.train_batch, flops
-        )
+        result["train"] = summarise(measure(run_official, run_ours, args.repeats, gemm_size), args.train_batch, flops)
         result["train"]["optimizer"] = type(optimizer).__name__ + (
             " (fused)" if optimizer.defaults.get("fused") else ""
         )
@@ -641,11 +712,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(
         f"CLIP-VG vs the official code ({args.official_repo}): ViT-B/16, 224 px, random weights converted with the "
         f"project's converter; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, our attention: {result['attn_implementation']}"
+        f"{torch.get_num_threads()} threads, our attention: {result['attn_implementation']}; device "
+        f"{result['device']}" + (f", ours under {result['ours_autocast']} autocast" if autocast else "")
     )
     print(
         f"load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load_start)}; at end "
-        f"{', '.join(f'{x:.2f}' for x in result['load_average_end'])}; GEMM {gemm_size}^2 fp32"
+        f"{', '.join(f'{x:.2f}' for x in result['load_average_end'])}; GEMM {gemm_size}^2 "
+        f"{str(gemm_dtype).replace('torch.', '')}"
     )
     if "eval" in result:
         e = result["eval"]
