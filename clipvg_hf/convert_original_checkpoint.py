@@ -293,14 +293,20 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, t
 
 
 def convert_checkpoint(
-    path: str | Path, trainable_clip: str = "official", fusion_num_heads: int | None = None
+    path: str | Path | None = None,
+    trainable_clip: str = "official",
+    fusion_num_heads: int | None = None,
+    *,
+    checkpoint: dict[str, Any] | None = None,
 ) -> CLIPVGForGrounding:
-    """Build a [`CLIPVGForGrounding`] holding exactly the weights of an official checkpoint.
+    """Build a [`CLIPVGForGrounding`] holding exactly the weights of an official checkpoint (a path or a dict that
+    [`load_original_checkpoint`] returned; ``path`` then only names it in errors).
 
     ``fusion_num_heads`` is needed only for a checkpoint without its training ``args`` (see
     :func:`config_from_state_dict`).
     """
-    checkpoint = load_original_checkpoint(path)
+    if checkpoint is None:
+        checkpoint = load_original_checkpoint(path)
     state_dict = checkpoint["model"]
     try:
         check_finite(state_dict)

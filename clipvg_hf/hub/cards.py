@@ -204,8 +204,7 @@ def build_model_card(
         "architecture": family.architecture(config, num_parameters),
         "setting": _setting_text(setting),
         "results": _results_text(results, dataset_id),
-        "source": f"\nConverted from {source} with `{family.converter}`; the weights are the official ones, "
-        "unchanged.\n"
+        "source": f"\nConverted from {source} with `{family.converter}`; {_weights_provenance(config)}.\n"
         if source
         else "",
         "remote": remote,
@@ -221,6 +220,13 @@ def build_model_card(
         )
     body = card_template(family.template).format(**fields)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _weights_provenance(config: dict[str, Any]) -> str:
+    """How the published weights relate to the official ones (a HiVG conversion may merge the LoRA adapters)."""
+    if config.get("model_type") == "hivg" and not config.get("lora_adapters", True):
+        return "the weights are the official ones, with each LoRA adapter merged into its layer (W + alpha / r * B A)"
+    return "the weights are the official ones, unchanged"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
     clipvg-push dataset --data_dir DIR --repo_id ORG/NAME [--default_config C] [--private] [--dry_run OUT]
     clipvg-push release --checkpoint best_checkpoint.pth --dataset D --dataset_config C \\
         --split val [--split testA] --repo_id ORG/NAME --work_dir WORK [--dataset_id ORG/DATA] [--private] [--dry_run]
+        [--family auto|clipvg|hivg] [--merge_lora] [--clip_config CLIP/config.json] [--fusion_num_heads N]
     clipvg-push space --model_id ORG/NAME --repo_id ORG/NAME-demo [--private] [--dry_run OUT]
 
 The token comes from --token, HF_TOKEN or `hf auth login`. ``--dry_run`` writes what would be uploaded and uploads
@@ -15,8 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli import positive_int
 from ..results import ResultsError
-from .release import release_checkpoint
+from .release import FAMILIES, release_checkpoint
 from .repo import HubPublishError, PushResult, configure_logging
 from .space import push_space
 from .staging import push_dataset, push_model
@@ -53,8 +55,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     dataset.add_argument("--repo_id", required=True)
     dataset.add_argument("--default_config", help="config loaded when none is named (default: the first)")
 
-    release = sub.add_parser("release", help="convert an official checkpoint, evaluate it, upload it")
+    release = sub.add_parser("release", help="convert an official CLIP-VG or HiVG checkpoint, evaluate it, upload it")
     release.add_argument("--checkpoint", required=True)
+    release.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="auto",
+        help="model family of the checkpoint (default: recognised by its state dict's keys)",
+    )
+    release.add_argument(
+        "--merge_lora",
+        action="store_true",
+        help="HiVG: fold the HiLoRA adapters into the weights (the released model loads without peft)",
+    )
+    release.add_argument(
+        "--clip_config",
+        metavar="FILE",
+        help="HiVG: config.json of the Hugging Face CLIP the model was built on (its attention head counts)",
+    )
+    release.add_argument(
+        "--fusion_num_heads",
+        type=positive_int,
+        help="fusion attention heads, for a checkpoint that stores no training args (8 for the released models)",
+    )
     release.add_argument("--dataset", required=True, help="dataset folder or Hub id to evaluate on")
     release.add_argument(
         "--dataset_config", dest="config", required=True, help="dataset config, e.g. refcoco-unsup-single"
@@ -114,6 +137,10 @@ def run(args: argparse.Namespace) -> PushResult:
         args.split,
         args.repo_id,
         args.work_dir,
+        family=args.family,
+        merge_lora=args.merge_lora,
+        clip_config=args.clip_config,
+        fusion_num_heads=args.fusion_num_heads,
         dataset_id=args.dataset_id,
         private=args.private,
         dry_run=args.dry_run,

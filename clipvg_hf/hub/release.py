@@ -1,15 +1,23 @@
-"""The release pipeline: an official checkpoint -> converted folder -> evaluation -> published model with its card.
+"""The release pipeline: an official CLIP-VG or HiVG checkpoint -> converted folder -> evaluation -> published model
+with its card.
 
-At the top of the import graph: it uses the converter, the evaluation and the staging, none of which import it.
+The family is told from the checkpoint's state dict (HiVG's has Hugging Face CLIP names and bridges), as
+``clipvg-convert-checkpoint`` does, or forced with ``family``. At the top of the import graph: it uses the
+converters, the evaluation and the staging, none of which import it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..convert_original_checkpoint import CheckpointConversionError, convert_checkpoint, load_original_checkpoint
+from ..convert_checkpoint import FAMILIES
+from ..convert_hivg_checkpoint import convert_checkpoint as convert_hivg_checkpoint
+from ..convert_hivg_checkpoint import is_hivg_state_dict
+from ..convert_original_checkpoint import CheckpointConversionError, load_original_checkpoint
+from ..convert_original_checkpoint import convert_checkpoint as convert_clipvg_checkpoint
 from ..data.registry import split_config_name
 from ..evaluate import evaluate_model
 from ..processing_clipvg import CLIPVGProcessor
@@ -17,7 +25,11 @@ from ..results import write_results
 from .repo import HubPublishError, PushResult, resolve_token, validate_repo_id
 from .staging import push_model
 
-__all__ = ["release_checkpoint"]
+__all__ = ["FAMILIES", "checkpoint_family", "read_clip_config", "release_checkpoint"]
+
+FAMILY_NAMES = {"clipvg": "CLIP-VG", "hivg": "HiVG"}
+#: Release options only the HiVG converter reads; given for a CLIP-VG checkpoint they are refused, not ignored.
+HIVG_ONLY_OPTIONS = ("merge_lora", "clip_config")
 
 
 def release_checkpoint(
@@ -28,6 +40,10 @@ def release_checkpoint(
     repo_id: str,
     work_dir: str | Path,
     *,
+    family: str = "auto",
+    merge_lora: bool = False,
+    clip_config: str | Path | None = None,
+    fusion_num_heads: int | None = None,
     dataset_id: str | None = None,
     private: bool = False,
     dry_run: bool = False,
@@ -39,21 +55,31 @@ def release_checkpoint(
     """Convert an official checkpoint into ``work_dir/model``, evaluate it, and push it with a card of those numbers.
 
     ``work_dir`` keeps the converted folder, ``results.json`` and (for a dry run) the staged upload in ``upload/``.
+    ``family`` is ``auto`` (from the state dict), ``clipvg`` or ``hivg``. HiVG only: ``merge_lora`` folds the HiLoRA
+    adapters into the weights (a model that loads without peft), ``clip_config`` is the ``config.json`` of the
+    Hugging Face CLIP the model was built on (its head counts). ``fusion_num_heads`` is for checkpoints that store no
+    training args. Every argument is checked before anything is written.
     """
     validate_repo_id(repo_id)
     if not dry_run:
         token = resolve_token(token)
+    if family not in FAMILIES:
+        raise HubPublishError(f"--family {family!r}: choose one of {', '.join(FAMILIES)}")
+    clip_heads = read_clip_config(clip_config) if clip_config is not None else None
     work_dir = Path(work_dir)
     model_dir = work_dir / "model"
     if model_dir.exists() and any(model_dir.iterdir()):
         raise HubPublishError(f"{model_dir} exists and is not empty; choose a new --work_dir")
     try:
-        args = load_original_checkpoint(checkpoint).get("args")
-        model = convert_checkpoint(checkpoint)
+        loaded = load_original_checkpoint(checkpoint)
     except (CheckpointConversionError, FileNotFoundError) as error:
         raise HubPublishError(f"cannot convert {checkpoint}: {error}") from error
+    chosen = checkpoint_family(loaded, family)
+    _refuse_options_of_other_family(chosen, checkpoint, family, merge_lora=merge_lora, clip_config=clip_config)
     setting = setting or split_config_name(config)[1]
-    _check_setting_against_args(setting, args)
+    _check_setting_against_args(setting, loaded.get("args"))
+    model = _convert(chosen, checkpoint, loaded, merge_lora, clip_heads, fusion_num_heads)
+    del loaded
     model.save_pretrained(model_dir)
     CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(model_dir)
     del model
@@ -66,6 +92,7 @@ def release_checkpoint(
         private=private,
         token=token,
         dry_run_dir=work_dir / "upload" if dry_run else None,
+        commit_message=f"Upload {FAMILY_NAMES[chosen]} model",
         dataset_id=dataset_id,
         setting=setting,
         curriculum=curriculum,
@@ -73,8 +100,83 @@ def release_checkpoint(
     )
 
 
+def checkpoint_family(checkpoint: dict[str, Any], family: str = "auto") -> str:
+    """``clipvg`` or ``hivg``: ``family`` unless it is ``auto``, else what the loaded checkpoint's state dict is."""
+    if family != "auto":
+        return family
+    return "hivg" if is_hivg_state_dict(checkpoint["model"]) else "clipvg"
+
+
+def read_clip_config(path: str | Path) -> dict[str, Any]:
+    """Read a Hugging Face CLIP ``config.json`` (``--clip_config``); HiVG conversion takes its head counts.
+
+    Raises :class:`HubPublishError` naming the flag and the file when it cannot be read, is not JSON, is not a CLIP
+    config (``text_config`` and ``vision_config`` objects) or holds a head count that is not a positive integer.
+    """
+    where = f"--clip_config {path}"
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HubPublishError(f"{where}: no such file") from None
+    except OSError as error:
+        raise HubPublishError(f"{where}: cannot be read: {error.strerror or error}") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise HubPublishError(f"{where}: not a JSON file: {error}") from None
+    towers = ("text_config", "vision_config")
+    if not isinstance(config, dict) or not all(isinstance(config.get(tower), dict) for tower in towers):
+        raise HubPublishError(
+            f"{where}: not a Hugging Face CLIP config.json (expected text_config and vision_config objects)"
+        )
+    for tower in towers:
+        heads = config[tower].get("num_attention_heads")
+        if heads is not None and (isinstance(heads, bool) or not isinstance(heads, int) or heads < 1):
+            raise HubPublishError(f"{where}: {tower}.num_attention_heads is {heads!r}, not a positive integer")
+    return config
+
+
+def _refuse_options_of_other_family(family: str, checkpoint: str | Path, requested: str, **options: Any) -> None:
+    """Refuse HiVG-only options for a CLIP-VG checkpoint instead of ignoring them."""
+    given = [f"--{name}" for name in HIVG_ONLY_OPTIONS if options[name] not in (None, False)]
+    if family == "hivg" or not given:
+        return
+    how = "--family clipvg" if requested == "clipvg" else "its state dict has no HiVG bridges"
+    verb = "applies" if len(given) == 1 else "apply"
+    raise HubPublishError(
+        f"{' and '.join(given)} {verb} only to HiVG checkpoints, and {checkpoint} is released as CLIP-VG ({how})"
+    )
+
+
+def _convert(
+    family: str,
+    path: str | Path,
+    checkpoint: dict[str, Any],
+    merge_lora: bool,
+    clip_config: dict[str, Any] | None,
+    fusion_num_heads: int | None,
+):
+    """The family's converter on the already loaded checkpoint; conversion errors become one-line publish errors."""
+    try:
+        if family == "hivg":
+            return convert_hivg_checkpoint(
+                path,
+                checkpoint=checkpoint,
+                merge_lora=merge_lora,
+                clip_config=clip_config,
+                fusion_num_heads=fusion_num_heads,
+            )
+        return convert_clipvg_checkpoint(path, fusion_num_heads=fusion_num_heads, checkpoint=checkpoint)
+    # CheckpointConversionError, and the ValueError a head count that does not divide a width raises in the model;
+    # ImportError: a HiVG model that keeps its LoRA adapters needs peft
+    except (ValueError, ImportError) as error:
+        raise HubPublishError(f"cannot convert {path} as a {FAMILY_NAMES[family]} checkpoint: {error}") from error
+
+
 def _check_setting_against_args(setting: str | None, args: Any) -> None:
-    """Refuse a card setting that contradicts the checkpoint's own training arguments (``sup_type``)."""
+    """Refuse a card setting that contradicts the checkpoint's own training arguments (``sup_type``).
+
+    HiVG's training parser has the same ``--sup_type`` (default ``full``; any other value trains on
+    ``train_pseudo``, as in CLIP-VG), so the one check covers both families.
+    """
     sup_type = getattr(args, "sup_type", None)
     if setting is None or sup_type is None:
         return

@@ -5,7 +5,9 @@
 
 Converts the fixture checkpoint and two fixture configs, evaluates the model (``clipvg_hf.evaluate`` when present,
 else the official accuracies recorded in the fixture), pushes both to the loopback Hub stand-in of the tests with
-``push_to_hub.py``, and writes the published README.md files as ``model_card.md`` and ``dataset_card.md``.
+``push_to_hub.py``, and writes the published README.md files as ``model_card.md`` and ``dataset_card.md``. The HiVG
+fixture checkpoint goes up with ``push_to_hub.py release --merge_lora`` (converted, evaluated on its own split
+files); its card is ``model_card_hivg.md``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "parity" / "tiny"
+HIVG_FIXTURE = ROOT / "tests" / "fixtures" / "hivg_tiny"
+HIVG_REPO, HIVG_DATA_REPO, HIVG_CONFIG = "your-org/hivg-tiny", "your-org/hivg-grounding-tiny", "refcoco-full"
 MODEL_REPO, DATA_REPO, CONFIG, SPLITS = (
     "your-org/clip-vg-tiny",
     "your-org/clip-vg-grounding-tiny",
@@ -61,6 +65,11 @@ def main() -> None:
             FIXTURE / "splits", FIXTURE / "image_data", work / "data", "unsup-single", ["unc", "referit"], num_shards=2
         )
         (work / "results.json").write_text(json.dumps(fixture_results(work / "model", work / "data")))
+        convert_pack(HIVG_FIXTURE / "splits", FIXTURE / "image_data", work / "hivg_data", "full", ["unc"])
+        sizes = json.loads((HIVG_FIXTURE / "expected.json").read_text())["config"]
+        heads = {"text_config": {"num_attention_heads": sizes["theads"]}}
+        heads["vision_config"] = {"num_attention_heads": sizes["vheads"]}
+        (work / "clip_config.json").write_text(json.dumps(heads))
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": scratch,
@@ -83,9 +92,32 @@ def main() -> None:
                 DATA_REPO,
             ],
             ["dataset", "--data_dir", str(work / "data"), "--repo_id", DATA_REPO],
+            [
+                "release",
+                "--checkpoint",
+                str(HIVG_FIXTURE / "checkpoint.pth"),
+                "--dataset",
+                str(work / "hivg_data"),
+                "--dataset_config",
+                HIVG_CONFIG,
+                *(f"--split={split}" for split in SPLITS),
+                "--repo_id",
+                HIVG_REPO,
+                "--work_dir",
+                str(work / "hivg"),
+                "--dataset_id",
+                HIVG_DATA_REPO,
+                "--clip_config",
+                str(work / "clip_config.json"),
+                "--merge_lora",
+            ],
         ):
             subprocess.run([sys.executable, str(ROOT / "push_to_hub.py"), *args], env=env, check=True, cwd=ROOT)
-        cards = (("model", MODEL_REPO, "model_card.md"), ("dataset", DATA_REPO, "dataset_card.md"))
+        cards = (
+            ("model", MODEL_REPO, "model_card.md"),
+            ("dataset", DATA_REPO, "dataset_card.md"),
+            ("model", HIVG_REPO, "model_card_hivg.md"),
+        )
         for repo_type, repo_id, name in cards:
             readme = state.repos[(repo_type, repo_id)].snapshot("main")[1]["README.md"].content
             (HERE / name).write_bytes(readme)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BLOCK_PACKAGE
-from utils.hub_server import DEFAULT_TOKEN, running_hub
+from utils.hub_server import DEFAULT_TOKEN, client_env, running_hub
 from utils.paths import REPO_ROOT, TINY_DIR
 
 REPO_ROOT = REPO_ROOT
@@ -38,18 +38,7 @@ def hub():
 
 def hub_env(endpoint: str, home: Path) -> dict[str, str]:
     """Environment of a process that talks to the stand-in; set before any HF library is imported."""
-    home.mkdir(parents=True, exist_ok=True)
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "HF_HOME": str(home / "hf"),
-        "HF_ENDPOINT": endpoint,
-        "HF_TOKEN": DEFAULT_TOKEN,
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
+    return client_env(endpoint, home, PYTHONPATH=str(REPO_ROOT))
 
 
 def run(args: list[str], env: dict[str, str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess:

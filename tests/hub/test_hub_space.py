@@ -15,7 +15,7 @@ import yaml
 from clipvg_hf.hub.cli import main as push_main
 
 from conftest import BLOCK_PACKAGE
-from utils.hub_server import DEFAULT_TOKEN, running_hub
+from utils.hub_server import client_env, running_hub
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_REPO, SPACE_REPO = "org/clip-vg-tiny", "org/clip-vg-tiny-demo"
@@ -49,19 +49,7 @@ print(json.dumps(grounder("examples/vg2.jpg", text=sys.argv[1:])))
 
 def hub_process_env(endpoint: str, home: Path) -> dict[str, str]:
     """A process that talks to the stand-in (set before any HF library is imported), with an empty cache."""
-    home.mkdir(parents=True, exist_ok=True)
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "HF_HOME": str(home / "hf"),
-        "HF_ENDPOINT": endpoint,
-        "HF_TOKEN": DEFAULT_TOKEN,
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "GRADIO_ANALYTICS_ENABLED": "False",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": str(REPO_ROOT),
-    }
+    return client_env(endpoint, home, GRADIO_ANALYTICS_ENABLED="False", PYTHONPATH=str(REPO_ROOT))
 
 
 def run_together(jobs: list[tuple[list[str], Path, int]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:

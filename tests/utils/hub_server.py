@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -430,6 +431,23 @@ def running_hub(token: str = DEFAULT_TOKEN) -> Iterator[tuple[str, HubState]]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def client_env(endpoint: str, home: Path, token: str = DEFAULT_TOKEN, **extra: str) -> dict[str, str]:
+    """The whole environment of a fresh process that talks to the stand-in at ``endpoint`` (set before any HF library
+    is imported), with an empty cache under ``home``; ``extra`` adds variables (e.g. ``PYTHONPATH``)."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "HF_HOME": str(home / "hf"),
+        "HF_ENDPOINT": endpoint,
+        "HF_TOKEN": token,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
