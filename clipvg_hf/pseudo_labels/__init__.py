@@ -4,7 +4,8 @@
 - :mod:`.detections`, :mod:`.attributes`, :mod:`.captions`: the model stages (detector, zero-shot attribute
   classifier on box crops, captioner) and the intermediate detections dataset;
 - :mod:`.relations`: geometric subject-predicate-object labels (in place of RelTR) and the plug-in interface;
-- :mod:`.writer`: labels into the project's dataset format; :mod:`.cli`: the ``clipvg-pseudo-label`` command.
+- :mod:`.writer`: labels into the project's dataset format; :mod:`.official_splits`: the same labels as the official
+  split files; :mod:`.cli`: the ``clipvg-pseudo-label`` command.
 """
 
 from .captions import CaptionMatcher, subject_words

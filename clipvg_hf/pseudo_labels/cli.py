@@ -8,6 +8,7 @@ Stages: (1) detections (+ attributes, + captions) per shard of ``--shard_size`` 
 ``<output_dir>/detections/`` — each process handles the shards ``k`` with ``k % world_size == rank``, and a rerun
 skips finished shards; (2) on the main process, template / relation / caption labels from those detections, written
 as ``<name>-unsup-single`` and ``<name>-unsup-multi`` configs with a dataset card. ``--labels_only`` reruns (2) alone.
+``--official_splits DIR`` then also writes those labels as the official CLIP-VG split files (:mod:`.official_splits`).
 Models, the input and every setting are checked before any work: a bad one is a one-line error, exit status 2.
 """
 
@@ -59,6 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="images per detection shard; the sampling seed restarts per shard (official split size)",
     )
     out.add_argument("--labels_only", action="store_true", help="regenerate labels from existing detections")
+    out.add_argument(
+        "--official_splits",
+        default=None,
+        metavar="DIR",
+        help="also write the labels as the official CLIP-VG split files (.pth) under DIR, for the original code",
+    )
+    out.add_argument(
+        "--official_dataset",
+        default=None,
+        help="official dataset key fixing those files' row layout: referit (default; x1,y1,x2,y2), "
+        "unc, unc+, gref, gref_umd (x,y,w,h) or flickr (3 fields)",
+    )
+    out.add_argument(
+        "--overwrite_official_splits", action="store_true", help="replace split files already in --official_splits"
+    )
     models = parser.add_argument_group("models")
     models.add_argument("--detector", help="object-detection or zero-shot-object-detection model id / folder")
     models.add_argument("--detector_revision", default=None)
@@ -139,6 +155,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
             _fail("--detector is required (unless --labels_only)")
     if args.relations not in ("geometric", "none") and ":" not in args.relations:
         _fail(f"--relations {args.relations!r}: expected geometric, none or module:callable")
+    _check_official_splits(args)
     infos: dict[str, Any] = {}
     if args.labels_only:
         return infos
@@ -155,6 +172,22 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     except ModelCheckError as err:
         _fail(str(err))
     return infos
+
+
+def _check_official_splits(args: argparse.Namespace) -> None:
+    """``--official_splits`` must name a folder without split files (unless overwriting) and a known dataset key."""
+    if args.official_splits is None:
+        if args.official_dataset is not None or args.overwrite_official_splits:
+            _fail("--official_dataset and --overwrite_official_splits need --official_splits DIR")
+        return
+    from .official_splits import OFFICIAL_KEYS, target_problem
+
+    args.official_dataset = args.official_dataset or "referit"
+    if args.official_dataset not in OFFICIAL_KEYS:
+        _fail(f"--official_dataset {args.official_dataset!r}: expected one of {list(OFFICIAL_KEYS)}")
+    problem = target_problem(args.official_splits, args.overwrite_official_splits)
+    if problem:
+        _fail(problem)
 
 
 def _records(args: argparse.Namespace) -> tuple[Iterator[Any], int | None, str]:
@@ -361,7 +394,17 @@ def run_labels(args: argparse.Namespace, name: str) -> dict[str, Any]:
         },
     }
     counts = write_dataset(output_dir, name, shards, labeler, args.seed, manifest)
-    return {**counts.as_dict(), "rejected": len(rejects), "rejects_file": str(rejects_path)}
+    summary = {**counts.as_dict(), "rejected": len(rejects), "rejects_file": str(rejects_path)}
+    if args.official_splits is not None:
+        from .official_splits import OfficialSplitsError, write_official_splits
+
+        try:
+            summary["official_splits"] = write_official_splits(
+                output_dir, name, shards, args.official_splits, args.official_dataset
+            )
+        except OfficialSplitsError as err:
+            _fail(str(err))
+    return summary
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
