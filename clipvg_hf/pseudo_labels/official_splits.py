@@ -229,6 +229,10 @@ def write_official_splits(
         "images": images,
         "readme": str(target / "README.md"),
     }
+    summary["original_code"] = {
+        scenario: f"--dataset {key} --data_root {summary['data_root']} --split_root {root}"
+        for scenario, root in summary["split_roots"].items()
+    }
     if note:
         summary["note"] = note
     _write_readme(target, summary, folder)
@@ -250,7 +254,7 @@ def _write_readme(target: Path, summary: dict[str, Any], folder: Path | None) ->
         if folder is not None
         else f"The labelled images were written to `{IMAGE_ROOT}/{info.image_dir}` under their file names."
     )
-    data_root, roots = summary["data_root"], summary["split_roots"]
+    data_root, roots, args = summary["data_root"], summary["split_roots"], summary["original_code"]
     text = f"""# Pseudo-labels in the official CLIP-VG split layout (`--dataset {key}`)
 
 Written by `clipvg-pseudo-label --official_splits` from the generated `-unsup-single` / `-unsup-multi` configs:
@@ -268,8 +272,8 @@ plain Python types: `torch.load(path, weights_only=True)` reads them.
 The original code (`train_clip_vg.py`, `eval.py`; `--sup_type un` trains on `{key}_train_pseudo.pth`, and the
 loader also reads a labelled `{key}_val.pth` every epoch for validation: put one beside it):
 
-    --dataset {key} --data_root {data_root} --split_root {roots["single"]}
-    --dataset {key} --data_root {data_root} --split_root {roots["multi"]}
+    {args["single"]}
+    {args["multi"]}
 
 This project's converter reads them back (`--setting unsup-single` with the first split root, `unsup-multi` with the
 second, which concatenates `train_separate/` in order):

@@ -65,7 +65,8 @@ def test_files_hold_the_generated_rows_in_the_referit_layout(official, setup):
     assert images.is_symlink() and images.resolve() == setup["images"].resolve()  # linked, not copied
     assert all((images / r[0]).is_file() for r in _load(merged))
     readme = (target / "README.md").read_text()
-    assert f"--data_root {target / 'image_data'}" in readme and "--dataset referit" in readme
+    command = f"--dataset referit --data_root {target / 'image_data'} --split_root {target / 'unsup_multi_source'}"
+    assert summary["official_splits"]["original_code"]["multi"] == command and command in readme
     assert not list(target.rglob("*.tmp"))
 
 
