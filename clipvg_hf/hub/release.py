@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassError
+from transformers import PreTrainedModel
+
 from ..convert_checkpoint import FAMILIES
 from ..convert_hivg_checkpoint import convert_checkpoint as convert_hivg_checkpoint
 from ..convert_hivg_checkpoint import is_hivg_state_dict
@@ -78,7 +81,7 @@ def release_checkpoint(
     _refuse_options_of_other_family(chosen, checkpoint, family, merge_lora=merge_lora, clip_config=clip_config)
     setting = setting or split_config_name(config)[1]
     _check_setting_against_args(setting, loaded.get("args"))
-    model = _convert(chosen, checkpoint, loaded, merge_lora, clip_heads, fusion_num_heads)
+    model = _convert(chosen, checkpoint, loaded, merge_lora, clip_heads, fusion_num_heads, clip_config)
     del loaded
     model.save_pretrained(model_dir)
     CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(model_dir)
@@ -153,7 +156,8 @@ def _convert(
     merge_lora: bool,
     clip_config: dict[str, Any] | None,
     fusion_num_heads: int | None,
-):
+    clip_config_path: str | Path | None = None,
+) -> PreTrainedModel:
     """The family's converter on the already loaded checkpoint; conversion errors become one-line publish errors."""
     try:
         if family == "hivg":
@@ -165,10 +169,16 @@ def _convert(
                 fusion_num_heads=fusion_num_heads,
             )
         return convert_clipvg_checkpoint(path, fusion_num_heads=fusion_num_heads, checkpoint=checkpoint)
-    # CheckpointConversionError, and the ValueError a head count that does not divide a width raises in the model;
-    # ImportError: a HiVG model that keeps its LoRA adapters needs peft
-    except (ValueError, ImportError) as error:
-        raise HubPublishError(f"cannot convert {path} as a {FAMILY_NAMES[family]} checkpoint: {error}") from error
+    # CheckpointConversionError; StrictDataclassError: a config the model cannot take (heads that do not divide a
+    # width, from --clip_config); ImportError: a HiVG model that keeps its LoRA adapters needs peft
+    except (ValueError, StrictDataclassError, ImportError) as error:
+        reason = " ".join(str(error.__cause__ if isinstance(error, StrictDataclassError) else error).split())
+        hint = (
+            f" (--clip_config {clip_config_path})" if isinstance(error, StrictDataclassError) and clip_config else ""
+        )
+        raise HubPublishError(
+            f"cannot convert {path} as a {FAMILY_NAMES[family]} checkpoint: {reason}{hint}"
+        ) from error
 
 
 def _check_setting_against_args(setting: str | None, args: Any) -> None:

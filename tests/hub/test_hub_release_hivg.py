@@ -161,6 +161,7 @@ def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(relea
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "heads.json").write_text(json.dumps({"text_config": {"num_attention_heads": 0}, "vision_config": {}}))
+    (tmp_path / "three.json").write_text(json.dumps({"text_config": {}, "vision_config": {"num_attention_heads": 3}}))
     good = str(release_root / "clip_config.json")
     work = tmp_path / "work"
     clipvg = ["--checkpoint", str(CHECKPOINT)]  # a CLIP-VG checkpoint: argparse takes the last --checkpoint
@@ -173,6 +174,10 @@ def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(relea
         (["--clip_config", str(tmp_path)], f"--clip_config {tmp_path}: cannot be read: Is a directory"),
         (["--clip_config", str(tmp_path / "list.json")], "list.json: not a Hugging Face CLIP config.json"),
         (["--clip_config", str(tmp_path / "heads.json")], "text_config.num_attention_heads is 0, not a positive"),
+        (
+            ["--clip_config", str(tmp_path / "three.json")],
+            f"not a multiple of the number of attention heads (3). (--clip_config {tmp_path / 'three.json'})",
+        ),
         ([*clipvg, "--merge_lora"], f"applies only to HiVG checkpoints, and {CHECKPOINT} is released as CLIP-VG (its"),
         ([*clipvg, "--clip_config", good, "--merge_lora"], "--merge_lora and --clip_config apply only to HiVG"),
         (["--family", "clipvg", "--merge_lora"], "is released as CLIP-VG (--family clipvg)"),
