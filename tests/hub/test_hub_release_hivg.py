@@ -183,6 +183,7 @@ def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(relea
         (["--family", "clipvg", "--merge_lora"], "is released as CLIP-VG (--family clipvg)"),
         (["--family", "clipvg"], "as a CLIP-VG checkpoint: not a CLIP-VG state dict: missing"),
         (["--clip_config", good, "--fusion_num_heads", "4"], "fusion_num_heads=4 disagrees with args.vl_nheads=2"),
+        (["--setting", "unsup-single"], "trained with sup_type='full' but the setting is 'unsup-single'"),
     ]
     for extra, message in cases:
         assert push_main([*release_argv(work, "--repo_id", STAGED_REPO, "--dry_run"), *extra]) == 2, extra
