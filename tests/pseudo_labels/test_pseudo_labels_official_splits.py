@@ -117,18 +117,27 @@ def test_coco_and_flickr_layouts(official, setup, key, tmp_path):
         assert box == pytest.approx(want, abs=1e-9)
 
 
+def _image_dataset(folder, files, names):
+    """A local parquet image dataset (image bytes and a ``name`` column) of the given files; returns its folder."""
+    (folder / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(
+        {"image": [{"bytes": p.read_bytes(), "path": p.name} for p in files], "name": names},
+        features=datasets.Features({"image": datasets.Image(), "name": datasets.Value("string")}),
+    ).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def _dataset_args(setup, folder, out, target):
+    args = _args(setup, out, "--name", "photos", "--official_splits", str(target))[2:]
+    return ["--dataset", str(folder), "--streaming", "--name_column", "name", *args]
+
+
 def test_datasets_input_writes_its_images_once(official, setup, tmp_path):
     out, target, _ = official
-    folder = tmp_path / "hfdata" / "data"
-    folder.mkdir(parents=True)
     files = sorted(p for p in setup["images"].iterdir() if p.suffix in (".png", ".jpg"))
-    datasets.Dataset.from_dict(
-        {"image": [{"bytes": p.read_bytes(), "path": p.name} for p in files], "name": [p.name for p in files]},
-        features=datasets.Features({"image": datasets.Image(), "name": datasets.Value("string")}),
-    ).to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    data = _image_dataset(tmp_path / "hfdata", files, [p.name for p in files])
     other = tmp_path / "official"
-    args = _args(setup, tmp_path / "out", "--name", "photos", "--official_splits", str(other))[2:]
-    main(["--dataset", str(folder.parent), "--streaming", "--name_column", "name", *args])
+    main(_dataset_args(setup, data, tmp_path / "out", other))
     _, merged, _ = _official_files(other, "referit")
     assert _load(merged) == _load(_official_files(target, "referit")[1])
     images = other / "image_data" / "referit" / "images"
@@ -136,6 +145,18 @@ def test_datasets_input_writes_its_images_once(official, setup, tmp_path):
     written = sorted(p.name for p in images.iterdir())
     assert written == sorted({r[0] for r in _load(merged)})
     assert all((images / n).read_bytes() == (setup["images"] / n).read_bytes() for n in written)
+
+
+def test_image_names_leaving_the_image_folder_are_refused(setup, tmp_path, capsys):
+    files = sorted(p for p in setup["images"].iterdir() if p.suffix == ".png")
+    names = [f"../{p.name}" for p in files]  # a datasets input's name column may say anything
+    data = _image_dataset(tmp_path / "hfdata", files, names)
+    with pytest.raises(SystemExit) as err:
+        main(_dataset_args(setup, data, tmp_path / "out", tmp_path / "official"))
+    assert err.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: --official_splits: image path '../") and "leaves the image folder" in line
+    assert not (tmp_path / "official").exists()
 
 
 @pytest.mark.parametrize("case", ["file", "holds_splits", "bad_key", "overwrite_alone"])
