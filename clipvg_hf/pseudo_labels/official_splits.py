@@ -55,6 +55,8 @@ class OfficialSplitsError(ValueError):
 
 @dataclass(frozen=True)
 class _Label:
+    """One expression of a generated split."""
+
     row_index: int
     file_name: str
     source: str
@@ -183,6 +185,21 @@ def _link_images(folder: Path, link: Path) -> str | None:
     return None
 
 
+def _place_images(
+    image_dir: Path, folder: Path | None, detection_shards: Sequence[Path], names: set[str]
+) -> tuple[str, str | None]:
+    """Put the images where the official loader looks: a link to ``folder``, or (no folder) the labelled images
+    written once; returns where they are and a note when the link could not be made."""
+    if folder is not None:
+        note = _link_images(folder, image_dir) if folder.is_dir() else f"image folder {folder} not found: link it"
+        return f"{image_dir} -> {folder} (a link; the images are not copied)", note
+    if image_dir.is_symlink():  # an earlier run's link: never write into the folder it points at
+        image_dir.unlink()
+    for file_name, data in _images_to_write(detection_shards, names):
+        _write_bytes_atomic(data, image_dir / file_name)
+    return f"{image_dir} ({len(names)} images written: the input's images are not files under their names)", None
+
+
 def write_official_splits(
     output_dir: str | Path, name: str, detection_shards: Sequence[Path], target: str | Path, key: str = "referit"
 ) -> dict[str, Any]:
@@ -206,18 +223,8 @@ def write_official_splits(
         _save_atomic(rows, target / relative)
     for path in stale:
         path.unlink()
-    image_dir = target / IMAGE_ROOT / DATASETS[key].image_dir
     folder = _image_folder(detection_shards)
-    if folder is not None:
-        note = _link_images(folder, image_dir) if folder.is_dir() else f"image folder {folder} not found: link it"
-        images = f"{image_dir} -> {folder} (a link; the images are not copied)"
-    else:
-        if image_dir.is_symlink():  # an earlier run's link: never write into the folder it points at
-            image_dir.unlink()
-        for file_name, data in _images_to_write(detection_shards, names):
-            _write_bytes_atomic(data, image_dir / file_name)
-        note = None
-        images = f"{image_dir} ({len(names)} images written: the input's images are not files under their names)"
+    images, note = _place_images(target / IMAGE_ROOT / DATASETS[key].image_dir, folder, detection_shards, names)
     summary = {
         "dataset": key,
         "files": {relative: len(rows) for relative, rows in files.items()},
