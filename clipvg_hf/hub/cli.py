@@ -1,10 +1,11 @@
-"""Publish CLIP-VG on the Hugging Face Hub: a model folder, a converted dataset, or an official checkpoint release.
+"""Publish CLIP-VG and HiVG on the Hugging Face Hub: a model folder, a converted dataset, or an official checkpoint release.
 
     clipvg-push model --model_dir DIR --repo_id ORG/NAME [--results results.json] [--private] [--dry_run OUT]
     clipvg-push dataset --data_dir DIR --repo_id ORG/NAME [--default_config C] [--private] [--dry_run OUT]
     clipvg-push release --checkpoint best_checkpoint.pth --dataset D --dataset_config C \\
         --split val [--split testA] --repo_id ORG/NAME --work_dir WORK [--dataset_id ORG/DATA] [--private] [--dry_run]
         [--family auto|clipvg|hivg] [--merge_lora] [--clip_config CLIP/config.json] [--fusion_num_heads N]
+        [--bridge_text_source adaptive|mixup] [--bridge_batch_mixing]
     clipvg-push space --model_id ORG/NAME --repo_id ORG/NAME-demo [--private] [--dry_run OUT]
 
 The token comes from --token, HF_TOKEN or `hf auth login`. ``--dry_run`` writes what would be uploaded and uploads
@@ -17,6 +18,7 @@ import argparse
 import sys
 
 from ..cli import positive_int
+from ..configuration_hivg import BRIDGE_TEXT_SOURCES
 from ..results import ResultsError
 from .release import FAMILIES, release_checkpoint
 from .repo import HubPublishError, PushResult, configure_logging
@@ -72,6 +74,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--clip_config",
         metavar="FILE",
         help="HiVG: config.json of the Hugging Face CLIP the model was built on (its attention head counts)",
+    )
+    release.add_argument(
+        "--bridge_text_source",
+        choices=BRIDGE_TEXT_SOURCES,
+        help="HiVG: override the bridge text source the training args imply (mixup_pretrain)",
+    )
+    release.add_argument(
+        "--bridge_batch_mixing",
+        action="store_true",
+        help="HiVG: store the official batched bridge (outputs depend on the batch) as the default",
     )
     release.add_argument(
         "--fusion_num_heads",
@@ -141,6 +153,8 @@ def run(args: argparse.Namespace) -> PushResult:
         merge_lora=args.merge_lora,
         clip_config=args.clip_config,
         fusion_num_heads=args.fusion_num_heads,
+        bridge_text_source=args.bridge_text_source,
+        bridge_batch_mixing=args.bridge_batch_mixing,
         dataset_id=args.dataset_id,
         private=args.private,
         dry_run=args.dry_run,

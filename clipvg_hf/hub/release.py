@@ -32,7 +32,7 @@ __all__ = ["FAMILIES", "checkpoint_family", "read_clip_config", "release_checkpo
 
 FAMILY_NAMES = {"clipvg": "CLIP-VG", "hivg": "HiVG"}
 #: Release options only the HiVG converter reads; given for a CLIP-VG checkpoint they are refused, not ignored.
-HIVG_ONLY_OPTIONS = ("merge_lora", "clip_config")
+HIVG_ONLY_OPTIONS = ("merge_lora", "clip_config", "bridge_text_source", "bridge_batch_mixing")
 
 
 def release_checkpoint(
@@ -47,6 +47,8 @@ def release_checkpoint(
     merge_lora: bool = False,
     clip_config: str | Path | None = None,
     fusion_num_heads: int | None = None,
+    bridge_text_source: str | None = None,
+    bridge_batch_mixing: bool = False,
     dataset_id: str | None = None,
     private: bool = False,
     dry_run: bool = False,
@@ -60,8 +62,10 @@ def release_checkpoint(
     ``work_dir`` keeps the converted folder, ``results.json`` and (for a dry run) the staged upload in ``upload/``.
     ``family`` is ``auto`` (from the state dict), ``clipvg`` or ``hivg``. HiVG only: ``merge_lora`` folds the HiLoRA
     adapters into the weights (a model that loads without peft), ``clip_config`` is the ``config.json`` of the
-    Hugging Face CLIP the model was built on (its head counts). ``fusion_num_heads`` is for checkpoints that store no
-    training args. Every argument is checked before anything is written.
+    Hugging Face CLIP the model was built on (its head counts), ``bridge_text_source`` overrides the bridge text
+    source the training args imply (the official code switches it on the evaluation command line) and
+    ``bridge_batch_mixing`` stores the official batched bridge as the default. ``fusion_num_heads`` is for
+    checkpoints that store no training args. Every argument is checked before anything is written.
     """
     validate_repo_id(repo_id)
     if not dry_run:
@@ -78,10 +82,16 @@ def release_checkpoint(
     except (CheckpointConversionError, FileNotFoundError) as error:
         raise HubPublishError(f"cannot convert {checkpoint}: {error}") from error
     chosen = checkpoint_family(loaded, family)
-    _refuse_options_of_other_family(chosen, checkpoint, family, merge_lora=merge_lora, clip_config=clip_config)
+    hivg_options = dict(
+        merge_lora=merge_lora,
+        clip_config=clip_config,
+        bridge_text_source=bridge_text_source,
+        bridge_batch_mixing=bridge_batch_mixing,
+    )
+    _refuse_options_of_other_family(chosen, checkpoint, family, **hivg_options)
     setting = setting or split_config_name(config)[1]
     _check_setting_against_args(setting, loaded.get("args"))
-    model = _convert(chosen, checkpoint, loaded, merge_lora, clip_heads, fusion_num_heads, clip_config)
+    model = _convert(chosen, checkpoint, loaded, clip_heads, fusion_num_heads, **hivg_options)
     del loaded
     model.save_pretrained(model_dir)
     CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(model_dir)
@@ -153,19 +163,26 @@ def _convert(
     family: str,
     path: str | Path,
     checkpoint: dict[str, Any],
-    merge_lora: bool,
-    clip_config: dict[str, Any] | None,
+    clip_heads: dict[str, Any] | None,
     fusion_num_heads: int | None,
-    clip_config_path: str | Path | None = None,
+    *,
+    merge_lora: bool,
+    clip_config: str | Path | None,
+    bridge_text_source: str | None,
+    bridge_batch_mixing: bool,
 ) -> PreTrainedModel:
-    """The family's converter on the already loaded checkpoint; conversion errors become one-line publish errors."""
+    """The family's converter on the already loaded checkpoint; conversion errors become one-line publish errors.
+
+    ``clip_heads`` is the parsed ``--clip_config`` (``clip_config`` its path, for the messages)."""
     try:
         if family == "hivg":
             return convert_hivg_checkpoint(
                 path,
                 checkpoint=checkpoint,
                 merge_lora=merge_lora,
-                clip_config=clip_config,
+                clip_config=clip_heads,
+                bridge_text_source=bridge_text_source,
+                bridge_batch_mixing=bridge_batch_mixing,
                 fusion_num_heads=fusion_num_heads,
             )
         return convert_clipvg_checkpoint(path, fusion_num_heads=fusion_num_heads, checkpoint=checkpoint)
@@ -173,9 +190,7 @@ def _convert(
     # width, from --clip_config); ImportError: a HiVG model that keeps its LoRA adapters needs peft
     except (ValueError, StrictDataclassError, ImportError) as error:
         reason = " ".join(str(error.__cause__ if isinstance(error, StrictDataclassError) else error).split())
-        hint = (
-            f" (--clip_config {clip_config_path})" if isinstance(error, StrictDataclassError) and clip_config else ""
-        )
+        hint = f" (--clip_config {clip_config})" if isinstance(error, StrictDataclassError) and clip_heads else ""
         raise HubPublishError(
             f"cannot convert {path} as a {FAMILY_NAMES[family]} checkpoint: {reason}{hint}"
         ) from error

@@ -157,6 +157,18 @@ def test_merged_release_uploads_and_loads_as_remote_code_without_peft(release_ro
         torch.testing.assert_close(torch.tensor(remote["boxes"]), reference, atol=1e-6, rtol=0)
 
 
+def test_bridge_overrides_reach_the_released_config(release_root, dry_release):
+    """``--bridge_text_source`` / ``--bridge_batch_mixing`` change what the released config stores."""
+    work = release_root / "bridge_overrides"
+    heads = str(release_root / "clip_config.json")
+    argv = release_argv(work, "--repo_id", STAGED_REPO, "--clip_config", heads, "--dry_run")
+    assert push_main([*argv, "--bridge_text_source", "mixup", "--bridge_batch_mixing"]) == 0
+    default = json.loads((dry_release / "model" / "config.json").read_text())
+    changed = json.loads((work / "upload" / "config.json").read_text())
+    assert (default["bridge_text_source"], default["bridge_batch_mixing"]) == ("adaptive", False)
+    assert (changed["bridge_text_source"], changed["bridge_batch_mixing"]) == ("mixup", True)
+
+
 def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(release_root, tmp_path, capsys):
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[1, 2]")
@@ -181,6 +193,8 @@ def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(relea
         ([*clipvg, "--merge_lora"], f"applies only to HiVG checkpoints, and {CHECKPOINT} is released as CLIP-VG (its"),
         ([*clipvg, "--clip_config", good, "--merge_lora"], "--merge_lora and --clip_config apply only to HiVG"),
         (["--family", "clipvg", "--merge_lora"], "is released as CLIP-VG (--family clipvg)"),
+        ([*clipvg, "--bridge_batch_mixing"], "--bridge_batch_mixing applies only to HiVG checkpoints"),
+        ([*clipvg, "--bridge_text_source", "mixup"], "--bridge_text_source applies only to HiVG checkpoints"),
         (["--family", "clipvg"], "as a CLIP-VG checkpoint: not a CLIP-VG state dict: missing"),
         (["--clip_config", good, "--fusion_num_heads", "4"], "fusion_num_heads=4 disagrees with args.vl_nheads=2"),
         (["--setting", "unsup-single"], "trained with sup_type='full' but the setting is 'unsup-single'"),
