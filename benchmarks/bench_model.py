@@ -29,7 +29,6 @@ per-repetition ratios, so load from other processes hits all paths alike. Not a 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -44,7 +43,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from benchmarks.bench_vs_official import count_flops
+from benchmarks.bench_vs_official import autocast_context, count_flops, gemm_flops_per_second, synchronize
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf.modeling_clipvg import grounding_loss, patch_padding_mask
@@ -217,7 +216,7 @@ class TrainStep:
         model = self.model
         set_attention(model, "eager" if self.official else "sdpa")
         model.train()
-        context = torch.autocast(model.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        context = autocast_context(model.device, self.autocast)
         with context:
             if self.official:
                 boxes = official_boxes(model, **self.inputs)
@@ -233,11 +232,6 @@ class TrainStep:
 # ----------------------------------------------------------------------------------------------------------------
 # Measurement
 # ----------------------------------------------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
     synchronize(device)
     start = time.perf_counter()
@@ -294,15 +288,6 @@ def peak_memory(fn: Callable[[], Any], device: torch.device, existing: list[torc
     with LiveTensorBytes(existing) as tracker:
         result = fn()
     return tracker.peak, result
-
-
-def gemm_flops_per_second(device: torch.device, dtype: torch.dtype, size: int, repeats: int = 3) -> float:
-    """Measured FLOP/s of a square matrix multiplication on the current threads (best of ``repeats``)."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    a @ b
-    best = min(timed(lambda: a @ b, device) for _ in range(repeats))
-    return 2 * size**3 / best
 
 
 def interleaved(
@@ -399,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     autocast = torch.bfloat16 if use_bf16 else None
     load_before = os.getloadavg()
     gemm_size = 4096 if device.type == "cuda" else (256 if args.quick else 2048)
-    probe = lambda: gemm_flops_per_second(device, torch.float32, gemm_size)  # noqa: E731
+    probe = lambda: gemm_flops_per_second(gemm_size, device=device)  # noqa: E731
 
     # ---- evaluation --------------------------------------------------------------------------------------------
     eval_batch = to_device(make_batch(config, args.images, args.per_image, seed=1), device)
@@ -441,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_rows[name]["flops_per_unit"] = count_flops(step) / args.train_batch
     load_after = os.getloadavg()
     gemm = statistics.median(gemm_probes)  # the machine's matrix-product speed while the paths ran
-    gemm_bf16 = gemm_flops_per_second(device, torch.bfloat16, gemm_size) if autocast else None
+    gemm_bf16 = gemm_flops_per_second(gemm_size, device=device, dtype=torch.bfloat16) if autocast else None
 
     size = "tiny (--quick)" if args.quick else "ViT-B/16, 224 px, random weights"
     print(

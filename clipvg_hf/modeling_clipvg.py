@@ -373,11 +373,12 @@ def packed_attention(
 
     Sequence ``s`` has the ``layout.lengths[s]`` consecutive key/value rows of ``layout``, every one a real token, so
     no mask is needed, and as many query rows, or one (``one_query``: ``query`` is then (S, heads, head_dim)).
-    On the CPU each sequence is one SDPA call: its fused kernel without dropout, and under attention dropout (which
-    PyTorch computes unfused) small probability tensors instead of one padded batch whose large temporaries cost
-    more than the padding saves. ``batched`` (the default on accelerators) gathers the sequences into a padded batch
-    and runs one masked call, far fewer small kernels for the same result. The padded positions hold copies of real
-    rows; the mask gives them zero weight, so they get zero gradient.
+    On the CPU each sequence is attended on its own: one fused SDPA call without dropout; under attention dropout
+    (which PyTorch computes unfused) softmax attention written out with [`lean_dropout`] on its small probability
+    tensors, instead of one padded batch whose large temporaries cost more than the padding saves. ``batched`` (the
+    default on accelerators) gathers the sequences into a padded batch and runs one masked call, far fewer small
+    kernels for the same result. The padded positions hold copies of real rows; the mask gives them zero weight, so
+    they get zero gradient.
     """
     if batched is None:
         batched = query.device.type != "cpu"
