@@ -19,6 +19,7 @@ file is refused by the project's converter).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -158,13 +159,13 @@ def _images_to_write(detection_shards: Sequence[Path], wanted: set[str]) -> Iter
 
 
 def _save_atomic(rows: list[list[Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(rows, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(rows, buffer)
+    _write_bytes_atomic(buffer.getvalue(), path)
 
 
 def _write_bytes_atomic(data: bytes, path: Path) -> None:
+    """Write ``data`` to a temporary name beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
