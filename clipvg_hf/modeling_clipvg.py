@@ -392,11 +392,15 @@ def packed_attention(
         ]
         return torch.cat(outputs).reshape(-1, heads * head_dim)
     index, real = layout.pad_index
-    padded_query = query[:, None] if one_query else query[index]
+
+    def padded(rows: torch.Tensor) -> torch.Tensor:  # ordered-backward gather, as in forward_packed
+        return rows.index_select(0, index.flatten()).view(*index.shape, heads, head_dim)
+
+    padded_query = query[:, None] if one_query else padded(query)
     output = F.scaled_dot_product_attention(
         padded_query.transpose(1, 2),
-        key[index].transpose(1, 2),
-        value[index].transpose(1, 2),
+        padded(key).transpose(1, 2),
+        padded(value).transpose(1, 2),
         attn_mask=real[:, None, None, :],
         dropout_p=dropout,
         scale=scaling,
@@ -542,7 +546,10 @@ class CLIPVGFusionEncoder(nn.Module):
         are computed once per distinct row (an image's visual tokens once for all its expressions); the last layer
         updates only the first row of each sequence (see ``first_token_only`` in [`forward`]).
         """
-        hidden_states, positions = unique_states[gather], unique_positions[gather]
+        # index_select, not ``tensor[gather]``: gather repeats row 0 ([REG]) once per sequence, and the backward of
+        # advanced indexing (index_put_ with accumulate) sums such repeats with unordered atomic adds on several CPU
+        # threads, while index_select's backward (index_add_) sums them in a fixed order: bit-identical training.
+        hidden_states, positions = unique_states.index_select(0, gather), unique_positions.index_select(0, gather)
         for index, layer in enumerate(self.layers):
             last = index == len(self.layers) - 1
             projected = None
@@ -550,9 +557,9 @@ class CLIPVGFusionEncoder(nn.Module):
                 attention = layer.self_attn
                 with_position = unique_states + unique_positions
                 projected = (
-                    attention.q_proj(with_position)[gather],
-                    attention.k_proj(with_position)[gather],
-                    attention.v_proj(unique_states)[gather],
+                    attention.q_proj(with_position).index_select(0, gather),
+                    attention.k_proj(with_position).index_select(0, gather),
+                    attention.v_proj(unique_states).index_select(0, gather),
                 )
             if getattr(layer, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled():
                 hidden_states = torch.utils.checkpoint.checkpoint(

@@ -1,5 +1,7 @@
 """The packed fusion (padding left out of the sequences) gives the masked fusion's boxes and gradients."""
 
+import functools
+
 import pytest
 import torch
 
@@ -124,3 +126,31 @@ def test_batched_packed_attention_equals_per_sequence():
         torch.testing.assert_close(batched, loop, atol=1e-6, rtol=0)
         for a, b in zip(batched_grads, loop_grads):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["per-sequence", "padded-batch"])
+def test_packed_backward_is_bit_identical_on_two_threads(batched, monkeypatch):
+    """The [REG] row is gathered once per sequence: its gradient sums as many contributions. With more than 32k
+    gathered elements on more than one thread, the backward of ``tensor[index]`` adds them in an unordered,
+    timing-dependent way; the packed fusion must sum them in a fixed order so that training is reproducible."""
+    import clipvg_hf.modeling_clipvg as modeling
+
+    if batched:
+        monkeypatch.setattr(modeling, "packed_attention", functools.partial(packed_attention, batched=True))
+    model = _model(fusion_hidden_size=64, fusion_num_heads=4).train()
+    batch, image_index = _batch(model, SHAPES["translated-mixed"] * 8, TEXT_LENGTHS["varied"] * 20)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(8):
+            model.zero_grad(set_to_none=True)
+            boxes = model(**batch, image_index=image_index).pred_boxes
+            boxes.square().sum().backward()
+            gradients.append(
+                torch.cat([model.reg_token.grad.flatten(), model.fusion_position_embeddings.weight.grad[0]])
+            )
+    finally:
+        torch.set_num_threads(threads)
+    for gradient in gradients[1:]:
+        assert torch.equal(gradient, gradients[0])
