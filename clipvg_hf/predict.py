@@ -53,7 +53,7 @@ def _load_image(path: str) -> PIL.Image.Image:
         with PIL.Image.open(path) as image:
             image = PIL.ImageOps.exif_transpose(image)
             return image.convert("RGB")
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:  # PIL's pixel limit, as data.decode
         raise CLIError(f"could not read image {path}: {error}") from error
 
 

@@ -15,6 +15,7 @@ from transformers import pipeline
 import clipvg_hf  # noqa: F401
 from clipvg_hf.predict import main
 
+from utils.bomb_images import huge_header_jpeg
 from utils.parity_processing import REPO_ROOT, load_split, save_fixture_model
 from utils.readme_snippets import CLI
 
@@ -101,12 +102,14 @@ def test_cli_falls_back_to_the_default_processor(model_dir, photo, tmp_path, cap
             "unknown image format",
         ),
         (["--model_name_or_path", "{model}", "--image", "{tmp}/thin.png", "--text", "a"], "is too thin"),
+        (["--model_name_or_path", "{model}", "--image", "{tmp}/bomb.jpg", "--text", "a"], "decompression bomb"),
         (["--model_name_or_path", "{nan_model}", "--image", "{photo}", "--text", "a"], "non-finite box for 'a'"),
     ],
 )
 def test_cli_reports_bad_input(model_dir, nan_model_dir, photo, tmp_path, capsys, args, message):
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     PIL.Image.new("RGB", (10000, 1)).save(tmp_path / "thin.png")
+    (tmp_path / "bomb.jpg").write_bytes(huge_header_jpeg())  # 14000 x 14000 declared, a few hundred bytes
     values = {
         "missing": tmp_path / "no_model",
         "photo": photo,

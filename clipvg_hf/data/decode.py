@@ -3,7 +3,11 @@
 - :func:`open_raw_image`: an ``Image`` cell of a converted split (bytes or a path, optionally re-rooted) to RGB;
 - :func:`decode_jpeg_rgb`: JPEG bytes through simplejpeg (extra ``fast``), PIL's pixels bit for bit;
 - :func:`decode_at_least`: an undecoded JPEG at the smallest DCT scale that keeps a given size (opt-in
-  ``draft_decode`` of the training transform), each scale decoded once per opened image.
+  ``draft_decode`` of the training transform), each scale decoded once per opened image;
+- :func:`check_pixel_limit`: the one decompression-bomb guard, PIL's pixel limit (``2 * PIL.Image.MAX_IMAGE_PIXELS``,
+  the size at which ``PIL.Image.open`` refuses), checked on the header's dimensions before any decoder allocates
+  pixels: simplejpeg reads the JPEG header first, and every PIL read goes through :func:`open_image` (conversion,
+  the app and ``predict`` open with ``PIL.Image.open``, which applies the same limit from the same setting).
 """
 
 from __future__ import annotations
@@ -21,11 +25,46 @@ try:  # optional (extra "fast"): libjpeg-turbo without PIL's per-row decoding ov
 except ImportError:  # pragma: no cover - exercised where the extra is missing
     simplejpeg = None
 
-__all__ = ["DECODED_SCALES", "as_rgb", "decode_at_least", "decode_full", "decode_jpeg_rgb", "open_raw_image"]
+__all__ = [
+    "DECODED_SCALES",
+    "as_rgb",
+    "check_pixel_limit",
+    "decode_at_least",
+    "decode_full",
+    "decode_jpeg_rgb",
+    "open_image",
+    "open_raw_image",
+]
 
 #: Key of ``PIL.Image.info`` under which an image opened undecoded by :func:`open_raw_image` keeps its decodes
 #: (DCT scale -> RGB image), so that the expressions sharing it decode each scale once.
 DECODED_SCALES = "clipvg_decoded_scales"
+
+
+def check_pixel_limit(width: int, height: int) -> None:
+    """Refuse an image whose header declares more pixels than PIL decodes: ``PIL.Image.DecompressionBombError``.
+
+    The limit is PIL's own, read at each call: ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (about 179 million pixels by
+    default; ``PIL.Image.MAX_IMAGE_PIXELS = None`` turns it off, as it does for PIL). Checked before decoding, so a
+    small file declaring huge dimensions never allocates its pixels, whichever decoder would read it.
+    """
+    limit = PIL.Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > 2 * limit:
+        raise PIL.Image.DecompressionBombError(
+            f"image size {width}x{height} ({width * height} pixels) exceeds the limit of {2 * limit} pixels "
+            "(2 x PIL.Image.MAX_IMAGE_PIXELS): refused as a possible decompression bomb"
+        )
+
+
+def open_image(source: str | os.PathLike | io.BytesIO) -> PIL.Image.Image:
+    """``PIL.Image.open`` (lazy: the header only) with :func:`check_pixel_limit` on the declared size."""
+    image = PIL.Image.open(source)
+    try:
+        check_pixel_limit(*image.size)
+    except PIL.Image.DecompressionBombError:
+        image.close()
+        raise
+    return image
 
 
 def decode_jpeg_rgb(data: bytes, min_width: int = 0, min_height: int = 0) -> PIL.Image.Image | None:
@@ -36,12 +75,18 @@ def decode_jpeg_rgb(data: bytes, min_width: int = 0, min_height: int = 0) -> PIL
     skips PIL's row-by-row buffering and is about 1.6x faster. CMYK / YCCK streams (which PIL converts with its own
     formula) and damaged files (strict mode) return None, so PIL reads them and reports its own error.
     ``min_width`` / ``min_height``: decode at the smallest DCT scale that keeps the image at least that large.
+    A header declaring more pixels than :func:`check_pixel_limit` allows raises ``DecompressionBombError``.
     """
     if simplejpeg is None or not data.startswith(b"\xff\xd8"):
         return None
     try:
-        if simplejpeg.decode_jpeg_header(data)[2] not in ("YCbCr", "Gray", "RGB"):
-            return None  # CMYK / YCCK: PIL converts these with its own formula
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None  # no readable header: PIL reports the damage
+    check_pixel_limit(width, height)
+    if colorspace not in ("YCbCr", "Gray", "RGB"):
+        return None  # CMYK / YCCK: PIL converts these with its own formula
+    try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min_width, min_height=min_height)
     except ValueError:
         return None
@@ -68,14 +113,14 @@ def open_raw_image(
             with open(path, "rb") as handle:  # read once: simplejpeg first, PIL if it declines
                 data = handle.read()
         if not decode:
-            opened = PIL.Image.open(io.BytesIO(data) if data is not None else path)
+            opened = open_image(io.BytesIO(data) if data is not None else path)
             if opened.format == "JPEG":
                 opened.info[DECODED_SCALES] = {}
             return opened
         fast = decode_jpeg_rgb(data) if data is not None else None
         if fast is not None:
             return fast
-        with PIL.Image.open(io.BytesIO(data) if data is not None else path) as opened:
+        with open_image(io.BytesIO(data) if data is not None else path) as opened:
             return opened.convert("RGB")
     except Exception as err:
         raise ValueError(f"cannot read image {file_name!r}: {type(err).__name__}: {err}") from err
@@ -105,7 +150,7 @@ def decode_at_least(image: PIL.Image.Image, width: int, height: int) -> PIL.Imag
     data = _file_bytes(image)
     decoded = decode_jpeg_rgb(data, -(-image.width // scale), -(-image.height // scale)) if data is not None else None
     if decoded is None:
-        source = PIL.Image.open(io.BytesIO(data)) if data is not None else image
+        source = open_image(io.BytesIO(data)) if data is not None else image
         source.draft("RGB", (width, height))
         decoded = as_rgb(source)
         decoded.load()

@@ -228,3 +228,18 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "empty")]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: --model {tmp_path / 'empty'}: ") and error.count("\n") == 1
+
+
+def test_an_upload_over_the_pixel_limit_is_refused_in_words(tmp_path):
+    """A 14000 x 14000 JPEG of a few hundred bytes: refused from its header (PIL's limit, the one data.decode uses)."""
+    from clipvg_hf.app import open_upload
+
+    from utils.bomb_images import huge_header_jpeg
+
+    bomb = tmp_path / "bomb.jpg"
+    bomb.write_bytes(huge_header_jpeg())
+    with pytest.raises(gr.Error) as error:
+        open_upload(str(bomb))
+    assert "'bomb.jpg' is not an image this app can read" in str(error.value) and "decompression bomb" in str(
+        error.value
+    )
