@@ -64,6 +64,40 @@ def test_pixel_corners_and_the_canvas_clamp(metric):
         metric.compute(predictions=pred, references=target, box_format="xywh")
 
 
+GOOD = [[10.0, 10.0, 50.0, 50.0], [0.0, 0.0, 4.0, 4.0]]
+BAD_INPUTS = [
+    (
+        {"references": [GOOD[0], [0.0, 0.0, float("inf"), 4.0]]},
+        "references row 1: the box [0.0, 0.0, inf, 4.0] is not",
+    ),
+    ({"predictions": [[0.0, float("nan"), 4.0, 4.0], GOOD[1]]}, "predictions row 0: the box [0.0, nan, 4.0, 4.0] is"),
+    ({"references": [GOOD[0], [1e39, 0.0, 4.0, 4.0]]}, "references row 1: the box [inf, 0.0, 4.0, 4.0]"),  # float32
+    ({"references": [GOOD[0], [4.0, 0.0, 0.0, 4.0]]}, "references row 1: the xyxy box [4.0, 0.0, 0.0, 4.0] is inver"),
+    ({"predictions": [[10.0, 50.0, 50.0, 10.0], GOOD[1]]}, "predictions row 0: the xyxy box [10.0, 50.0, 50.0, 10.0]"),
+    ({"box_format": "cxcywh", "references": [[0.5, 0.5, -0.2, 0.2]] * 2}, "references row 0: the cxcywh box"),
+    ({"iou_thresholds": [-1]}, "iou_thresholds must lie in [0, 1], got [-1.0]"),
+    ({"iou_thresholds": [0.25, 1.5]}, "iou_thresholds must lie in [0, 1], got [1.5]"),
+    ({"iou_thresholds": [float("nan")]}, "iou_thresholds must lie in [0, 1], got [nan]"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD_INPUTS, ids=[str(i) for i in range(len(BAD_INPUTS))])
+def test_non_finite_or_inverted_boxes_and_thresholds_outside_0_1_are_errors(metric, change, message):
+    """Not a score: an inf reference would give IoU 0, an inverted box a negative area, accuracy@-1 always 1.0."""
+    kwargs = {"predictions": GOOD, "references": GOOD, "box_format": "xyxy", **change}
+    with pytest.raises(ValueError) as error:
+        metric.compute(**kwargs)
+    assert message in str(error.value) and "\n" not in str(error.value), error.value
+
+
+def test_degenerate_boxes_and_threshold_bounds_are_scored(metric):
+    """A box of zero width is no error (IoU 0), nor are the thresholds 0 and 1."""
+    result = metric.compute(
+        predictions=[[5.0, 5.0, 5.0, 9.0], GOOD[1]], references=GOOD, box_format="xyxy", iou_thresholds=[0, 1]
+    )
+    assert result["hits@0"] == 2 and result["hits@1"] == 1 and result["hits"] == 1
+
+
 @pytest.mark.slow
 def test_under_accelerate_equals_the_evaluation_loop(converted_dir, fixture_dataset, tmp_path):
     """Two processes: gathered and evaluate-distributed metric figures equal the evaluation loop's on every split."""

@@ -34,6 +34,9 @@ Args:
     box_format: "cxcywh" (default; normalised centre, width, height on the square canvas, as CLIP-VG's
         `pred_boxes`) or "xyxy" (corner coordinates, in pixels of the image or any common frame).
     iou_thresholds: thresholds at which accuracy is reported, besides 0.5 (default: (0.5,)). A hit is IoU >= t.
+        Each must lie in [0, 1].
+    Boxes must be finite and not inverted (x2 >= x1 and y2 >= y1, or w >= 0 and h >= 0 in "cxcywh"); a bad box or
+    threshold is a ValueError naming the argument and the row.
 Returns:
     accuracy: Acc@0.5, the share of samples with IoU >= 0.5.
     hits: number of samples with IoU >= 0.5.
@@ -74,6 +77,22 @@ def grounding_ious(predictions: np.ndarray, references: np.ndarray, box_format: 
     return inter / (area_pred + area_target - inter + np.float32(1e-16))
 
 
+def _box_problem(name: str, boxes: list[list[float]] | np.ndarray, box_format: str) -> str | None:
+    """Why ``boxes`` cannot be scored (the first non-finite or inverted box, named by argument and row), or None."""
+    array = np.asarray(boxes, dtype=np.float32).astype(np.float64).reshape(-1, 4)  # as scored: float32
+    bad = ~np.isfinite(array).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        return f"{name} row {row}: the box {array[row].tolist()} is not finite"
+    first, second = (array[:, 2] - array[:, 0], array[:, 3] - array[:, 1]) if box_format == "xyxy" else array[:, 2:].T
+    bad = (first < 0) | (second < 0)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        what = "inverted (x2 < x1 or y2 < y1)" if box_format == "xyxy" else "of negative width or height"
+        return f"{name} row {row}: the {box_format} box {array[row].tolist()} is {what}"
+    return None
+
+
 def _threshold_key(name: str, threshold: float) -> str:
     return f"{name}@{threshold:g}"
 
@@ -103,6 +122,14 @@ class GroundingAccuracy(evaluate.Metric):
             raise ValueError(f"box_format={box_format!r} is not supported; choose one of {BOX_FORMATS}.")
         if len(predictions) == 0:
             raise ValueError("no samples to evaluate")
+        thresholds = [float(t) for t in iou_thresholds]
+        outside = [t for t in thresholds if not 0.0 <= t <= 1.0]  # NaN included
+        if outside:
+            raise ValueError(f"iou_thresholds must lie in [0, 1], got {outside}")
+        for name, boxes in (("predictions", predictions), ("references", references)):
+            problem = _box_problem(name, boxes, box_format)
+            if problem:
+                raise ValueError(problem)
         ious = grounding_ious(predictions, references, box_format)
         if not np.isfinite(ious).all():
             bad = int(np.flatnonzero(~np.isfinite(ious))[0])
@@ -113,7 +140,7 @@ class GroundingAccuracy(evaluate.Metric):
         wide = ious.astype(np.float64)  # thresholds compare in float64: 0.7 means 0.7, not float32(0.7)
         hits = int((wide >= ACCURACY_IOU_THRESHOLD).sum())
         result: dict[str, float | int] = {"accuracy": hits / len(ious), "hits": hits}
-        for threshold in sorted({float(t) for t in iou_thresholds} - {ACCURACY_IOU_THRESHOLD}):
+        for threshold in sorted(set(thresholds) - {ACCURACY_IOU_THRESHOLD}):
             at = int((wide >= threshold).sum())
             result[_threshold_key("accuracy", threshold)] = at / len(ious)
             result[_threshold_key("hits", threshold)] = at
