@@ -74,8 +74,10 @@ def check_number(
     minimum: float | None = None,
     above: float | None = None,
     integer: bool = False,
+    maximum: float | None = None,
 ) -> None:
-    """Raise :class:`UsageError` unless ``value`` is finite and ``>= minimum`` / ``> above`` (None passes)."""
+    """Raise :class:`UsageError` unless ``value`` is finite and ``>= minimum`` / ``> above`` / ``<= maximum``
+    (None passes)."""
     if value is None:
         return
     if isinstance(value, bool) or (integer and not isinstance(value, int)) or not math.isfinite(float(value)):
@@ -85,6 +87,8 @@ def check_number(
         raise UsageError(f"{name} must be at least {minimum:g}, got {value!r}")
     if above is not None and value <= above:
         raise UsageError(f"{name} must be greater than {above:g}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise UsageError(f"{name} must be at most {maximum:g}, got {value!r}")
 
 
 def _number_type(kind: type, description: str, minimum: float | None = None, above: float | None = None):

@@ -144,8 +144,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the input, settings and every model; return the checked model infos."""
     from .models import ModelCheckError, check_model
 
-    if args.shard_size <= 0 or args.batch_size <= 0:
-        _fail("--shard_size and --batch_size must be positive")
+    _check_numbers(args)
     if not args.labels_only:
         if (args.image_dir is None) == (args.dataset is None):
             _fail("give exactly one of --image_dir or --dataset")
@@ -158,6 +157,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     _check_official_splits(args)
     infos: dict[str, Any] = {}
     if args.labels_only:
+        _check_detections(Path(args.output_dir))
         return infos
     try:
         infos["detector"] = check_model(
@@ -172,6 +172,73 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     except ModelCheckError as err:
         _fail(str(err))
     return infos
+
+
+#: Every number the command takes: ``(minimum, maximum)`` (None: no bound). Thresholds and ratios are fractions;
+#: counts are at least 1 (0 boxes, rows or tokens would only make an empty dataset); seeds are >= 0 (Python's
+#: ``random`` seeds -n like n).
+NUMBER_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "shard_size": (1, None),
+    "batch_size": (1, None),
+    "detection_threshold": (0, 1),
+    "max_detections": (1, None),
+    "caption_max_new_tokens": (1, None),
+    "caption_query": (1, None),
+    "seed": (0, None),
+    "topn": (1, None),
+    "each_image_query": (1, None),
+    "attr_iou_thresh": (0, 1),
+    "attr_conf_thresh": (0, 1),
+    "tiny_area_ratio": (0, 1),
+    "overlap_iou": (0, 1),
+    "clothes_inside": (0, 1),
+    "hat_top": (0, 1),
+    "pants_bottom": (0, 1),
+    "spatial_spread": (0, None),
+    "behind_ratio": (0, 1),
+    "front_ratio": (0, 1),
+}
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Every number finite and in its range (:data:`NUMBER_RANGES`), before anything is read or loaded."""
+    from ..cli import UsageError, check_number
+
+    for name, (low, high) in NUMBER_RANGES.items():
+        try:
+            check_number(f"--{name}", getattr(args, name), minimum=low, maximum=high)
+        except UsageError as err:
+            _fail(str(err))
+
+
+def _check_detections(output_dir: Path) -> None:
+    """Detection shards to label from, and every image they read from a file still there (the labels stage stores
+    the images in the dataset)."""
+    from .detections import missing_image_files
+
+    shards = sorted((output_dir / "detections").glob("shard-*.parquet"))
+    if not shards:
+        _fail(f"{output_dir / 'detections'}: no detection shards (run without --labels_only first)")
+    missing = [m for shard in shards for m in missing_image_files(shard)]
+    if missing:
+        name, path = missing[0]
+        _fail(
+            f"{len(missing)} image(s) the detections in {output_dir / 'detections'} were made from are gone "
+            f"(first: {name!r} at {path}); the labels stage stores every image: restore them, or detect again "
+            "into another --output_dir"
+        )
+
+
+def _check_some_readable(shards: Sequence[Path], sides: Sequence[dict[str, Any]]) -> None:
+    """At least one input image was read: a run where every image is a reject is an error, not an empty dataset."""
+    if any(pq.ParquetFile(shard).metadata.num_rows for shard in shards):
+        return
+    rejects = [r for side in sides for r in side["rejects"]]
+    first = f" (first: {rejects[0]['reason']})" if rejects else ""
+    _fail(
+        f"none of the {len(rejects)} input images could be read{first}; every reason is in "
+        f"{shards[0].parent}/shard-*.json"
+    )
 
 
 def _check_official_splits(args: argparse.Namespace) -> None:
@@ -372,6 +439,9 @@ def run_labels(args: argparse.Namespace, name: str) -> dict[str, Any]:
     if not shards:
         _fail(f"{output_dir / 'detections'}: no detection shards (run without --labels_only first)")
     sides = [read_shard_side(s) for s in shards]
+    _check_some_readable(shards, sides)
+    if not args.labels_only:  # (checked before any work with --labels_only)
+        _check_detections(output_dir)
     config = TemplateConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TemplateConfig)})
     engine = TemplateEngine(config)
     has_captions = bool(sides[0]["meta"]["models"].get("captioner"))

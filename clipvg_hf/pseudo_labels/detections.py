@@ -39,6 +39,7 @@ __all__ = [
     "dataset_images",
     "detections_schema",
     "folder_images",
+    "missing_image_files",
     "load_image",
     "image_bytes",
     "read_detection_shard",
@@ -54,12 +55,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """One input image: its position in the collection, its name, and where its bytes are."""
+    """One input image: its position in the collection, its name, and where its bytes are; ``problem``: why it is
+    not read at all (a link leaving ``--image_dir``), reported as its reject."""
 
     index: int
     file_name: str
     path: str | None = None
     data: bytes | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,23 @@ class DetectedImage:
 
 # -- inputs -----------------------------------------------------------------------------------------------------
 def folder_images(image_dir: str | os.PathLike) -> tuple[list[ImageRecord], int]:
-    """Image files under ``image_dir`` (recursive, sorted by relative path) and the number of other files skipped."""
+    """Image files under ``image_dir`` (recursive, sorted by relative path) and the number of other files skipped.
+
+    A file that is a link resolving outside ``image_dir`` is never read: its record carries the reason (``problem``)
+    instead of a path, so it becomes a reject. Links to folders are not followed (``Path.rglob``).
+    """
     root = Path(image_dir)
+    inside = root.resolve()
     records, others = [], 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            records.append(ImageRecord(len(records), path.relative_to(root).as_posix(), str(path)))
+            name = path.relative_to(root).as_posix()
+            target = path.resolve()
+            if target.is_relative_to(inside):
+                records.append(ImageRecord(len(records), name, str(path)))
+            else:
+                problem = f"image {name!r} is a link leaving --image_dir (to {target}): not read"
+                records.append(ImageRecord(len(records), name, problem=problem))
         else:
             others += 1
     return records, others
@@ -130,6 +144,8 @@ def dataset_images(dataset: Any, image_column: str = "image", name_column: str |
 
 def load_image(record: ImageRecord) -> LoadedImage | Reject:
     """Decode an image to RGB as the training loader does (no EXIF rotation), or say why it cannot be used."""
+    if record.problem is not None:
+        return Reject(record.index, record.file_name, record.problem)
     try:
         image = open_raw_image({"bytes": record.data, "path": record.path}, record.file_name)
     except ValueError as err:
@@ -328,6 +344,27 @@ def read_detection_shard(path: Path, batch_rows: int = 1024) -> Iterator[Detecte
                 for d in row["detections"]
             ]
             yield DetectedImage(record, row["width"], row["height"], dets, row["caption"])
+
+
+def missing_image_files(path: Path) -> list[tuple[str, str]]:
+    """``(file name, path)`` of the images of a shard that are read from their files (not stored as bytes) and are no
+    longer files. Reads the names and paths only (the bytes column's null count says which rows have bytes)."""
+    handle = pq.ParquetFile(path)
+    meta = handle.metadata
+    missing = []
+    for group in range(meta.num_row_groups):
+        chunks = meta.row_group(group)
+        position = {chunks.column(i).path_in_schema: i for i in range(chunks.num_columns)}
+        stats = chunks.column(position["image.bytes"]).statistics
+        null_count = stats.null_count if stats is not None and stats.has_null_count else None
+        if null_count == 0:
+            continue  # every image of the group is stored as bytes
+        columns = ["file_name", "image.path"] + ([] if null_count == chunks.num_rows else ["image.bytes"])
+        for row in handle.read_row_group(group, columns=columns).to_pylist():
+            image = row["image"] or {}
+            if image.get("bytes") is None and not (image.get("path") and Path(image["path"]).is_file()):
+                missing.append((row["file_name"], image.get("path")))
+    return missing
 
 
 def read_shard_side(path: Path) -> dict[str, Any]:
