@@ -64,9 +64,17 @@ EXAMPLES = (
 
 
 def load_grounder(model: str, device: str | int | None = None):
-    """The ``"visual-grounding"`` pipeline for a CLIP-VG folder or Hub id."""
+    """The ``"visual-grounding"`` pipeline for a CLIP-VG folder or Hub id.
+
+    With the package installed the model goes through its checked loading path (a missing folder is "not found";
+    missing or non-finite weights are refused); in a Space it comes from its repo's code."""
     register_pipelines()
-    return pipeline(TASK, model=model, device=device, trust_remote_code=REMOTE_CODE)
+    if REMOTE_CODE:
+        return pipeline(TASK, model=model, device=device, trust_remote_code=True)
+    from clipvg_hf.loading import load_model_and_processor
+
+    loaded, processor = load_model_and_processor(model, "--model")
+    return pipeline(TASK, model=loaded, processor=processor, device=device)
 
 
 def parse_expressions(text: str | None) -> list[str]:
@@ -271,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         grounder = load_grounder(args.model, device=args.device)
-    except (OSError, ValueError) as error:
-        print(f"error: --model {args.model}: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:  # the loading path's errors already name --model
+        message = " ".join(str(error).split("\n", 1)[0].split()) or type(error).__name__
+        if not message.startswith("--model "):
+            message = f"--model {args.model}: {message}"
+        print(f"error: {message}", file=sys.stderr)
         return 2
     build_demo(grounder).launch(server_name=args.host, server_port=args.port, share=False)
     return 0

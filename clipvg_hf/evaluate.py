@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .cli import (
+    UsageError,
     check_model_source,
     check_output_file,
     load_split_checked,
@@ -37,7 +38,15 @@ from .modeling_clipvg import CLIPVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 from .results import EvaluationResults, model_fingerprint, write_results
 
-__all__ = ["eval_loader", "evaluate_loader", "evaluate_model", "evaluate_split", "gather_predictions", "predict_split"]
+__all__ = [
+    "check_finite_boxes",
+    "eval_loader",
+    "evaluate_loader",
+    "evaluate_model",
+    "evaluate_split",
+    "gather_predictions",
+    "predict_split",
+]
 
 
 @torch.no_grad()
@@ -48,13 +57,29 @@ def gather_predictions(
 
     A batch of :func:`eval_loader` holds each distinct image once plus ``image_index``, so ``model(**batch)``
     encodes an image once for all its expressions (the boxes equal one image row per expression).
+
+    A non-finite predicted box (NaN / infinite) is a :class:`~clipvg_hf.cli.UsageError` naming the rows, raised on
+    every process alike: it is never scored as IoU 0 (or a NaN reliability).
     """
     model.eval()
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, leave=False):
         row_index = batch.pop("row_index")
         labels = batch.pop("labels")
         boxes = model(**batch).pred_boxes[:, 0]
-        yield accelerator.gather_for_metrics((boxes.float(), labels, row_index))
+        boxes, labels, row_index = accelerator.gather_for_metrics((boxes.float(), labels, row_index))
+        check_finite_boxes(boxes, row_index, desc)
+        yield boxes, labels, row_index
+
+
+def check_finite_boxes(boxes: torch.Tensor, row_index: torch.Tensor, desc: str = "eval") -> None:
+    """Raise :class:`~clipvg_hf.cli.UsageError` if a predicted box holds NaN or an infinite value."""
+    bad = ~torch.isfinite(boxes).all(dim=-1)
+    if bool(bad.any()):
+        rows = row_index[bad.to(row_index.device)].tolist()
+        raise UsageError(
+            f"the model predicted a non-finite box (NaN or infinite) for {len(rows)} samples of {desc!r}, e.g. "
+            f"row_index {rows[:5]}: its weights are broken; reconvert or retrain it"
+        )
 
 
 def predict_split(

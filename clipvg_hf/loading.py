@@ -2,19 +2,26 @@
 
 A folder or Hub id that holds no CLIP-VG processor (a bare converted checkpoint, an OpenAI CLIP checkpoint used as
 the start of training) gets :meth:`CLIPVGProcessor.from_defaults` at the model's image size.
+
+:func:`load_grounding_model` is the one place where a saved model is checked on load: a name that is neither a
+folder nor a loadable Hub id is "not found", a model of another type is refused, and so is a folder whose weights
+miss tensors of the model (transformers would initialise them randomly) or hold NaN / infinite values. Each is a
+:class:`~clipvg_hf.cli.UsageError` naming the argument.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import AutoModel, AutoProcessor
 
+from .cli import UsageError, first_line
 from .modeling_clipvg import CLIPVGForGrounding
 from .modeling_hivg import HiVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 
-__all__ = ["load_model_and_processor", "load_processor"]
+__all__ = ["check_finite_weights", "load_grounding_model", "load_model_and_processor", "load_processor"]
 
 
 def load_processor(name_or_path: str | Path, image_size: int) -> CLIPVGProcessor:
@@ -28,9 +35,62 @@ def load_processor(name_or_path: str | Path, image_size: int) -> CLIPVGProcessor
     return CLIPVGProcessor.from_defaults(image_size)
 
 
-def load_model_and_processor(name_or_path: str | Path, **model_kwargs) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
-    """A CLIP-VG or HiVG model (in eval mode) and its processor; ``ValueError`` if the folder holds another type."""
-    model = AutoModel.from_pretrained(name_or_path, **model_kwargs)
+def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors that hold a NaN or an infinite value."""
+    return [
+        name
+        for name, value in tensors.items()
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+def check_finite_weights(model: torch.nn.Module, where: str) -> None:
+    """Refuse a model whose parameters or buffers hold NaN / infinite values (its boxes would be NaN)."""
+    bad = non_finite_tensors(dict(model.state_dict()))
+    if bad:
+        raise UsageError(
+            f"{where}: {len(bad)} weight tensors hold NaN or infinite values, e.g. {bad[:5]}; "
+            "reconvert or retrain the model"
+        )
+
+
+def load_grounding_model(
+    name_or_path: str | Path, argument: str = "--model_name_or_path", auto_class=AutoModel, **model_kwargs
+) -> CLIPVGForGrounding | HiVGForGrounding:
+    """A CLIP-VG or HiVG model (in eval mode), checked: every weight present and finite.
+
+    Raises :class:`UsageError` naming ``argument``: "not found" for a name that is no folder and no loadable Hub
+    id (never a bare connection or repo-id error), a model of another type, missing weights, non-finite weights.
+    """
+    name = str(name_or_path)
+    where = f"{argument} {name}"
+    local = Path(name).expanduser()
+    if not local.is_dir() and (local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise UsageError(f"{where}: model folder not found")
+    try:
+        model, info = auto_class.from_pretrained(name, output_loading_info=True, **model_kwargs)
+    except (OSError, ValueError) as error:  # no such folder / Hub id, unreachable Hub, a config of another type
+        if not local.is_dir():
+            raise UsageError(
+                f"{where}: not found: no folder {name} here, and no Hub model of that id could be loaded "
+                f"({first_line(error)})"
+            ) from error
+        raise UsageError(f"{where}: could not load a CLIP-VG model from this folder: {first_line(error)}") from error
     if not isinstance(model, (CLIPVGForGrounding, HiVGForGrounding)):
-        raise ValueError(f"{name_or_path} holds a {type(model).__name__}, not a CLIP-VG model or a HiVG one")
-    return model.eval(), load_processor(name_or_path, model.config.image_size)
+        raise UsageError(f"{where} holds a {type(model).__name__}, not a CLIP-VG model or a HiVG one")
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        raise UsageError(
+            f"{where}: the weights miss {len(missing)} tensors of the {type(model).__name__}, e.g. {missing[:6]} "
+            "(they would be random); the folder is incomplete or of another model"
+        )
+    check_finite_weights(model, where)
+    return model.eval()
+
+
+def load_model_and_processor(
+    name_or_path: str | Path, argument: str = "--model_name_or_path", **model_kwargs
+) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
+    """A checked CLIP-VG or HiVG model (see :func:`load_grounding_model`, in eval mode) and its processor."""
+    model = load_grounding_model(name_or_path, argument, **model_kwargs)
+    return model, load_processor(name_or_path, model.config.image_size)

@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
 
 from .cli import UsageError, check_output_file, first_line, report_usage_errors
+from .loading import load_grounding_model
 from .processing_clipvg import CLIPVGProcessor
 
 __all__ = ["draw_boxes", "main", "parse_args", "predict"]
@@ -70,14 +71,13 @@ def _check_device(device: str) -> None:
 
 
 def _load_model_and_processor(model: str, device: str) -> tuple[Any, Any]:
-    """Load the model, and its processor or the default one if the folder holds none."""
-    looks_local = model.startswith((".", "/", "~")) or model.count("/") != 1
-    if looks_local and not Path(model).expanduser().is_dir():
-        raise CLIError(f"model folder not found: {model}")
+    """Load the model through the checked loading path ("not found", missing or non-finite weights are one-line
+    errors), and its processor or the default one if the folder holds none."""
+    grounding_model = load_grounding_model(model, "--model_name_or_path", AutoModelForZeroShotObjectDetection)
     try:
-        grounding_model = AutoModelForZeroShotObjectDetection.from_pretrained(model).to(device).eval()
-    except (OSError, ValueError, RuntimeError) as error:
-        raise CLIError(f"could not load a CLIP-VG model from {model}: {first_line(error)}") from error
+        grounding_model = grounding_model.to(device)
+    except RuntimeError as error:
+        raise CLIError(f"could not move the model to --device {device}: {first_line(error)}") from error
     try:
         processor = AutoProcessor.from_pretrained(model)
     except (OSError, ValueError, TypeError):
