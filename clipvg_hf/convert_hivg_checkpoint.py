@@ -20,10 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
+from transformers import CLIPTextConfig, CLIPVisionConfig
+from transformers.activations import ACT2FN
 
+from .cli import UsageError, exit_usage_error
 from .configuration_hivg import BRIDGE_TEXT_SOURCES, HiVGConfig, default_bridge_text_layers
 from .convert_original_checkpoint import _RENAMES as _CLIPVG_RENAMES
-from .convert_original_checkpoint import CheckpointConversionError, _count_blocks, load_original_checkpoint
+from .convert_original_checkpoint import (
+    CheckpointConversionError,
+    _count_blocks,
+    add_common_arguments,
+    check_finite,
+    check_new_output_dir,
+    load_original_checkpoint,
+)
 from .modeling_hivg import HiVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 
@@ -35,6 +46,7 @@ __all__ = [
     "convert_state_dict",
     "is_hivg_state_dict",
     "peft_nesting_depth",
+    "read_clip_config",
     "strip_peft_prefix",
 ]
 
@@ -107,9 +119,64 @@ def _n_adaptive_weights(state_dict: dict[str, torch.Tensor], layer: int) -> int:
     return _count_blocks(state_dict, prefix)
 
 
-def _clip_heads(width: int, clip_config: dict, tower: str) -> int:
-    heads = (clip_config.get(f"{tower}_config") or {}).get("num_attention_heads")
-    return int(heads) if heads else max(1, width // 64)
+_TOWER_CONFIGS = {"text": CLIPTextConfig, "vision": CLIPVisionConfig}
+
+
+def read_clip_config(path: str | Path) -> dict[str, Any]:
+    """Read a Hugging Face CLIP ``config.json`` (``--clip_config``), whose head counts HiVG conversion takes.
+
+    Raises :class:`CheckpointConversionError` naming the flag and the file when it cannot be read, is not JSON, is
+    not a CLIP config (``text_config`` and ``vision_config`` objects) or holds a value the towers cannot take.
+    """
+    where = f"--clip_config {path}"
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointConversionError(f"{where}: no such file") from None
+    except OSError as error:
+        raise CheckpointConversionError(f"{where}: cannot be read: {error.strerror or error}") from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointConversionError(f"{where}: not a JSON file: {error}") from None
+    towers = ("text_config", "vision_config")
+    if not isinstance(config, dict) or not all(isinstance(config.get(tower), dict) for tower in towers):
+        raise CheckpointConversionError(
+            f"{where}: not a Hugging Face CLIP config.json (expected text_config and vision_config objects)"
+        )
+    try:
+        for tower in _TOWER_CONFIGS:
+            _tower_settings(config, tower)
+    except CheckpointConversionError as error:
+        raise CheckpointConversionError(f"{where}: {error}") from None
+    return config
+
+
+def _tower_settings(clip_config: dict | None, tower: str) -> dict[str, Any]:
+    """Head count, activation and layer-norm eps of one CLIP tower, read from ``clip_config`` as transformers reads
+    a ``config.json`` (a key it omits has the default of ``CLIPTextConfig`` / ``CLIPVisionConfig``), never guessed
+    from the widths. Without ``clip_config`` the head counts are unknown: an error."""
+    if clip_config is None:
+        raise CheckpointConversionError(
+            "the checkpoint does not hold CLIP's attention head counts: pass --clip_config, the config.json of "
+            "the Hugging Face CLIP the model was built on (e.g. openai/clip-vit-base-patch16)"
+        )
+    given = clip_config.get(f"{tower}_config") or {}
+    defaults = _TOWER_CONFIGS[tower]()
+    heads = given.get("num_attention_heads", defaults.num_attention_heads)
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise CheckpointConversionError(f"{tower}_config.num_attention_heads is {heads!r}, not a positive integer")
+    settings = {"num_attention_heads": heads}
+    if "hidden_act" in given:
+        if not isinstance(given["hidden_act"], str) or given["hidden_act"] not in ACT2FN:
+            raise CheckpointConversionError(
+                f"{tower}_config.hidden_act is {given['hidden_act']!r}, not an activation transformers knows"
+            )
+        settings["hidden_act"] = given["hidden_act"]
+    if "layer_norm_eps" in given:
+        eps = given["layer_norm_eps"]
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+            raise CheckpointConversionError(f"{tower}_config.layer_norm_eps is {eps!r}, not a number in (0, 1)")
+        settings["layer_norm_eps"] = float(eps)
+    return settings
 
 
 def config_from_state_dict(
@@ -122,8 +189,8 @@ def config_from_state_dict(
     """Infer the HiVG configuration from a state dict with the peft prefix stripped (see [`strip_peft_prefix`]).
 
     ``clip_config`` is the ``config.json`` of the Hugging Face CLIP the model was built on; only its attention head
-    counts, activation and layer-norm eps matter (shapes cannot tell them; without it ``width // 64`` heads, CLIP's
-    rule). ``bridge_text_source`` overrides what the training ``args`` say (``mixup_pretrain``);
+    counts, activation and layer-norm eps matter (shapes cannot tell them, so it is required; a key it omits has
+    transformers' CLIP default, as when the file is loaded). ``bridge_text_source`` overrides what the training ``args`` say (``mixup_pretrain``);
     ``fusion_num_heads`` is needed when no ``args`` are stored (the weights cannot tell it).
     """
     required = [
@@ -138,7 +205,6 @@ def config_from_state_dict(
     missing = [key for key in required if key not in state_dict]
     if missing:
         raise CheckpointConversionError(f"not a HiVG state dict: missing {missing}")
-    clip_config = clip_config or {}
     vision_width, _, patch, _ = state_dict["clip.vision_model.embeddings.patch_embedding.weight"].shape
     n_positions = state_dict["clip.vision_model.embeddings.position_embedding.weight"].shape[0]
     grid = round((n_positions - 1) ** 0.5)
@@ -206,14 +272,12 @@ def config_from_state_dict(
         )
 
     def tower(name: str, width: int, layers: int, mlp_key: str, **sizes) -> dict:
-        given = clip_config.get(f"{name}_config") or {}
         return {
             "hidden_size": width,
             "num_hidden_layers": layers,
             "intermediate_size": state_dict[mlp_key].shape[0],
-            "num_attention_heads": _clip_heads(width, clip_config, name),
             "projection_dim": projection,
-            **{k: given[k] for k in ("hidden_act", "layer_norm_eps") if k in given},
+            **_tower_settings(clip_config, name),
             **sizes,
         }
 
@@ -347,6 +411,10 @@ def convert_checkpoint(
     """Build a [`HiVGForGrounding`] holding exactly the weights of an official checkpoint (a path or a loaded dict)."""
     if checkpoint is None:
         checkpoint = load_original_checkpoint(path)
+    try:
+        check_finite(checkpoint["model"])
+    except CheckpointConversionError as error:
+        raise CheckpointConversionError(f"{path}: {error}") from None
     depth = peft_nesting_depth(checkpoint["model"])
     state_dict = strip_peft_prefix(checkpoint["model"])
     args = checkpoint.get("args")
@@ -380,17 +448,19 @@ def convert_checkpoint(
     return model
 
 
-def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="official best_checkpoint.pth")
-    parser.add_argument("--output_dir", required=True, help="folder to write (config, weights, processor files)")
+def add_hivg_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The flags only the HiVG converter takes."""
     parser.add_argument(
         "--merge_lora",
         action="store_true",
         help="fold the LoRA adapters into the weights (faster inference, loads without peft)",
     )
     parser.add_argument(
-        "--clip_config", default=None, help="config.json of the Hugging Face CLIP the model was built on (head counts)"
+        "--clip_config",
+        default=None,
+        metavar="FILE",
+        help="config.json of the Hugging Face CLIP the model was built on: its attention head counts, which the "
+        "weights cannot tell (required)",
     )
     parser.add_argument(
         "--bridge_text_source",
@@ -399,31 +469,22 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
         help="override the bridge text source the training args imply (mixup_pretrain)",
     )
     parser.add_argument(
-        "--fusion_num_heads",
-        type=int,
-        default=None,
-        help="fusion attention heads, for checkpoints that store no training args (8 when released)",
-    )
-    parser.add_argument(
         "--bridge_batch_mixing",
         action="store_true",
         help="store the official batched bridge (outputs depend on the batch) as the default",
     )
-    parser.add_argument(
-        "--trainable_clip",
-        default="official",
-        choices=["official", "frozen", "all"],
-        help="the trainable_clip policy stored in the config (for later fine-tuning)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    clip_config = None
-    if args.clip_config is not None:
-        try:
-            clip_config = json.loads(Path(args.clip_config).read_text())
-        except (OSError, ValueError) as error:
-            parser.error(f"--clip_config {args.clip_config}: {error}")
+
+
+def run(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None) -> int:
+    """Convert ``args.checkpoint`` (or the already loaded ``checkpoint``) into ``args.output_dir``; bad input is
+    one line ``error: ...`` and exit status 2, and nothing is written."""
     try:
+        check_new_output_dir(args.output_dir)
+    except UsageError as error:
+        exit_usage_error(str(error))
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        clip_config = read_clip_config(args.clip_config) if args.clip_config is not None else None
         model = convert_checkpoint(
             args.checkpoint,
             checkpoint=checkpoint,
@@ -435,8 +496,11 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
             fusion_num_heads=args.fusion_num_heads,
         )
     except (CheckpointConversionError, FileNotFoundError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        exit_usage_error(str(error))
+    except StrictDataclassError as error:  # a value the HiVG config refuses (e.g. heads that do not divide a width)
+        reason = " ".join(str(error.__cause__ or error).split())
+        hint = f" (--clip_config {args.clip_config})" if args.clip_config else ""
+        exit_usage_error(f"cannot convert {args.checkpoint} as a HiVG checkpoint: {reason}{hint}")
     model.save_pretrained(args.output_dir)
     CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(args.output_dir)
     n_params = sum(p.numel() for p in model.parameters())
@@ -446,6 +510,14 @@ def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None
         f"LoRA {'adapters' if model.config.lora_adapters else 'merged'}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None, checkpoint: dict[str, Any] | None = None) -> int:
+    """The HiVG converter alone (``clipvg-convert-checkpoint`` takes both families)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser)
+    add_hivg_arguments(parser)
+    return run(parser.parse_args(argv), checkpoint)
 
 
 if __name__ == "__main__":

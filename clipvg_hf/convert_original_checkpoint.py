@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from .cli import exit_usage_error, positive_int, torch_load_reason
+from .cli import UsageError, check_output_dir, exit_usage_error, positive_int, torch_load_reason
 from .configuration_clipvg import CLIPVGConfig
+from .loading import non_finite_tensors
 from .modeling_clipvg import CLIPVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 
@@ -27,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CheckpointConversionError",
+    "add_common_arguments",
+    "check_finite",
+    "check_new_output_dir",
     "config_from_state_dict",
     "convert_checkpoint",
     "convert_state_dict",
@@ -80,12 +84,8 @@ def load_original_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
-    """Refuse NaN / infinite weights: a model converted from them would print NaN boxes."""
-    bad = [
-        key
-        for key, value in state_dict.items()
-        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())
-    ]
+    """Refuse NaN / infinite weights (both families): a model converted from them would print NaN boxes."""
+    bad = non_finite_tensors(state_dict)
     if bad:
         raise CheckpointConversionError(f"{len(bad)} tensors hold NaN or infinite values, e.g. {bad[:5]}")
 
@@ -339,13 +339,21 @@ def convert_checkpoint(
     return model
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def check_new_output_dir(path: str | Path, name: str = "--output_dir") -> Path:
+    """The converters' output folder: new or empty, never a file (a converted folder is never mixed with others)."""
+    output = check_output_dir(path, name)
+    if output.is_dir() and any(output.iterdir()):
+        raise UsageError(f"{name} {output} is not empty; choose a new folder")
+    return output
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags both converters take: the checkpoint, the output folder, the stored policy, the fusion heads."""
     parser.add_argument("--checkpoint", required=True, help="official checkpoint.pth / best_checkpoint.pth")
     parser.add_argument(
         "--output_dir",
         required=True,
-        help="folder to write (config, model.safetensors, processor and tokenizer files)",
+        help="new or empty folder to write (config, model.safetensors, processor and tokenizer files)",
     )
     parser.add_argument(
         "--trainable_clip",
@@ -358,16 +366,21 @@ def main(argv: list[str] | None = None) -> int:
         type=positive_int,
         help="fusion attention heads, for a bare state dict without the training args (official: 8)",
     )
-    args = parser.parse_args(argv)
-    output = Path(args.output_dir)
-    if output.exists() and not output.is_dir():
-        exit_usage_error(f"--output_dir {output} is a file, not a folder")
-    if output.is_dir() and any(output.iterdir()):
-        exit_usage_error(f"--output_dir {output} is not empty; choose a new folder")
+
+
+def run(args: argparse.Namespace, checkpoint: dict[str, Any] | None = None) -> int:
+    """Convert ``args.checkpoint`` (or the already loaded ``checkpoint``) into ``args.output_dir``."""
+    try:
+        check_new_output_dir(args.output_dir)
+    except UsageError as error:
+        exit_usage_error(str(error))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         model = convert_checkpoint(
-            args.checkpoint, trainable_clip=args.trainable_clip, fusion_num_heads=args.fusion_num_heads
+            args.checkpoint,
+            trainable_clip=args.trainable_clip,
+            fusion_num_heads=args.fusion_num_heads,
+            checkpoint=checkpoint,
         )
     except (CheckpointConversionError, FileNotFoundError) as error:
         exit_usage_error(str(error))
@@ -380,6 +393,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{model.config.extract_layers=}"
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The CLIP-VG converter alone (``clipvg-convert-checkpoint`` takes both families)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

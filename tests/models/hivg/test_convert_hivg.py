@@ -152,3 +152,29 @@ def test_bare_state_dict_needs_the_fusion_head_count(tmp_path, capsys):
     model = convert_checkpoint(bare, clip_config=clip_config(), fusion_num_heads=2)
     reference = converted("unc").state_dict()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
+
+
+def test_head_counts_come_from_the_clip_config_and_are_never_guessed(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["--family", "hivg", "--checkpoint", str(CHECKPOINTS["unc"]), "--output_dir", str(out)]
+    assert _exit_status(argv) == 2
+    assert "does not hold CLIP's attention head counts: pass --clip_config" in capsys.readouterr().err
+    with pytest.raises(CheckpointConversionError, match="pass --clip_config"):
+        convert_checkpoint(checkpoint=load_checkpoint("unc"))
+    heads = {"num_attention_heads": 2}
+    cases = [
+        ({"text_config": {"num_attention_heads": 0}, "vision_config": heads}, "text_config.num_attention_heads is 0"),
+        ({"text_config": heads, "vision_config": {"num_attention_heads": 3}}, "attention heads (3). (--clip_config"),
+        # a key the file omits has transformers' CLIP default (12 vision heads), never width // 64 (here 1)
+        ({"text_config": heads, "vision_config": {}}, "attention heads (12). (--clip_config"),
+        ({"text_config": {**heads, "hidden_act": "nope"}, "vision_config": heads}, "hidden_act is 'nope', not an"),
+        ({"text_config": {**heads, "layer_norm_eps": "x"}, "vision_config": heads}, "layer_norm_eps is 'x', not a"),
+        ({"text_config": heads}, "not a Hugging Face CLIP config.json"),
+    ]
+    for number, (config, message) in enumerate(cases):
+        path = tmp_path / f"clip_config_{number}.json"
+        path.write_text(json.dumps(config))
+        assert _exit_status([*argv, "--clip_config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (config, err)
+        assert not out.exists()
