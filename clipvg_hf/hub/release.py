@@ -8,7 +8,7 @@ converters, the evaluation and the staging, none of which import it.
 
 from __future__ import annotations
 
-import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,14 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedModel
 
+from ..cli import UsageError, load_split_checked
 from ..convert_checkpoint import FAMILIES
 from ..convert_hivg_checkpoint import convert_checkpoint as convert_hivg_checkpoint
 from ..convert_hivg_checkpoint import is_hivg_state_dict
+from ..convert_hivg_checkpoint import read_clip_config as read_hivg_clip_config
 from ..convert_original_checkpoint import CheckpointConversionError, load_original_checkpoint
 from ..convert_original_checkpoint import convert_checkpoint as convert_clipvg_checkpoint
+from ..data import load_split
 from ..data.registry import split_config_name
 from ..evaluate import evaluate_model
 from ..processing_clipvg import CLIPVGProcessor
@@ -75,8 +78,14 @@ def release_checkpoint(
     clip_heads = read_clip_config(clip_config) if clip_config is not None else None
     work_dir = Path(work_dir)
     model_dir = work_dir / "model"
+    new_work_dir = not work_dir.exists()
     if model_dir.exists() and any(model_dir.iterdir()):
         raise HubPublishError(f"{model_dir} exists and is not empty; choose a new --work_dir")
+    for split in splits:  # an unknown dataset, config or split fails before anything is converted or written
+        try:
+            load_split_checked(dataset, config, split, load_split)
+        except UsageError as error:
+            raise HubPublishError(str(error)) from error
     try:
         loaded = load_original_checkpoint(checkpoint)
     except (CheckpointConversionError, FileNotFoundError) as error:
@@ -93,10 +102,16 @@ def release_checkpoint(
     _check_setting_against_args(setting, loaded.get("args"))
     model = _convert(chosen, checkpoint, loaded, clip_heads, fusion_num_heads, **hivg_options)
     del loaded
-    model.save_pretrained(model_dir)
-    CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(model_dir)
-    del model
-    results = evaluate_model(str(model_dir), dataset, config, list(splits), **(evaluate_kwargs or {}))
+    try:
+        model.save_pretrained(model_dir)
+        CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(model_dir)
+        del model
+        results = evaluate_model(str(model_dir), dataset, config, list(splits), **(evaluate_kwargs or {}))
+    except UsageError as error:  # e.g. a model whose boxes are not finite: nothing is staged, WORK/model removed
+        shutil.rmtree(model_dir, ignore_errors=True)
+        if new_work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise HubPublishError(f"cannot release {checkpoint}: {error}") from error
     write_results(results, work_dir / "results.json")
     return push_model(
         model_dir,
@@ -121,30 +136,15 @@ def checkpoint_family(checkpoint: dict[str, Any], family: str = "auto") -> str:
 
 
 def read_clip_config(path: str | Path) -> dict[str, Any]:
-    """Read a Hugging Face CLIP ``config.json`` (``--clip_config``); HiVG conversion takes its head counts.
+    """Read a Hugging Face CLIP ``config.json`` (``--clip_config``) as the HiVG converter does.
 
     Raises :class:`HubPublishError` naming the flag and the file when it cannot be read, is not JSON, is not a CLIP
     config (``text_config`` and ``vision_config`` objects) or holds a head count that is not a positive integer.
     """
-    where = f"--clip_config {path}"
     try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HubPublishError(f"{where}: no such file") from None
-    except OSError as error:
-        raise HubPublishError(f"{where}: cannot be read: {error.strerror or error}") from None
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise HubPublishError(f"{where}: not a JSON file: {error}") from None
-    towers = ("text_config", "vision_config")
-    if not isinstance(config, dict) or not all(isinstance(config.get(tower), dict) for tower in towers):
-        raise HubPublishError(
-            f"{where}: not a Hugging Face CLIP config.json (expected text_config and vision_config objects)"
-        )
-    for tower in towers:
-        heads = config[tower].get("num_attention_heads")
-        if heads is not None and (isinstance(heads, bool) or not isinstance(heads, int) or heads < 1):
-            raise HubPublishError(f"{where}: {tower}.num_attention_heads is {heads!r}, not a positive integer")
-    return config
+        return read_hivg_clip_config(path)
+    except CheckpointConversionError as error:
+        raise HubPublishError(str(error)) from None
 
 
 def _refuse_options_of_other_family(family: str, checkpoint: str | Path, requested: str, **options: Any) -> None:

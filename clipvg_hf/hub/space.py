@@ -105,6 +105,8 @@ def stage_space(model_id: str, repo_id: str, out: str | Path) -> list[str]:
     validate_repo_id(model_id)
     validate_repo_id(repo_id)
     out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HubPublishError(f"{out} exists and is not an empty folder; choose a new folder for the staged Space")
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_PACKAGE_DIR / "app.py", out / "app.py")
     package = out / PIPELINE_PACKAGE

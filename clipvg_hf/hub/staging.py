@@ -8,6 +8,7 @@ registered CLIP-VG classes (:data:`MODEL_CLASSES`, :data:`PROCESSOR_CLASSES`), i
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import struct
 import tempfile
@@ -127,11 +128,30 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
     return config
 
 
+#: The names ``save_pretrained`` gives weight shards; an index may list nothing else (never ``.env`` or ``../x``).
+SHARD_NAME = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
 def weight_files(model_dir: Path) -> list[str]:
-    """The safetensors files of a model folder (index first when sharded); raises if there are none."""
+    """The safetensors files of a model folder (index first when sharded); raises if there are none.
+
+    The shards an index lists must be named as ``save_pretrained`` names them, directly inside the folder: an
+    index is data, and a crafted one could otherwise stage any file (``.env``, ``../secrets``) as a weight shard.
+    """
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
-        names = ["model.safetensors.index.json", *sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            listed = sorted({str(name) for name in weight_map.values()})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise HubPublishError(f"{index}: not a safetensors index (no weight_map of tensor -> shard)") from None
+        odd = [name for name in listed if not SHARD_NAME.fullmatch(name)]
+        if odd:
+            raise HubPublishError(
+                f"{index} lists files that are not weight shards of this folder: {odd[:5]} (a shard is named "
+                "model-NNNNN-of-NNNNN.safetensors, as save_pretrained writes it)"
+            )
+        names = ["model.safetensors.index.json", *listed]
     elif (model_dir / "model.safetensors").is_file():
         names = ["model.safetensors"]
     else:

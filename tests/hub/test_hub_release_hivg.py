@@ -12,6 +12,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
+from clipvg_hf.convert_original_checkpoint import load_original_checkpoint
 from clipvg_hf.hub.cli import main as push_main
 
 from conftest import BLOCK_PACKAGE, CHECKPOINT
@@ -173,9 +174,13 @@ def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(relea
     (tmp_path / "broken.json").write_text("{not json")
     (tmp_path / "list.json").write_text("[1, 2]")
     (tmp_path / "heads.json").write_text(json.dumps({"text_config": {"num_attention_heads": 0}, "vision_config": {}}))
-    (tmp_path / "three.json").write_text(json.dumps({"text_config": {}, "vision_config": {"num_attention_heads": 3}}))
+    three = {"text_config": {"num_attention_heads": 2}, "vision_config": {"num_attention_heads": 3}}
+    (tmp_path / "three.json").write_text(json.dumps(three))
     good = str(release_root / "clip_config.json")
-    work = tmp_path / "work"
+    work = release_root / "refused"  # beside the converted data/: the splits are checked before the conversion
+    checkpoint = load_original_checkpoint(CHECKPOINTS["unc"])
+    checkpoint["model"]["bbox_embed.layers.0.weight"][0, 0] = float("nan")
+    torch.save(checkpoint, tmp_path / "nan.pth")
     clipvg = ["--checkpoint", str(CHECKPOINT)]  # a CLIP-VG checkpoint: argparse takes the last --checkpoint
     cases = [
         (
@@ -198,9 +203,13 @@ def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(relea
         (["--family", "clipvg"], "as a CLIP-VG checkpoint: not a CLIP-VG state dict: missing"),
         (["--clip_config", good, "--fusion_num_heads", "4"], "fusion_num_heads=4 disagrees with args.vl_nheads=2"),
         (["--setting", "unsup-single"], "trained with sup_type='full' but the setting is 'unsup-single'"),
+        # checked before the conversion, which would leave WORK/model behind and refuse the corrected rerun
+        (["--clip_config", good, "--split", "nope"], f"--dataset_config {CONFIG} split 'nope': "),
+        (["--checkpoint", str(tmp_path / "nan.pth"), "--clip_config", good], "1 tensors hold NaN or infinite values"),
     ]
     for extra, message in cases:
         assert push_main([*release_argv(work, "--repo_id", STAGED_REPO, "--dry_run"), *extra]) == 2, extra
-        err = capsys.readouterr().err
-        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (extra, err)
+        err = capsys.readouterr().err  # the first split check may print datasets' progress bars before it
+        line = err.strip().splitlines()[-1]
+        assert line.startswith("error: ") and "Traceback" not in err and message in line, (extra, err)
         assert not work.exists(), extra

@@ -137,3 +137,13 @@ def test_push_after_the_model_and_run_without_the_package(converted_dir, tmp_pat
     assert [r["label"] for r in from_space] == EXPRESSIONS
     for theirs, ours in zip(from_space, local, strict=True):
         assert theirs["box"] == pytest.approx(ours["box"], abs=1e-3)
+
+
+def test_dry_run_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
+    out = tmp_path / "space"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert push_main(["space", "--model_id", MODEL_REPO, "--repo_id", SPACE_REPO, "--dry_run", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {out} exists and is not an empty folder; choose a new folder for the staged Space\n"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
