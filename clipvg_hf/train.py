@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import load as load_accelerate_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, HfArgumentParser
+from transformers import AutoConfig, HfArgumentParser
 
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding, HiVGConfig, HiVGForGrounding
 from clipvg_hf.cli import (
@@ -37,8 +38,9 @@ from clipvg_hf.cli import (
     first_line,
     load_split_checked,
     report_usage_errors,
+    torch_load_reason,
 )
-from clipvg_hf.curriculum.sampler import POOLS, CurriculumSampler, sampler_from_scores
+from clipvg_hf.curriculum.sampler import POOLS, CurriculumSampler, check_scores_of_split, sampler_from_scores
 from clipvg_hf.curriculum.selection import read_row_indices
 from clipvg_hf.data import (
     EVAL_SPLITS,
@@ -52,7 +54,7 @@ from clipvg_hf.data import (
     train_split_of,
 )
 from clipvg_hf.evaluate import eval_loader, evaluate_loader
-from clipvg_hf.loading import load_processor
+from clipvg_hf.loading import load_grounding_model, load_processor
 from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
 
@@ -293,7 +295,7 @@ def build_model(args: ModelArguments) -> CLIPVGForGrounding:
                 f"--model_name_or_path {args.model_name_or_path} holds a {config.model_type} model; "
                 f"pass --model_family {'hivg' if isinstance(config, HiVGConfig) else 'clipvg'}"
             )
-        model = AutoModel.from_pretrained(args.model_name_or_path, **overrides)
+        model = load_grounding_model(args.model_name_or_path, **overrides)  # every weight present and finite
         model.apply_trainable_clip_policy()
         return model
     return model_class.from_clip_pretrained(args.model_name_or_path, **overrides)
@@ -310,6 +312,14 @@ def positions_of_rows(train_set: GroundingDataset, rows_file: str) -> list[int]:
             f"(or not of the chosen sources), e.g. {missing[:5]}"
         )
     return sorted(position[r] for r in wanted)
+
+
+def check_curriculum_scores(args: DataArguments, split_name: str, split) -> None:
+    """The scores must be of this dataset, config and split, one per expression (checked before the model loads)."""
+    try:
+        check_scores_of_split(args.curriculum_scores, args.dataset, args.dataset_config, split_name, split)
+    except (OSError, ValueError) as error:  # another dataset / config / split / version, non-finite scores
+        raise UsageError(f"--curriculum_scores {args.curriculum_scores}: {first_line(error)}") from error
 
 
 def build_curriculum_sampler(args: DataArguments, rows: np.ndarray, seed: int) -> CurriculumSampler:
@@ -433,8 +443,15 @@ def prepare_output_dir(args: "TrainArguments") -> None:
     """Refuse to mix a new run into an earlier one's folder; with --overwrite_output_dir, delete the earlier run."""
     output_dir = Path(args.output_dir)
     used = previous_run(output_dir)
-    if not used or args.resume_from_checkpoint:
+    resume = args.resume_from_checkpoint
+    if not used or (resume and is_own_checkpoint(resume, output_dir)):
         return
+    if resume and not args.overwrite_output_dir:  # another run's checkpoint would mix two runs in this folder
+        raise UsageError(
+            f"--resume_from_checkpoint {resume} is not a checkpoint of --output_dir {output_dir}, which holds an "
+            f"earlier run ({', '.join(used)}); resume into a new --output_dir, or pass --overwrite_output_dir to "
+            "replace that run"
+        )
     if not args.overwrite_output_dir:
         raise UsageError(
             f"--output_dir {output_dir} holds an earlier run ({', '.join(used)}); pass "
@@ -443,6 +460,46 @@ def prepare_output_dir(args: "TrainArguments") -> None:
     for name in used:  # every process gets here before any writes (they meet in Accelerator()); errors ignored
         path = output_dir / name
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def is_own_checkpoint(spec: str, output_dir: Path) -> bool:
+    """Whether ``--resume_from_checkpoint`` continues the run in ``output_dir`` (``latest`` or one of its own)."""
+    return spec == "latest" or (output_dir / "checkpoints").resolve() in Path(spec).resolve().parents
+
+
+#: Settings a resumed run must share with its checkpoint: they shape the optimizer and the learning-rate schedule,
+#: whose state the checkpoint restores (a changed value would be silently ignored).
+RESUME_SETTINGS = (
+    "learning_rate",
+    "weight_decay",
+    "num_epochs",
+    "train_steps",
+    "lr_scheduler",
+    "scheduler_step",
+    "warmup_steps",
+)
+
+
+def resume_settings(args: "TrainArguments") -> dict:
+    """The values of :data:`RESUME_SETTINGS` as given on the command line (kept in ``trainer_state.json``)."""
+    return {name: getattr(args, name) for name in RESUME_SETTINGS}
+
+
+def check_resume_settings(checkpoint: Path, args: "TrainArguments") -> None:
+    """Refuse to resume with other :data:`RESUME_SETTINGS` than the checkpoint's run (older checkpoints record only
+    the learning rate, in the scheduler's ``base_lrs``)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    stored = state.get("settings")
+    if not isinstance(stored, dict):
+        base_lrs = (state.get("scheduler") or {}).get("base_lrs") or []
+        stored = {"learning_rate": base_lrs[0]} if base_lrs else {}
+    for name, value in resume_settings(args).items():
+        if name in stored and stored[name] != value:
+            raise UsageError(
+                f"--{name} {value} differs from the {stored[name]} of the run in --resume_from_checkpoint "
+                f"{checkpoint}, whose optimizer and schedule a resume restores; resume with --{name} {stored[name]}, "
+                "or start a new run from its best model (--model_name_or_path)"
+            )
 
 
 def load_training_state(accelerator: Accelerator, checkpoint: Path, scheduler) -> dict:
@@ -460,6 +517,14 @@ def load_training_state(accelerator: Accelerator, checkpoint: Path, scheduler) -
         )
     if not isinstance(state.get("scheduler"), dict):
         raise UsageError(f"--resume_from_checkpoint {checkpoint}: trainer_state.json holds no scheduler state")
+    rng_file = checkpoint / f"random_states_{accelerator.process_index}.pkl"
+    try:  # accelerate skips an unreadable RNG file without a word: the resumed run would not be the same run
+        load_accelerate_file(rng_file)
+    except Exception as error:  # missing, cut off, or holding objects weights_only refuses (never unpickled)
+        raise UsageError(
+            f"--resume_from_checkpoint {checkpoint}: {rng_file.name} cannot be loaded safely: "
+            f"{torch_load_reason(error) if rng_file.is_file() else 'the file is missing'}"
+        ) from error
     try:
         accelerator.load_state(str(checkpoint))
     except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, KeyError) as error:
@@ -497,8 +562,11 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir = Path(train_args.output_dir)
     prepare_output_dir(train_args)
     checkpoint = None
+    settings = resume_settings(train_args)  # as given (--train_steps overrides num_epochs later)
     if train_args.resume_from_checkpoint:  # resolved before any work, so a bad one fails at once
         checkpoint = resolve_checkpoint(train_args.resume_from_checkpoint, output_dir)
+        if checkpoint is not None:
+            check_resume_settings(checkpoint, train_args)
     accelerator = Accelerator(
         cpu=train_args.cpu,
         gradient_accumulation_steps=train_args.gradient_accumulation_steps,
@@ -514,8 +582,12 @@ def main(argv: list[str] | None = None) -> dict:
     train_split = data_args.train_split or train_split_of(data_args.dataset_config)
     raw_train = load_split_checked(data_args.dataset, data_args.dataset_config, train_split, load_split)
     raw_val = load_split_checked(data_args.dataset, data_args.dataset_config, data_args.val_split, load_split)
+    if data_args.curriculum_scores:
+        check_curriculum_scores(data_args, train_split, raw_train)
     try:
         model = build_model(model_args)
+    except UsageError:
+        raise
     except (OSError, ValueError) as error:  # not a model folder, unreachable Hub id, invalid config values
         reason = first_line(error)
         name = model_args.model_name_or_path
@@ -602,6 +674,7 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.print(
             f"--resume_from_checkpoint latest: no checkpoint in {output_dir / 'checkpoints'} yet; starting a new run"
         )
+    state["settings"] = settings  # checkpointed with the counters: a resume must not change them
 
     log_path = output_dir / "log.jsonl"
     for epoch in range(state["epoch"], train_args.num_epochs):

@@ -4,13 +4,16 @@ exactly the rows the uninterrupted run did."""
 
 import json
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from clipvg_hf.curriculum import ReliabilityScores, sampler_from_scores, save_scores
+from clipvg_hf.curriculum import ReliabilityScores, load_scores, sampler_from_scores, save_scores
 from clipvg_hf.curriculum.reliability import expression_sources
 
 from conftest import torchrun
@@ -34,6 +37,7 @@ def scores_file(fixture_dataset, tmp_path_factory) -> Path:
         boxes,
         boxes,
         {"weights_sha256": "0" * 64},
+        {"name": str(fixture_dataset), "config": CONFIG, "split": "train_pseudo", "sources": None},
     )
     out = tmp_path_factory.mktemp("scores")
     save_scores(scores, out, plot=False)
@@ -147,3 +151,67 @@ def test_unscored_rows_and_bad_curriculum_flags_are_refused(
             main([*common, *extra])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def _refused(capsys, argv) -> str:
+    from clipvg_hf.train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_scores_of_another_dataset_config_split_or_version_are_refused(
+    converted_dir, fixture_dataset, scores_file, tmp_path, capsys
+):
+    """Rows are matched by row_index, which every split numbers from 0: the scores must be of this very split."""
+    good = load_scores(scores_file)
+    recorded = dict(good.dataset)
+    more = len(good.row_index)
+    cases = [
+        (dict(recorded, name=str(tmp_path / "other-data")), f"scores of dataset {tmp_path / 'other-data'}, but"),
+        (dict(recorded, config="referit-unsup-single"), "scores of config 'referit-unsup-single', but training reads"),
+        (dict(recorded, split="val"), "scores of split 'val', but training reads split 'train_pseudo'"),
+        ({}, "the file records no dataset, config and split"),
+        (recorded, f"{more + 1} rows scored, but split 'train_pseudo' of {CONFIG} has {more} expressions (1 scored"),
+    ]
+    for number, (dataset, message) in enumerate(cases):
+        scores = replace(good, dataset=dataset)
+        if number == len(cases) - 1:  # scores of a bigger version of the split: one row the split does not have
+            scores = replace(
+                scores,
+                row_index=np.append(good.row_index, 999),
+                reliability=np.append(good.reliability, np.float32(0.5)),
+                source=np.append(good.source, "template"),
+                pred_boxes=np.vstack([good.pred_boxes, good.pred_boxes[:1]]),
+                target_boxes=np.vstack([good.target_boxes, good.target_boxes[:1]]),
+            )
+        folder = tmp_path / f"scores{number}"
+        save_scores(scores, folder, plot=False)
+        out = tmp_path / f"run{number}"
+        argv = ["--model_name_or_path", str(converted_dir), "--dataset", str(fixture_dataset)]
+        argv += ["--dataset_config", CONFIG, "--output_dir", str(out), "--num_workers", "0", "--cpu"]
+        line = _refused(capsys, [*argv, "--curriculum_scores", str(folder / "scores.parquet")])
+        assert line.startswith(f"error: --curriculum_scores {folder / 'scores.parquet'}: ") and message in line, line
+        assert not (out / "checkpoints").exists() and not (out / "log.jsonl").exists()
+
+
+def test_nan_reliabilities_never_reach_training(converted_dir, fixture_dataset, scores_file, tmp_path, capsys):
+    """A NaN row would silently fall out of a threshold pool or rank last in easy_to_hard: the file is refused."""
+    table = pq.read_table(scores_file)
+    column = table.schema.get_field_index("reliability")
+    values = table.column("reliability").to_numpy().copy()
+    values[3] = np.nan
+    pq.write_table(
+        table.set_column(column, "reliability", pa.array(values, pa.float32())), tmp_path / "scores.parquet"
+    )
+    argv = ["--model_name_or_path", str(converted_dir), "--dataset", str(fixture_dataset), "--dataset_config", CONFIG]
+    argv += ["--output_dir", str(tmp_path / "run"), "--num_workers", "0", "--cpu"]
+    for pool in ("threshold", "easy_to_hard"):
+        line = _refused(
+            capsys, [*argv, "--curriculum_scores", str(tmp_path / "scores.parquet"), "--curriculum_pool", pool]
+        )
+        assert "1 rows hold a NaN or infinite reliability or predicted box, e.g. row_index [3]" in line, line
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -1,6 +1,7 @@
 """The training command refuses bad input before any work, never mixes two runs, never unpickles code on resume."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -149,15 +150,66 @@ def test_resuming_never_runs_code_from_the_checkpoint(capsys, one_epoch_run, tmp
     marker = tmp_path / "ran"
     crafted = checkpoint / "custom_checkpoint_0.pkl"  # accelerate unpickles this with weights_only=False
     torch.save(Payload(marker), crafted)
-    args = [*args, "--num_epochs", "2", "--resume_from_checkpoint", "latest"]
+    args = [*args, "--resume_from_checkpoint", "latest"]
     err = _exit_message(capsys, args)
     assert "holds custom_checkpoint_0.pkl" in err and "never loaded" in err and not marker.exists()
     crafted.unlink()
-    state = train.main(args)
-    assert state["epoch"] == 2 and not marker.exists()
+    state = train.main(args)  # the finished run resumes (and has nothing left to train)
+    assert state["epoch"] == 1 and not marker.exists()
     assert "resumed from" in capsys.readouterr().out
 
     torch.save({"state": Payload(marker), "param_groups": []}, checkpoint / "optimizer.bin")
     err = _exit_message(capsys, [*args[:-1], str(checkpoint)])
     assert "cannot be loaded safely" in err and "weights_only=False" not in err
     assert not marker.exists()
+
+
+def _with_output_dir(args: list[str], out: Path) -> list[str]:
+    args = list(args)
+    args[args.index("--output_dir") + 1] = str(out)
+    return args
+
+
+def test_another_runs_checkpoint_is_not_resumed_into_a_used_output_dir(capsys, one_epoch_run, tmp_path):
+    run, args = one_epoch_run
+    used = tmp_path / "used"
+    _earlier_run(used)
+    before = sorted(str(p.relative_to(used)) for p in used.rglob("*"))
+    checkpoint = run / "checkpoints" / "epoch_0"
+    err = _exit_message(capsys, [*_with_output_dir(args, used), "--resume_from_checkpoint", str(checkpoint)])
+    assert f"--resume_from_checkpoint {checkpoint} is not a checkpoint of --output_dir {used}" in err
+    assert "holds an earlier run (checkpoints, best, log.jsonl)" in err and "--overwrite_output_dir" in err
+    assert sorted(str(p.relative_to(used)) for p in used.rglob("*")) == before  # its checkpoints are kept
+    assert (used / "log.jsonl").read_text() == '{"epoch": 0}\n'  # and its log is not mixed with another run
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--learning_rate", "1e-3"], "--learning_rate 0.001 differs from the 0.00025 of the run in"),
+        (["--num_epochs", "2"], "--num_epochs 2 differs from the 1 of the run in"),
+        (["--train_steps", "5"], "--train_steps 5 differs from the None of the run in"),
+    ],
+)
+def test_resuming_with_another_schedule_is_refused(capsys, one_epoch_run, extra, message):
+    run, args = one_epoch_run
+    log = (run / "log.jsonl").read_text()
+    err = _exit_message(capsys, [*args, *extra, "--resume_from_checkpoint", "latest"])
+    assert message in err and "resume with --" in err
+    assert (run / "log.jsonl").read_text() == log
+
+
+def test_an_unreadable_random_state_file_is_an_error_on_resume(capsys, one_epoch_run, tmp_path):
+    run, args = one_epoch_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    rng = copy / "checkpoints" / "epoch_0" / "random_states_0.pkl"
+    argv = [*_with_output_dir(args, copy), "--resume_from_checkpoint", "latest"]
+    rng.write_bytes(rng.read_bytes()[:40])  # cut off
+    assert "random_states_0.pkl cannot be loaded safely: " in _exit_message(capsys, argv)
+    marker = tmp_path / "ran"
+    torch.save(Payload(marker), rng)
+    err = _exit_message(capsys, argv)
+    assert "random_states_0.pkl cannot be loaded safely: the pickle references" in err and not marker.exists()
+    rng.unlink()
+    assert "random_states_0.pkl cannot be loaded safely: the file is missing" in _exit_message(capsys, argv)

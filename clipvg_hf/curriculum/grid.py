@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import check_output_file, report_usage_errors
+from ..cli import UsageError, check_output_file, first_line, report_usage_errors
 from .plots import plot_histogram_grid
 from .reliability import load_scores
 
@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         specs.append((name, folder))
     cells, names, all_sources = {}, [], set()
     for name, folder in specs:
-        scores = load_scores(folder)
+        try:
+            scores = load_scores(folder)
+        except (OSError, ValueError) as error:  # not a scores file, non-finite reliabilities
+            raise UsageError(f"--scores {name}={folder}: {first_line(error)}") from error
         names.append(name)
         for source in set(scores.source):
             cells[(name, source)] = scores.reliability[scores.source == source].astype(np.float64)

@@ -34,6 +34,7 @@ from .search import OFFICIAL_GRID
 __all__ = [
     "HISTOGRAM_BINS",
     "ReliabilityScores",
+    "check_scores",
     "expression_sources",
     "load_scores",
     "reliability_histogram",
@@ -188,8 +189,29 @@ def _summary(reliability: np.ndarray) -> dict[str, float | int]:
     }
 
 
+def check_scores(scores: ReliabilityScores, where: str) -> None:
+    """Every reliability a number in [0, 1] and every predicted box finite; ``ValueError`` naming ``where`` and the
+    rows otherwise (a NaN would silently fall out of a threshold pool, or rank last in easy_to_hard)."""
+    reliability = np.asarray(scores.reliability, dtype=np.float64)
+    boxes = np.asarray(scores.pred_boxes, dtype=np.float64).reshape(len(reliability), -1)
+    bad = ~np.isfinite(reliability) | ~np.isfinite(boxes).all(axis=1)
+    if bad.any():
+        rows = np.asarray(scores.row_index)[bad][:5].tolist()
+        raise ValueError(
+            f"{where}: {int(bad.sum())} rows hold a NaN or infinite reliability or predicted box, e.g. row_index "
+            f"{rows} (the measurer's weights are broken); score again with a working measurer"
+        )
+    outside = (reliability < 0) | (reliability > 1)
+    if outside.any():
+        rows = np.asarray(scores.row_index)[outside][:5].tolist()
+        raise ValueError(f"{where}: {int(outside.sum())} reliabilities lie outside [0, 1], e.g. row_index {rows}")
+
+
 def save_scores(scores: ReliabilityScores, output_dir: str | Path, plot: bool = True) -> dict[str, Any]:
-    """Write ``scores.parquet``, ``reliability.json`` and (when matplotlib is installed) ``histogram.png``."""
+    """Write ``scores.parquet``, ``reliability.json`` and (when matplotlib is installed) ``histogram.png``.
+
+    Non-finite reliabilities or boxes are refused (see :func:`check_scores`) before anything is written."""
+    check_scores(scores, f"{Path(output_dir) / 'scores.parquet'} not written")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     sha = scores.measurer.get("weights_sha256", "")
@@ -245,7 +267,7 @@ def load_scores(path: str | Path) -> ReliabilityScores:
     if missing:
         raise ValueError(f"{path}: not a reliability file, missing columns {sorted(missing)}")
     meta = table.schema.metadata or {}
-    return ReliabilityScores(
+    scores = ReliabilityScores(
         row_index=table.column("row_index").to_numpy(),
         reliability=table.column("reliability").to_numpy().astype(np.float32),
         source=np.array(table.column("source").to_pylist(), dtype=object),
@@ -254,3 +276,5 @@ def load_scores(path: str | Path) -> ReliabilityScores:
         measurer=json.loads(meta.get(b"clipvg_measurer", b"{}")),
         dataset=json.loads(meta.get(b"clipvg_dataset", b"{}")),
     )
+    check_scores(scores, str(path))
+    return scores

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from .reliability import load_scores
+from .reliability import expression_sources, load_scores
 
 __all__ = [
     "POOLS",
     "CurriculumSampler",
+    "check_scores_of_split",
     "easy_to_hard_pool",
     "reliability_of_rows",
     "sampler_from_scores",
@@ -113,6 +115,46 @@ def reliability_of_rows(scores_path: str | Path, row_index: Sequence[int]) -> np
             f"row_index {missing[:5]} (score the same split and sources)"
         )
     return np.array([scores[int(r)] for r in row_index], dtype=np.float64)
+
+
+def _same_dataset(recorded: str, given: str) -> bool:
+    """The same dataset name, or two spellings of the same local folder."""
+    if recorded == given:
+        return True
+    first, second = Path(recorded).expanduser(), Path(given).expanduser()
+    return first.is_dir() and second.is_dir() and first.resolve() == second.resolve()
+
+
+def check_scores_of_split(scores_path: str | Path, dataset: str, config: str, split_name: str, split: Any) -> None:
+    """Refuse a scores file of another dataset, config, split or version of the split (rows are matched by
+    ``row_index``, which every converted split numbers from 0: scores of another dataset would silently apply).
+
+    The file's recorded dataset (``clipvg-curriculum score`` writes name, config, split and sources) must be
+    ``dataset`` / ``config`` / ``split_name``, and its rows exactly the expressions of ``split`` (of the scored
+    sources). ``ValueError`` says what differs.
+    """
+    scores = load_scores(scores_path)
+    recorded = scores.dataset or {}
+    if not all(recorded.get(key) for key in ("name", "config", "split")):
+        raise ValueError(
+            "the file records no dataset, config and split (it was not written by clipvg-curriculum score); "
+            "score the training split again"
+        )
+    if not _same_dataset(str(recorded["name"]), str(dataset)):
+        raise ValueError(f"scores of dataset {recorded['name']}, but training reads --dataset {dataset}")
+    for key, given in (("config", config), ("split", split_name)):
+        if recorded[key] != given:
+            raise ValueError(f"scores of {key} {recorded[key]!r}, but training reads {key} {given!r}")
+    sources = recorded.get("sources")
+    expected = {row for row, source in expression_sources(split).items() if not sources or source in sources}
+    scored = {int(row) for row in scores.row_index}
+    if len(scores.row_index) != len(expected) or scored != expected:
+        of = f" of sources {sources}" if sources else ""
+        raise ValueError(
+            f"{len(scores.row_index)} rows scored, but split {split_name!r} of {config} has {len(expected)} "
+            f"expressions{of} ({len(scored - expected)} scored rows are not in it): scores of another version of "
+            "the dataset; score it again"
+        )
 
 
 def sampler_from_scores(

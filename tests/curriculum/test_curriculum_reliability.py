@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from accelerate import Accelerator
@@ -113,3 +114,64 @@ def test_bad_inputs_name_the_file(tmp_path):
         read_row_indices(rows)
     rows.write_text("3\n4\n")
     assert read_row_indices(rows) == [3, 4]
+
+
+def _scores(reliability, pred_box=0.5):
+    from clipvg_hf.curriculum import ReliabilityScores
+
+    n = len(reliability)
+    boxes = np.full((n, 4), pred_box, dtype=np.float32)
+    dataset = {"name": "data", "config": CONFIG, "split": "train_pseudo", "sources": None}
+    return ReliabilityScores(
+        np.arange(n), np.array(reliability, np.float32), np.array(["template"] * n), boxes, boxes, {}, dataset
+    )
+
+
+def test_non_finite_reliabilities_are_refused_when_written_and_when_read(tmp_path):
+    with pytest.raises(ValueError, match=r"scores.parquet not written: 2 rows hold a NaN or infinite reliability"):
+        save_scores(_scores([0.5, float("nan"), float("nan")]), tmp_path / "w", plot=False)
+    scores = _scores([0.5, 0.2, 0.1])
+    scores.pred_boxes[1, 0] = float("inf")
+    with pytest.raises(
+        ValueError, match=r"1 rows hold a NaN or infinite reliability or predicted box, e\.g\. row_index \[1\]"
+    ):
+        save_scores(scores, tmp_path / "w", plot=False)
+    assert not (tmp_path / "w" / "scores.parquet").exists()
+    save_scores(_scores([0.5, 0.2, 0.1]), tmp_path / "r", plot=False)
+    table = pq.read_table(tmp_path / "r" / "scores.parquet")  # a file broken after the fact (or by another writer)
+    column = table.schema.get_field_index("reliability")
+    for values, message in (
+        ([0.5, None, 0.1], r"r/scores.parquet: 1 rows hold a NaN or infinite reliability .* row_index \[1\]"),
+        ([0.5, float("inf"), 0.1], r"1 rows hold a NaN or infinite reliability"),
+        ([0.5, 0.2, 1.5], r"1 reliabilities lie outside \[0, 1\], e\.g\. row_index \[2\]"),
+    ):
+        broken = table.set_column(column, "reliability", pa.array(values, pa.float32()))
+        pq.write_table(broken, tmp_path / "r" / "scores.parquet")
+        with pytest.raises(ValueError, match=message):
+            load_scores(tmp_path / "r")
+
+
+def test_scoring_with_a_broken_measurer_is_one_line_and_writes_nothing(
+    converted_dir, fixture_dataset, tmp_path, capsys
+):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from clipvg_hf.curriculum.score import main
+
+    measurer = tmp_path / "measurer"
+    shutil.copytree(converted_dir, measurer)
+    weights = load_file(measurer / "model.safetensors")
+    weights["box_head.layers.0.weight"][0, 0] = float("nan")
+    save_file(weights, measurer / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "scores"
+    argv = ["--model_name_or_path", str(measurer), "--dataset", str(fixture_dataset), "--dataset_config", CONFIG]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--output_dir", str(out), "--cpu", "--no_plot"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1].startswith(f"error: --model_name_or_path {measurer}: 1 weight tensors hold NaN")
+    )
+    assert not (out / "scores.parquet").exists()
