@@ -5,7 +5,9 @@ Example (the unsupervised single-source pack, all six datasets):
     clipvg-convert-splits --split_root /data/unsup_single_source \
         --image_root /data/image_data --setting unsup-single --output_dir /data/clipvg-hf
 
-Run it once per pack (setting) into the same output folder; the dataset card lists every config present.
+Run it once per pack (setting) into the same output folder; the dataset card lists every config present. Each run
+writes a staged copy of the folder and swaps it in at the end: a failed or killed run leaves the folder as it was.
+A folder holding another kind of dataset (pseudo-labels, or a card not written here) is refused.
 Then ``datasets.load_dataset("/data/clipvg-hf", "refcoco-unsup-single")``. Also ``python -m clipvg_hf.convert_splits``
 and, from a checkout, ``python data_scripts/convert_splits.py``.
 """
@@ -17,6 +19,7 @@ import sys
 
 from .cli import check_output_dir, exit_usage_error, non_negative_float, positive_int, report_usage_errors
 from .data import DATASETS, SETTINGS, ConversionError, SplitFileError, convert_pack, format_summary
+from .data.staging import dataset_folder_problem
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_file and (not args.datasets or len(args.datasets) != 1):
         exit_usage_error("--train_file needs exactly one --datasets entry")
     check_output_dir(args.output_dir)
+    problem = dataset_folder_problem(args.output_dir, "converted")  # another kind of dataset: refused up front
+    if problem is not None:
+        exit_usage_error(problem)
     try:
         reports, rejects = convert_pack(
             args.split_root,

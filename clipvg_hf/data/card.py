@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from .registry import EVAL_SPLITS
+from .staging import write_text_atomic
 
 __all__ = ["config_entry", "register_config", "write_configs", "write_dataset_card"]
 
@@ -50,8 +51,8 @@ def write_configs(
     data.update(metadata or {})
     data["configs"] = [*kept, *(dict(entry) for entry in entries)]
     text = body if body is not None else (old.text if old is not None else _SELECTIONS_BODY)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    DatasetCard(f"---\n{DatasetCardData(**data).to_yaml()}\n---\n{text}").save(path)
+    card = DatasetCard(f"---\n{DatasetCardData(**data).to_yaml()}\n---\n{text}")
+    write_text_atomic(path, str(card))  # replaced, never rewritten in place (see .staging)
     return path
 
 

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from .splits import (
     same_rows,
     separate_source_files,
 )
+from .staging import dataset_folder_problem, staged_folder, write_text_atomic
 
 __all__ = [
     "EVAL_SPLITS",
@@ -483,8 +485,10 @@ def _read_and_check(
 
 
 def _write_checked(checked: _CheckedDataset, output_dir: str | Path, num_shards: int, embed_images: bool) -> None:
-    """Write the parquet shards of a checked dataset and count every file's rows into its reports."""
+    """Write the parquet shards of a checked dataset (its config folder replaced whole: no split of an earlier
+    conversion is left in it) and count every file's rows into its reports."""
     cfg = checked.config
+    shutil.rmtree(Path(output_dir) / cfg, ignore_errors=True)
     for split, metas in zip(checked.splits, checked.metas, strict=True):
         shards = _write_shards(
             _group_by_image(split.rows), metas, Path(output_dir) / cfg, split.name, num_shards, embed_images
@@ -532,9 +536,12 @@ def convert_dataset(
     on the first bad row or file unless ``collect_rejects``, in which case bad rows
     are returned as :class:`Reject` records (and counted in the reports) and everything else is written. Boxes may
     exceed the image by ``box_tolerance`` pixels (annotation rounding) before they count as outside it. Everything
-    is checked before anything is written, so an error leaves ``output_dir`` as it was.
+    is checked before anything is written, and the new version is written beside ``output_dir`` and swapped in at
+    the end (:func:`~clipvg_hf.data.staging.staged_folder`), so an error or a killed run leaves ``output_dir`` as it
+    was. An ``output_dir`` holding another kind of dataset is refused.
     """
     _check_num_shards(num_shards)
+    _check_output_dir(output_dir)
     checked = _read_and_check(
         split_root,
         image_root,
@@ -544,9 +551,10 @@ def convert_dataset(
         box_tolerance=box_tolerance,
         train_file=train_file,
     )
-    _write_checked(checked, output_dir, num_shards, embed_images)
-    write_conversion_log(output_dir, checked.reports, checked.rejects, setting)
-    write_dataset_card(output_dir)
+    with staged_folder(output_dir) as stage:
+        _write_checked(checked, stage, num_shards, embed_images)
+        write_conversion_log(stage, checked.reports, checked.rejects, setting)
+        write_dataset_card(stage)
     return checked.reports, checked.rejects
 
 
@@ -566,12 +574,14 @@ def convert_pack(
     """Convert every dataset folder of one pack (or the listed ones) into ``output_dir``.
 
     A folder under ``split_root`` that is not an official dataset key is an error (or a file-level reject). Every
-    dataset is checked before any is written.
+    dataset is checked before any is written; all of them are written into one staged version of ``output_dir``,
+    swapped in at the end (see :func:`convert_dataset`).
     """
     root = Path(split_root)
     if not root.is_dir():
         raise ConversionError(f"{root}: split root not found")
     _check_num_shards(num_shards)
+    _check_output_dir(output_dir)
     extra: list[Reject] = []
     reports: list[FileReport] = []
     if datasets is None:
@@ -604,16 +614,24 @@ def convert_pack(
         for name in datasets
     ]
     rejects: list[Reject] = list(extra)
-    for one in checked:
-        _write_checked(one, output_dir, num_shards, embed_images)
-        write_conversion_log(output_dir, one.reports, one.rejects, setting)
-        reports += one.reports
-        rejects += one.rejects
-    if checked:
-        write_dataset_card(output_dir)
-    if extra:
-        write_conversion_log(output_dir, [], extra, setting)
+    with staged_folder(output_dir) as stage:
+        for one in checked:
+            _write_checked(one, stage, num_shards, embed_images)
+            write_conversion_log(stage, one.reports, one.rejects, setting)
+            reports += one.reports
+            rejects += one.rejects
+        if checked:
+            write_dataset_card(stage)
+        if extra:
+            write_conversion_log(stage, [], extra, setting)
     return reports, rejects
+
+
+def _check_output_dir(output_dir: str | Path) -> None:
+    """An output folder that is a file or holds another kind of dataset (pseudo-labels, ...) is refused."""
+    problem = dataset_folder_problem(output_dir, "converted")
+    if problem is not None:
+        raise ConversionError(problem)
 
 
 def write_conversion_log(
@@ -626,15 +644,14 @@ def write_conversion_log(
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     for config in {r.config for r in reports}:
         log[config] = {"setting": setting, "files": [asdict(r) for r in reports if r.config == config]}
-    log_path.write_text(json.dumps(log, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(log_path, json.dumps(log, indent=1, sort_keys=True) + "\n")
     by_config: dict[str, list[Reject]] = {}
     for reject in rejects:
         by_config.setdefault(reject.config, []).append(reject)
     for config in {r.config for r in reports} | set(by_config):
         path = out / "rejects" / f"{config}.jsonl"
         if config in by_config:
-            path.parent.mkdir(exist_ok=True)
-            path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in by_config[config]))
+            write_text_atomic(path, "".join(json.dumps(asdict(r)) + "\n" for r in by_config[config]))
         elif path.is_file():
             path.unlink()
 
