@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 
 __all__ = [
     "UsageError",
+    "check_dataset_name",
     "check_number",
     "check_output_file",
     "exit_usage_error",
@@ -130,6 +131,20 @@ def check_output_dir(path: str | Path, name: str = "--output_dir") -> Path:
     if path.exists() and not path.is_dir():
         raise UsageError(f"{name} {path} is a file, not a folder")
     return path
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_dataset_name(name: str, argument: str) -> str:
+    """A dataset or config name that becomes a folder name: letters, digits, ``.``, ``_``, ``-`` (no path separator,
+    no ``..``, nothing a ``data_files`` pattern would read as a wildcard); raises :class:`UsageError` otherwise."""
+    if not _NAME.fullmatch(name) or ".." in name or len(name) > 100:
+        raise UsageError(
+            f"{argument} {name!r}: not a name (it names a folder of the output): use letters, digits, '.', '_' and "
+            "'-', starting with a letter or digit, without '..', no path separator, at most 100 characters"
+        )
+    return name
 
 
 def looks_local(name: str) -> bool:

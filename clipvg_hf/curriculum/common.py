@@ -10,7 +10,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli import UsageError, check_model_source, check_output_dir, finite_float, load_split_checked, positive_int
+from ..cli import (
+    UsageError,
+    check_dataset_name,
+    check_model_source,
+    check_output_dir,
+    finite_float,
+    load_split_checked,
+    positive_int,
+)
 from ..data import load_split
 from .reliability import expression_sources
 from .runner import CachedTrainer, ScoreCommand, ScoreFn, TrainResult, TrainScriptTrainer, min_global_batch
@@ -146,6 +154,8 @@ def parse_curriculum_args(parser: argparse.ArgumentParser, argv: list[str] | Non
     if getattr(args, "measurer", None):
         check_model_source(args.measurer, "--measurer")
     check_output_dir(args.output_dir)
+    if getattr(args, "output_config", None):  # it names the folder of the selected config
+        check_dataset_name(args.output_config, "--output_config")
     try:
         shlex.split(args.score_args), shlex.split(args.launcher)
     except ValueError as error:
@@ -174,6 +184,8 @@ def prepare_run(
     args = parse_curriculum_args(parser, argv)
     trainer, scorer, _ = build_backends(args)
     by_source = source_rows(args.dataset, args.config, args.split)
-    name = args.output_config or selected_config_name(args.config, method)
+    name = args.output_config or check_dataset_name(
+        selected_config_name(args.config, method), "--output_config (default, from --dataset_config)"
+    )
     writer = selection_writer(args.dataset, args.config, args.split, Path(args.output_dir) / "dataset", name)
     return args, trainer, scorer, by_source, writer

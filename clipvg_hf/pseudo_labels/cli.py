@@ -9,7 +9,9 @@ Stages: (1) detections (+ attributes, + captions) per shard of ``--shard_size`` 
 skips finished shards; (2) on the main process, template / relation / caption labels from those detections, written
 as ``<name>-unsup-single`` and ``<name>-unsup-multi`` configs with a dataset card. ``--labels_only`` reruns (2) alone.
 ``--official_splits DIR`` then also writes those labels as the official CLIP-VG split files (:mod:`.official_splits`).
-Models, the input and every setting are checked before any work: a bad one is a one-line error, exit status 2.
+Models, the input, the output folder, the name and every setting are checked before any work: a bad one is a one-line
+error, exit status 2. A finished shard is skipped only while every image of it has the size and SHA-256 recorded with
+it; the labels stage writes a staged version of ``--output_dir`` swapped in at the end.
 """
 
 from __future__ import annotations
@@ -155,6 +157,7 @@ def _check(args: argparse.Namespace) -> dict[str, Any]:
     if args.relations not in ("geometric", "none") and ":" not in args.relations:
         _fail(f"--relations {args.relations!r}: expected geometric, none or module:callable")
     _check_official_splits(args)
+    _check_output(args)
     infos: dict[str, Any] = {}
     if args.labels_only:
         _check_detections(Path(args.output_dir))
@@ -255,6 +258,42 @@ def _check_official_splits(args: argparse.Namespace) -> None:
     problem = target_problem(args.official_splits, args.overwrite_official_splits)
     if problem:
         _fail(problem)
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """``--output_dir`` must be a folder holding no other dataset; ``--name`` (default: the recorded name of an earlier
+    run there, else the input's name) a plain name, the one an earlier run there used."""
+    from ..cli import UsageError, check_dataset_name
+    from ..data.staging import dataset_folder_problem
+
+    problem = dataset_folder_problem(args.output_dir, "pseudo-labels")
+    if problem:
+        _fail(problem)
+    manifest = Path(args.output_dir) / "pseudo_labels.json"
+    recorded = None
+    if manifest.is_file():
+        try:
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))["name"]
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            _fail(f"{manifest}: unreadable record of an earlier run ({type(err).__name__}); give another --output_dir")
+    if args.name is not None and recorded is not None and args.name != recorded:
+        _fail(
+            f"--name {args.name!r}: --output_dir {args.output_dir} holds the pseudo-labels named {recorded!r}; "
+            f"rerun with --name {recorded} or give another --output_dir"
+        )
+    argument = "--name"
+    if args.name is None:
+        if recorded is not None:
+            args.name = recorded
+        else:
+            source = next(flag for flag in ("image_dir", "dataset", "output_dir") if getattr(args, flag))
+            value = getattr(args, source)
+            args.name = Path(value).resolve().name if source != "dataset" else Path(value).name
+            argument = f"--name (default, from --{source})"
+    try:
+        check_dataset_name(args.name, argument)
+    except UsageError as err:
+        _fail(f"{err}{'; give --name' if argument != '--name' else ''}")
 
 
 def _records(args: argparse.Namespace) -> tuple[Iterator[Any], int | None, str]:
@@ -378,9 +417,24 @@ def detect_shard(records: Sequence[Any], stages: dict[str, Any], batch_size: int
     return items, rejects
 
 
+def _stale_image(side: dict[str, Any], shard: Sequence[Any]) -> str | None:
+    """Why a finished shard no longer fits its images (one whose size or SHA-256 changed), or None."""
+    from .detections import fingerprint_change, image_fingerprint
+
+    recorded = side.get("images")
+    if recorded is None:
+        return "it records no image fingerprints (an earlier version made it)"
+    for record in shard:
+        change = fingerprint_change(recorded.get(record.file_name), image_fingerprint(record))
+        if change is not None:
+            return f"image {record.file_name!r} changed since ({change})"
+    return None
+
+
 def run_detections(args: argparse.Namespace, infos: dict[str, Any], state: Any) -> None:
-    """Stage 1 on this process: its shards, skipping the finished ones (same settings) and refusing others."""
-    from .detections import read_shard_side, write_detection_shard
+    """Stage 1 on this process: its shards, skipping the finished ones (same settings, same images: names, sizes
+    and SHA-256), detecting again those whose images changed, and refusing others."""
+    from .detections import image_fingerprint, read_shard_side, write_detection_shard
 
     records, total, _ = _records(args)
     folder = Path(args.output_dir) / "detections"
@@ -403,10 +457,14 @@ def run_detections(args: argparse.Namespace, infos: dict[str, Any], state: Any) 
             )
             if done != sorted(r.file_name for r in shard):
                 _fail(f"{path}: made from other images than shard {number} of this input; use another --output_dir")
-            continue
+            stale = _stale_image(side, shard)
+            if stale is None:
+                continue
+            print(f"note: {path}: {stale}; detecting the shard again", file=sys.stderr)
         stages = stages or _build_stages(args, infos, device)
+        fingerprints = {r.file_name: image_fingerprint(r) for r in shard}
         items, rejects = detect_shard(shard, stages, args.batch_size)
-        write_detection_shard(path, items, rejects, settings)
+        write_detection_shard(path, items, rejects, settings, fingerprints)
     bar.close()
 
 
@@ -432,7 +490,7 @@ def run_labels(args: argparse.Namespace, name: str) -> dict[str, Any]:
     from .captions import CaptionMatcher
     from .detections import read_shard_side
     from .templates import TemplateEngine
-    from .writer import Labeler, write_dataset
+    from .writer import ImageChangedError, Labeler, write_dataset
 
     output_dir = Path(args.output_dir)
     shards = sorted((output_dir / "detections").glob("shard-*.parquet"))
@@ -450,8 +508,9 @@ def run_labels(args: argparse.Namespace, name: str) -> dict[str, Any]:
     )
     rejects = [r for side in sides for r in side["rejects"]]
     rejects_path = Path(args.rejects) if args.rejects else output_dir / "rejects.jsonl"
-    rejects_path.parent.mkdir(parents=True, exist_ok=True)
-    rejects_path.write_text("".join(json.dumps(r) + "\n" for r in rejects))
+    rejects_text = "".join(json.dumps(r) + "\n" for r in rejects)
+    inside = rejects_path.resolve().is_relative_to(output_dir.resolve())
+    files = {rejects_path.resolve().relative_to(output_dir.resolve()).as_posix(): rejects_text} if inside else {}
     manifest = {
         "models": sides[0]["meta"]["models"],
         "rejected": len(rejects),
@@ -463,7 +522,14 @@ def run_labels(args: argparse.Namespace, name: str) -> dict[str, Any]:
             "caption_query": args.caption_query,
         },
     }
-    counts = write_dataset(output_dir, name, shards, labeler, args.seed, manifest)
+    try:  # one staged version of output_dir (the rejects report inside it too), swapped in at the end
+        counts = write_dataset(output_dir, name, shards, labeler, args.seed, manifest, files)
+    except ImageChangedError as err:
+        _fail(str(err))
+    if not inside:
+        from ..data.staging import write_text_atomic
+
+        write_text_atomic(rejects_path, rejects_text)
     summary = {**counts.as_dict(), "rejected": len(rejects), "rejects_file": str(rejects_path)}
     if args.official_splits is not None:
         from .official_splits import OfficialSplitsError, write_official_splits
@@ -483,13 +549,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     from accelerate import PartialState
 
     state = PartialState(cpu=args.cpu)
-    name = args.name or (
-        Path(args.image_dir).resolve().name
-        if args.image_dir
-        else Path(args.dataset).name
-        if args.dataset
-        else Path(args.output_dir).resolve().name
-    )
+    name = args.name  # checked (and defaulted) by _check
     if not args.labels_only:
         run_detections(args, infos, state)
         state.wait_for_everyone()

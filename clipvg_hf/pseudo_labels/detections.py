@@ -13,6 +13,7 @@ to ``detections/shard-NNNNN.parquet`` (one row per image), so labels can be rege
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -40,8 +41,9 @@ __all__ = [
     "detections_schema",
     "folder_images",
     "missing_image_files",
-    "load_image",
     "image_bytes",
+    "image_fingerprint",
+    "load_image",
     "read_detection_shard",
     "read_shard_side",
     "write_detection_shard",
@@ -311,16 +313,25 @@ def _row(item: DetectedImage) -> dict[str, Any]:
 
 
 def write_detection_shard(
-    path: Path, items: Sequence[DetectedImage], rejects: Sequence[Reject], meta: dict[str, Any]
+    path: Path,
+    items: Sequence[DetectedImage],
+    rejects: Sequence[Reject],
+    meta: dict[str, Any],
+    fingerprints: dict[str, Any] | None = None,
 ) -> None:
-    """Write one shard atomically (``.tmp`` then rename) with its rejects and run settings beside it.
+    """Write one shard atomically (``.tmp`` then rename) with its rejects, run settings and the fingerprint of
+    every image it was made from (``file name -> {"size", "sha256"}``, :func:`image_fingerprint`) beside it.
 
-    The parquet file is written last, so its presence means the shard is complete (resume skips it).
+    The parquet file is written last, so its presence means the shard is complete (resume skips it while every
+    fingerprint still matches).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     side = path.with_suffix(".json")
     side_tmp = side.with_name(side.name + ".tmp")
-    side_tmp.write_text(json.dumps({"meta": meta, "rejects": [asdict(r) for r in rejects]}, indent=1) + "\n")
+    record = {"meta": meta, "rejects": [asdict(r) for r in rejects]}
+    if fingerprints is not None:
+        record["images"] = fingerprints
+    side_tmp.write_text(json.dumps(record, indent=1) + "\n")
     os.replace(side_tmp, side)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(pa.Table.from_pylist([_row(i) for i in items], schema=detections_schema()), tmp)
@@ -378,3 +389,27 @@ def image_bytes(record: ImageRecord) -> bytes:
         return record.data
     with open(record.path, "rb") as handle:
         return handle.read()
+
+
+def fingerprint_of(data: bytes) -> dict[str, Any]:
+    """Size and SHA-256 of an image's bytes: what a shard's detections were made from."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def image_fingerprint(record: ImageRecord) -> dict[str, Any] | None:
+    """:func:`fingerprint_of` the record's bytes now, or None when they cannot be read (a rejected image)."""
+    try:
+        return fingerprint_of(image_bytes(record))
+    except (OSError, TypeError):
+        return None
+
+
+def fingerprint_change(recorded: dict[str, Any] | None, now: dict[str, Any] | None) -> str | None:
+    """How an image differs from the one a shard was made from (size, then content), or None when it is the same."""
+    if recorded == now:
+        return None
+    if recorded is None or now is None:
+        return "was unreadable" if recorded is None else "can no longer be read"
+    if recorded["size"] != now["size"]:
+        return f"size {recorded['size']} -> {now['size']} bytes"
+    return "same size, other content (SHA-256)"

@@ -12,15 +12,15 @@ process, after the labels stage), written under ``DIR`` as the official packs la
 ``<key>`` is an official dataset key; it fixes the row layout, as the official ``post_process.py`` writes it:
 ``[image, 'useless placeholder', box, expression, 'useless placeholder']`` with box ``x, y, w, h`` (unc, unc+, gref,
 gref_umd) or ``x1, y1, x2, y2`` (referit), and ``[image, [x1, y1, x2, y2], expression]`` for flickr. Rows hold plain
-Python types only (``torch.load(weights_only=True)`` reads them without an allow-list); every file is written to a
-temporary name and renamed into place. A source without labels gets no ``train_separate`` file (an empty split
-file is refused by the project's converter).
+Python types only (``torch.load(weights_only=True)`` reads them without an allow-list). ``DIR`` is written as one
+staged version swapped in at the end (:func:`clipvg_hf.data.staging.staged_folder`), so an error or a killed run
+leaves the earlier files as they were, never some of each. A source without labels gets no ``train_separate`` file
+(an empty split file is refused by the project's converter).
 """
 
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import torch
 
 from ..data.registry import DATASETS
 from ..data.splits import image_path_problem
+from ..data.staging import staged_folder, write_bytes_atomic
 from .detections import image_bytes, read_detection_shard
 
 __all__ = [
@@ -161,44 +162,40 @@ def _images_to_write(detection_shards: Sequence[Path], wanted: set[str]) -> Iter
 def _save_atomic(rows: list[list[Any]], path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(rows, buffer)
-    _write_bytes_atomic(buffer.getvalue(), path)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
-def _write_bytes_atomic(data: bytes, path: Path) -> None:
-    """Write ``data`` to a temporary name beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _link_images(folder: Path, link: Path) -> str | None:
-    """Make ``link`` point at the image folder (replacing an earlier link); the reason when it cannot."""
+def _link_images(folder: Path, link: Path, shown: Path) -> str | None:
+    """Make ``link`` (``shown`` once in place) point at the image folder (replacing an earlier link); the reason
+    when it cannot."""
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.is_symlink():
         link.unlink()
     elif link.exists():
-        return f"{link} exists and is not a link; left as it is"
+        return f"{shown} exists and is not a link; left as it is"
     try:
         link.symlink_to(folder, target_is_directory=True)
     except OSError as err:  # a file system without symbolic links
-        return f"cannot link {link} to {folder}: {err}"
+        return f"cannot link {shown} to {folder}: {err.strerror or err}"
     return None
 
 
 def _place_images(
-    image_dir: Path, folder: Path | None, detection_shards: Sequence[Path], names: set[str]
+    image_dir: Path, shown: Path, folder: Path | None, detection_shards: Sequence[Path], names: set[str]
 ) -> tuple[str, str | None]:
-    """Put the images where the official loader looks: a link to ``folder``, or (no folder) the labelled images
-    written once; returns where they are and a note when the link could not be made."""
+    """Put the images where the official loader looks (``image_dir``, ``shown`` in messages: its final place): a
+    link to ``folder``, or (no folder) the labelled images written once; returns where they are and a note when
+    the link could not be made."""
     if folder is not None:
-        note = _link_images(folder, image_dir) if folder.is_dir() else f"image folder {folder} not found: link it"
-        return f"{image_dir} -> {folder} (a link; the images are not copied)", note
+        note = (
+            _link_images(folder, image_dir, shown) if folder.is_dir() else f"image folder {folder} not found: link it"
+        )
+        return f"{shown} -> {folder} (a link; the images are not copied)", note
     if image_dir.is_symlink():  # an earlier run's link: never write into the folder it points at
         image_dir.unlink()
     for file_name, data in _images_to_write(detection_shards, names):
-        _write_bytes_atomic(data, image_dir / file_name)
-    return f"{image_dir} ({len(names)} images written: the input's images are not files under their names)", None
+        write_bytes_atomic(image_dir / file_name, data)
+    return f"{shown} ({len(names)} images written: the input's images are not files under their names)", None
 
 
 def write_official_splits(
@@ -215,17 +212,28 @@ def write_official_splits(
         problem = image_path_problem(file_name)
         if problem:
             raise OfficialSplitsError(f"--official_splits: {problem} (file name of a generated label)")
-    stale = [
-        p
-        for p in existing_split_files(target)
-        if p.parent != target and p.relative_to(target).as_posix() not in files  # only under the split roots
-    ]
-    for relative, rows in files.items():
-        _save_atomic(rows, target / relative)
-    for path in stale:
-        path.unlink()
     folder = _image_folder(detection_shards)
-    images, note = _place_images(target / IMAGE_ROOT / DATASETS[key].image_dir, folder, detection_shards, names)
+    with staged_folder(target) as stage:  # all files or none: a killed run never mixes two runs' files
+        stale = [
+            p
+            for p in existing_split_files(stage)
+            if p.parent != stage and p.relative_to(stage).as_posix() not in files  # only under the split roots
+        ]
+        for relative, rows in files.items():
+            _save_atomic(rows, stage / relative)
+        for path in stale:
+            path.unlink()
+        image_dir = Path(IMAGE_ROOT) / DATASETS[key].image_dir
+        images, note = _place_images(stage / image_dir, target / image_dir, folder, detection_shards, names)
+        summary = _summary(target, key, files, images, note)
+        _write_readme(stage, summary, folder)
+    return summary
+
+
+def _summary(
+    target: Path, key: str, files: dict[str, list[list[Any]]], images: str, note: str | None
+) -> dict[str, Any]:
+    """What was written under ``target`` and the arguments of the original code."""
     summary = {
         "dataset": key,
         "files": {relative: len(rows) for relative, rows in files.items()},
@@ -243,7 +251,6 @@ def write_official_splits(
     }
     if note:
         summary["note"] = note
-    _write_readme(target, summary, folder)
     return summary
 
 
@@ -289,4 +296,4 @@ second, which concatenates `train_separate/` in order):
     clipvg-convert-splits --split_root {roots["multi"]} --image_root {data_root} \\
         --setting unsup-multi --datasets {key} --output_dir OUT
 """
-    _write_bytes_atomic(text.encode(), target / "README.md")
+    write_bytes_atomic(target / "README.md", text.encode())

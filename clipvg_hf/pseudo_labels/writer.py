@@ -14,6 +14,10 @@ split, written by :mod:`clipvg_hf.data.convert`'s shard writer), with two config
 
 Every expression carries its ``source``; the dataset card records the models, every threshold, the seed and the
 counts per source.
+
+The whole output (configs, card, ``pseudo_labels.json``, the rejects report) is written into a staged copy of the
+folder and swapped in at the end (:func:`clipvg_hf.data.staging.staged_folder`): an error or a killed run leaves the
+earlier version as it was. Every image embedded is checked against the fingerprint its detections were made from.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import random
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,12 +37,22 @@ from tqdm.auto import tqdm
 
 from ..data.convert import _ImageMeta, _write_shards
 from ..data.splits import SplitRow, official_box
+from ..data.staging import staged_folder, write_text_atomic
 from .captions import CaptionMatcher
-from .detections import DetectedImage, LoadedImage, image_bytes, load_image, read_detection_shard
+from .detections import (
+    DetectedImage,
+    LoadedImage,
+    fingerprint_change,
+    fingerprint_of,
+    image_bytes,
+    load_image,
+    read_detection_shard,
+    read_shard_side,
+)
 from .relations import GeometricRelations, RelationModel, relation_targets, relation_text
 from .templates import TemplateEngine
 
-__all__ = ["SOURCES", "LabelCounts", "Labeler", "config_names", "write_dataset"]
+__all__ = ["SOURCES", "ImageChangedError", "LabelCounts", "Labeler", "config_names", "write_dataset"]
 
 #: Pseudo-label sources, in the official merge order.
 SOURCES = ("template", "relation", "caption")
@@ -51,6 +65,10 @@ _LABELS = pa.schema(
         ("box", pa.list_(pa.float64(), 4)),
     ]
 )
+
+
+class ImageChangedError(ValueError):
+    """An image's bytes differ from those its detections were made from; nothing was written."""
 
 
 def config_names(name: str) -> tuple[str, str]:
@@ -187,9 +205,31 @@ def write_dataset(
     labeler: Labeler,
     seed: int,
     manifest: dict[str, Any],
+    files: Mapping[str, str] | None = None,
 ) -> LabelCounts:
-    """Label every shard (in order) and write both configs and the dataset card; returns the total counts."""
+    """Label every shard (in order) and write both configs, the dataset card and ``files`` (relative path -> text,
+    e.g. the rejects report) as one staged version of ``output_dir``; returns the total counts.
+
+    Raises :class:`ImageChangedError` (``output_dir`` left as it was) when an image is not the one its detections
+    were made from.
+    """
+    with staged_folder(output_dir) as stage:
+        counts = _write_dataset(stage, name, detection_shards, labeler, seed, manifest)
+        for relative, text in (files or {}).items():
+            write_text_atomic(stage / relative, text)
+    return counts
+
+
+def _write_dataset(
+    output_dir: Path,
+    name: str,
+    detection_shards: Sequence[Path],
+    labeler: Labeler,
+    seed: int,
+    manifest: dict[str, Any],
+) -> LabelCounts:
     work = output_dir / "labels"
+    shutil.rmtree(work, ignore_errors=True)  # a killed earlier run's work files (links into the old version)
     counts = LabelCounts()
     label_files = []
     bar = tqdm(detection_shards, desc="labels", unit="shard", disable=None if len(detection_shards) > 1 else True)
@@ -213,7 +253,7 @@ def write_dataset(
         _finalise(output_dir / config, staging, written)
     shutil.rmtree(work, ignore_errors=True)
     manifest = {**manifest, "name": name, "seed": seed, "configs": [single, multi], "counts": counts.as_dict()}
-    (output_dir / "pseudo_labels.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(output_dir / "pseudo_labels.json", json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     write_card(output_dir, manifest)
     return counts
 
@@ -224,8 +264,13 @@ def _write_shard_files(
     staging: Path,
     written: dict[str, list[Path]],
 ) -> None:
-    """Write one output file per split for the images of one detection shard, through the converter's writer."""
+    """Write one output file per split for the images of one detection shard, through the converter's writer.
+
+    Each image's bytes are read once, checked against the fingerprint recorded with its detections, and embedded
+    from that copy (so the dataset never pairs one image's boxes with another's bytes).
+    """
     wanted = {index for rows in by_split.values() for index in rows}
+    recorded = read_shard_side(shard).get("images")
     staging.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=staging) as scratch:
         metas: dict[str, _ImageMeta] = {}
@@ -233,10 +278,22 @@ def _write_shard_files(
         for item in read_detection_shard(shard):
             if item.record.index not in wanted:
                 continue
-            path = Path(item.record.path) if item.record.data is None else None
-            if path is None:
-                path = Path(scratch) / f"{item.record.index:012d}"
-                path.write_bytes(image_bytes(item.record))
+            try:
+                data = image_bytes(item.record)
+            except OSError as err:
+                raise ImageChangedError(
+                    f"{shard.name}: image {item.record.file_name!r} can no longer be read ({err.strerror or err}); "
+                    "run without --labels_only to detect the collection again"
+                ) from None
+            if recorded is not None:
+                change = fingerprint_change(recorded.get(item.record.file_name), fingerprint_of(data))
+                if change is not None:
+                    raise ImageChangedError(
+                        f"{shard.name}: image {item.record.file_name!r} changed since its detections ({change}); "
+                        "run without --labels_only to detect it again"
+                    )
+            path = Path(scratch) / f"{item.record.index:012d}"
+            path.write_bytes(data)
             metas[item.record.file_name] = _ImageMeta(path, item.width, item.height)
             order.append((item.record.index, item.record.file_name))
         for split, rows in by_split.items():
@@ -313,5 +370,5 @@ restarted it at every split file).
 ```
 """
     path = output_dir / "README.md"
-    path.write_text("\n".join(yaml) + body)
+    write_text_atomic(path, "\n".join(yaml) + body)
     return path
