@@ -10,6 +10,12 @@ writes a staged copy of the folder and swaps it in at the end: a failed or kille
 A folder holding another kind of dataset (pseudo-labels, or a card not written here) is refused.
 Then ``datasets.load_dataset("/data/clipvg-hf", "refcoco-unsup-single")``. Also ``python -m clipvg_hf.convert_splits``
 and, from a checkout, ``python data_scripts/convert_splits.py``.
+
+A REC dataset in one of the Hub layouts (:mod:`clipvg_hf.data.hub_layouts`; a Hub id or a local folder) is written
+as one config of the same format, for repeated use (images stored once per split, every source id kept)::
+
+    clipvg-convert-splits --from_hub jxu124/refcoco-benchmark --output_dir /data/clipvg-hf \
+        [--config refcoco-benchmark] [--splits refcoco_unc_val refcoco_unc_testA] [--image_root COCO/train2014]
 """
 
 from __future__ import annotations
@@ -24,10 +30,15 @@ from .data.staging import dataset_folder_problem
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--split_root", required=True, help="folder holding <dataset>/<dataset>_<split>.pth")
-    parser.add_argument("--image_root", required=True, help="the official image_data folder")
+    parser.add_argument("--split_root", help="folder holding <dataset>/<dataset>_<split>.pth")
+    parser.add_argument(
+        "--image_root", help="the official image_data folder (with --from_hub: the images of a path layout)"
+    )
     parser.add_argument("--output_dir", required=True, help="dataset folder to write (configs accumulate)")
-    parser.add_argument("--setting", required=True, choices=sorted(SETTINGS), help="which paper setting the pack is")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), help="which paper setting the pack is")
+    parser.add_argument("--from_hub", metavar="ID", help="convert a Hub REC layout (Hub id or local folder) instead")
+    parser.add_argument("--config", help="with --from_hub: the config to write (default: the source's name)")
+    parser.add_argument("--splits", nargs="+", help="with --from_hub: these splits (default: all)")
     parser.add_argument(
         "--datasets", nargs="+", choices=sorted(DATASETS), help="default: every dataset folder present"
     )
@@ -52,13 +63,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pixels a box may exceed the image before it counts as outside",
     )
     parser.add_argument("--train_file", help="use this .pth as the training split (e.g. a reliability refine file)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.from_hub is None:
+        missing = [f"--{name}" for name in ("split_root", "image_root", "setting") if getattr(args, name) is None]
+        if missing:
+            parser.error(f"the following arguments are required: {', '.join(missing)} (or --from_hub ID)")
+        if args.config or args.splits:
+            parser.error("--config and --splits go with --from_hub")
+    else:
+        given = [f"--{name}" for name in ("split_root", "setting", "datasets", "train_file") if getattr(args, name)]
+        if given:
+            parser.error(f"--from_hub converts a Hub layout: leave out {', '.join(given)}")
+    return args
 
 
 @report_usage_errors
 def main(argv: list[str] | None = None) -> int:
     """Convert; bad input is one line ``error: ...`` (file, row and reason) and exit status 2, nothing half written."""
     args = parse_args(argv)
+    if args.from_hub is not None:
+        return convert_from_hub(args)
     if args.train_file and (not args.datasets or len(args.datasets) != 1):
         exit_usage_error("--train_file needs exactly one --datasets entry")
     check_output_dir(args.output_dir)
@@ -84,6 +108,30 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(reports, rejects))
     if rejects:
         print(f"\n{len(rejects)} rejected; see {args.output_dir}/rejects/")
+    return 0
+
+
+def convert_from_hub(args: argparse.Namespace) -> int:
+    """``--from_hub``: every (or each given) split of a Hub layout written as one config; counts printed."""
+    from .data.hub_layouts import convert_hub_dataset
+
+    check_output_dir(args.output_dir)
+    reports = convert_hub_dataset(
+        args.from_hub,
+        args.output_dir,
+        config=args.config,
+        splits=args.splits,
+        image_root=args.image_root,
+        embed_images=args.image_mode == "embed",
+        num_shards=args.num_shards,
+    )
+    for report in reports:
+        print(report.summary())
+        if report.note:
+            print(f"warning: {report.note}")
+    rejected = sum(len(r.rejected) for r in reports)
+    if rejected:
+        print(f"\n{rejected} rejected; see {args.output_dir}/rejects/")
     return 0
 
 

@@ -7,6 +7,15 @@ Prints one JSON object per expression (``label``, ``box`` as [x1, y1, x2, y2] pi
 ``--output``, draws the boxes on the image. ``DIR`` is a saved CLIP-VG model (for example written by
 ``python -m clipvg_hf.convert_checkpoint``) or a Hub id; a model saved without a processor gets the default
 one (the letterbox at the model's image size and OpenAI's tokenizer from the BPE file shipped with the package).
+
+Over a whole dataset split instead of one image (a converted folder with ``--dataset_config``, or a Hub REC layout
+of :mod:`clipvg_hf.data.hub_layouts`, a Hub id or local folder, split named as the dataset names it)::
+
+    python -m clipvg_hf.predict --model_name_or_path DIR --dataset jxu124/refcoco-benchmark \
+        --split refcoco_unc_testA --output predictions.jsonl
+
+writes one JSON line per expression (ids, boxes in pixels and normalised, IoU: see :mod:`clipvg_hf.evaluate`)
+and prints the scores.
 """
 
 import argparse
@@ -22,7 +31,7 @@ import PIL.ImageOps
 import torch
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
 
-from .cli import UsageError, check_output_file, first_line, report_usage_errors
+from .cli import UsageError, check_output_file, first_line, positive_int, report_usage_errors
 from .loading import load_grounding_model
 from .processing_clipvg import CLIPVGProcessor
 
@@ -39,11 +48,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--model_name_or_path", dest="model", required=True, help="saved CLIP-VG model folder or Hub id"
     )
-    parser.add_argument("--image", required=True, help="image file")
-    parser.add_argument("--text", required=True, action="append", help="referring expression (repeatable)")
-    parser.add_argument("--output", help="write the image with the boxes drawn on it here")
+    parser.add_argument("--image", help="image file")
+    parser.add_argument("--text", action="append", help="referring expression (repeatable)")
+    parser.add_argument(
+        "--output", help="write the image with the boxes drawn on it here (with --dataset: the JSON lines file)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--dataset", help="predict a whole split: a converted folder, or a Hub REC layout (id or folder)"
+    )
+    parser.add_argument("--dataset_config", help="config of a converted folder (not needed for a Hub layout)")
+    parser.add_argument("--split", help="with --dataset: the split, as the dataset names it")
+    parser.add_argument("--image_root", help="with --dataset: the image folder of a layout that stores image paths")
+    parser.add_argument("--batch_size", type=positive_int, default=64, help="with --dataset: expressions per batch")
+    args = parser.parse_args(argv)
+    if args.dataset is None:
+        missing = [flag for flag in ("image", "text") if getattr(args, flag) is None]
+        if missing:
+            parser.error(
+                f"the following arguments are required: {', '.join('--' + m for m in missing)} (or --dataset)"
+            )
+    elif args.image is not None or args.text is not None:
+        parser.error("--dataset predicts a whole split: leave out --image and --text")
+    elif args.split is None or args.output is None:
+        parser.error("--dataset needs --split and --output (the JSON lines file to write)")
+    return args
+
+
+def predict_dataset(args: argparse.Namespace) -> int:
+    """``--dataset``: every expression of one split through :func:`clipvg_hf.evaluate.evaluate_model`, written as
+    JSON lines to ``--output``; the scores printed."""
+    from accelerate import Accelerator
+
+    from .evaluate import evaluate_model, open_splits
+
+    check_output_file(args.output, "--output")
+    _check_device(args.device)
+    if args.image_root is not None and not Path(args.image_root).is_dir():
+        raise CLIError(f"--image_root {args.image_root}: folder not found")
+    opened = open_splits(args.dataset, args.dataset_config, [args.split], args.image_root)
+    accelerator = Accelerator(cpu=torch.device(args.device).type == "cpu")
+    results = evaluate_model(
+        args.model,
+        args.dataset,
+        args.dataset_config,
+        [args.split],
+        batch_size=args.batch_size,
+        image_root=args.image_root,
+        accelerator=accelerator,
+        predictions=args.output,
+        opened=opened,
+    )
+    if accelerator.is_main_process:
+        print(json.dumps(results["splits"][args.split], indent=2, allow_nan=False))
+    return 0
 
 
 def _load_image(path: str) -> PIL.Image.Image:
@@ -120,6 +178,8 @@ def draw_boxes(image: PIL.Image.Image, results: list[dict[str, Any]]) -> PIL.Ima
 def main(argv: list[str] | None = None) -> int:
     """Print the boxes as JSON; bad input is one line ``error: ...`` and exit status 2, checked before any work."""
     args = parse_args(argv)
+    if args.dataset is not None:
+        return predict_dataset(args)
     empty = [i for i, text in enumerate(args.text) if not text.strip()]
     if empty:
         raise CLIError(f"--text number {empty[0] + 1} is empty; give a referring expression")

@@ -6,7 +6,8 @@
     torchrun --nproc_per_node 2 -m clipvg_hf.curriculum.score ... --cpu   # several processes, each sample once
 
 Writes ``scores.parquet``, ``reliability.json`` (measurer sha256, subsets, 1000-bin histogram) and
-``histogram.png`` into ``--output_dir`` (see :mod:`clipvg_hf.curriculum.reliability`).
+``histogram.png`` into ``--output_dir`` (see :mod:`clipvg_hf.curriculum.reliability`). Without ``--dataset_config``
+the dataset is read as a Hub REC layout (:mod:`clipvg_hf.data.hub_layouts`), ``--split`` named as it names it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ..cli import (
     report_usage_errors,
 )
 from ..data import load_split
+from ..data.hub_layouts import open_split
 from ..loading import load_model_and_processor
 from ..results import model_fingerprint
 from .reliability import ReliabilityScores, save_scores, score_split
@@ -38,7 +40,7 @@ __all__ = ["main", "score_model"]
 def score_model(
     model_dir: str | Path,
     dataset: str | Path,
-    config: str,
+    config: str | None,
     split: str = "train_pseudo",
     *,
     sources: list[str] | None = None,
@@ -52,7 +54,10 @@ def score_model(
     accelerator = accelerator or Accelerator()
     model, processor = load_model_and_processor(model_dir)
     model = accelerator.prepare_model(model, evaluation_mode=True)
-    data = load_split(dataset, config, split)
+    if config is None:  # a Hub REC layout, read as the project's rows
+        data = open_split(dataset, None, split, image_root=image_root).data
+    else:
+        data = load_split(dataset, config, split)
     scores = score_split(
         accelerator.unwrap_model(model),
         data,
@@ -75,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name_or_path", dest="model", required=True, help="the measurer: a CLIP-VG folder")
     parser.add_argument("--dataset", required=True, help="converted dataset folder or Hub id")
     parser.add_argument(
-        "--dataset_config", dest="config", required=True, help="dataset config, e.g. refcoco-unsup-single"
+        "--dataset_config",
+        dest="config",
+        help="dataset config, e.g. refcoco-unsup-single (leave it out for a Hub REC layout)",
     )
     parser.add_argument("--split", default="train_pseudo", help="the pseudo-labelled split to score")
     parser.add_argument("--source", action="append", dest="sources", help="score only this source (repeatable)")
@@ -99,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_model_source(args.model)
     check_output_dir(args.output_dir)
-    load_split_checked(args.dataset, args.config, args.split, load_split)
+    if args.config is None:  # a Hub layout: unknown layout, missing --image_root, ... fail here
+        for line in open_split(args.dataset, None, args.split, image_root=args.image_root).lines:
+            print(line, file=sys.stderr)
+    else:
+        load_split_checked(args.dataset, args.config, args.split, load_split)
     accelerator = Accelerator(cpu=args.cpu)
     scores = score_model(
         args.model,

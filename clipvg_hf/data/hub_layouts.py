@@ -65,6 +65,7 @@ __all__ = [
     "MappedLayout",
     "Ref",
     "SplitReport",
+    "convert_hub_dataset",
     "detect_layout",
     "is_native",
     "layout_features",
@@ -755,7 +756,7 @@ def _load_raw(dataset: str, config: str | None, split: str, streaming: bool = Fa
     try:
         return load_split(dataset, config, split, streaming=streaming)
     except (ValueError, OSError, ConnectionError) as error:  # unknown config / split, unreachable Hub id
-        where = f"--dataset {dataset}" + (f" --dataset_config {config}" if config else "") + f" --split {split}"
+        where = f"--dataset {dataset}" + (f" --dataset_config {config}" if config else "") + f" split {split!r}"
         raise UsageError(f"{where}: {first_line(error)}") from error
 
 
@@ -810,3 +811,130 @@ def open_split(
         )
     data = datasets.Dataset.from_list(rows, features=layout_features(), split=datasets.Split(split))
     return LayoutSplit(data, layout, report)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing a Hub layout in the project's own format
+# ---------------------------------------------------------------------------------------------------------------
+
+_HUB_CARD_BODY = """# {config}: {source} in the clipvg_hf format
+
+Converted by `clipvg-convert-splits --from_hub {source}` (layout `{layout}`, see `clipvg_hf.data.hub_layouts`).
+One row per image with all its expressions (images stored once per split); each expression keeps its source ids
+(`image_id`, `ann_id`, `ref_id`, `sent_id`, `ref_file_name`, `source_row`). Boxes: `bbox` exact and `bbox_official`
+(the official int truncation) as (x1, y1, x2, y2) pixels. Load with `datasets.load_dataset(<folder>, "{config}")`.
+Counts and rejected rows: `conversion.json`, `rejects/{config}.jsonl`.
+
+{table}
+{notes}"""
+
+
+def convert_hub_dataset(
+    source: str,
+    output_dir: str | os.PathLike,
+    *,
+    config: str | None = None,
+    splits: list[str] | None = None,
+    image_root: str | os.PathLike | None = None,
+    embed_images: bool = True,
+    num_shards: int = 8,
+) -> list[SplitReport]:
+    """Write the splits of a Hub-layout dataset (a Hub id or a local folder) as one config of the project's format:
+    ``<output_dir>/<config>/<split>-0000i-of-0000n.parquet``, ``conversion.json``, ``rejects/<config>.jsonl`` and a
+    card. ``config`` defaults to the source's name (``jxu124/refcoco-benchmark`` -> ``refcoco-benchmark``);
+    ``splits`` to every split of the source. Images of a path layout are embedded unless ``embed_images`` is False.
+    The folder is written staged (:func:`~clipvg_hf.data.staging.staged_folder`): a failed run leaves it as it was.
+    """
+    from ..cli import check_dataset_name
+    from .card import config_entry, write_configs
+    from .staging import dataset_folder_problem, staged_folder, write_text_atomic
+
+    config = check_dataset_name(config or Path(str(source).rstrip("/")).name.lower(), "--config")
+    problem = dataset_folder_problem(output_dir, "converted")
+    if problem is not None:
+        raise UsageError(problem)
+    if splits is None:
+        if looks_local(str(source)) and not Path(source).is_dir():
+            raise UsageError(f"--from_hub {source}: dataset folder not found")
+        try:
+            splits = list(datasets.get_dataset_split_names(str(source)))
+        except (ValueError, OSError, ConnectionError) as error:
+            raise UsageError(f"--from_hub {source}: {first_line(error)}") from error
+    opened = {name: open_split(source, None, name, image_root=image_root) for name in splits}
+    reports = [one.report for one in opened.values() if one.report is not None]
+    if len(reports) != len(opened):
+        raise UsageError(f"--from_hub {source} is already in the clipvg_hf format: load it with --dataset_config")
+    with staged_folder(output_dir) as stage:
+        folder = Path(stage) / config
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for name, one in opened.items():
+            data = one.data
+            if embed_images and one.layout is not None and one.layout.images == "path":
+                data = data.cast_column("image", datasets.Image(decode=False)).map(
+                    lambda row: {"image": {"bytes": Path(row["image"]["path"]).read_bytes(), "path": row["file_name"]}}
+                )
+            count = max(1, min(num_shards, len(data)))
+            for index in range(count):
+                shard = data.shard(num_shards=count, index=index, contiguous=True)
+                shard.to_parquet(str(folder / f"{name}-{index:05d}-of-{count:05d}.parquet"))
+        log_path = Path(stage) / "conversion.json"
+        log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+        log[config] = {
+            "setting": "hub-layout",
+            "source": str(source),
+            "layout": reports[0].layout,
+            "files": [
+                {
+                    "config": config,
+                    "split": r.split,
+                    "file": f"{source}:{r.split}",
+                    "rows_in": r.expressions_in,
+                    "rows_out": r.expressions,
+                    "rejected": len(r.rejected),
+                    "images": r.images,
+                    "source_rows": r.source_rows,
+                    "note": r.note or "",
+                }
+                for r in reports
+            ],
+        }
+        write_text_atomic(log_path, json.dumps(log, indent=1, sort_keys=True) + "\n")
+        rejects = [
+            json.dumps(
+                {
+                    "config": config,
+                    "split": r.split,
+                    "file": f"{source}:{r.split}",
+                    "row": x["source_row"],
+                    "sentence": x["sentence"],
+                    "reason": x["reason"],
+                }
+            )
+            + "\n"
+            for r in reports
+            for x in r.rejected
+        ]
+        rejects_path = Path(stage) / "rejects" / f"{config}.jsonl"
+        if rejects:
+            rejects_path.parent.mkdir(exist_ok=True)
+            write_text_atomic(rejects_path, "".join(rejects))
+        elif rejects_path.is_file():
+            rejects_path.unlink()
+        table = ["| split | source rows | expressions | rejected | images |", "|---|---:|---:|---:|---:|"]
+        table += [
+            f"| {r.split} | {r.source_rows} | {r.expressions} | {len(r.rejected)} | {r.images} |" for r in reports
+        ]
+        notes = "".join(f"\n**{r.split}**: {r.note}\n" for r in reports if r.note)
+        write_configs(
+            stage,
+            [config_entry(config, list(opened))],
+            metadata={"task_categories": ["zero-shot-object-detection"], "tags": ["visual-grounding", "clip-vg"]},
+            body=_HUB_CARD_BODY.format(
+                config=config, source=source, layout=reports[0].layout, table="\n".join(table), notes=notes
+            ),
+        )
+    return reports

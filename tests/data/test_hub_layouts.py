@@ -7,6 +7,7 @@ import datasets
 import pytest
 
 from clipvg_hf.cli import UsageError
+from clipvg_hf.data import load_split
 from clipvg_hf.data.hub_layouts import (
     LAYOUTS,
     MappedLayout,
@@ -50,7 +51,7 @@ def native(converted_dir, fixture_dataset, tmp_path_factory):
 @pytest.mark.parametrize("layout", LAYOUT_NAMES)
 def test_layout_folder_gives_the_native_hits_and_ious(layout, native, converted_dir, expected_json, tmp_path, capsys):
     folder = fixture_layout_folder(tmp_path / "data", layout)
-    assert detect_layout(datasets.load_dataset(str(folder), split=SPLIT_NAMES[layout]["val"]).features).name == layout
+    assert detect_layout(load_split(folder, None, SPLIT_NAMES[layout]["val"]).features).name == layout
     names = SPLIT_NAMES[layout]
     output, predictions = tmp_path / "results.json", tmp_path / "predictions.jsonl"
     args = ["--model_name_or_path", str(converted_dir), "--dataset", str(folder), "--split", names["val"]]
@@ -193,7 +194,7 @@ def test_command_errors_are_one_line(converted_dir, tmp_path, capsys):
     line = _error(capsys, [*model, "--dataset", str(lmms), "--split", "val", "--image_root", str(COCO_IMAGES)])
     assert line == f"error: --image_root: layout lmms-lab/RefCOCO of --dataset {lmms} embeds its images; leave it out"
     line = _error(capsys, [*model, "--dataset", str(lmms), "--split", "validation"])
-    assert line.startswith(f"error: --dataset {lmms} --split validation: ") and "val" in line
+    assert line.startswith(f"error: --dataset {lmms} split 'validation': ") and "val" in line
     other = tmp_path / "other" / "data"
     other.mkdir(parents=True)
     datasets.Dataset.from_dict({"img": ["a"], "caption": ["b"]}).to_parquet(
@@ -248,3 +249,45 @@ def test_all_rows_rejected_is_an_error(tmp_path):
     folder = _lmms_standin(tmp_path, rows, "testA")
     with pytest.raises(UsageError, match=r"all 6 expressions of 6 rows rejected, e.g. box has no area"):
         open_split(str(folder), None, "testA")
+
+
+def test_predict_and_score_read_a_layout(converted_dir, tmp_path, capsys):
+    from clipvg_hf.curriculum.score import main as score_main
+    from clipvg_hf.predict import main as predict_main
+
+    folder = fixture_layout_folder(tmp_path / "data", "Kangheng/refcoco")
+    output = tmp_path / "predictions.jsonl"
+    args = ["--model_name_or_path", str(converted_dir), "--dataset", str(folder), "--split", "testA"]
+    assert predict_main([*args, "--output", str(output)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["row_index"] for r in records] == list(range(6)) and printed["num_samples"] == 6
+    assert score_predictions(output)["hits"] == round(printed["accuracy"] * 6)
+    assert score_main([*args, "--output_dir", str(tmp_path / "scores"), "--no_plot", "--cpu"]) == 0
+    scores = datasets.Dataset.from_parquet(str(tmp_path / "scores" / "scores.parquet"))
+    assert len(scores) == 6
+
+
+def test_convert_from_hub_writes_the_project_format(tmp_path, capsys):
+    from clipvg_hf.convert_splits import main as convert_main
+    from clipvg_hf.data import GroundingDataset
+
+    folder = fixture_layout_folder(tmp_path / "bench", "jxu124/refcoco-benchmark")
+    out = tmp_path / "out"
+    assert convert_main(["--from_hub", str(folder), "--output_dir", str(out), "--config", "refcoco-benchmark"]) == 0
+    assert "18 kept on 13 images, 0 rejected" in capsys.readouterr().out
+    converted = load_split(out, "refcoco-benchmark", "refcoco_unc_val")
+    direct = open_split(str(folder), None, "refcoco_unc_val").data
+    assert converted.to_list() == direct.to_list()  # images once per split, every id kept
+    assert len(GroundingDataset(converted)) == 18
+    log = json.loads((out / "conversion.json").read_text())["refcoco-benchmark"]
+    assert log["layout"] == "jxu124/refcoco-benchmark" and {f["rows_out"] for f in log["files"]} == {18, 6}
+    # a path layout's images are embedded: the folder then stands alone
+    jxu = fixture_layout_folder(tmp_path / "jxu", "jxu124/refcoco")
+    args = ["--from_hub", str(jxu), "--output_dir", str(tmp_path / "out2"), "--splits", "test"]
+    with pytest.raises(SystemExit) as exit_info:  # the missing --image_root is named before any work
+        convert_main(args)
+    assert exit_info.value.code == 2 and "pass --image_root" in capsys.readouterr().err
+    assert convert_main([*args, "--image_root", str(COCO_IMAGES)]) == 0
+    rows = load_split(tmp_path / "out2", "jxu", "test").cast_column("image", datasets.Image(decode=False))
+    assert all(row["image"]["bytes"] == (COCO_IMAGES / row["file_name"]).read_bytes() for row in rows)
