@@ -7,6 +7,10 @@ the start of training) gets :meth:`CLIPVGProcessor.from_defaults` at the model's
 folder nor a loadable Hub id is "not found", a model of another type is refused, and so is a folder whose weights
 miss tensors of the model (transformers would initialise them randomly) or hold NaN / infinite values. Each is a
 :class:`~clipvg_hf.cli.UsageError` naming the argument.
+
+``dtype=torch.bfloat16`` loads the model for low-precision inference (see :mod:`clipvg_hf.precision`): the weights
+are held in bf16 once, the box head (``_keep_in_fp32_modules_strict``) stays fp32, so the boxes are computed in fp32
+from bf16 features. :func:`cast_for_inference` does the same to a model already loaded.
 """
 
 from __future__ import annotations
@@ -21,7 +25,13 @@ from .modeling_clipvg import CLIPVGForGrounding
 from .modeling_hivg import HiVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 
-__all__ = ["check_finite_weights", "load_grounding_model", "load_model_and_processor", "load_processor"]
+__all__ = [
+    "cast_for_inference",
+    "check_finite_weights",
+    "load_grounding_model",
+    "load_model_and_processor",
+    "load_processor",
+]
 
 
 def load_processor(name_or_path: str | Path, image_size: int) -> CLIPVGProcessor:
@@ -54,10 +64,23 @@ def check_finite_weights(model: torch.nn.Module, where: str) -> None:
         )
 
 
+def cast_for_inference(model: torch.nn.Module, dtype: torch.dtype | None) -> torch.nn.Module:
+    """Cast a CLIP-VG / HiVG model in place to ``dtype`` (None: fp32) for inference, keeping the modules that the
+    numerics need (the box head) in fp32, never rounded (:meth:`CLIPVGPreTrainedModel.to_inference_dtype`)."""
+    return model.to_inference_dtype(dtype or torch.float32)
+
+
 def load_grounding_model(
-    name_or_path: str | Path, argument: str = "--model_name_or_path", auto_class=AutoModel, **model_kwargs
+    name_or_path: str | Path,
+    argument: str = "--model_name_or_path",
+    auto_class=AutoModel,
+    dtype: torch.dtype | None = None,
+    **model_kwargs,
 ) -> CLIPVGForGrounding | HiVGForGrounding:
     """A CLIP-VG or HiVG model (in eval mode), checked: every weight present and finite.
+
+    ``dtype`` (None: as saved, fp32 for every model this package writes) loads the weights in that dtype, the box
+    head in fp32 (:func:`cast_for_inference`).
 
     Raises :class:`UsageError` naming ``argument``: "not found" for a name that is no folder and no loadable Hub
     id (never a bare connection or repo-id error), a model of another type, missing weights, non-finite weights.
@@ -67,6 +90,8 @@ def load_grounding_model(
     local = Path(name).expanduser()
     if not local.is_dir() and (local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise UsageError(f"{where}: model folder not found")
+    if dtype is not None and dtype != torch.float32:
+        model_kwargs["dtype"] = dtype  # converted while loading; the box head stays fp32 (strict keep list)
     try:
         model, info = auto_class.from_pretrained(name, output_loading_info=True, **model_kwargs)
     except (OSError, ValueError) as error:  # no such folder / Hub id, unreachable Hub, a config of another type
@@ -85,12 +110,15 @@ def load_grounding_model(
             "(they would be random); the folder is incomplete or of another model"
         )
     check_finite_weights(model, where)
+    if dtype is not None:
+        cast_for_inference(model, dtype)
     return model.eval()
 
 
 def load_model_and_processor(
-    name_or_path: str | Path, argument: str = "--model_name_or_path", **model_kwargs
+    name_or_path: str | Path, argument: str = "--model_name_or_path", dtype: torch.dtype | None = None, **model_kwargs
 ) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
-    """A checked CLIP-VG or HiVG model (see :func:`load_grounding_model`, in eval mode) and its processor."""
-    model = load_grounding_model(name_or_path, argument, **model_kwargs)
+    """A checked CLIP-VG or HiVG model (see :func:`load_grounding_model`, in eval mode, in ``dtype``) and its
+    processor."""
+    model = load_grounding_model(name_or_path, argument, dtype=dtype, **model_kwargs)
     return model, load_processor(name_or_path, model.config.image_size)

@@ -579,6 +579,9 @@ class CLIPVGBoxHead(nn.Module):
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # a low-precision model keeps its head in fp32 (``_keep_in_fp32_modules_strict``): the boxes come out in the
+        # head's dtype (a no-op when both are fp32)
+        hidden_states = hidden_states.to(self.layers[0].weight.dtype)
         for i, layer in enumerate(self.layers):
             hidden_states = layer(hidden_states)
             if i < len(self.layers) - 1:
@@ -617,6 +620,8 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = False
     _supports_attention_backend = True
+    # loaded in bf16 / fp16, the box head stays fp32: the final box computation is full precision
+    _keep_in_fp32_modules_strict = ["box_head"]
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialise the grounding modules as the official CLIP-VG code does, one module at a time.
@@ -707,6 +712,26 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
         for name, param in self.named_parameters():
             if not name.startswith("clip."):
                 param.requires_grad_(True)
+
+    @torch.no_grad()
+    def to_inference_dtype(self, dtype: torch.dtype) -> "CLIPVGPreTrainedModel":
+        """Cast the floating-point weights in place to ``dtype`` for inference, except the modules of
+        ``_keep_in_fp32_modules_strict`` (the box head), which are left untouched, never rounded; returns the model.
+
+        ``from_pretrained(..., dtype=torch.bfloat16)`` gives the same model directly.
+        """
+        keep = set(self._keep_in_fp32_modules_strict or ()) if dtype != torch.float32 else set()
+        kept = [name for name, _ in self.named_modules() if name and name.rsplit(".", 1)[-1] in keep]
+        for name, module in self.named_modules():
+            if any(name == k or name.startswith(k + ".") for k in kept):
+                continue
+            for param in module.parameters(recurse=False):
+                if param.is_floating_point() and param.dtype != dtype:
+                    param.data = param.data.to(dtype)
+            for key, buffer in module.named_buffers(recurse=False):
+                if buffer.is_floating_point() and buffer.dtype != dtype:
+                    module._buffers[key] = buffer.to(dtype)
+        return self
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
