@@ -9,6 +9,10 @@ sees. The image is encoded once for all its expressions (the pipeline batches th
 Space (``push_to_hub.py space``): there ``clipvg_hf`` is not installed, so the pipeline comes from the
 ``grounding_pipeline/`` folder beside this file and the model from its repo's code (``trust_remote_code=True``); the
 model id is read from ``space_config.json``.
+
+``--dtype auto`` (the default) runs the model in bf16 where the hardware has bf16 units (a CPU with AMX or
+AVX512-BF16, as CPU Spaces on Xeons have, or a bf16 GPU; the box head stays fp32) and in fp32 elsewhere; ``fp32``
+is the exact path and ``bf16`` forces bf16.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import PIL.Image  # noqa: E402
 import PIL.ImageDraw  # noqa: E402
 import PIL.ImageFont  # noqa: E402
 import PIL.ImageOps  # noqa: E402
+import torch  # noqa: E402
 from transformers import pipeline  # noqa: E402
 
 try:
@@ -63,18 +68,36 @@ EXAMPLES = (
 )
 
 
-def load_grounder(model: str, device: str | int | None = None):
-    """The ``"visual-grounding"`` pipeline for a CLIP-VG folder or Hub id.
+def load_grounder(model: str, device: str | int | None = None, dtype: str | torch.dtype | None = None):
+    """The ``"visual-grounding"`` pipeline for a CLIP-VG folder or Hub id, its model in ``dtype`` (``"auto"``,
+    ``"fp32"``, ``"bf16"`` or a ``torch.dtype``; None: fp32).
 
     With the package installed the model goes through its checked loading path (a missing folder is "not found";
     missing or non-finite weights are refused); in a Space it comes from its repo's code."""
     register_pipelines()
+    target = torch.device("cpu" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
     if REMOTE_CODE:
-        return pipeline(TASK, model=model, device=device, trust_remote_code=True)
+        if dtype in (None, "fp32"):
+            dtype = torch.float32
+        elif not isinstance(dtype, torch.dtype):  # the Space has no clipvg_hf.precision: the CPU flags decide
+            dtype = torch.bfloat16 if dtype == "bf16" or _has_bf16_units(target) else torch.float32
+        return pipeline(TASK, model=model, device=device, trust_remote_code=True, dtype=dtype)
     from clipvg_hf.loading import load_model_and_processor
+    from clipvg_hf.precision import resolve_dtype
 
-    loaded, processor = load_model_and_processor(model, "--model")
+    loaded, processor = load_model_and_processor(model, "--model", dtype=resolve_dtype(dtype, target))
     return pipeline(TASK, model=loaded, processor=processor, device=device)
+
+
+def _has_bf16_units(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (a CPU with AMX or AVX512-BF16, a bf16 GPU), for a Space."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def parse_expressions(text: str | None) -> list[str]:
@@ -262,6 +285,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="port to serve on (default: $GRADIO_SERVER_PORT or 7860)",
     )
     parser.add_argument("--device", default=None, help="torch device for the model, e.g. cpu or cuda:0")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="number format of the model: auto = bf16 on a CPU with AMX / AVX512-BF16 or a bf16 GPU (box head "
+        "fp32), else fp32 (default: auto)",
+    )
     args = parser.parse_args(argv)
     if args.model is None:
         if not SPACE_CONFIG.is_file():
@@ -278,7 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        grounder = load_grounder(args.model, device=args.device)
+        grounder = load_grounder(args.model, device=args.device, dtype=args.dtype)
     except (OSError, ValueError) as error:  # the loading path's errors already name --model
         message = " ".join(str(error).split("\n", 1)[0].split()) or type(error).__name__
         if not message.startswith("--model "):

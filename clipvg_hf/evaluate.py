@@ -20,6 +20,10 @@ local folder of that layout), its split named as the dataset names it, without `
 letterbox canvas, so it may reach into the padding around the image) and ``pred_box_norm`` (divided by width and
 height, lmms-eval's convention), the scored target ``target_box`` / ``target_box_norm`` (the official int box), the
 exact ``bbox`` and the ``iou``. :func:`clipvg_hf.metrics.score_predictions` scores such a file.
+
+``--dtype fp32`` (the default) is the exact path; ``bf16`` holds the weights in bfloat16 (box head fp32) and ``auto``
+picks bf16 where the hardware has bf16 units (:mod:`clipvg_hf.precision`). The results file records the ``dtype`` and
+the ``hardware`` (device; CPU model, ISA and bf16 units) the numbers were computed with.
 """
 
 import argparse
@@ -50,6 +54,7 @@ from .image_processing_clipvg import letterbox_geometry
 from .loading import load_model_and_processor
 from .metrics import GroundingMetrics
 from .modeling_clipvg import CLIPVGForGrounding
+from .precision import add_dtype_argument, dtype_name, hardware_record, resolve_dtype
 from .processing_clipvg import CLIPVGProcessor
 from .results import EvaluationResults, model_fingerprint, write_results
 
@@ -240,16 +245,20 @@ def evaluate_model(
     predictions: str | Path | None = None,
     opened: Mapping[str, LayoutSplit] | None = None,
     num_rows: int | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Evaluate a saved model on several splits; returns the results dict (see the module docstring).
 
     ``config`` None reads a Hub-layout dataset (see :mod:`clipvg_hf.data.hub_layouts`); such a split's results
     also hold its layout, row counts, rejected count and partition ``note``. ``predictions``: write the
     per-expression JSON lines there. ``opened``: splits already opened by :func:`open_splits`; ``num_rows``: the
-    source row count the partition check uses (a stand-in for a large split, see ``open_split``).
+    source row count the partition check uses (a stand-in for a large split, see ``open_split``). ``dtype``: the
+    model's number format, ``"auto"``, ``"fp32"``, ``"bf16"`` or a ``torch.dtype`` (None: fp32), see
+    :mod:`clipvg_hf.precision`; the results record it.
     """
     accelerator = accelerator or Accelerator()
-    model, processor = load_model_and_processor(model_dir)
+    dtype = resolve_dtype(dtype, accelerator.device, note=accelerator.is_main_process)
+    model, processor = load_model_and_processor(model_dir, dtype=dtype)
     model = accelerator.prepare_model(model, evaluation_mode=True)
     opened = dict(opened or {})
     for name in splits:
@@ -259,7 +268,11 @@ def evaluate_model(
     results = EvaluationResults(
         model=model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)},
         dataset={"name": str(dataset), "config": config or "default", **({"layout": layouts[0]} if layouts else {})},
+        dtype=dtype_name(dtype),
+        hardware=hardware_record(accelerator.device),
     )
+    if accelerator.mixed_precision != "no":  # autocast on top of the weights' dtype
+        results.hardware["mixed_precision"] = accelerator.mixed_precision
     records: list[dict[str, Any]] = []
     size = int(processor.image_processor.size.longest_edge)
     for name in splits:
@@ -316,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_workers", type=non_negative_int, default=0)
     parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
     parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
+    add_dtype_argument(parser, default="fp32")
     args = parser.parse_args(argv)
     check_model_source(args.model)
     if args.output:
@@ -338,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         accelerator=accelerator,
         predictions=args.predictions,
         opened=opened,
+        dtype=args.dtype,
     )
     results["num_processes"] = accelerator.num_processes
     if accelerator.is_main_process:

@@ -5,6 +5,11 @@ model=...)`` builds it. The stock ``pipeline("zero-shot-object-detection", model
 candidate labels are the expressions), but it runs one forward pass per expression and does not clean the text like
 the official pipeline; this one batches the expressions of an image together, encodes the image once for all of them
 (``image_index``) and uses [`CLIPVGProcessor`].
+
+``dtype=torch.bfloat16`` (or the older ``torch_dtype=``) runs the model with its weights held in bf16 and its box
+head in fp32: transformers loads a model id or folder that way (the model's ``_keep_in_fp32_modules_strict``), and a
+model object passed in another dtype is cast in place the same way (``to_inference_dtype``), never left silently in
+its own dtype.
 """
 
 from __future__ import annotations
@@ -48,6 +53,18 @@ class VisualGroundingPipeline(Pipeline):
     _load_image_processor = None
     _load_tokenizer = None
     _load_feature_extractor = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        requested = kwargs.get("dtype", "auto")
+        if requested in (None, "auto"):
+            requested = kwargs.get("torch_dtype")
+        super().__init__(*args, **kwargs)
+        if isinstance(requested, str) and requested != "auto":
+            requested = getattr(torch, requested, None)
+        if isinstance(requested, torch.dtype) and self.model.dtype != requested:
+            # transformers leaves a model object in its own dtype: cast it as a low-precision load would
+            cast = getattr(self.model, "to_inference_dtype", None)
+            self.model = cast(requested) if cast is not None else self.model.to(requested)
 
     def __call__(self, image: Any, text: str | list[str] | list[list[str]] | None = None, **kwargs: Any) -> Any:
         """Ground `text` in `image`; see the class docstring for the accepted layouts."""

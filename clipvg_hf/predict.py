@@ -16,6 +16,10 @@ of :mod:`clipvg_hf.data.hub_layouts`, a Hub id or local folder, split named as t
 
 writes one JSON line per expression (ids, boxes in pixels and normalised, IoU: see :mod:`clipvg_hf.evaluate`)
 and prints the scores.
+
+``--dtype fp32`` (the default) is the exact path; ``--dtype auto`` runs the model in bf16 where the hardware has bf16
+units (a CPU with AMX or AVX512-BF16, a bf16 GPU; the box head stays fp32) and says so on stderr, fp32 elsewhere;
+``--dtype bf16`` forces bf16 (:mod:`clipvg_hf.precision`).
 """
 
 import argparse
@@ -33,6 +37,7 @@ from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pip
 
 from .cli import UsageError, check_output_file, first_line, positive_int, report_usage_errors
 from .loading import load_grounding_model
+from .precision import add_dtype_argument, resolve_dtype
 from .processing_clipvg import CLIPVGProcessor
 
 __all__ = ["draw_boxes", "main", "parse_args", "predict"]
@@ -61,6 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", help="with --dataset: the split, as the dataset names it")
     parser.add_argument("--image_root", help="with --dataset: the image folder of a layout that stores image paths")
     parser.add_argument("--batch_size", type=positive_int, default=64, help="with --dataset: expressions per batch")
+    add_dtype_argument(parser, default="fp32")
     args = parser.parse_args(argv)
     if args.dataset is None:
         missing = [flag for flag in ("image", "text") if getattr(args, flag) is None]
@@ -88,6 +94,7 @@ def predict_dataset(args: argparse.Namespace) -> int:
         raise CLIError(f"--image_root {args.image_root}: folder not found")
     opened = open_splits(args.dataset, args.dataset_config, [args.split], args.image_root)
     accelerator = Accelerator(cpu=torch.device(args.device).type == "cpu")
+    dtype = resolve_dtype(args.dtype, accelerator.device, note=accelerator.is_main_process)
     results = evaluate_model(
         args.model,
         args.dataset,
@@ -98,6 +105,7 @@ def predict_dataset(args: argparse.Namespace) -> int:
         accelerator=accelerator,
         predictions=args.output,
         opened=opened,
+        dtype=dtype,
     )
     if accelerator.is_main_process:
         print(json.dumps(results["splits"][args.split], indent=2, allow_nan=False))
@@ -128,10 +136,13 @@ def _check_device(device: str) -> None:
         raise CLIError(f"--device {device}: unsupported device type")
 
 
-def _load_model_and_processor(model: str, device: str) -> tuple[Any, Any]:
+def _load_model_and_processor(model: str, device: str, dtype: torch.dtype | None = None) -> tuple[Any, Any]:
     """Load the model through the checked loading path ("not found", missing or non-finite weights are one-line
-    errors), and its processor or the default one if the folder holds none."""
-    grounding_model = load_grounding_model(model, "--model_name_or_path", AutoModelForZeroShotObjectDetection)
+    errors) in ``dtype`` (None: fp32; the box head stays fp32), and its processor or the default one if the folder
+    holds none."""
+    grounding_model = load_grounding_model(
+        model, "--model_name_or_path", AutoModelForZeroShotObjectDetection, dtype=dtype
+    )
     try:
         grounding_model = grounding_model.to(device)
     except RuntimeError as error:
@@ -189,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             raise CLIError(f"--output {args.output}: unknown image format; use e.g. .png or .jpg")
     _check_device(args.device)
     image = _load_image(args.image)
-    model, processor = _load_model_and_processor(args.model, args.device)
+    dtype = resolve_dtype(args.dtype, args.device)
+    model, processor = _load_model_and_processor(args.model, args.device, dtype)
     try:
         results = predict(model, processor, image, args.text)
     except ValueError as error:  # the pipeline's own input checks (e.g. an image too thin to letterbox)

@@ -6,9 +6,13 @@ A results file is JSON::
      "dataset": {"name": <folder or Hub id>, "config": "refcoco-unsup-single"},
      "metric": "Acc@0.5",
      "splits": {"val": {"accuracy": 0.62, "mean_iou": 0.55, "num_samples": 10834, ...}, ...},
+     "dtype": "float32",
+     "hardware": {"device": "cpu", "cpu": {"cpu": <model name>, "isa": "AVX512", "bf16_units": [...], ...}},
      "num_processes": 1}
 
-The weights fingerprint ties the numbers to the exact weights they were computed for.
+The weights fingerprint ties the numbers to the exact weights they were computed for; ``dtype`` (``float32`` or
+``bfloat16``, see :mod:`clipvg_hf.precision`) and ``hardware`` say how they were computed (files written before
+they were recorded have neither, and were computed in float32).
 """
 
 from __future__ import annotations
@@ -97,9 +101,15 @@ class EvaluationResults:
     metric: str = METRIC
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     num_processes: int | None = None
+    dtype: str | None = None  # the model's number format: "float32" / "bfloat16"
+    hardware: dict[str, Any] | None = None  # device, and the CPU summary on a CPU
 
     def to_dict(self) -> dict[str, Any]:
         data = {"model": self.model, "dataset": self.dataset, "metric": self.metric, "splits": self.splits}
+        if self.dtype is not None:
+            data["dtype"] = self.dtype
+        if self.hardware is not None:
+            data["hardware"] = self.hardware
         if self.num_processes is not None:
             data["num_processes"] = self.num_processes
         return data
@@ -110,7 +120,15 @@ class EvaluationResults:
         problems = _problems(data)
         if problems:
             raise ResultsError(f"{source} is not a clipvg_hf.evaluate results file: " + "; ".join(problems))
-        return cls(data["model"], data["dataset"], data["metric"], data["splits"], data.get("num_processes"))
+        return cls(
+            data["model"],
+            data["dataset"],
+            data["metric"],
+            data["splits"],
+            data.get("num_processes"),
+            data.get("dtype"),
+            data.get("hardware"),
+        )
 
     @classmethod
     def read(cls, path: str | Path) -> EvaluationResults:
@@ -151,6 +169,8 @@ def _problems(data: Any) -> list[str]:
     dataset = data.get("dataset")
     if not isinstance(dataset, dict) or not dataset.get("name") or not dataset.get("config"):
         problems.append("dataset.name and dataset.config are required")
+    if "dtype" in data and data["dtype"] not in ("float32", "bfloat16", "float16"):
+        problems.append(f"dtype must be float32, bfloat16 or float16, got {data['dtype']!r}")
     if data.get("metric") != METRIC:
         problems.append(f"metric must be {METRIC!r}, got {data.get('metric')!r}")
     splits = data.get("splits")
@@ -175,7 +195,13 @@ def write_results(results: dict[str, Any] | EvaluationResults, path: str | Path)
     """Write a results dict / :class:`EvaluationResults` as indented JSON (parent folders created)."""
     if isinstance(results, dict):
         results = EvaluationResults(
-            results["model"], results["dataset"], results["metric"], results["splits"], results.get("num_processes")
+            results["model"],
+            results["dataset"],
+            results["metric"],
+            results["splits"],
+            results.get("num_processes"),
+            results.get("dtype"),
+            results.get("hardware"),
         )
     return results.write(path)
 

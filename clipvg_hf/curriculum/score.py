@@ -8,6 +8,10 @@
 Writes ``scores.parquet``, ``reliability.json`` (measurer sha256, subsets, 1000-bin histogram) and
 ``histogram.png`` into ``--output_dir`` (see :mod:`clipvg_hf.curriculum.reliability`). Without ``--dataset_config``
 the dataset is read as a Hub REC layout (:mod:`clipvg_hf.data.hub_layouts`), ``--split`` named as it names it.
+
+``--dtype fp32`` (the default) is the exact path; ``bf16`` holds the measurer's weights in bfloat16 (box head fp32)
+and ``auto`` picks bf16 where the hardware has bf16 units (:mod:`clipvg_hf.precision`). The scores' measurer record
+holds the ``dtype`` and the ``hardware`` they were computed with.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 
 from ..cli import (
@@ -31,6 +36,7 @@ from ..cli import (
 from ..data import load_split
 from ..data.hub_layouts import open_split
 from ..loading import load_model_and_processor
+from ..precision import add_dtype_argument, dtype_name, hardware_record, resolve_dtype
 from ..results import model_fingerprint
 from .reliability import ReliabilityScores, save_scores, score_split
 
@@ -49,10 +55,13 @@ def score_model(
     num_workers: int = 0,
     image_root: str | None = None,
     grouped: bool = True,
+    dtype: str | torch.dtype | None = None,
 ) -> ReliabilityScores:
-    """Load the measurer and score ``dataset/config/split``; the scores carry the measurer's fingerprint."""
+    """Load the measurer and score ``dataset/config/split``; the scores carry the measurer's fingerprint, the
+    ``dtype`` it ran in (``"auto"``, ``"fp32"``, ``"bf16"`` or a ``torch.dtype``; None: fp32) and the hardware."""
     accelerator = accelerator or Accelerator()
-    model, processor = load_model_and_processor(model_dir)
+    dtype = resolve_dtype(dtype, accelerator.device, note=accelerator.is_main_process)
+    model, processor = load_model_and_processor(model_dir, dtype=dtype)
     model = accelerator.prepare_model(model, evaluation_mode=True)
     if config is None:  # a Hub REC layout, read as the project's rows
         data = open_split(dataset, None, split, image_root=image_root).data
@@ -71,6 +80,7 @@ def score_model(
         grouped=grouped,
     )
     scores.measurer = model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)}
+    scores.measurer.update(dtype=dtype_name(dtype), hardware=hardware_record(accelerator.device))
     scores.dataset = {"name": str(dataset), "config": config, "split": split, "sources": sources}
     return scores
 
@@ -97,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no_plot", action="store_true", help="skip histogram.png")
     parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
+    add_dtype_argument(parser, default="fp32")
     return parser
 
 
@@ -123,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         num_workers=args.num_workers,
         image_root=args.image_root,
         grouped=not args.plain_forward,
+        dtype=args.dtype,
     )
     if accelerator.is_main_process:
         report: dict[str, Any] = save_scores(scores, args.output_dir, plot=not args.no_plot)

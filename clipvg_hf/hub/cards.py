@@ -382,7 +382,25 @@ def _results_text(results: dict[str, Any] | None, dataset_id: str | None) -> str
     for split, scores in results["splits"].items():
         iou = f"{scores['mean_iou']:.4f}" if isinstance(scores.get("mean_iou"), (int, float)) else "-"
         lines.append(f"| {split} | {100 * scores['accuracy']:.2f} | {iou} | {scores['num_samples']} |")
+    precision = _precision_text(results)
+    if precision:
+        lines += ["", precision]
     return "\n".join(lines)
+
+
+def _precision_text(results: dict[str, Any]) -> str:
+    """The number format the results were computed in, as the results file records it (nothing if it does not)."""
+    dtype = results.get("dtype")
+    if not dtype:
+        return ""
+    hardware = results.get("hardware") or {}
+    device = hardware.get("device")
+    where = f" on {device}" if device else ""
+    if dtype == "float32":
+        how = "in float32 (the exact path)"
+    else:
+        how = f"in {dtype} (weights held in {dtype}, box head in float32: `--dtype`)"
+    return f"The model ran {how}{where} for these numbers."
 
 
 def build_dataset_card(
