@@ -101,7 +101,13 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset: str = field(metadata={"help": "A converted dataset folder or Hub id."})
-    dataset_config: str = field(metadata={"help": "Dataset config, e.g. refcoco-unsup-single."})
+    dataset_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset config, e.g. refcoco-unsup-single; leave it out for a Hub REC layout "
+            "(clipvg_hf.data.hub_layouts: splits named as the dataset names them, e.g. --val_split validation)."
+        },
+    )
     train_split: str | None = field(
         default=None, metadata={"help": "Default: train_pseudo for unsupervised configs, train otherwise."}
     )
@@ -579,9 +585,21 @@ def main(argv: list[str] | None = None) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
 
     # data (checked first: cheap), model, processor
-    train_split = data_args.train_split or train_split_of(data_args.dataset_config)
-    raw_train = load_split_checked(data_args.dataset, data_args.dataset_config, train_split, load_split)
-    raw_val = load_split_checked(data_args.dataset, data_args.dataset_config, data_args.val_split, load_split)
+    if data_args.dataset_config is None:  # a Hub REC layout, read as the project's rows (rejected rows reported)
+        from clipvg_hf.data.hub_layouts import open_split
+
+        train_split = data_args.train_split or "train"
+        opened = [
+            open_split(data_args.dataset, None, s, image_root=data_args.image_root)
+            for s in (train_split, data_args.val_split)
+        ]
+        for line in (line for one in opened for line in one.lines):
+            accelerator.print(line)
+        raw_train, raw_val = (one.data for one in opened)
+    else:
+        train_split = data_args.train_split or train_split_of(data_args.dataset_config)
+        raw_train = load_split_checked(data_args.dataset, data_args.dataset_config, train_split, load_split)
+        raw_val = load_split_checked(data_args.dataset, data_args.dataset_config, data_args.val_split, load_split)
     if data_args.curriculum_scores:
         check_curriculum_scores(data_args, train_split, raw_train)
     try:
@@ -621,7 +639,12 @@ def main(argv: list[str] | None = None) -> dict:
         order = {"sampler": ImageGroupedSampler(image_ids(train_set), data_args.group_by_image, train_args.seed)}
     if data_args.curriculum_scores:  # likewise: one global order per (seed, epoch), sharded by accelerate
         order = {"sampler": build_curriculum_sampler(data_args, row_indices(train_set), train_args.seed)}
-    collator = CLIPVGCollator(processor.tokenizer, return_row_index=train_args.log_sample_order)
+    # with grouped runs and a transform that gives every expression of an image the same pixels, a batch holds
+    # each image once and the model encodes it once for all its expressions (same loss and gradients)
+    share_images = bool(data_args.group_by_image) and transform.deterministic
+    collator = CLIPVGCollator(
+        processor.tokenizer, return_row_index=train_args.log_sample_order, group_images=share_images
+    )
     train_loader = DataLoader(
         train_set,
         batch_size=train_args.per_device_batch_size,
@@ -658,6 +681,7 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.group_by_image or data_args.fast_augment:
         accelerator.print(
             f"opt-in data shortcuts: group_by_image={data_args.group_by_image}, fast_augment={data_args.fast_augment}"
+            + (", each image encoded once per batch (no random augmentation)" if share_images else "")
         )
     if data_args.curriculum_scores:
         accelerator.print(

@@ -284,6 +284,12 @@ class CLIPVGTrainTransform:
     def crop_prob(self) -> float:
         return 0.5 if self.aug_crop else 0.0
 
+    @property
+    def deterministic(self) -> bool:
+        """Whether every expression of an image gets the same pixels (no random crop, scale, colour or placement),
+        so that a batch can hold each image once."""
+        return not (self.aug_crop or self.aug_color or self.aug_translate or len(self.scales) > 1)
+
     def __call__(
         self,
         image: PIL.Image.Image,
