@@ -29,20 +29,22 @@ import torch
 from .cli import check_output_dir, non_negative_int, positive_float, positive_int, report_usage_errors
 from .configuration_clipvg import CLIPVGConfig
 from .data import convert_dataset, format_summary
-from .demo_shapes import ShapesSpec, write_shapes_pack
+from .demo_shapes import EXPRESSION_TYPES, SHAPES, ShapesSpec, write_shapes_pack
 from .evaluate import evaluate_model
+from .hardware import cpu_summary
 from .modeling_clipvg import CLIPVGForGrounding, box_xyxy_to_cxcywh, grounding_iou
 from .processing_clipvg import CLIPVGProcessor
 
-__all__ = ["demo_config", "language_blind_baselines", "main", "sincos_position_table"]
+__all__ = ["demo_config", "language_blind_baselines", "main", "per_type_accuracy", "sincos_position_table"]
 
 TARGET_MARGIN = 0.25  # the demo must beat the best language-blind baseline by this much Acc@0.5
 
 
-def demo_config(image_size: int = 32, patch_size: int = 8) -> CLIPVGConfig:
+def demo_config(image_size: int = 32, patch_size: int = 4) -> CLIPVGConfig:
     """A CLIP-VG of about 3.4M parameters (most of them the 49,408-token embedding) for small images.
 
-    Dropout is off: at this size it only slows learning down.
+    Patches of 4 px (an 8 x 8 grid on 32 px images) put several tokens on every object, so boxes can be read off
+    the grid instead of out of a patch's pixels. Dropout is off: at this size it only slows learning down.
     """
     width = 64
     return CLIPVGConfig(
@@ -92,12 +94,25 @@ def sincos_position_table(grid: int, dim: int) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dim), table], dim=0)
 
 
-def build_demo_model(config: CLIPVGConfig, seed: int) -> CLIPVGForGrounding:
+def build_demo_model(config: CLIPVGConfig, seed: int, init_noise: float = 0.0) -> CLIPVGForGrounding:
+    """A randomly initialised demo model with 2-D sine/cosine patch positions; ``init_noise`` perturbs every
+    weight by Gaussian noise of that standard deviation (drawn from its own generator).
+
+    The fusion's position table starts small (std 0.02, as transformers initialise embeddings) instead of the
+    official N(0, 1), which suits pretrained CLIP features of a large norm: on features of a from-scratch model the
+    unit-variance positions would dominate every query and key, the [REG] token's attention would start out fixed by
+    random positions, and when the loss leaves its mean-box plateau would be a lottery over seeds and rounding.
+    """
     torch.manual_seed(seed)
     model = CLIPVGForGrounding(config)
     table = sincos_position_table(config.num_patches_per_side, config.vision_config.hidden_size)
     with torch.no_grad():
         model.clip.vision_model.embeddings.position_embedding.weight.copy_(table)
+        model.fusion_position_embeddings.weight.normal_(0.0, 0.02)
+        if init_noise:
+            generator = torch.Generator().manual_seed(seed + 1)
+            for parameter in model.parameters():
+                parameter.add_(torch.randn(parameter.shape, generator=generator) * init_noise)
     return model
 
 
@@ -129,6 +144,80 @@ def language_blind_baselines(objects: dict, train_rows: list, eval_rows: list, s
     }
 
 
+def predicted_ious(model_dir: Path, image_dir: Path, rows: list, size: int, batch_size: int = 256) -> torch.Tensor:
+    """IoU of the saved model's box with the true box for each (file, box, text) row: the model and processor
+    reloaded with the Auto classes, boxes post-processed to image pixels."""
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor
+
+    model = AutoModel.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    predicted = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        images = [Image.open(image_dir / file_name).convert("RGB") for file_name, _, _ in chunk]
+        inputs = processor(images=images, text=[text for _, _, text in chunk], return_tensors="pt")
+        with torch.no_grad():
+            outputs = model(**inputs)
+        sizes = [(image.height, image.width) for image in images]
+        results = processor.post_process_grounded_object_detection(outputs, target_sizes=sizes)
+        predicted += [result["boxes"][0] for result in results]
+    targets = torch.tensor([row[1] for row in rows], dtype=torch.float32)
+    return grounding_iou(box_xyxy_to_cxcywh(torch.stack(predicted) / size), box_xyxy_to_cxcywh(targets / size))
+
+
+def shape_word_baseline(objects: dict, rows: list) -> float:
+    """Expected Acc@0.5 of a predictor that reads only the first shape word of each expression (the target's shape)
+    and picks one of the image's objects of that shape at random: what reading the shape but not the relation,
+    comparison or order gets."""
+    hits = []
+    for file_name, box, text in rows:
+        shape = next(word for word in text.split() if word in SHAPES)
+        same = [b for b, s in zip(objects[file_name]["boxes"], objects[file_name]["shapes"]) if s == shape]
+        hits.append(sum(list(b) == list(box) for b in same) / len(same))
+    return float(sum(hits) / len(hits))
+
+
+def per_type_accuracy(
+    ious: torch.Tensor, rows: list, objects: dict, train_rows: list, size: int
+) -> dict[str, dict[str, float | int]]:
+    """Acc@0.5 per expression type next to the best language-blind and the shape-word baselines on the same rows."""
+    types = [objects[file_name]["types"][objects[file_name]["expressions"].index(text)] for file_name, _, text in rows]
+    table = {}
+    for kind in EXPRESSION_TYPES + ("all",):
+        picked = [i for i, t in enumerate(types) if kind in (t, "all")]
+        if not picked:
+            continue
+        baselines = language_blind_baselines(objects, train_rows, [rows[i] for i in picked], size)
+        table[kind] = {
+            "expressions": len(picked),
+            "accuracy": float((ious[picked] >= 0.5).float().mean()),
+            "best_language_blind_baseline": max(baselines.values()),
+            "shape_word_baseline": shape_word_baseline(objects, [rows[i] for i in picked]),
+        }
+    return table
+
+
+def format_type_table(tables: dict[str, dict[str, dict[str, float | int]]]) -> str:
+    """One line per expression type: count, Acc@0.5, the language-blind and the shape-word baselines per split."""
+    splits = list(tables)
+    lines = [
+        f"{'expression type':<16}" + "".join(f"{split + ' (n, Acc@0.5, blind, shape word)':>46}" for split in splits)
+    ]
+    for kind in tables[splits[0]]:
+        cells = []
+        for split in splits:
+            row = tables[split].get(kind)
+            cells.append(
+                f"{row['expressions']:>12} {row['accuracy']:>9.3f} {row['best_language_blind_baseline']:>10.3f}"
+                f"{row['shape_word_baseline']:>12.3f}"
+                if row
+                else f"{'-':>46}"
+            )
+        lines.append(f"{kind:<16}" + "".join(cells))
+    return "\n".join(lines)
+
+
 def train_command(out: Path, args: argparse.Namespace) -> list[str]:
     """``accelerate launch -m clipvg_hf.train ...`` on one CPU process (the installed package's training module)."""
     return [
@@ -146,6 +235,13 @@ def train_command(out: Path, args: argparse.Namespace) -> list[str]:
         "--cpu",
         "-m",
         "clipvg_hf.train",
+        *train_arguments(out, args),
+    ]
+
+
+def train_arguments(out: Path, args: argparse.Namespace) -> list[str]:
+    """The training module's arguments: ``out/init`` trained on ``out/data`` into ``out/run``, no augmentation."""
+    return [
         "--model_name_or_path",
         str(out / "init"),
         "--dataset",
@@ -162,6 +258,8 @@ def train_command(out: Path, args: argparse.Namespace) -> list[str]:
         "256",
         "--learning_rate",
         str(args.learning_rate),
+        "--lr_scheduler",
+        args.lr_scheduler,
         "--scheduler_step",
         "step",
         "--warmup_steps",
@@ -170,6 +268,8 @@ def train_command(out: Path, args: argparse.Namespace) -> list[str]:
         "--no_aug_scale",
         "--no_aug_color",
         "--no_aug_translate",
+        "--group_by_image",
+        "3",  # an image's expressions in one batch: each image is encoded once for all of them
         "--num_workers",
         "1",
         "--seed",
@@ -236,14 +336,22 @@ def plot_curve(log_path: Path, baseline: float, path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Offline CLIP-VG demo on generated shapes.")
     parser.add_argument("--output_dir", default="outputs/demo")
-    parser.add_argument("--train_images", type=positive_int, default=1500)
+    parser.add_argument("--train_images", type=positive_int, default=2000)
     parser.add_argument("--val_images", type=positive_int, default=200)
     parser.add_argument("--test_images", type=positive_int, default=100)
-    parser.add_argument("--epochs", type=positive_int, default=20)
+    parser.add_argument("--epochs", type=positive_int, default=22)
     parser.add_argument("--batch_size", type=positive_int, default=64)
     parser.add_argument("--learning_rate", type=positive_float, default=5e-4)
     parser.add_argument("--warmup_steps", type=non_negative_int, default=50)
+    parser.add_argument("--lr_scheduler", choices=["cosine", "constant"], default="cosine")
     parser.add_argument("--seed", type=non_negative_int, default=13)
+    parser.add_argument(
+        "--init_noise",
+        type=float,
+        default=0.0,
+        help="Add Gaussian noise of this standard deviation to every initial weight (a stand-in for another CPU's "
+        "rounding, to check that the outcome does not hang on the last bits).",
+    )
     args = parser.parse_args(argv)
     check_output_dir(args.output_dir)
     started = time.time()
@@ -251,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. data, through the same converter as the official packs
-    spec = ShapesSpec(image_size=32, min_side=0.25, max_side=0.45)
+    spec = ShapesSpec(
+        image_size=32, min_objects=3, max_objects=3, min_side=0.25, max_side=0.45, shared_shape=0.7, relational=0.3
+    )
     raw = out / "raw"
     counts = write_shapes_pack(
         raw, {"train": args.train_images, "val": args.val_images, "test": args.test_images}, spec, seed=args.seed
@@ -261,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. a small model from scratch, trained with accelerate
     config = demo_config(spec.image_size)
-    model = build_demo_model(config, args.seed)
+    model = build_demo_model(config, args.seed, args.init_noise)
     model.save_pretrained(out / "init")
     CLIPVGProcessor.from_defaults(spec.image_size).save_pretrained(out / "init")
     n_params = sum(p.numel() for p in model.parameters())
@@ -280,11 +390,20 @@ def main(argv: list[str] | None = None) -> int:
     baselines = language_blind_baselines(objects, train_rows, val_rows, spec.image_size)
     best_baseline = max(baselines.values())
     val_accuracy = results["splits"]["val"]["accuracy"]
+    image_dir = raw / "image_data" / "shapes" / "images"
+    type_tables = {
+        split: per_type_accuracy(
+            predicted_ious(out / "run" / "best", image_dir, rows, spec.image_size),
+            rows,
+            objects,
+            train_rows,
+            spec.image_size,
+        )
+        for split, rows in (("val", val_rows), ("test", test_rows))
+    }
 
     # 4. reload, predict, draw
-    draw_predictions(
-        out / "run" / "best", raw / "image_data" / "shapes" / "images", test_rows, out / "predictions.png", count=16
-    )
+    draw_predictions(out / "run" / "best", image_dir, test_rows, out / "predictions.png", count=16)
     plotted = plot_curve(out / "run" / "log.jsonl", best_baseline, out / "training_curve.png")
 
     peak_mb = (
@@ -295,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_accuracy": val_accuracy,
         "test_accuracy": results["splits"]["test"]["accuracy"],
         "language_blind_baselines": baselines,
+        "per_expression_type": type_tables,
         "best_language_blind_baseline": best_baseline,
         "margin": val_accuracy - best_baseline,
         "target_margin": TARGET_MARGIN,
@@ -303,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.time() - started, 1),
         "peak_memory_mb": round(peak_mb),
         "parameters": n_params,
+        "seed": args.seed,
+        "init_noise": args.init_noise,
+        "machine": cpu_summary(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(
@@ -310,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({', '.join(f'{k} {v:.3f}' for k, v in baselines.items())}); test Acc@0.5 "
         f"{summary['test_accuracy']:.3f}"
     )
+    print(format_type_table(type_tables))
+    machine = summary["machine"]
+    print(f"machine: {machine['cpu']}, ISA {machine['isa']}, {machine['threads']} threads")
     print(
         f"margin {summary['margin']:+.3f} (target +{TARGET_MARGIN}): {'reached' if summary['reached'] else 'NOT reached'}"
         f"; {summary['wall_seconds']:.0f} s wall, peak memory {summary['peak_memory_mb']} MB"

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from PIL import Image
 
@@ -29,6 +30,59 @@ def test_shapes_are_deterministic_distinct_and_drawn_inside_their_boxes(tmp_path
     assert Image.open(tmp_path / "image_data" / "shapes" / "images" / rows[0][0]).size == (64, 64)
 
 
+def _resolve(scene, expression: str) -> list[int]:
+    """The objects of ``scene`` an expression can mean, read word by word (independent of the generator)."""
+    words = expression.split()[1:]  # drop "the"
+    centres = [((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in scene.boxes]
+    if words[0] in ("bigger", "smaller"):
+        same = [i for i, s in enumerate(scene.shapes) if s == words[1]]
+        sides = [scene.boxes[i][2] - scene.boxes[i][0] for i in same]
+        pick = max if words[0] == "bigger" else min
+        return [i for i, side in zip(same, sides) if side == pick(sides) and sides.count(side) == 1]
+    if words[-2:] == ["the", "left"] and words[-3] == "from":  # "<ordinal> <shape> from the left"
+        same = sorted((centres[i][0], i) for i, s in enumerate(scene.shapes) if s == words[1])
+        rank = ["first", "second", "third", "fourth"].index(words[0])
+        return [same[rank][1]] if rank < len(same) else []
+    if len(words) == 2:  # "<colour> <shape>"
+        return [i for i, (c, s) in enumerate(zip(scene.colors, scene.shapes)) if (c, s) == tuple(words)]
+    shape, rest = words[0], " ".join(words[1:])
+    for phrase, axis, sign in (("left of", 0, -1), ("right of", 0, 1), ("above", 1, -1), ("below", 1, 1)):
+        if rest.startswith(phrase + " the "):
+            color, anchor_shape = rest[len(phrase) + 5 :].split()
+            (anchor,) = [
+                i for i, (c, s) in enumerate(zip(scene.colors, scene.shapes)) if (c, s) == (color, anchor_shape)
+            ]
+            return [
+                i
+                for i, s in enumerate(scene.shapes)
+                if s == shape and sign * (centres[i][axis] - centres[anchor][axis]) > 0
+            ]
+    raise AssertionError(f"cannot parse {expression!r}")
+
+
+def test_every_expression_type_identifies_exactly_its_object():
+    import collections
+
+    import numpy as np
+
+    from clipvg_hf.demo_shapes import EXPRESSION_TYPES
+
+    spec = ShapesSpec(image_size=32, min_objects=3, max_objects=3, min_side=0.25, max_side=0.45, shared_shape=0.7)
+    rng = np.random.default_rng(0)
+    seen = collections.Counter()
+    for _ in range(300):
+        scene = make_scene(rng, spec)
+        for index in range(len(scene.boxes)):
+            for kind, expressions in scene.candidate_expressions(index).items():
+                for expression in expressions:
+                    assert _resolve(scene, expression) == [index], (expression, scene)
+                    seen[kind] += 1
+                if kind != "attribute":  # the relational types never name the object's colour
+                    assert all(scene.colors[index] not in e.split()[:2] for e in expressions)
+        assert len(scene.referring_expressions(rng)) == len(scene.boxes)
+    assert set(seen) == set(EXPRESSION_TYPES) and min(seen.values()) >= 50, seen
+
+
 def test_language_blind_baselines_on_a_known_case():
     objects = {"a.png": {"boxes": [[0, 0, 10, 10], [20, 20, 40, 40]]}}
     rows = [("a.png", [0, 0, 10, 10], "the red square"), ("a.png", [20, 20, 40, 40], "the blue circle")]
@@ -36,6 +90,24 @@ def test_language_blind_baselines_on_a_known_case():
     assert baselines["random object"] == 0.5  # each expression: one of two objects is right
     assert baselines["largest object"] == 0.5
     assert baselines["mean box"] == 0.0
+
+
+def test_shape_word_baseline_on_a_known_case():
+    from clipvg_hf.demo import shape_word_baseline
+
+    objects = {
+        "a.png": {"boxes": [[0, 0, 8, 8], [10, 10, 20, 20], [20, 0, 30, 8]], "shapes": ["circle", "circle", "square"]}
+    }
+    rows = [("a.png", [0, 0, 8, 8], "the first circle from the left"), ("a.png", [20, 0, 30, 8], "the red square")]
+    assert shape_word_baseline(objects, rows) == (0.5 + 1.0) / 2
+
+
+def test_init_noise_perturbs_every_weight_by_about_its_scale():
+    from clipvg_hf.demo import build_demo_model, demo_config
+
+    plain, noisy = (build_demo_model(demo_config(), 3, noise).state_dict() for noise in (0.0, 1e-6))
+    differences = torch.cat([(noisy[k] - plain[k]).flatten() for k in plain if plain[k].is_floating_point()])
+    assert 0.5e-6 < differences.std() < 2e-6 and (differences != 0).float().mean() > 0.99
 
 
 def test_sincos_positions_distinguish_every_patch():
@@ -76,5 +148,9 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert summary["best_language_blind_baseline"] == max(summary["language_blind_baselines"].values())
     assert (out / "predictions.png").is_file() and (out / "training_curve.png").is_file()
     assert (out / "run" / "best" / "model.safetensors").is_file()
+    per_type = summary["per_expression_type"]["val"]
+    assert per_type["all"]["expressions"] == sum(v["expressions"] for k, v in per_type.items() if k != "all")
+    assert per_type["all"]["accuracy"] == pytest.approx(summary["validation_accuracy"], abs=1e-6)
+    assert summary["machine"]["isa"] and summary["machine"]["threads"] >= 1 and "expression type" in run.stdout
     records = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["global_step"] > 0
