@@ -45,8 +45,10 @@ from torch.utils._pytree import tree_leaves
 
 from benchmarks.bench_vs_official import autocast_context, count_flops, gemm_flops_per_second, synchronize
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
+from clipvg_hf.hardware import cpu_summary
 from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf.modeling_clipvg import grounding_loss, patch_padding_mask
+from clipvg_hf.precision import cpu_summary_line
 from clipvg_hf.testing_utils import tiny_clipvg_config
 
 # Token counts of RefCOCO-like expressions ([SOT] + BPE + [EOT]); mean ≈ 7.6.
@@ -368,8 +370,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="bf16 autocast for our paths: auto = on CUDA only; on = also on CPU (exercises the "
         "CUDA code path anywhere); off = fp32 everywhere",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="weights of our evaluation paths: bf16 = a copy converted once to bf16, box head fp32 "
+        "(clipvg-evaluate --dtype bf16); the official-settings path and training stay fp32",
+    )
     parser.add_argument("--json", type=Path, default=Path("outputs/bench_model.json"))
     args = parser.parse_args(argv)
+    if args.dtype == "bf16" and args.bf16 == "on":
+        parser.error("--dtype bf16 already holds our weights in bf16: leave out --bf16 on (autocast)")
+    print(cpu_summary_line())
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -380,8 +392,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frozen = CLIPVGForGrounding(CLIPVGConfig(**{**config.to_dict(), "trainable_clip": "frozen"})).to(device)
     frozen.load_state_dict(model.state_dict())
     frozen.apply_trainable_clip_policy()
-    use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda")
+    use_bf16 = args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda" and args.dtype == "fp32")
     autocast = torch.bfloat16 if use_bf16 else None
+    weights_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    ours_model = model  # our evaluation paths: the same weights, converted once when --dtype bf16
+    if weights_dtype != torch.float32:
+        ours_model = CLIPVGForGrounding(config).to(device).eval()
+        ours_model.load_state_dict(model.state_dict())
+        ours_model.to_inference_dtype(weights_dtype)
     load_before = os.getloadavg()
     gemm_size = 4096 if device.type == "cuda" else (256 if args.quick else 2048)
     probe = lambda: gemm_flops_per_second(gemm_size, device=device)  # noqa: E731
@@ -391,8 +409,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     expressions = len(eval_batch["image_index"])
     eval_paths = {
         "official settings": eval_official(model, eval_batch, None),
-        "ours, image per expression": eval_ours_ungrouped(model, eval_batch, autocast),
-        "ours (grouped by image)": eval_ours(model, eval_batch, autocast),
+        "ours, image per expression": eval_ours_ungrouped(ours_model, eval_batch, autocast),
+        "ours (grouped by image)": eval_ours(ours_model, eval_batch, autocast),
     }
     # the warm-up call of each path measures its memory and keeps its boxes
     times, warm = interleaved(
@@ -426,7 +444,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         train_rows[name]["flops_per_unit"] = count_flops(step) / args.train_batch
     load_after = os.getloadavg()
     gemm = statistics.median(gemm_probes)  # the machine's matrix-product speed while the paths ran
-    gemm_bf16 = gemm_flops_per_second(gemm_size, device=device, dtype=torch.bfloat16) if autocast else None
+    low = autocast or weights_dtype != torch.float32
+    gemm_bf16 = gemm_flops_per_second(gemm_size, device=device, dtype=torch.bfloat16) if low else None
 
     size = "tiny (--quick)" if args.quick else "ViT-B/16, 224 px, random weights"
     print(
@@ -438,6 +457,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{gemm / 1e9:.1f} GFLOP/s fp32 ({gemm_size}^2, median over repetitions)"
         + (f", {gemm_bf16 / 1e9:.1f} GFLOP/s bf16" if gemm_bf16 else "")
         + ("; ours under bf16 autocast" if autocast else "")
+        + ("; our evaluation paths with bf16 weights (box head fp32)" if weights_dtype != torch.float32 else "")
     )
     print_table(
         f"Evaluation: {args.images} images x {args.per_image} expressions per batch (max|Δbox| vs the "
@@ -460,6 +480,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gemm_flops_per_s_fp32": gemm,
         "gemm_flops_per_s_bf16": gemm_bf16,
         "autocast": str(autocast),
+        "ours_eval_dtype": str(weights_dtype).replace("torch.", ""),
+        "cpu": cpu_summary(),
         "eval": {"images": args.images, "per_image": args.per_image, "paths": eval_rows},
         "train": {"batch": args.train_batch, "paths": train_rows},
     }

@@ -24,7 +24,9 @@ the load average while the pairs ran, and utilisation: achieved FLOP/s (FLOPs of
 counted once with PyTorch's FLOP formulas, fused CPU attention included) over the FLOP/s of a 2048 x 2048 fp32
 matrix product measured on the same threads before every pair, and the median minor page faults per call.
 ``--profile`` adds a ``torch.profiler`` table of
-where our evaluation and training step spend their time. Not a test.
+where our evaluation and training step spend their time. ``--dtype bf16`` runs our evaluation with the weights
+converted once to bf16 (box head fp32, as ``clipvg-evaluate --dtype bf16``), its utilisation then against a bf16
+matrix product; every run first prints the CPU line (model, dispatched ISA, bf16 units). Not a test.
 
     python -m benchmarks.bench_vs_official --official_repo /tmp/clipvg_orig            # ~6 min on 2 cores
     python -m benchmarks.bench_vs_official --official_repo /tmp/clipvg_orig --quick    # smoke run
@@ -627,6 +629,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="bf16 autocast for our side: auto = on CUDA only (as accelerate's bf16 mixed precision and "
         "clipvg-evaluate --bf16); on = also on the CPU (not the same math); off = fp32",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="our evaluation's weights: bf16 = converted once to bf16, box head fp32 (clipvg-evaluate --dtype bf16), "
+        "utilisation against a bf16 GEMM; the official side and both training steps stay as they are",
+    )
     parser.add_argument("--skip", choices=("eval", "train"), help="leave out one of the two measurements")
     parser.add_argument("--profile", action="store_true", help="also profile our evaluation and training step")
     parser.add_argument("--quick", action="store_true", help="1 pair, 2 images x 3 expressions, batch 2 (smoke)")
@@ -639,19 +648,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.images, args.per_image, args.train_batch, args.repeats = 2, 3, 2, 1
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this torch sees no CUDA device")
+    if args.dtype == "bf16" and args.bf16 == "on":
+        parser.error("--dtype bf16 already holds our weights in bf16: leave out --bf16 on (autocast)")
     device = torch.device(args.device)
     autocast = torch.bfloat16 if args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda") else None
+    eval_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    eval_autocast = None if eval_dtype != torch.float32 else autocast  # bf16 weights: no autocast on top
     torch.set_num_threads(args.threads)
-    import_torchvision()
+    import_torchvision()  # before anything imports transformers (clipvg_hf does)
+    from clipvg_hf.hardware import cpu_summary
+    from clipvg_hf.precision import cpu_summary_line
+
+    print(cpu_summary_line(), flush=True)
     import clipvg_hf.inference  # noqa: F401  (before the official packages, whose names it must not see)
     import clipvg_hf.train  # noqa: F401
 
     official = import_official(args.official_repo.resolve())
     model_official, official_args = build_official(official, seed=0, device=args.device)
     model_ours = convert_to_ours(model_official, official_args).float()
+    model_eval = model_ours  # our evaluation's weights, converted once when --dtype bf16
+    if eval_dtype != torch.float32:
+        model_eval = convert_to_ours(model_official, official_args).float().to_inference_dtype(eval_dtype)
     gemm_size = 512 if args.quick else (8192 if device.type == "cuda" else 2048)
     gemm_dtype = autocast or torch.float32
     measure = functools.partial(interleaved_pairs, device=device, gemm_dtype=gemm_dtype)
+    eval_gemm_dtype = eval_dtype if eval_dtype != torch.float32 else gemm_dtype  # the peak of the dtype in use
+    measure_eval = functools.partial(interleaved_pairs, device=device, gemm_dtype=eval_gemm_dtype)
     load_start = os.getloadavg()
     result: dict[str, Any] = {
         "torch": torch.__version__,
@@ -661,6 +683,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gemm_size": gemm_size,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
         "ours_autocast": str(autocast).replace("torch.", "") if autocast else None,
+        "ours_eval_dtype": str(eval_dtype).replace("torch.", ""),
+        "cpu": cpu_summary(),
     }
     profiles = []
 
@@ -671,17 +695,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         pixels, pad = images[image_index].contiguous(), image_pad[image_index].contiguous()  # one row per expression
         ids77, mask77 = tokenized(official, count, offset=0)
         run_official = official_eval(official, model_official, pixels, pad, ids77, mask77)
-        run_ours = ours_eval(model_ours, images, image_pad, image_index, ids77, mask77, autocast)
+        run_ours = ours_eval(model_eval, images, image_pad, image_index, ids77, mask77, eval_autocast)
         delta = (run_official().reshape(-1, 4) - run_ours().reshape(-1, 4)).abs().max().item()
         flops = {"official": count_flops(run_official), "ours": count_flops(run_ours)}
-        result["eval"] = summarise(measure(run_official, run_ours, args.repeats, gemm_size), count, flops)
+        result["eval"] = summarise(measure_eval(run_official, run_ours, args.repeats, gemm_size), count, flops)
         result["eval"].update(
             max_abs_box_diff=delta,
             text_length=int(mask77.sum(1).max()),
             padded_patch_share=patch_padding_share(model_ours, image_pad),
         )
         if args.profile:
-            profiles.append(profile("evaluation", run_ours, model_ours, rows=18))
+            profiles.append(profile("evaluation", run_ours, model_eval, rows=18))
 
     if args.skip != "train":
         pixels, pad = letterboxed_images(args.train_batch, seed=101, train=True)
@@ -713,12 +737,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"CLIP-VG vs the official code ({args.official_repo}): ViT-B/16, 224 px, random weights converted with the "
         f"project's converter; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, our attention: {result['attn_implementation']}; device "
-        f"{result['device']}" + (f", ours under {result['ours_autocast']} autocast" if autocast else "")
+        f"{result['device']}"
+        + (f", ours under {result['ours_autocast']} autocast" if autocast else "")
+        + (
+            f"; our evaluation with {result['ours_eval_dtype']} weights (box head fp32)"
+            if args.dtype != "fp32"
+            else ""
+        )
     )
+    print(cpu_summary_line())
     print(
         f"load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in load_start)}; at end "
         f"{', '.join(f'{x:.2f}' for x in result['load_average_end'])}; GEMM {gemm_size}^2 "
         f"{str(gemm_dtype).replace('torch.', '')}"
+        + (f" (evaluation: {result['ours_eval_dtype']})" if args.dtype != "fp32" else "")
     )
     if "eval" in result:
         e = result["eval"]
