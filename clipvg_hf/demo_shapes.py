@@ -55,6 +55,7 @@ class ShapesSpec:
     max_side: float = 0.4
     shared_shape: float = 0.0  # probability that a scene repeats one shape (where relational expressions arise)
     relational: float = 1.0  # probability that an object that can take a relational expression gets one
+    columns: bool = False  # object i in the i-th of ``count`` vertical strips (easy to localise: for quick checks)
 
 
 @dataclass
@@ -131,7 +132,7 @@ def make_scene(rng: np.random.Generator, spec: ShapesSpec) -> Scene:
         shapes[1] = shapes[0]  # a repeated shape: only a relation, a comparison or an order tells the two apart
     low, high = int(spec.min_side * size), int(spec.max_side * size)
     ranges = [(low, high)] * count
-    if count >= 2 and shapes[0] == shapes[1] and rng.random() < 0.5:  # "the bigger / smaller <shape>"
+    if count >= 2 and shapes[0] == shapes[1] and high - low > MARGIN + 1 and rng.random() < 0.5:  # bigger / smaller
         middle = (low + high) // 2
         ranges[:2] = [(low, middle - MARGIN // 2), (middle + MARGIN // 2 + 1, high)]
     for _layout in range(100):  # a layout that does not fit is drawn again as a whole
@@ -140,6 +141,9 @@ def make_scene(rng: np.random.Generator, spec: ShapesSpec) -> Scene:
             side = int(rng.integers(smallest, largest + 1))
             for _attempt in range(50):
                 x, y = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
+                if spec.columns:  # inside strip len(boxes) of count equal strips
+                    strip = size // count
+                    x = len(boxes) * strip + int(rng.integers(0, max(1, strip - side + 1)))
                 box = (x, y, x + side, y + side)
                 if not _overlaps(box, boxes):
                     boxes.append(box)
