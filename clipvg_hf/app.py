@@ -85,7 +85,9 @@ def load_grounder(model: str, device: str | int | None = None, dtype: str | torc
     from clipvg_hf.loading import load_model_and_processor
     from clipvg_hf.precision import resolve_dtype
 
-    loaded, processor = load_model_and_processor(model, "--model", dtype=resolve_dtype(dtype, target))
+    # the precision note comes after a successful load: a model that cannot load is one error line, nothing else
+    loaded, processor = load_model_and_processor(model, "--model", dtype=resolve_dtype(dtype, target, note=False))
+    resolve_dtype(dtype, target)
     return pipeline(TASK, model=loaded, processor=processor, device=device)
 
 

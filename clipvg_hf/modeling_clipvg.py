@@ -576,7 +576,8 @@ class CLIPVGBoxHead(nn.Module):
     def __init__(self, hidden_size: int, num_layers: int = 3):
         super().__init__()
         sizes = [hidden_size] * num_layers + [4]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        # float32 whatever the default dtype: the boxes are computed in full precision (see _keep_in_fp32_modules_strict)
+        self.layers = nn.ModuleList(nn.Linear(a, b, dtype=torch.float32) for a, b in zip(sizes[:-1], sizes[1:]))
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # a low-precision model keeps its head in fp32 (``_keep_in_fp32_modules_strict``): the boxes come out in the

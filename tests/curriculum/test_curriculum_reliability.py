@@ -35,7 +35,9 @@ def test_reliabilities_and_subsets_equal_the_official_ones(
     assert scores.row_index.tolist() == list(range(len(expected)))
     assert np.abs(scores.reliability - expected).max() <= 1e-5
     assert threshold_subsets(scores) == expected_json["reliability_subsets"]
-    assert scores.measurer == model_fingerprint(converted_dir)
+    fingerprint = model_fingerprint(converted_dir)
+    assert {k: scores.measurer[k] for k in fingerprint} == fingerprint  # plus the precision it ran in
+    assert scores.measurer["dtype"] == "float32" and "hardware" in scores.measurer
     report = save_scores(scores, tmp_path)
     assert json.loads((tmp_path / "reliability.json").read_text())["subsets"] == expected_json["reliability_subsets"]
     hist = report["histogram"]
