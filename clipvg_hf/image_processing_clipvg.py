@@ -1,11 +1,12 @@
 """Image processor of CLIP-VG: the official evaluation letterbox, pixel mask and box post-processing.
 
-This file is uploaded next to the model as Hub remote code, so it imports nothing from the ``clipvg_hf`` package.
+This file is uploaded next to the model as Hub remote code, so it imports only its sibling modules (the box
+geometry of ``boxes_clipvg``).
 """
 
 import os
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -14,6 +15,15 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import ImageInput, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
+
+from .boxes_clipvg import (
+    BOX_FORMATS,
+    LetterboxGeometry,
+    boxes_to_xyxy,
+    canvas_cxcywh_to_xyxy,
+    letterbox_geometry,
+    xyxy_to_canvas_cxcywh,
+)
 
 __all__ = [
     "BOX_FORMATS",
@@ -28,85 +38,6 @@ __all__ = [
 # CLIP-VG normalises with ImageNet statistics, not CLIP's.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: Input box layouts: corners ``(x1, y1, x2, y2)`` or COCO-style ``(x, y, width, height)``, in pixels.
-BOX_FORMATS = ("xyxy", "xywh")
-
-
-class LetterboxGeometry(NamedTuple):
-    """Where an image of a given size lands on the square canvas."""
-
-    scale: float
-    new_height: int
-    new_width: int
-    top: int
-    left: int
-
-
-def letterbox_geometry(height: int, width: int, size: int) -> LetterboxGeometry:
-    """Resize the long side to ``size`` and centre the result, with the official rounding.
-
-    The resized sides are ``round(side * scale)`` and the offsets ``round(free / 2 - 0.1)`` (Python's
-    half-to-even ``round``), which is what the released checkpoints were evaluated with.
-    """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got height={height}, width={width}")
-    scale = size / max(height, width)
-    new_height, new_width = round(height * scale), round(width * scale)
-    top = round((size - new_height) / 2.0 - 0.1)
-    left = round((size - new_width) / 2.0 - 0.1)
-    return LetterboxGeometry(scale, new_height, new_width, top, left)
-
-
-def boxes_to_xyxy(boxes: Any, box_format: str = "xyxy", truncate: bool = False) -> np.ndarray:
-    """Read boxes in pixels as an ``(N, 4)`` float64 array of corners.
-
-    With ``truncate=True`` every input number is first cut to an integer (toward zero), as the official data loader
-    does with the annotations: for ``"xywh"`` this gives ``x2 = int(x) + int(w)``, not ``int(x + w)``.
-    """
-    if box_format not in BOX_FORMATS:
-        raise ValueError(f"box_format={box_format!r} is not supported; choose one of {BOX_FORMATS}.")
-    array = np.asarray(boxes, dtype=np.float64)
-    if array.ndim == 1:
-        array = array[None]
-    if array.ndim != 2 or array.shape[-1] != 4:
-        raise ValueError(f"boxes must have shape (4,) or (N, 4), got {tuple(np.shape(boxes))}.")
-    if not np.isfinite(array).all():
-        raise ValueError(f"boxes must be finite numbers, got {array.tolist()}.")
-    if truncate:
-        array = np.trunc(array)
-    if box_format == "xywh":
-        array = np.concatenate([array[:, :2], array[:, :2] + array[:, 2:]], axis=1)
-    if (array[:, 2:] < array[:, :2]).any():
-        raise ValueError(f"boxes must satisfy x2 >= x1 and y2 >= y1, got {array.tolist()}.")
-    return array
-
-
-def xyxy_to_canvas_cxcywh(xyxy: np.ndarray, geometry: LetterboxGeometry, size: int) -> np.ndarray:
-    """Map corner boxes from image pixels to normalised ``(cx, cy, w, h)`` on the letterboxed canvas."""
-    canvas = xyxy * geometry.scale + np.array([geometry.left, geometry.top] * 2, dtype=np.float64)
-    centre = (canvas[:, :2] + canvas[:, 2:]) / 2
-    extent = canvas[:, 2:] - canvas[:, :2]
-    return np.concatenate([centre, extent], axis=1) / size
-
-
-def canvas_cxcywh_to_xyxy(
-    boxes: torch.Tensor, geometry: LetterboxGeometry, size: int, clamp_to: tuple[int, int] | None = None
-) -> torch.Tensor:
-    """Map normalised ``(cx, cy, w, h)`` canvas boxes back to float64 corner boxes in original-image pixels.
-
-    The exact inverse of the letterbox (shift, then unscale). ``clamp_to=(height, width)`` cuts the result to the
-    image, because a prediction may reach into the padding.
-    """
-    boxes = boxes.to(torch.float64) * size
-    corners = torch.cat([boxes[..., :2] - boxes[..., 2:] / 2, boxes[..., :2] + boxes[..., 2:] / 2], dim=-1)
-    offsets = torch.tensor([geometry.left, geometry.top] * 2, dtype=torch.float64, device=boxes.device)
-    corners = (corners - offsets) / geometry.scale
-    if clamp_to is not None:
-        height, width = clamp_to
-        limits = torch.tensor([width, height] * 2, dtype=torch.float64, device=boxes.device)
-        corners = torch.minimum(corners.clamp(min=0), limits)
-    return corners
 
 
 def _read_image_file(path: str | os.PathLike) -> PIL.Image.Image:

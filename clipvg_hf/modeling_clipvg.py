@@ -27,6 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
+from .boxes_clipvg import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, elementwise_giou, grounding_iou
 from .configuration_clipvg import TRAINABLE_CLIP_POLICIES, CLIPVGConfig, default_extract_layers
 
 logger = logging.get_logger(__name__)
@@ -44,33 +45,8 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Box utilities (element-wise: one prediction per target)
+# Loss and masks
 # ----------------------------------------------------------------------------------------------------------------
-def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """(cx, cy, w, h) -> (x1, y1, x2, y2)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
-
-
-def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    """(x1, y1, x2, y2) -> (cx, cy, w, h)."""
-    x1, y1, x2, y2 = boxes.unbind(-1)
-    return torch.stack([(x1 + x2) / 2.0, (y1 + y2) / 2.0, x2 - x1, y2 - y1], dim=-1)
-
-
-def _elementwise_giou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """Generalised IoU of ``boxes1[i]`` with ``boxes2[i]`` (xyxy); the diagonal of the pairwise GIoU matrix."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    inter_wh = (torch.min(boxes1[:, 2:], boxes2[:, 2:]) - torch.max(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
-    inter = inter_wh[:, 0] * inter_wh[:, 1]
-    union = area1 + area2 - inter
-    iou = inter / union
-    hull_wh = (torch.max(boxes1[:, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, :2], boxes2[:, :2])).clamp(min=0)
-    hull = hull_wh[:, 0] * hull_wh[:, 1]
-    return iou - (hull - union) / hull
-
-
 def grounding_loss(pred_boxes: torch.Tensor, target_boxes: torch.Tensor) -> dict[str, torch.Tensor]:
     """The CLIP-VG loss on normalised (cx, cy, w, h) boxes of shape (B, 4).
 
@@ -86,25 +62,9 @@ def grounding_loss(pred_boxes: torch.Tensor, target_boxes: torch.Tensor) -> dict
         raise ValueError(f"labels must be (cx, cy, w, h) with w, h >= 0; rows {bad} have a negative size")
     batch_size = pred_boxes.shape[0]
     loss_bbox = F.l1_loss(pred_boxes, target_boxes, reduction="none").sum() / batch_size
-    giou = _elementwise_giou(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(target_boxes))
+    giou = elementwise_giou(box_cxcywh_to_xyxy(pred_boxes), box_cxcywh_to_xyxy(target_boxes))
     loss_giou = (1 - giou).sum() / batch_size
     return {"loss": loss_bbox + loss_giou, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
-
-
-def grounding_iou(pred_boxes: torch.Tensor, target_boxes: torch.Tensor) -> torch.Tensor:
-    """Per-sample IoU as CLIP-VG's Acc@0.5 computes it.
-
-    Both inputs are normalised (cx, cy, w, h) of shape (B, 4) on the canvas; the prediction is clamped to [0, 1]
-    after conversion to corners, the target is not, and ``1e-16`` guards the denominator.
-    """
-    pred = box_cxcywh_to_xyxy(pred_boxes).clamp(0, 1)
-    target = box_cxcywh_to_xyxy(target_boxes)
-    inter_w = (torch.min(pred[:, 2], target[:, 2]) - torch.max(pred[:, 0], target[:, 0])).clamp(min=0)
-    inter_h = (torch.min(pred[:, 3], target[:, 3]) - torch.max(pred[:, 1], target[:, 1])).clamp(min=0)
-    inter = inter_w * inter_h
-    area_pred = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
-    area_target = (target[:, 2] - target[:, 0]) * (target[:, 3] - target[:, 1])
-    return inter / (area_pred + area_target - inter + 1e-16)
 
 
 def patch_padding_mask(pixel_mask: torch.Tensor, grid_size: int) -> torch.Tensor:

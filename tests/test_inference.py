@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from clipvg_hf import CLIPVGForGrounding
+from clipvg_hf.boxes_clipvg import grounding_iou
 from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
-from clipvg_hf.modeling_clipvg import grounding_iou
 
 from conftest import make_tiny_config
 

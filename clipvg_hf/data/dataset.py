@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from ..boxes_clipvg import frbbox_corners
 from .decode import open_raw_image
-from .object_mask import frbbox_corners, rasterize_box
+from .object_mask import rasterize_box
 from .registry import DATASETS, split_config_name
 
 __all__ = [

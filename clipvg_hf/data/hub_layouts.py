@@ -53,9 +53,10 @@ from typing import Any
 import datasets
 import PIL.Image
 
+from ..boxes_clipvg import exact_box, official_box
 from ..cli import UsageError, first_line, looks_local
 from .decode import open_image
-from .splits import exact_box, has_visible_text, image_path_problem, official_box
+from .splits import has_visible_text, image_path_problem
 
 __all__ = [
     "KNOWN_PARTITIONS",

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..boxes_clipvg import frbbox_corners
+
 __all__ = [
     "crop_object_mask",
     "frbbox_corners",
@@ -29,21 +31,6 @@ __all__ = [
 
 #: Upsampling factor of pycocotools' polygon rasteriser.
 _SCALE = 5
-
-
-def frbbox_corners(bbox: Sequence[float], box_format: str) -> tuple[float, float, float, float]:
-    """The polygon corners (x1, y1, x2, y2) ``frBbox`` computes from the official loader's float box.
-
-    ``bbox`` is the converter's exact (x1, y1, x2, y2) (``SplitRow.bbox``). For ``"xywh"`` sources (the COCO-based
-    datasets and mixup) it already holds ``x + w`` as ``frBbox`` computes it; for ``"xyxy"`` sources (ReferIt,
-    Flickr30k) the official loader passes ``[x1, y1, x2 - x1, y2 - y1]``, whose right edge is ``x1 + (x2 - x1)``.
-    """
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    if box_format == "xywh":
-        return x1, y1, x2, y2
-    if box_format == "xyxy":
-        return x1, y1, x1 + (x2 - x1), y1 + (y2 - y1)
-    raise ValueError(f"box_format must be 'xywh' or 'xyxy', got {box_format!r}")
 
 
 def _covered(start: float, stop: float, size: int) -> tuple[int, int]:

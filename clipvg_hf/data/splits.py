@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..boxes_clipvg import exact_box, official_box
 from ..cli import torch_load_reason
 from .registry import DATASETS, MIXUP_IMAGE_DIRS, SOURCES, DatasetInfo
 
@@ -123,18 +124,6 @@ def _as_box(value: Any) -> tuple[float, float, float, float] | None:
             return None
         out.append(v)
     return tuple(out)  # type: ignore[return-value]
-
-
-def official_box(raw: Sequence[float], box_format: str) -> tuple[int, int, int, int]:
-    """The official loader's int box: truncate every stored number; for xywh, x2 = int(x) + int(w)."""
-    x, y, a, b = (int(v) for v in raw)  # int() truncates toward zero, like np.array(..., dtype=int)
-    return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
-
-
-def exact_box(raw: Sequence[float], box_format: str) -> tuple[float, float, float, float]:
-    """The stored box as exact float (x1, y1, x2, y2)."""
-    x, y, a, b = (float(v) for v in raw)
-    return (x, y, x + a, y + b) if box_format == "xywh" else (x, y, a, b)
 
 
 def parse_row(row: Any, index: int, info: DatasetInfo, file: str, source: str) -> SplitRow:

@@ -21,7 +21,8 @@ import PIL.Image
 import PIL.ImageEnhance
 import torch
 
-from ..image_processing_clipvg import IMAGENET_MEAN, IMAGENET_STD, CLIPVGImageProcessor, letterbox_geometry
+from ..boxes_clipvg import crop_box, letterbox_geometry, letterbox_offset
+from ..image_processing_clipvg import IMAGENET_MEAN, IMAGENET_STD, CLIPVGImageProcessor
 from .decode import as_rgb, decode_at_least, decode_full
 from .object_mask import crop_object_mask, pad_object_mask, resize_object_mask
 
@@ -149,14 +150,6 @@ def random_crop_window(
     return None
 
 
-def crop_box(box: Box, window: tuple[int, int, int, int]) -> Box:
-    """The box in the coordinates of a (top, left, height, width) window, clamped to it."""
-    top, left, height, width = window
-    shifted = box - torch.tensor([left, top, left, top], dtype=box.dtype)
-    limit = torch.tensor([width, height, width, height], dtype=box.dtype)
-    return torch.minimum(shifted, limit).clamp(min=0)
-
-
 def color_jitter(
     image: PIL.Image.Image, rng: np.random.Generator, strength: float = 0.4, p: float = 0.8
 ) -> tuple[PIL.Image.Image, list[tuple[str, float]]]:
@@ -178,11 +171,6 @@ def color_jitter(
         image = enhancers[name](image).enhance(factor)
         applied.append((name, factor))
     return image, applied
-
-
-def _centre_offset(free: int) -> int:
-    """Centred padding offset with the official rounding (Python's half-to-even ``round``)."""
-    return round(free / 2.0 - 0.1)
 
 
 @lru_cache(maxsize=1)
@@ -214,7 +202,7 @@ def normalize_and_pad(
     pixels = np.asarray(as_rgb(image), dtype=np.uint8)
     free_h, free_w = size - image.height, size - image.width
     if rng is None:
-        top, left = _centre_offset(free_h), _centre_offset(free_w)
+        top, left = letterbox_offset(free_h), letterbox_offset(free_w)
     else:
         top, left = int(rng.integers(0, free_h, endpoint=True)), int(rng.integers(0, free_w, endpoint=True))
     canvas = np.zeros((3, size, size), dtype=np.float32)

@@ -19,6 +19,7 @@ from typing import Any
 
 from datasets.table import embed_table_storage
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
+from transformers.dynamic_module_utils import get_relative_import_files
 
 from ..configuration_clipvg import CLIPVGConfig
 from ..configuration_hivg import HiVGConfig
@@ -76,8 +77,13 @@ def auto_map(classes: Mapping[str, type]) -> dict[str, str]:
 
 
 def code_files(classes: Mapping[str, type]) -> tuple[str, ...]:
-    """The flat ``.py`` files that define ``classes`` (what ``trust_remote_code=True`` downloads)."""
-    return tuple(dict.fromkeys(f"{_module_file(cls)}.py" for cls in classes.values()))
+    """The flat ``.py`` files that define ``classes`` and every sibling file they import, as transformers follows
+    them (what ``trust_remote_code=True`` downloads)."""
+    names = []
+    for cls in classes.values():
+        defining = _PACKAGE_DIR / f"{_module_file(cls)}.py"
+        names += [defining.name, *sorted(Path(f).name for f in get_relative_import_files(defining))]
+    return tuple(dict.fromkeys(names))
 
 
 MODEL_AUTO_MAP = auto_map(MODEL_CLASSES)
@@ -93,7 +99,7 @@ MODEL_CODE_FILES = code_files(MODEL_CLASSES)
 #: model_type -> (auto_map, remote-code files) of each model family.
 MODEL_FAMILIES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
     "clip_vg": (MODEL_AUTO_MAP, MODEL_CODE_FILES),
-    "hivg": (auto_map(HIVG_MODEL_CLASSES), code_files(HIVG_MODEL_CLASSES) + MODEL_CODE_FILES),
+    "hivg": (auto_map(HIVG_MODEL_CLASSES), code_files(HIVG_MODEL_CLASSES)),
 }
 PROCESSOR_CODE_FILES = code_files({"AutoProcessor": CLIPVGProcessor, "AutoImageProcessor": CLIPVGImageProcessor})
 

@@ -111,6 +111,8 @@ def top_attribute(scores: Iterable[float], vocabulary: Sequence[str] | None = No
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """IoU of two ``x1, y1, x2, y2`` boxes computed as the official code does (0 when they do not overlap)."""
+    # Not boxes_clipvg.grounding_iou on purpose: the template rules compare this value with thresholds, and the
+    # official code computes it in Python floats (no epsilon, no clamp, 0 for touching boxes); tensors would round.
     inter = _overlap(a, b)
     if inter == 0:
         return 0

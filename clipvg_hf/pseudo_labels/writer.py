@@ -35,8 +35,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..boxes_clipvg import official_box
 from ..data.convert import _ImageMeta, _write_shards
-from ..data.splits import SplitRow, official_box
+from ..data.splits import SplitRow
 from ..data.staging import staged_folder, write_text_atomic
 from .captions import CaptionMatcher
 from .detections import (

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from clipvg_hf.boxes_clipvg import official_box
 from clipvg_hf.data.splits import (
     DATASETS,
     SplitFileError,
     SplitRowError,
     load_split_file,
-    official_box,
     parse_row,
     parse_rows,
     separate_source_files,

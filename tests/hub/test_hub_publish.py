@@ -147,6 +147,7 @@ def test_model_repo_holds_weights_code_processor_and_card(hub, published, conver
         "model.safetensors",
         "configuration_clipvg.py",
         "modeling_clipvg.py",
+        "boxes_clipvg.py",
         "processing_clipvg.py",
         "image_processing_clipvg.py",
         "processor_config.json",

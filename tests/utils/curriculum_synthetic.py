@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clipvg_hf.boxes_clipvg import grounding_iou
 from clipvg_hf.curriculum import ReliabilityScores, TrainResult
-from clipvg_hf.modeling_clipvg import grounding_iou
 
 
 def make_sources(sizes: dict[str, int], corruption: dict[str, float], seed: int = 0) -> dict[str, dict]:

@@ -8,13 +8,7 @@ from transformers import AutoModel, AutoModelForZeroShotObjectDetection, CLIPCon
 
 import clipvg_hf  # noqa: F401
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
-from clipvg_hf.modeling_clipvg import (
-    box_cxcywh_to_xyxy,
-    box_xyxy_to_cxcywh,
-    grounding_iou,
-    grounding_loss,
-    patch_padding_mask,
-)
+from clipvg_hf.modeling_clipvg import grounding_loss, patch_padding_mask
 
 from conftest import make_tiny_config
 
@@ -73,14 +67,6 @@ def test_loss_matches_the_definition():
     torch.testing.assert_close(terms["loss_giou"], (1 - giou).mean())
     with pytest.raises(ValueError, match="rows \\[1\\]"):
         grounding_loss(pred, torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, -0.1, 0.2]]))
-
-
-def test_iou_clamps_prediction_to_canvas():
-    pred = torch.tensor([[0.0, 0.0, 1.0, 1.0]])  # half outside the canvas on two sides
-    target = torch.tensor([[0.25, 0.25, 0.5, 0.5]])
-    assert grounding_iou(pred, target).item() == pytest.approx(1.0)
-    boxes = torch.tensor([[0.3, 0.4, 0.2, 0.6]])
-    torch.testing.assert_close(box_xyxy_to_cxcywh(box_cxcywh_to_xyxy(boxes)), boxes)
 
 
 def test_patch_mask_is_non_antialiased_bilinear_rounded():

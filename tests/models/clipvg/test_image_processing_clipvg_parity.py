@@ -5,12 +5,8 @@ import PIL.Image
 import pytest
 import torch
 
-from clipvg_hf.image_processing_clipvg import (
-    CLIPVGImageProcessor,
-    boxes_to_xyxy,
-    letterbox_geometry,
-    xyxy_to_canvas_cxcywh,
-)
+from clipvg_hf.boxes_clipvg import boxes_to_xyxy, letterbox_geometry, xyxy_to_canvas_cxcywh
+from clipvg_hf.image_processing_clipvg import CLIPVGImageProcessor
 
 from utils.parity_processing import EVAL_SPLITS, expected_tensors, fixture_pixel_tolerance, load_split
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from clipvg_hf.modeling_clipvg import grounding_iou
+from clipvg_hf.boxes_clipvg import grounding_iou
 
 from conftest import PARITY_SPLITS
 

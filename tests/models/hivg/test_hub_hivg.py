@@ -23,6 +23,7 @@ def test_a_hivg_folder_stages_with_its_remote_code(tmp_path):
         "configuration_hivg.py",
         "modeling_clipvg.py",
         "configuration_clipvg.py",
+        "boxes_clipvg.py",
         "README.md",
         "model.safetensors",
     ):

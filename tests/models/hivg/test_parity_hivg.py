@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from clipvg_hf.modeling_clipvg import grounding_iou
+from clipvg_hf.boxes_clipvg import grounding_iou
 from clipvg_hf.modeling_hivg import official_text_inputs
 
 from _hivg_fixture import converted, expected_json, expected_tensors, one_thread, split_inputs, split_targets
