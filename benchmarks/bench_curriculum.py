@@ -50,7 +50,7 @@ from clipvg_hf.curriculum.ssa import run_ssa
 from clipvg_hf.data import convert_dataset, load_split
 from clipvg_hf.demo import build_demo_model, demo_config
 from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
-from clipvg_hf.evaluate import evaluate_model
+from clipvg_hf.evaluation import evaluate_model
 from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
 CONFIG = "shapes-unsup-multi"

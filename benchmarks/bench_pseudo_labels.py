@@ -346,7 +346,7 @@ def accuracy(
     from clipvg_hf.data import convert_dataset
     from clipvg_hf.demo import build_demo_model, demo_config, train_command
     from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
-    from clipvg_hf.evaluate import evaluate_model
+    from clipvg_hf.evaluation import evaluate_model
     from clipvg_hf.processing_clipvg import CLIPVGProcessor
     from clipvg_hf.pseudo_labels.templates import TemplateConfig
     from clipvg_hf.pseudo_labels.writer import Labeler, write_card, write_dataset

@@ -9,7 +9,7 @@ expressions tokenised with the official tokenizer.
 
 - **evaluation** (expressions/s): ``--images`` images with ``--per_image`` expressions each, one row per
   expression. Official: ``model(NestedTensor(images, pad mask), NestedTensor(77-token ids, mask))`` under
-  ``torch.no_grad()``, as its ``eval.py`` does. Ours: what ``clipvg_hf.evaluate`` runs on a batch of its loader,
+  ``torch.no_grad()``, as its ``eval.py`` does. Ours: what ``clipvg_hf.evaluation`` runs on a batch of its loader,
   ``model(**batch)`` under ``torch.no_grad()`` with each distinct image once plus ``image_index`` and the text
   padded to the longest expression.
 - **training step** (samples/s, batch ``--train_batch``): official: the body of its ``engine.train_one_epoch``
@@ -302,7 +302,7 @@ def official_eval(official, model, pixels, pad, ids77, mask77) -> Callable[[], t
 def ours_eval(
     model, images, image_pad, image_index, ids77, mask77, autocast: torch.dtype | None = None
 ) -> Callable[[], torch.Tensor]:
-    """``clipvg_hf.evaluate``'s call on one batch: each distinct image once plus ``image_index``, moved to the model's
+    """``clipvg_hf.evaluation``'s call on one batch: each distinct image once plus ``image_index``, moved to the model's
     device, under no_grad (and autocast to ``autocast`` when given, as ``--bf16`` does)."""
     batch = dict(pixel_values=images, pixel_mask=1 - image_pad.long(), image_index=image_index)
     batch["input_ids"], batch["attention_mask"] = ours_text(ids77, mask77)

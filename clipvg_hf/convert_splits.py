@@ -23,9 +23,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli import check_output_dir, exit_usage_error, non_negative_float, positive_int, report_usage_errors
+from .checks import check_output_dir
+from .commands.arguments import non_negative_float, positive_int
+from .commands.errors import report_usage_errors
 from .data import DATASETS, SETTINGS, ConversionError, SplitFileError, convert_pack, format_summary
 from .data.staging import dataset_folder_problem
+from .errors import UsageError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_hub is not None:
         return convert_from_hub(args)
     if args.train_file and (not args.datasets or len(args.datasets) != 1):
-        exit_usage_error("--train_file needs exactly one --datasets entry")
+        raise UsageError("--train_file needs exactly one --datasets entry")
     check_output_dir(args.output_dir)
     problem = dataset_folder_problem(args.output_dir, "converted")  # another kind of dataset: refused up front
     if problem is not None:
-        exit_usage_error(problem)
+        raise UsageError(problem)
     try:
         reports, rejects = convert_pack(
             args.split_root,
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ConversionError, SplitFileError) as err:
         hint = "" if args.rejects else "; rerun with --rejects to list bad rows in a report instead of stopping"
-        exit_usage_error(f"{err}{hint}")
+        raise UsageError(f"{err}{hint}")
     print(format_summary(reports, rejects))
     if rejects:
         print(f"\n{len(rejects)} rejected; see {args.output_dir}/rejects/")

@@ -26,11 +26,13 @@ from pathlib import Path
 
 import torch
 
-from .cli import check_output_dir, non_negative_int, positive_float, positive_int, report_usage_errors
+from .checks import check_output_dir
+from .commands.arguments import non_negative_int, positive_float, positive_int
+from .commands.errors import report_usage_errors
 from .configuration_clipvg import CLIPVGConfig
 from .data import convert_dataset, format_summary
 from .demo_shapes import EXPRESSION_TYPES, SHAPES, ShapesSpec, write_shapes_pack
-from .evaluate import evaluate_model
+from .evaluation import evaluate_model
 from .hardware import cpu_summary
 from .modeling_clipvg import CLIPVGForGrounding, box_xyxy_to_cxcywh, grounding_iou
 from .processing_clipvg import CLIPVGProcessor

@@ -6,7 +6,7 @@ the start of training) gets :meth:`CLIPVGProcessor.from_defaults` at the model's
 :func:`load_grounding_model` is the one place where a saved model is checked on load: a name that is neither a
 folder nor a loadable Hub id is "not found", a model of another type is refused, and so is a folder whose weights
 miss tensors of the model (transformers would initialise them randomly) or hold NaN / infinite values. Each is a
-:class:`~clipvg_hf.cli.UsageError` naming the argument.
+:class:`~clipvg_hf.errors.UsageError` naming the argument.
 
 ``dtype=torch.bfloat16`` loads the model for low-precision inference (see :mod:`clipvg_hf.precision`): the weights
 are held in bf16 once, the box head (``_keep_in_fp32_modules_strict``) stays fp32, so the boxes are computed in fp32
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoProcessor
 
-from .cli import UsageError, first_line
+from .errors import UsageError, first_line
 from .modeling_clipvg import CLIPVGForGrounding
 from .modeling_hivg import HiVGForGrounding
 from .processing_clipvg import CLIPVGProcessor

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .cli import UsageError
+from .errors import UsageError
 from .hardware import cpu_summary
 
 __all__ = [
@@ -86,7 +86,7 @@ def resolve_dtype(
     note: bool = True,
 ) -> torch.dtype:
     """The ``torch.dtype`` that ``choice`` (``auto``, ``fp32``, ``bf16``, a ``torch.dtype``; None: fp32) means on
-    ``device``; a bad value is a :class:`~clipvg_hf.cli.UsageError` naming ``argument``.
+    ``device``; a bad value is a :class:`~clipvg_hf.errors.UsageError` naming ``argument``.
 
     With ``note``, a choice that is not the exact path says so in one line on stderr: ``auto`` picking bf16, and
     ``bf16`` where :func:`bf16_supported` is False (allowed, but emulated and slower than fp32).

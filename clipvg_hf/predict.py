@@ -14,7 +14,7 @@ of :mod:`clipvg_hf.data.hub_layouts`, a Hub id or local folder, split named as t
     python -m clipvg_hf.predict --model_name_or_path DIR --dataset jxu124/refcoco-benchmark \
         --split refcoco_unc_testA --output predictions.jsonl
 
-writes one JSON line per expression (ids, boxes in pixels and normalised, IoU: see :mod:`clipvg_hf.evaluate`)
+writes one JSON line per expression (ids, boxes in pixels and normalised, IoU: see :mod:`clipvg_hf.evaluation.loop`)
 and prints the scores.
 
 ``--dtype fp32`` (the default) is the exact path; ``--dtype auto`` runs the model in bf16 where the hardware has bf16
@@ -35,7 +35,10 @@ import PIL.ImageOps
 import torch
 from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, pipeline
 
-from .cli import UsageError, check_output_file, first_line, positive_int, report_usage_errors
+from .checks import check_output_file
+from .commands.arguments import positive_int
+from .commands.errors import report_usage_errors
+from .errors import UsageError, first_line
 from .loading import load_grounding_model
 from .precision import add_dtype_argument, resolve_dtype
 from .processing_clipvg import CLIPVGProcessor
@@ -82,11 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def predict_dataset(args: argparse.Namespace) -> int:
-    """``--dataset``: every expression of one split through :func:`clipvg_hf.evaluate.evaluate_model`, written as
+    """``--dataset``: every expression of one split through :func:`clipvg_hf.evaluation.evaluate_model`, written as
     JSON lines to ``--output``; the scores printed."""
     from accelerate import Accelerator
 
-    from .evaluate import evaluate_model, open_splits
+    from .evaluation import evaluate_model, open_splits
 
     check_output_file(args.output, "--output")
     _check_device(args.device)

@@ -30,16 +30,8 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, HfArgumentParser
 
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding, HiVGConfig, HiVGForGrounding
-from clipvg_hf.cli import (
-    UsageError,
-    check_model_source,
-    check_number,
-    check_output_dir,
-    first_line,
-    load_split_checked,
-    report_usage_errors,
-    torch_load_reason,
-)
+from clipvg_hf.checks import check_model_source, check_number, check_output_dir, load_split_checked
+from clipvg_hf.commands.errors import report_usage_errors
 from clipvg_hf.curriculum.sampler import POOLS, CurriculumSampler, check_scores_of_split, sampler_from_scores
 from clipvg_hf.curriculum.selection import read_row_indices
 from clipvg_hf.data import (
@@ -53,7 +45,8 @@ from clipvg_hf.data import (
     row_indices,
     train_split_of,
 )
-from clipvg_hf.evaluate import eval_loader, evaluate_loader
+from clipvg_hf.errors import UsageError, first_line, torch_load_reason
+from clipvg_hf.evaluation import eval_loader, evaluate
 from clipvg_hf.loading import load_grounding_model, load_processor
 from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
@@ -746,7 +739,7 @@ def main(argv: list[str] | None = None) -> dict:
         if train_args.log_sample_order:
             log_sample_order(output_dir, accelerator.process_index, epoch, skip, seen)
 
-        val = evaluate_loader(accelerator.unwrap_model(model), val_loader, accelerator, desc=f"val {epoch}").compute()
+        val = evaluate(accelerator.unwrap_model(model), val_loader, accelerator, desc=f"val {epoch}").compute()
         record = {
             "epoch": epoch,
             "train_lr": lr,

@@ -84,7 +84,7 @@ def _init(family: str, folder: Path, seed: int, noise: float) -> None:
 def guard_run(family: str, root: Path, seed: int = 0, noise: float = 0.0, env: dict | None = None) -> dict:
     """Train one guard model; returns its held-out test Acc@0.5 and the language-blind baseline."""
     from clipvg_hf.demo import train_arguments
-    from clipvg_hf.evaluate import evaluate_model
+    from clipvg_hf.evaluation import evaluate_model
 
     data, baselines = _pack(root, seed)
     _init(family, root / "init", seed, noise)

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clipvg_hf import app, evaluate, predict
-from clipvg_hf.cli import UsageError
+from clipvg_hf.errors import UsageError
 from clipvg_hf.loading import load_model_and_processor
 
 PHOTO = Path(app.EXAMPLES_DIR) / "vg1.jpg"

@@ -17,9 +17,11 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from clipvg_hf import evaluate, precision
-from clipvg_hf.cli import UsageError
+from clipvg_hf import precision
+from clipvg_hf.commands import evaluate
 from clipvg_hf.configuration_clipvg import CLIPVGConfig
+from clipvg_hf.errors import UsageError
+from clipvg_hf.evaluation import loop
 
 BF16_EPS = 2.0**-8
 CONFIG = "refcoco-unsup-single"
@@ -35,7 +37,7 @@ def box_tolerance(config: CLIPVGConfig) -> float:
 def spies(monkeypatch):
     """Record the models evaluate loads and the boxes it gathers."""
     seen = {"models": [], "boxes": []}
-    load, gather = evaluate.load_model_and_processor, evaluate.gather_predictions
+    load, gather = loop.load_model_and_processor, loop.gather_predictions
 
     def load_spy(*args, **kwargs):
         model, processor = load(*args, **kwargs)
@@ -48,8 +50,8 @@ def spies(monkeypatch):
             seen["boxes"][-1].append((boxes, labels, rows))
             yield boxes, labels, rows
 
-    monkeypatch.setattr(evaluate, "load_model_and_processor", load_spy)
-    monkeypatch.setattr(evaluate, "gather_predictions", gather_spy)
+    monkeypatch.setattr(loop, "load_model_and_processor", load_spy)
+    monkeypatch.setattr(loop, "gather_predictions", gather_spy)
     return seen
 
 
@@ -158,9 +160,9 @@ def test_pipeline_with_torch_dtype_bf16(converted_dir):
 def test_scores_and_results_and_card_record_the_dtype(fixture_dataset, tmp_path):
     from clipvg_hf.curriculum.reliability import load_scores, save_scores
     from clipvg_hf.curriculum.score import score_model
+    from clipvg_hf.evaluation import load_results, write_results
     from clipvg_hf.hub.cards import build_model_card
     from clipvg_hf.modeling_clipvg import CLIPVGForGrounding
-    from clipvg_hf.results import load_results, write_results
 
     from conftest import make_tiny_config
 

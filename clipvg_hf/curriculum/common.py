@@ -10,16 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli import (
-    UsageError,
-    check_dataset_name,
-    check_model_source,
-    check_output_dir,
-    finite_float,
-    load_split_checked,
-    positive_int,
-)
+from ..checks import check_dataset_name, check_model_source, check_output_dir, load_split_checked
+from ..commands.arguments import finite_float, positive_int
 from ..data import load_split
+from ..errors import UsageError
 from .reliability import expression_sources
 from .runner import CachedTrainer, ScoreCommand, ScoreFn, TrainResult, TrainScriptTrainer, min_global_batch
 from .search import OFFICIAL_GRID, STRATEGIES

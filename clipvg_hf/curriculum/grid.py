@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import UsageError, check_output_file, first_line, report_usage_errors
+from ..checks import check_output_file
+from ..commands.errors import report_usage_errors
+from ..errors import UsageError, first_line
 from .plots import plot_histogram_grid
 from .reliability import load_scores
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..cli import finite_float, report_usage_errors
+from ..commands.arguments import finite_float
+from ..commands.errors import report_usage_errors
 from .common import (
     SELECTION_RULE,
     SelectionWriter,

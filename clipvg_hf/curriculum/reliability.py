@@ -3,7 +3,8 @@
 The measurer predicts every expression of a (pseudo-labelled) split with the *eval* transform; the reliability of
 a sample is ``grounding_iou(prediction, pseudo box)``, computed exactly as Acc@0.5 is (normalised letterbox frame,
 prediction clamped, official int-truncated box). Under several processes the samples are sharded by accelerate
-and gathered back with ``gather_for_metrics``; each sample is checked to be scored exactly once.
+and gathered back with ``gather_for_metrics`` by :mod:`clipvg_hf.evaluation`, which checks that each sample is scored
+exactly once.
 
 Outputs (:func:`save_scores`): ``scores.parquet`` (one row per expression: ``row_index``, ``source``,
 ``reliability``, boxes and the measurer's weights sha256), ``reliability.json`` (measurer fingerprint, the official
@@ -24,11 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from accelerate import Accelerator
-from torch.utils.data import DataLoader, Subset
 
-from ..data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
-from ..evaluate import gather_predictions
-from ..modeling_clipvg import grounding_iou
+from ..boxes_clipvg import grounding_iou
+from ..evaluation import check_each_sample_once, eval_loader, gather_predictions
+from ..processing_clipvg import CLIPVGProcessor
 from .search import OFFICIAL_GRID
 
 __all__ = [
@@ -90,8 +90,7 @@ def expression_sources(split: datasets.Dataset) -> dict[int, str]:
 def score_split(
     model: torch.nn.Module,
     split: datasets.Dataset,
-    image_processor: Any,
-    tokenizer: Any,
+    processor: CLIPVGProcessor,
     accelerator: Accelerator,
     *,
     sources: list[str] | None = None,
@@ -105,26 +104,26 @@ def score_split(
     Expressions are visited image by image; with ``grouped`` a batch carries each distinct image once plus
     ``image_index`` (from the dataset), so the model encodes it once for all its expressions in the batch.
     """
-    view = GroundingDataset(split, CLIPVGEvalTransform(image_processor), sources=sources, image_root=image_root)
-    if len(view) == 0:
-        raise ValueError(f"no expressions to score (sources={sources})")
-    by_image = np.argsort(view.image_index, kind="stable")
-    collator = CLIPVGCollator(tokenizer, return_row_index=True, group_images=grouped)
-    loader = DataLoader(
-        Subset(view, by_image.tolist()),
+    loader = eval_loader(
+        split,
+        processor,
+        accelerator,
+        sources=sources,
+        by_image=True,
+        group_images=grouped,
         batch_size=batch_size,
-        shuffle=False,
         num_workers=num_workers,
-        collate_fn=collator,
+        image_root=image_root,
     )
-    loader = accelerator.prepare_data_loader(loader)
+    if len(loader.dataset) == 0:
+        raise ValueError(f"no expressions to score (sources={sources})")
     preds, targets, rows = [], [], []
     for boxes, labels, row_index in gather_predictions(model, loader, accelerator, desc="score"):
         preds.append(boxes.cpu())
         targets.append(labels.cpu())
         rows.append(row_index.cpu())
     pred, target, row = torch.cat(preds), torch.cat(targets), torch.cat(rows)
-    _check_once(row, view.row_index)
+    check_each_sample_once(row, loader)
     order = row.argsort()
     pred, target, row = pred[order], target[order], row[order]
     reliability = grounding_iou(pred, target)
@@ -136,14 +135,6 @@ def score_split(
         pred_boxes=pred.numpy(),
         target_boxes=target.numpy(),
     )
-
-
-def _check_once(scored: torch.Tensor, expected: np.ndarray) -> None:
-    """Every expected row scored exactly once, nothing else."""
-    if scored.unique().numel() != scored.numel():
-        raise RuntimeError("a sample was scored twice (duplicate row indices after gathering)")
-    if not np.array_equal(np.sort(scored.numpy()), np.sort(expected)):
-        raise RuntimeError(f"scored {scored.numel()} samples, expected {len(expected)}")
 
 
 def threshold_subsets(scores: ReliabilityScores) -> dict[str, list[int]]:

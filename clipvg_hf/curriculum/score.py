@@ -25,19 +25,14 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from ..cli import (
-    check_model_source,
-    check_output_dir,
-    load_split_checked,
-    non_negative_int,
-    positive_int,
-    report_usage_errors,
-)
+from ..checks import check_model_source, check_output_dir, load_split_checked
+from ..commands.arguments import non_negative_int, positive_int
+from ..commands.errors import report_usage_errors
 from ..data import load_split
 from ..data.hub_layouts import open_split
+from ..evaluation.results import model_fingerprint
 from ..loading import load_model_and_processor
 from ..precision import add_dtype_argument, dtype_name, hardware_record, resolve_dtype
-from ..results import model_fingerprint
 from .reliability import ReliabilityScores, save_scores, score_split
 
 __all__ = ["main", "score_model"]
@@ -70,8 +65,7 @@ def score_model(
     scores = score_split(
         accelerator.unwrap_model(model),
         data,
-        processor.image_processor,
-        processor.tokenizer,
+        processor,
         accelerator,
         sources=sources,
         batch_size=batch_size,

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..cli import report_usage_errors
+from ..commands.errors import report_usage_errors
 from .common import (
     SELECTION_RULE,
     SelectionWriter,

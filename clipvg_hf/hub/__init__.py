@@ -10,7 +10,7 @@
 """
 
 from ..data.registry import split_config_name
-from ..results import ResultsError, check_results_for_model, load_results, weights_sha256
+from ..evaluation.results import ResultsError, check_results_for_model, load_results, weights_sha256
 from .cards import (
     BASE_MODELS,
     CITATION,

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..cli import positive_int
+from ..commands.arguments import positive_int
 from ..configuration_hivg import BRIDGE_TEXT_SOURCES
-from ..results import ResultsError
+from ..evaluation.results import ResultsError
 from .release import FAMILIES, release_checkpoint
 from .repo import HubPublishError, PushResult, configure_logging
 from .space import push_space

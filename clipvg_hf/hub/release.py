@@ -16,7 +16,7 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedModel
 
-from ..cli import UsageError, load_split_checked
+from ..checks import load_split_checked
 from ..convert_checkpoint import FAMILIES
 from ..convert_hivg_checkpoint import convert_checkpoint as convert_hivg_checkpoint
 from ..convert_hivg_checkpoint import is_hivg_state_dict
@@ -25,9 +25,9 @@ from ..convert_original_checkpoint import CheckpointConversionError, load_origin
 from ..convert_original_checkpoint import convert_checkpoint as convert_clipvg_checkpoint
 from ..data import load_split
 from ..data.registry import split_config_name
-from ..evaluate import evaluate_model
+from ..errors import UsageError
+from ..evaluation import evaluate_model, write_results
 from ..processing_clipvg import CLIPVGProcessor
-from ..results import write_results
 from .repo import HubPublishError, PushResult, resolve_token, validate_repo_id
 from .staging import push_model
 

@@ -11,13 +11,11 @@ from pathlib import Path
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import get_token
 
+from ..errors import HubPublishError
+
 __all__ = ["HubPublishError", "PushResult", "configure_logging", "looks_local", "resolve_token", "validate_repo_id"]
 
 _REPO_ID = re.compile(r"^(?P<org>[A-Za-z0-9][A-Za-z0-9_.-]{0,95})/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,95})$")
-
-
-class HubPublishError(ValueError):
-    """Publishing cannot go ahead; the message says why and what to do."""
 
 
 @dataclass

@@ -25,11 +25,11 @@ from ..configuration_clipvg import CLIPVGConfig
 from ..configuration_hivg import HiVGConfig
 from ..data import load_split
 from ..data.registry import split_config_name
+from ..evaluation.results import check_results_for_model, load_results, no_weights_message, weights_sha256
 from ..image_processing_clipvg import CLIPVGImageProcessor
 from ..modeling_clipvg import CLIPVGForGrounding
 from ..modeling_hivg import HiVGForGrounding
 from ..processing_clipvg import CLIPVGProcessor
-from ..results import check_results_for_model, load_results, no_weights_message, weights_sha256
 from .cards import build_dataset_card, build_model_card, training_setting
 from .repo import HubPublishError, PushResult, looks_local, resolve_token, validate_repo_id
 

@@ -205,7 +205,8 @@ NUMBER_RANGES: dict[str, tuple[float | None, float | None]] = {
 
 def _check_numbers(args: argparse.Namespace) -> None:
     """Every number finite and in its range (:data:`NUMBER_RANGES`), before anything is read or loaded."""
-    from ..cli import UsageError, check_number
+    from ..checks import check_number
+    from ..errors import UsageError
 
     for name, (low, high) in NUMBER_RANGES.items():
         try:
@@ -263,8 +264,9 @@ def _check_official_splits(args: argparse.Namespace) -> None:
 def _check_output(args: argparse.Namespace) -> None:
     """``--output_dir`` must be a folder holding no other dataset; ``--name`` (default: the recorded name of an earlier
     run there, else the input's name) a plain name, the one an earlier run there used."""
-    from ..cli import UsageError, check_dataset_name
+    from ..checks import check_dataset_name
     from ..data.staging import dataset_folder_problem
+    from ..errors import UsageError
 
     problem = dataset_folder_problem(args.output_dir, "pseudo-labels")
     if problem:

@@ -13,6 +13,8 @@ from transformers.models.auto import modeling_auto
 from transformers.pipelines import SUPPORTED_TASKS
 from transformers.utils import logging as hf_logging
 
+from ..errors import ModelCheckError
+
 __all__ = ["CAPTION_TASK", "ModelCheckError", "ModelInfo", "check_model", "check_weights", "load_pipeline"]
 
 #: transformers 5 serves captioning models (BLIP, GIT, Florence-2, ...) through ``image-text-to-text``; the
@@ -26,10 +28,6 @@ _TASK_MODELS: dict[str, tuple[dict[str, str], ...]] = {
     CAPTION_TASK: (modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,),
 }
 _ALIASES = {"image-to-text": CAPTION_TASK}
-
-
-class ModelCheckError(ValueError):
-    """A model id that cannot be resolved, or whose architecture does not serve the requested task."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import torch
 from ..data.registry import DATASETS
 from ..data.splits import image_path_problem
 from ..data.staging import staged_folder, write_bytes_atomic
+from ..errors import OfficialSplitsError
 from .detections import image_bytes, read_detection_shard
 
 __all__ = [
@@ -49,10 +50,6 @@ PLACEHOLDER = "useless placeholder"
 SINGLE_ROOT, MULTI_ROOT, IMAGE_ROOT = "unsup_single_source", "unsup_multi_source", "image_data"
 #: ``train_separate/`` numbering: the official merge order.
 SEPARATE_ORDER = ("template", "relation", "caption")
-
-
-class OfficialSplitsError(ValueError):
-    """The official files cannot be written (bad target folder, unsafe image name); nothing was written."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 
 from clipvg_hf.curriculum import read_row_indices
 from clipvg_hf.data import CLIPVGEvalTransform, GroundingDataset
-from clipvg_hf.results import model_fingerprint
+from clipvg_hf.evaluation import model_fingerprint
 
 from conftest import make_tiny_config
 from utils.paths import REPO_ROOT

@@ -18,7 +18,7 @@ from clipvg_hf.curriculum import (
 )
 from clipvg_hf.curriculum.score import score_model
 from clipvg_hf.curriculum.selection import read_row_indices
-from clipvg_hf.results import model_fingerprint
+from clipvg_hf.evaluation import model_fingerprint
 
 from conftest import free_port
 

@@ -6,7 +6,7 @@ import json
 import datasets
 import pytest
 
-from clipvg_hf.cli import UsageError
+from clipvg_hf.commands.evaluate import main as evaluate_main
 from clipvg_hf.data import load_split
 from clipvg_hf.data.hub_layouts import (
     LAYOUTS,
@@ -16,9 +16,8 @@ from clipvg_hf.data.hub_layouts import (
     partition_note,
     register_layout,
 )
-from clipvg_hf.evaluate import evaluate_model
-from clipvg_hf.evaluate import main as evaluate_main
-from clipvg_hf.metrics import score_predictions
+from clipvg_hf.errors import UsageError
+from clipvg_hf.evaluation import evaluate_model, score_predictions
 
 from utils.hub_layout_factory import (
     LAYOUT_NAMES,

@@ -13,9 +13,10 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub import constants as hub_constants
 
 from clipvg_hf import hub
+from clipvg_hf.errors import ResultsError
+from clipvg_hf.evaluation import load_results
 from clipvg_hf.hub import HubPublishError
 from clipvg_hf.hub.release import _check_setting_against_args
-from clipvg_hf.results import ResultsError, load_results
 
 from utils.paths import TINY_DIR
 

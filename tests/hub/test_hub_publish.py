@@ -77,7 +77,7 @@ def card_snippets(card_text: str) -> list[str]:
 
 
 def write_results(path: Path, model_dir: Path, dataset: str) -> dict:
-    """A results file in the clipvg_hf.evaluate schema (hand-written numbers)."""
+    """A results file in the clipvg_hf.evaluation.results schema (hand-written numbers)."""
     digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
     results = {
         "model": {"path": str(model_dir), "weights_sha256": digest, "config_sha256": "0" * 64},

@@ -1,8 +1,8 @@
 """Run under ``torchrun --nproc_per_node 2``: the evaluate metric beside the project's evaluation loop, per split.
 
 ``argv``: model folder, dataset folder, metric folder, output folder. For every fixture split, three numbers sets:
-``project`` from :func:`clipvg_hf.evaluate.evaluate_split` (gathered IoUs, padding duplicates dropped),
-``gathered`` from the metric fed with the gathered boxes of :func:`clipvg_hf.evaluate.gather_predictions`, and
+``project`` from :func:`clipvg_hf.evaluation.evaluate` (gathered IoUs, padding duplicates dropped),
+``gathered`` from the metric fed with the gathered boxes of :func:`clipvg_hf.evaluation.gather_predictions`, and
 ``distributed`` from the metric in evaluate's own multi-process mode (``num_process`` / ``process_id``), each rank
 adding only its own shard of a loader prepared with ``even_batches=False``. Rank 0 writes ``<out>/results.json``.
 """
@@ -16,9 +16,9 @@ import evaluate
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 
-from clipvg_hf.evaluate import eval_loader, evaluate_split, gather_predictions
+from clipvg_hf import evaluation
+from clipvg_hf.evaluation import eval_loader, gather_predictions, summarize_ious
 from clipvg_hf.loading import load_model_and_processor
-from clipvg_hf.metrics import summarize_ious
 
 SPLITS = (
     ("refcoco-unsup-single", "val"),
@@ -62,7 +62,8 @@ def main(model_dir: str, data_dir: str, metric_dir: str, out: Path) -> None:
     results = {}
     for config, name in SPLITS:
         split = datasets.load_dataset(data_dir, config, split=name)
-        project = evaluate_split(model, split, processor, accelerator, batch_size=BATCH).per_sample()[0]
+        project = evaluation.evaluate(model, eval_loader(split, processor, accelerator, batch_size=BATCH), accelerator)
+        project = project.per_sample()[0]
         gathered = evaluate.load(metric_dir, keep_in_memory=True)
         loader = eval_loader(split, processor, accelerator, batch_size=BATCH)
         for boxes, labels, _ in gather_predictions(model, loader, accelerator):

@@ -173,7 +173,7 @@ def test_readme_snippet_scores_a_loader_like_the_evaluation_loop(converted_dir, 
     from torch.utils.data import DataLoader
 
     from clipvg_hf.data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset
-    from clipvg_hf.evaluate import evaluate_split
+    from clipvg_hf.evaluation import eval_loader, evaluate
     from clipvg_hf.loading import load_model_and_processor
 
     from utils.readme_snippets import readme_snippet
@@ -190,7 +190,7 @@ def test_readme_snippet_scores_a_loader_like_the_evaluation_loop(converted_dir, 
     )
     exec(readme_snippet("metric"), {"loader": loader, "model": model, "accelerator": accelerator})
     printed = ast.literal_eval(capsys.readouterr().out.strip().splitlines()[-1])
-    project = evaluate_split(model, split, processor, accelerator, batch_size=5).compute()
+    project = evaluate(model, eval_loader(split, processor, accelerator, batch_size=5), accelerator).compute()
     assert printed["num_samples"] == project["num_samples"] == 18
     assert printed["accuracy"] == project["accuracy"]
     assert printed["mean_iou"] == pytest.approx(project["mean_iou"], abs=1e-6)

@@ -74,7 +74,7 @@ def test_evaluation_on_the_converted_dataset_gives_the_official_per_sample_ious(
     import datasets
     from accelerate import Accelerator
 
-    from clipvg_hf.evaluate import evaluate_split
+    from clipvg_hf.evaluation import eval_loader, evaluate
     from clipvg_hf.loading import load_model_and_processor
 
     folder = tmp_path / "hivg"
@@ -82,7 +82,8 @@ def test_evaluation_on_the_converted_dataset_gives_the_official_per_sample_ious(
     processor.save_pretrained(folder)
     model, loaded_processor = load_model_and_processor(folder)
     data = datasets.load_dataset(str(fixture_dataset), "refcoco-unsup-single", split="val")
-    metrics = evaluate_split(model, data, loaded_processor, Accelerator(cpu=True), batch_size=5)
+    accelerator = Accelerator(cpu=True)
+    metrics = evaluate(model, eval_loader(data, loaded_processor, accelerator, batch_size=5), accelerator)
     ious, rows = metrics.per_sample()
     assert rows.tolist() == list(range(len(ious)))
     torch.testing.assert_close(ious.float(), expected_tensors()["unc/val/iou_bs1"], atol=1e-5, rtol=0)
@@ -92,7 +93,7 @@ def test_evaluation_on_the_converted_dataset_gives_the_official_per_sample_ious(
 def test_hivg_split_files_convert_and_evaluate_to_the_official_numbers(tmp_path, processor):
     """HiVG's own split rows (a {"height", "width"} dict where TransVG's carry a mask file) convert as they are."""
     from clipvg_hf.data import convert_pack
-    from clipvg_hf.evaluate import evaluate_model
+    from clipvg_hf.evaluation import evaluate_model
 
     convert_pack(
         Path(__file__).resolve().parents[2] / "fixtures" / "hivg_tiny" / "splits", IMAGES, tmp_path / "data", "full"

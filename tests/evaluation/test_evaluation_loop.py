@@ -1,4 +1,4 @@
-"""Evaluation reproduces the official per-sample IoU and Acc@0.5, in one process and in two."""
+"""The evaluation library (:mod:`clipvg_hf.evaluation`) and the ``clipvg-evaluate`` command reproduce the official per-sample IoU and Acc@0.5, in one process and in two."""
 
 import json
 import subprocess
@@ -9,10 +9,15 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from clipvg_hf.evaluate import evaluate_model, evaluate_split
+from clipvg_hf.evaluation import (
+    GroundingMetrics,
+    eval_loader,
+    evaluate,
+    evaluate_model,
+    model_fingerprint,
+    summarize_ious,
+)
 from clipvg_hf.loading import load_model_and_processor
-from clipvg_hf.metrics import GroundingMetrics, summarize_ious
-from clipvg_hf.results import model_fingerprint
 
 from conftest import free_port
 
@@ -31,7 +36,8 @@ def test_per_sample_iou_equals_official(
     config, split = SPLITS[fixture_split]
     model, processor = load_model_and_processor(converted_dir)
     data = datasets.load_dataset(str(fixture_dataset), config, split=split)
-    metrics = evaluate_split(model, data, processor, Accelerator(cpu=True), batch_size=5)
+    accelerator = Accelerator(cpu=True)
+    metrics = evaluate(model, eval_loader(data, processor, accelerator, batch_size=5), accelerator)
     ious, rows = metrics.per_sample()
     assert rows.tolist() == list(range(len(ious)))  # every row once, in file order
     torch.testing.assert_close(ious.float(), expected_tensors[f"{fixture_split}/iou"], atol=1e-5, rtol=0)

@@ -1,4 +1,5 @@
-"""The evaluation-results file: what :mod:`clipvg_hf.evaluate` writes and the Hub cards and curricula read.
+"""The evaluation-results file: what `clipvg-evaluate` (:mod:`clipvg_hf.evaluation`) writes and the Hub cards and
+curricula read.
 
 A results file is JSON::
 
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ResultsError
 from .metrics import ACCURACY_IOU_THRESHOLD
 
 __all__ = [
@@ -39,10 +41,6 @@ __all__ = [
 
 METRIC = f"Acc@{ACCURACY_IOU_THRESHOLD}"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class ResultsError(ValueError):
-    """A results file is missing, malformed, or belongs to other weights; the message says which and why."""
 
 
 def _file_sha256(path: Path) -> str:
