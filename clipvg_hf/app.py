@@ -36,15 +36,17 @@ import torch  # noqa: E402
 from transformers import pipeline  # noqa: E402
 
 try:
+    from clipvg_hf.errors import UsageError, first_line
     from clipvg_hf.pipelines import TASK, register_pipelines
 
     REMOTE_CODE = False
 except ImportError:  # a Space: the pipeline code is staged beside this file, the model brings its own code
+    from grounding_pipeline.errors import UsageError, first_line
     from grounding_pipeline.pipelines import TASK, register_pipelines
 
     REMOTE_CODE = True
 
-__all__ = ["build_demo", "ground", "load_grounder", "main", "parse_expressions"]
+__all__ = ["build_demo", "ground", "load_grounder", "parse_args", "parse_expressions", "serve"]
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -307,19 +309,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def serve(args: argparse.Namespace) -> None:
+    """Load the model of ``args`` and serve the demo until interrupted. A model that cannot load is a
+    :class:`UsageError` naming ``--model`` (shown as one line by ``clipvg-app``, :mod:`clipvg_hf.commands.app`)."""
     try:
         grounder = load_grounder(args.model, device=args.device, dtype=args.dtype)
     except (OSError, ValueError) as error:  # the loading path's errors already name --model
-        message = " ".join(str(error).split("\n", 1)[0].split()) or type(error).__name__
+        message = " ".join(first_line(error).split())
         if not message.startswith("--model "):
             message = f"--model {args.model}: {message}"
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        raise UsageError(message) from error
     build_demo(grounder).launch(server_name=args.host, server_port=args.port, share=False)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # a Space runs this file without clipvg_hf, so without its command layer (clipvg_hf.commands.app): the same one
+    # line and exit status 2 here (also for ``python -m clipvg_hf.app``)
+    try:
+        serve(parse_args())
+    except UsageError as error:
+        print(f"error: {first_line(error)}", file=sys.stderr)
+        sys.exit(2)

@@ -5,8 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from clipvg_hf import demo, evaluate
+from clipvg_hf.commands import push
 from clipvg_hf.curriculum import grid, msa, score, ssa
-from clipvg_hf.hub import cli as push
 
 CONFIG = "refcoco-unsup-single"
 

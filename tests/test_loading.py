@@ -9,11 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from clipvg_hf import app, evaluate, predict
+from clipvg_hf import app as app_library
+from clipvg_hf.commands import app, evaluate, predict
 from clipvg_hf.errors import UsageError
 from clipvg_hf.loading import load_model_and_processor
 
-PHOTO = Path(app.EXAMPLES_DIR) / "vg1.jpg"
+PHOTO = Path(app_library.EXAMPLES_DIR) / "vg1.jpg"
 
 
 def _exit(capsys, main, argv) -> str:

@@ -89,7 +89,13 @@ def test_evaluate_bf16_reaches_the_model_agrees_with_fp32_and_is_recorded(
 
 
 @pytest.mark.parametrize(
-    "main_name", ["clipvg_hf.evaluate", "clipvg_hf.predict", "clipvg_hf.curriculum.score", "clipvg_hf.app"]
+    "main_name",
+    [
+        "clipvg_hf.commands.evaluate",
+        "clipvg_hf.commands.predict",
+        "clipvg_hf.curriculum.score",
+        "clipvg_hf.commands.app",
+    ],
 )
 def test_bad_dtype_is_a_one_line_error_with_exit_status_2(main_name, capsys, tmp_path):
     import importlib
@@ -97,10 +103,10 @@ def test_bad_dtype_is_a_one_line_error_with_exit_status_2(main_name, capsys, tmp
     main = importlib.import_module(main_name).main
     argv = ["--model_name_or_path", str(tmp_path), "--dtype", "fp16"]
     argv += {
-        "clipvg_hf.evaluate": ["--dataset", "d", "--split", "val"],
-        "clipvg_hf.predict": ["--image", "x.jpg", "--text", "a"],
+        "clipvg_hf.commands.evaluate": ["--dataset", "d", "--split", "val"],
+        "clipvg_hf.commands.predict": ["--image", "x.jpg", "--text", "a"],
         "clipvg_hf.curriculum.score": ["--dataset", "d", "--output_dir", str(tmp_path / "out")],
-        "clipvg_hf.app": [],
+        "clipvg_hf.commands.app": [],
     }[main_name]
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

@@ -13,7 +13,7 @@ import torch
 from transformers import pipeline
 
 import clipvg_hf  # noqa: F401
-from clipvg_hf.predict import main
+from clipvg_hf.commands.predict import main
 
 from utils.bomb_images import huge_header_jpeg
 from utils.parity_processing import REPO_ROOT, load_split, save_fixture_model

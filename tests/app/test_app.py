@@ -214,7 +214,7 @@ def test_browser_upload_two_expressions_and_read_the_result(served, expected, tm
 
 
 def test_command_line_errors_are_one_line(tmp_path, capsys):
-    from clipvg_hf.app import main
+    from clipvg_hf.commands.app import main
 
     for argv, words in (
         (["--port", "0", "--model", "org/name"], "--port must be between 1 and 65535"),
@@ -225,7 +225,9 @@ def test_command_line_errors_are_one_line(tmp_path, capsys):
             main(argv)
         assert exit_info.value.code == 2 and words in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert main(["--model", str(tmp_path / "empty")]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model", str(tmp_path / "empty")])
+    assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: --model {tmp_path / 'empty'}: ") and error.count("\n") == 1
 

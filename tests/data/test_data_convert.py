@@ -262,7 +262,7 @@ def test_view_decodes_like_the_official_loader_without_exif_rotation(tmp_path):
 
 
 def _cli_main():
-    from clipvg_hf.convert_splits import main
+    from clipvg_hf.commands.convert_splits import main
 
     return main
 

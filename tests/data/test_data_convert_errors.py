@@ -14,7 +14,7 @@ import PIL.Image
 import pyarrow.parquet as pq
 import pytest
 
-from clipvg_hf.convert_splits import main
+from clipvg_hf.commands.convert_splits import main
 
 from utils.data_factory import COCO_DIR, build_pack, coco_pseudo_row, save_split
 

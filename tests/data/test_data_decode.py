@@ -138,7 +138,7 @@ def test_training_data_with_draft_decode_refuses_the_bomb(monkeypatch):
 
 def test_conversion_reports_the_bomb_as_a_bad_row(tmp_path, capsys):
     """``clipvg-convert-splits`` opens images with PIL, whose limit is the same setting: the row is refused."""
-    from clipvg_hf.convert_splits import main
+    from clipvg_hf.commands.convert_splits import main
 
     splits, images = build_pack(tmp_path / "pack")
     (images / COCO_DIR / "bomb.jpg").write_bytes(huge_header_jpeg())

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from datasets import load_dataset
 
-from clipvg_hf.convert_splits import main
+from clipvg_hf.commands.convert_splits import main
 from clipvg_hf.data.staging import dataset_folder_problem, staged_folder, write_text_atomic
 
 from utils.data_factory import build_pack, coco_full_row, coco_pseudo_row, save_split
@@ -74,7 +74,7 @@ KILLED_AFTER_FIRST_SPLIT = textwrap.dedent(
     """
     import os, signal, sys
     import clipvg_hf.data.convert as convert
-    from clipvg_hf.convert_splits import main
+    from clipvg_hf.commands.convert_splits import main
 
     write = convert._write_shards
 

@@ -251,8 +251,8 @@ def test_all_rows_rejected_is_an_error(tmp_path):
 
 
 def test_predict_and_score_read_a_layout(converted_dir, tmp_path, capsys):
+    from clipvg_hf.commands.predict import main as predict_main
     from clipvg_hf.curriculum.score import main as score_main
-    from clipvg_hf.predict import main as predict_main
 
     folder = fixture_layout_folder(tmp_path / "data", "Kangheng/refcoco")
     output = tmp_path / "predictions.jsonl"
@@ -268,7 +268,7 @@ def test_predict_and_score_read_a_layout(converted_dir, tmp_path, capsys):
 
 
 def test_convert_from_hub_writes_the_project_format(tmp_path, capsys):
-    from clipvg_hf.convert_splits import main as convert_main
+    from clipvg_hf.commands.convert_splits import main as convert_main
     from clipvg_hf.data import GroundingDataset
 
     folder = fixture_layout_folder(tmp_path / "bench", "jxu124/refcoco-benchmark")

@@ -148,6 +148,8 @@ def test_model_repo_holds_weights_code_processor_and_card(hub, published, conver
         "configuration_clipvg.py",
         "modeling_clipvg.py",
         "boxes_clipvg.py",
+        "lean_ops_clipvg.py",
+        "packing_clipvg.py",
         "processing_clipvg.py",
         "image_processing_clipvg.py",
         "processor_config.json",
@@ -358,11 +360,14 @@ def test_cli_errors_are_clear(hub, converted_dir, tmp_path):
     script = textwrap.dedent(f"""
         import contextlib, io, sys, os
         sys.argv = ["clipvg-push"]
-        from clipvg_hf.hub.cli import main
+        from clipvg_hf.commands.push import main
         def attempt(args):
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
-                rc = main(args)
+                try:
+                    rc = main(args)
+                except SystemExit as exit_info:
+                    rc = exit_info.code
             print(rc, err.getvalue().strip().replace("\\n", " "))
         attempt(["model", "--model_dir", {str(converted_dir)!r}, "--repo_id", "org/fine"])
         attempt(["model", "--model_dir", {str(converted_dir)!r}, "--repo_id", "not a repo", "--dry_run", "x"])

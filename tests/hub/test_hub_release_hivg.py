@@ -12,8 +12,8 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
+from clipvg_hf.commands.push import main as push_main
 from clipvg_hf.convert_original_checkpoint import load_original_checkpoint
-from clipvg_hf.hub.cli import main as push_main
 
 from conftest import BLOCK_PACKAGE, CHECKPOINT
 from models.hivg._hivg_fixture import CHECKPOINTS, clip_config, converted, expected_json, split_inputs
@@ -208,7 +208,9 @@ def test_bad_clip_config_and_flags_of_the_other_family_are_one_line_errors(relea
         (["--checkpoint", str(tmp_path / "nan.pth"), "--clip_config", good], "1 tensors hold NaN or infinite values"),
     ]
     for extra, message in cases:
-        assert push_main([*release_argv(work, "--repo_id", STAGED_REPO, "--dry_run"), *extra]) == 2, extra
+        with pytest.raises(SystemExit) as exit_info:
+            push_main([*release_argv(work, "--repo_id", STAGED_REPO, "--dry_run"), *extra])
+        assert exit_info.value.code == 2, extra
         err = capsys.readouterr().err  # the first split check may print datasets' progress bars before it
         line = err.strip().splitlines()[-1]
         assert line.startswith("error: ") and "Traceback" not in err and message in line, (extra, err)

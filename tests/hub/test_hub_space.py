@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clipvg_hf.hub.cli import main as push_main
+from clipvg_hf.commands.push import main as push_main
 
 from conftest import BLOCK_PACKAGE
 from utils.hub_server import client_env, running_hub
@@ -90,7 +90,9 @@ def test_dry_run_stages_app_pipeline_examples_and_a_gradio_card(tmp_path, capsys
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
-    assert push_main(["space", "--model_id", "bad id", "--repo_id", SPACE_REPO, "--dry_run", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        push_main(["space", "--model_id", "bad id", "--repo_id", SPACE_REPO, "--dry_run", str(tmp_path)])
+    assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: malformed repo id 'bad id'")
     with pytest.raises(SystemExit) as exit_info:
         push_main(["space", "--model_id", MODEL_REPO])
@@ -143,7 +145,9 @@ def test_dry_run_refuses_a_folder_that_is_not_empty(tmp_path, capsys):
     out = tmp_path / "space"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert push_main(["space", "--model_id", MODEL_REPO, "--repo_id", SPACE_REPO, "--dry_run", str(out)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        push_main(["space", "--model_id", MODEL_REPO, "--repo_id", SPACE_REPO, "--dry_run", str(out)])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err == f"error: {out} exists and is not an empty folder; choose a new folder for the staged Space\n"
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

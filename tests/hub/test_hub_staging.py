@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from clipvg_hf.hub.cli import main as push_main
+from clipvg_hf.commands.push import main as push_main
 from clipvg_hf.hub.repo import HubPublishError
 from clipvg_hf.hub.staging import weight_files
 
@@ -21,7 +21,9 @@ def test_an_index_can_only_name_weight_shards_inside_the_folder(converted_dir, t
         with pytest.raises(HubPublishError, match=r"lists files that are not weight shards of this folder: \["):
             weight_files(folder)
         out = tmp_path / "staged"
-        assert push_main(["model", "--model_dir", str(folder), "--repo_id", "org/name", "--dry_run", str(out)]) == 2
+        with pytest.raises(SystemExit) as exit_info:
+            push_main(["model", "--model_dir", str(folder), "--repo_id", "org/name", "--dry_run", str(out)])
+        assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1 and repr(shard) in err
         assert not out.exists()

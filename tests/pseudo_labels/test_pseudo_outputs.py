@@ -19,7 +19,7 @@ import pytest
 from test_pseudo_cli import _args, _expressions
 from test_pseudo_cli import setup as setup  # the fixture: image folder and tiny models
 
-from clipvg_hf.convert_splits import main as convert_main
+from clipvg_hf.commands.convert_splits import main as convert_main
 from clipvg_hf.pseudo_labels.cli import main
 
 from _pseudo_tiny_models import write_images

@@ -44,7 +44,7 @@ def test_processor_inputs_reproduce_the_official_boxes_in_both_semantics(process
 def test_pipeline_and_predict_cli_on_a_hivg_folder(tmp_path, processor, capsys):
     from transformers import pipeline
 
-    from clipvg_hf.predict import main as predict_main
+    from clipvg_hf.commands.predict import main as predict_main
 
     folder = tmp_path / "hivg"
     converted("unc", merge_lora=True).save_pretrained(folder)
