@@ -44,9 +44,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from benchmarks.bench_vs_official import autocast_context, count_flops, gemm_flops_per_second, synchronize
+from benchmarks.grouped_inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding
 from clipvg_hf.hardware import cpu_summary
-from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf.modeling_clipvg import grounding_loss, patch_padding_mask
 from clipvg_hf.precision import cpu_summary_line
 from clipvg_hf.testing_utils import tiny_clipvg_config

@@ -11,7 +11,6 @@ The computation follows the released CLIP-VG model (multi-level variant):
 * head: a 3-layer MLP on the ``[REG]`` output, sigmoid, giving (cx, cy, w, h) on the padded square canvas.
 """
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import ACT2FN, QuickGELUActivation
+from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -29,6 +28,14 @@ from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .boxes_clipvg import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh, elementwise_giou, grounding_iou
 from .configuration_clipvg import TRAINABLE_CLIP_POLICIES, CLIPVGConfig, default_extract_layers
+from .lean_ops_clipvg import LeanQuickGELUActivation, lean_dropout, use_lean_activations
+from .packing_clipvg import (
+    PackedFusionEncoderMixin,
+    PackedFusionLayerMixin,
+    PackedSequences,
+    expression_layout,
+    packed_attention,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -36,11 +43,17 @@ __all__ = [
     "CLIPVGForGrounding",
     "CLIPVGGroundingOutput",
     "CLIPVGPreTrainedModel",
+    "grounding_loss",
+    "patch_padding_mask",
+    # defined in boxes_clipvg, lean_ops_clipvg and packing_clipvg; importable from here as before
+    "LeanQuickGELUActivation",
+    "PackedSequences",
     "box_cxcywh_to_xyxy",
     "box_xyxy_to_cxcywh",
     "grounding_iou",
-    "grounding_loss",
-    "patch_padding_mask",
+    "lean_dropout",
+    "packed_attention",
+    "use_lean_activations",
 ]
 
 
@@ -77,66 +90,6 @@ def patch_padding_mask(pixel_mask: torch.Tensor, grid_size: int) -> torch.Tensor
     padding = (1 - pixel_mask.to(torch.float32)).unsqueeze(1)
     small = F.interpolate(padding, size=(grid_size, grid_size), mode="bilinear", align_corners=False, antialias=False)
     return small.round().to(torch.bool).flatten(1)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Lean elementwise operations: the same values with fewer full-size temporaries (on the CPU each large temporary
-# is fresh memory the kernel must fault in, which costs as much as the arithmetic)
-# ----------------------------------------------------------------------------------------------------------------
-class _QuickGELUFunction(torch.autograd.Function):
-    """``x * sigmoid(1.702 x)`` that saves only its input: one new buffer forward, two backward.
-
-    Autograd's own graph of the expression saves three tensors and allocates five in its backward. The backward is
-    written in differentiable operations, so second derivatives (``create_graph=True``) are autograd's own.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden_states: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(hidden_states)
-        return torch.mul(hidden_states, 1.702).sigmoid_().mul_(hidden_states)
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
-        (hidden_states,) = ctx.saved_tensors
-        gate = torch.mul(hidden_states, 1.702).sigmoid_()
-        # d/dx [x s(1.702 x)] = s (1 + 1.702 x (1 - s)); x s - x = -x (1 - s)
-        slope = torch.mul(hidden_states, gate).sub_(hidden_states).mul_(-1.702).add_(1.0)
-        return slope.mul_(gate).mul_(grad_output)
-
-
-class LeanQuickGELUActivation(QuickGELUActivation):
-    """CLIP's QuickGELU with the same forward values (the same three operations), computed in place.
-
-    Under autograd its backward is hand-written (see ``_QuickGELUFunction``; gradients agree with autograd's to
-    float rounding); without gradients it allocates one buffer instead of three. Graph capture (``torch.compile``,
-    ``torch.export``) sees the plain expression.
-    """
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return super().forward(input)
-        if torch.is_grad_enabled() and input.requires_grad:
-            return _QuickGELUFunction.apply(input)
-        return torch.mul(input, 1.702).sigmoid_().mul_(input)
-
-
-def use_lean_activations(module: nn.Module) -> None:
-    """Swap every QuickGELU activation under ``module`` (the CLIP towers' MLPs) for [`LeanQuickGELUActivation`]."""
-    for child in module.modules():
-        if isinstance(getattr(child, "activation_fn", None), QuickGELUActivation):
-            child.activation_fn = LeanQuickGELUActivation()
-
-
-def lean_dropout(hidden_states: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """``F.dropout``; on the CPU the keep-mask is drawn as ``uniform >= p``: the same Bernoulli(1 - p) mask, drawn
-    about twice as fast as ``bernoulli_``, and kept as the scaled float mask the product's backward multiplies by.
-    """
-    if not training or p == 0.0:
-        return hidden_states
-    if hidden_states.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
-        return F.dropout(hidden_states, p=p, training=True)
-    mask = torch.rand_like(hidden_states).ge_(p).mul_(1.0 / (1.0 - p))
-    return hidden_states * mask
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -239,11 +192,12 @@ class CLIPVGFusionAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from the first ``num_queries`` tokens (all when None) to every token."""
         shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
-        with_position = hidden_states + position_embeddings
-        queries = with_position if num_queries is None else with_position[:, :num_queries]
-        query = self.q_proj(queries).view(*queries.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)
-        key = self.k_proj(with_position).view(shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        query_rows = None if num_queries is None else slice(None, num_queries)
+        query, key, value = self.project(hidden_states, position_embeddings, query_rows)
+        query_shape = query.shape[:-1]
+        query = query.view(*query_shape, self.num_heads, self.head_dim).transpose(1, 2)
+        key = key.view(shape).transpose(1, 2)
+        value = value.view(shape).transpose(1, 2)
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
@@ -256,122 +210,28 @@ class CLIPVGFusionAttention(nn.Module):
             scaling=self.scaling,
             dropout=self.dropout if self.training else 0.0,
         )
-        output = output.reshape(*queries.shape[:-1], self.embed_dim).contiguous()
+        output = output.reshape(*query_shape, self.embed_dim).contiguous()
         return self.out_proj(output), weights
 
+    def project(
+        self,
+        hidden_states: torch.Tensor,
+        position_embeddings: torch.Tensor,
+        query_rows: slice | torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query, key and value projections (``(..., rows, D)``, heads not split): queries and keys see the position
+        embedding, values do not; ``query_rows`` picks the token rows that ask (all when None)."""
+        with_position = hidden_states + position_embeddings
+        queries = with_position if query_rows is None else with_position[..., query_rows, :]
+        return self.q_proj(queries), self.k_proj(with_position), self.v_proj(hidden_states)
 
-@dataclass
-class PackedSequences:
-    """Where each of several sequences lies when they are packed along the rows of one (T, ...) tensor.
 
-    ``lengths`` rows each, starting at ``first_rows``; ``sequence`` and ``slot`` give each row's sequence and
-    position in it. ``pad_index`` and ``unpad_index`` move rows to a padded (S, longest, ...) layout and back.
+class CLIPVGFusionLayer(PackedFusionLayerMixin, GradientCheckpointingLayer):
+    """Post-norm transformer encoder layer (DETR style): attention, add & norm, feed-forward, add & norm.
+
+    ``forward`` takes the padded layout with a key-padding mask; ``forward_packed`` (from
+    [`PackedFusionLayerMixin`]) takes sequences of real tokens packed along the rows.
     """
-
-    lengths: list[int]
-    first_rows: torch.Tensor
-    sequence: torch.Tensor
-    slot: torch.Tensor
-
-    @classmethod
-    def from_lengths(cls, lengths: torch.Tensor) -> "PackedSequences":
-        length_list = lengths.tolist()
-        first_rows = lengths.cumsum(0) - lengths
-        sequence = torch.repeat_interleave(
-            torch.arange(len(length_list), device=lengths.device), lengths, output_size=sum(length_list)
-        )
-        return cls(
-            length_list,
-            first_rows,
-            sequence,
-            torch.arange(len(sequence), device=lengths.device) - first_rows[sequence],
-        )
-
-    @property
-    def longest(self) -> int:
-        return max(self.lengths)
-
-    @functools.cached_property
-    def pad_index(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(S, longest) row of each padded position, and which positions are real; padding points at row 0."""
-        device = self.first_rows.device
-        positions = torch.arange(self.longest, device=device)
-        real = positions < torch.tensor(self.lengths, device=device)[:, None]
-        return torch.where(real, self.first_rows[:, None] + positions, 0), real
-
-    @functools.cached_property
-    def unpad_index(self) -> torch.Tensor:
-        """(T,) position of each packed row in the flattened padded layout."""
-        return self.sequence * self.longest + self.slot
-
-
-def _sequence_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Attention of one sequence of real tokens, (heads, L, head_dim) inputs: one fused SDPA call."""
-    return F.scaled_dot_product_attention(query[None], key[None], value[None], scale=scaling)[0]
-
-
-def _sequence_attention_with_dropout(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float, p: float
-) -> torch.Tensor:
-    """[`_sequence_attention`] with dropout on the attention weights, written out: PyTorch's own unfused path draws
-    its mask with ``bernoulli_``, which [`lean_dropout`] draws in about half the time."""
-    weights = torch.softmax(torch.bmm(query, key.transpose(1, 2)).mul_(scaling), dim=-1)
-    return torch.bmm(lean_dropout(weights, p, training=True), value)
-
-
-def packed_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    layout: PackedSequences,
-    scaling: float,
-    dropout: float = 0.0,
-    one_query: bool = False,
-    batched: bool | None = None,
-) -> torch.Tensor:
-    """Attention within each of several sequences packed along the rows: (T, heads, head_dim) inputs.
-
-    Sequence ``s`` has the ``layout.lengths[s]`` consecutive key/value rows of ``layout``, every one a real token, so
-    no mask is needed, and as many query rows, or one (``one_query``: ``query`` is then (S, heads, head_dim)).
-    On the CPU each sequence is attended on its own: one fused SDPA call without dropout; under attention dropout
-    (which PyTorch computes unfused) softmax attention written out with [`lean_dropout`] on its small probability
-    tensors, instead of one padded batch whose large temporaries cost more than the padding saves. ``batched`` (the
-    default on accelerators) gathers the sequences into a padded batch and runs one masked call, far fewer small
-    kernels for the same result. The padded positions hold copies of real rows; the mask gives them zero weight, so
-    they get zero gradient.
-    """
-    if batched is None:
-        batched = query.device.type != "cpu"
-    heads, head_dim = query.shape[1:]
-    if not batched:
-        queries = query.split(1) if one_query else query.split(layout.lengths)
-        attend = functools.partial(_sequence_attention_with_dropout, p=dropout) if dropout > 0 else _sequence_attention
-        outputs = [
-            attend(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), scaling).transpose(0, 1)
-            for q, k, v in zip(queries, key.split(layout.lengths), value.split(layout.lengths))
-        ]
-        return torch.cat(outputs).reshape(-1, heads * head_dim)
-    index, real = layout.pad_index
-
-    def padded(rows: torch.Tensor) -> torch.Tensor:  # ordered-backward gather, as in forward_packed
-        return rows.index_select(0, index.flatten()).view(*index.shape, heads, head_dim)
-
-    padded_query = query[:, None] if one_query else padded(query)
-    output = F.scaled_dot_product_attention(
-        padded_query.transpose(1, 2),
-        padded(key).transpose(1, 2),
-        padded(value).transpose(1, 2),
-        attn_mask=real[:, None, None, :],
-        dropout_p=dropout,
-        scale=scaling,
-    ).transpose(1, 2)
-    if one_query:
-        return output.reshape(-1, heads * head_dim)
-    return output.reshape(-1, heads * head_dim)[layout.unpad_index]
-
-
-class CLIPVGFusionLayer(GradientCheckpointingLayer):
-    """Post-norm transformer encoder layer (DETR style): attention, add & norm, feed-forward, add & norm."""
 
     def __init__(self, config: CLIPVGConfig):
         super().__init__()
@@ -397,56 +257,12 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
         attended, weights = self.self_attn(hidden_states, position_embeddings, attention_mask, num_queries)
         if num_queries is not None:
             hidden_states = hidden_states[:, :num_queries]
+        return self.add_norm_feed_forward(hidden_states, attended), weights
+
+    def add_norm_feed_forward(self, hidden_states: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        """The layer after its attention (whose output is ``attended``): add & norm, feed-forward, add & norm."""
         hidden_states = self.self_attn_layer_norm(
             hidden_states + lean_dropout(attended, p=self.dropout, training=self.training)
-        )
-        ffn = self.fc2(
-            lean_dropout(self.activation_fn(self.fc1(hidden_states)), p=self.dropout, training=self.training)
-        )
-        return self.final_layer_norm(
-            hidden_states + lean_dropout(ffn, p=self.dropout, training=self.training)
-        ), weights
-
-    def forward_packed(
-        self,
-        hidden_states: torch.Tensor,
-        position_embeddings: torch.Tensor,
-        layout: PackedSequences,
-        last: bool = False,
-        projected: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """The same layer on sequences packed along the rows of ``hidden_states`` (T, D), every row a real token.
-
-        The sequences lie as ``layout`` says; ``last`` updates only the first row of each, as ``num_queries=1``
-        does in [`forward`]. ``projected`` gives the query, key and value rows (T, D) when the caller computed them.
-        """
-        attention = self.self_attn
-        query_rows = layout.first_rows if last else None
-        if projected is None:
-            with_position = hidden_states + position_embeddings
-            queries = with_position if query_rows is None else with_position[query_rows]
-            query, key, value = (
-                attention.q_proj(queries),
-                attention.k_proj(with_position),
-                attention.v_proj(hidden_states),
-            )
-        else:
-            query, key, value = projected
-            query = query if query_rows is None else query[query_rows]
-        shape = (-1, attention.num_heads, attention.head_dim)
-        attended = packed_attention(
-            query.view(shape),
-            key.view(shape),
-            value.view(shape),
-            layout,
-            attention.scaling,
-            attention.dropout if self.training else 0.0,
-            one_query=last,
-        )
-        if query_rows is not None:
-            hidden_states = hidden_states[query_rows]
-        hidden_states = self.self_attn_layer_norm(
-            hidden_states + lean_dropout(attention.out_proj(attended), p=self.dropout, training=self.training)
         )
         ffn = self.fc2(
             lean_dropout(self.activation_fn(self.fc1(hidden_states)), p=self.dropout, training=self.training)
@@ -454,8 +270,9 @@ class CLIPVGFusionLayer(GradientCheckpointingLayer):
         return self.final_layer_norm(hidden_states + lean_dropout(ffn, p=self.dropout, training=self.training))
 
 
-class CLIPVGFusionEncoder(nn.Module):
-    """The stack of fusion layers."""
+class CLIPVGFusionEncoder(PackedFusionEncoderMixin, nn.Module):
+    """The stack of fusion layers: ``forward`` on the padded layout, ``forward_packed`` (from
+    [`PackedFusionEncoderMixin`]) on packed sequences."""
 
     def __init__(self, config: CLIPVGConfig):
         super().__init__()
@@ -490,44 +307,6 @@ class CLIPVGFusionEncoder(nn.Module):
             if output_attentions:
                 all_attentions += (weights,)
         return hidden_states, all_states, all_attentions
-
-    def forward_packed(
-        self,
-        unique_states: torch.Tensor,
-        unique_positions: torch.Tensor,
-        gather: torch.Tensor,
-        layout: PackedSequences,
-    ) -> torch.Tensor:
-        """Run the layers on packed sequences of real tokens; returns the final state of each sequence's first row.
-
-        ``unique_states`` and ``unique_positions`` (U, D) hold each distinct input row once (the [REG] token, every
-        text token, each image's visual tokens) and ``gather`` (T,) lays the sequences out from them as ``layout``
-        says. The first layer's projections depend on a row's input alone, so they
-        are computed once per distinct row (an image's visual tokens once for all its expressions); the last layer
-        updates only the first row of each sequence (see ``first_token_only`` in [`forward`]).
-        """
-        # index_select, not ``tensor[gather]``: gather repeats row 0 ([REG]) once per sequence, and the backward of
-        # advanced indexing (index_put_ with accumulate) sums such repeats with unordered atomic adds on several CPU
-        # threads, while index_select's backward (index_add_) sums them in a fixed order: bit-identical training.
-        hidden_states, positions = unique_states.index_select(0, gather), unique_positions.index_select(0, gather)
-        for index, layer in enumerate(self.layers):
-            last = index == len(self.layers) - 1
-            projected = None
-            if index == 0:
-                attention = layer.self_attn
-                with_position = unique_states + unique_positions
-                projected = (
-                    attention.q_proj(with_position).index_select(0, gather),
-                    attention.k_proj(with_position).index_select(0, gather),
-                    attention.v_proj(unique_states).index_select(0, gather),
-                )
-            if getattr(layer, "gradient_checkpointing", False) and self.training and torch.is_grad_enabled():
-                hidden_states = torch.utils.checkpoint.checkpoint(
-                    layer.forward_packed, hidden_states, positions, layout, last, projected, use_reentrant=False
-                )
-            else:
-                hidden_states = layer.forward_packed(hidden_states, positions, layout, last, projected)
-        return hidden_states
 
 
 class CLIPVGBoxHead(nn.Module):
@@ -694,6 +473,92 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
                     module._buffers[key] = buffer.to(dtype)
         return self
 
+    @staticmethod
+    def _build_clip_towers(config: CLIPVGConfig) -> CLIPModel:
+        """The CLIP towers of ``config`` (freshly initialised), with lean QuickGELU activations.
+
+        The CLIP config shares the two tower configs; building it must keep their attention implementation (a plain
+        ``CLIPConfig`` resets it to "unset", which ``CLIPModel`` then resolves to its own default).
+        """
+        clip_config = CLIPConfig(
+            text_config=config.text_config,
+            vision_config=config.vision_config,
+            projection_dim=config.projection_dim,
+            attn_implementation={
+                "": config._attn_implementation,
+                "text_config": config.text_config._attn_implementation,
+                "vision_config": config.vision_config._attn_implementation,
+            },
+        )
+        clip = CLIPModel(clip_config)
+        use_lean_activations(clip)
+        return clip
+
+    @classmethod
+    def from_clip_pretrained(cls, clip_name_or_path: str, **config_kwargs) -> "CLIPVGPreTrainedModel":
+        """A fresh model on the weights of a transformers CLIP checkpoint (e.g. ``openai/clip-vit-base-patch16``).
+
+        The CLIP towers come from the checkpoint and the grounding modules are newly initialised. Settings not given
+        in ``config_kwargs`` default to the family's official choice for the checkpoint's sizes
+        ([`_clip_config_defaults`]); ``config_kwargs`` go to the family's config class.
+        """
+        clip = CLIPModel.from_pretrained(clip_name_or_path)
+        text, vision = clip.config.text_config, clip.config.vision_config
+        cls._clip_config_defaults(clip.config, config_kwargs)
+        config = cls.config_class(
+            text_config=text.to_dict(),
+            vision_config=vision.to_dict(),
+            projection_dim=clip.config.projection_dim,
+            image_size=vision.image_size,
+            **config_kwargs,
+        )
+        model = cls(config)
+        model._load_clip_weights(clip)
+        model.apply_trainable_clip_policy()
+        return model
+
+    @classmethod
+    def _clip_config_defaults(cls, clip_config: CLIPConfig, config_kwargs: dict) -> None:
+        """CLIP-VG's defaults for [`from_clip_pretrained`], set in ``config_kwargs`` where not given: the fusion
+        width is the CLIP text width, the extracted blocks the official choice for the tower's depth
+        ([`default_extract_layers`])."""
+        config_kwargs.setdefault("fusion_hidden_size", clip_config.text_config.hidden_size)
+        config_kwargs.setdefault("extract_layers", default_extract_layers(clip_config.vision_config.num_hidden_layers))
+
+    def _load_clip_weights(self, clip: CLIPModel) -> None:
+        """Copy a pretrained CLIP's weights into ``self.clip`` (every tensor)."""
+        self.clip.load_state_dict(clip.state_dict())
+
+    def _check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index=None) -> None:
+        """Clear errors for shapes the model cannot take."""
+        size = self.config.image_size
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            raise ValueError(f"pixel_values must be (batch, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
+        batch = images = pixel_values.shape[0]
+        if image_index is not None:
+            if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"image_index must be (batch={input_ids.shape[0]},), one image per expression, "
+                    f"got {tuple(image_index.shape)}"
+                )
+            if len(image_index) and not 0 <= int(image_index.min()) <= int(image_index.max()) < images:
+                raise ValueError(f"image_index values must lie in [0, {images}) (the rows of pixel_values)")
+            batch = image_index.shape[0]
+        if input_ids.dim() != 2 or input_ids.shape[0] != batch:
+            raise ValueError(f"input_ids must be (batch={batch}, length), got {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_text_length:
+            raise ValueError(
+                f"input_ids has length {input_ids.shape[1]}, more than max_text_length={self.config.max_text_length}"
+            )
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}"
+            )
+        if pixel_mask is not None and tuple(pixel_mask.shape) != (images, size, size):
+            raise ValueError(f"pixel_mask must be ({images}, {size}, {size}), got {tuple(pixel_mask.shape)}")
+        if labels is not None and tuple(labels.shape) != (batch, 4):
+            raise ValueError(f"labels must be (batch={batch}, 4) normalised (cx, cy, w, h), got {tuple(labels.shape)}")
+
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         """Load as usual, then apply the ``trainable_clip`` policy (loading marks every parameter trainable)."""
@@ -722,20 +587,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         # from_pretrained sets its config keyword arguments (trainable_clip="all") after the config's own checks
         config.validate()
         super().__init__(config)
-        # the CLIP config shares the two tower configs; building it must keep their attention implementation
-        # (a plain CLIPConfig resets it to "unset", which CLIPModel then resolves to its own default)
-        clip_config = CLIPConfig(
-            text_config=config.text_config,
-            vision_config=config.vision_config,
-            projection_dim=config.projection_dim,
-            attn_implementation={
-                "": config._attn_implementation,
-                "text_config": config.text_config._attn_implementation,
-                "vision_config": config.vision_config._attn_implementation,
-            },
-        )
-        self.clip = CLIPModel(clip_config)
-        use_lean_activations(self.clip)
+        self.clip = self._build_clip_towers(config)
         hidden = config.fusion_hidden_size
         vision_width = config.vision_config.hidden_size
         self.visual_proj = nn.Linear(len(config.extract_layers) * vision_width, hidden)
@@ -746,30 +598,6 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         self.box_head = CLIPVGBoxHead(hidden)
         self.post_init()
         self.apply_trainable_clip_policy()
-
-    @classmethod
-    def from_clip_pretrained(cls, clip_name_or_path: str, **config_kwargs) -> "CLIPVGForGrounding":
-        """A fresh CLIP-VG on the weights of a transformers CLIP checkpoint (e.g. ``openai/clip-vit-base-patch16``).
-
-        The fusion width defaults to the CLIP text width and the extracted blocks to the official choice for the
-        tower's depth (see [`default_extract_layers`]); other ``config_kwargs`` go to [`CLIPVGConfig`]. The grounding
-        modules are newly initialised.
-        """
-        clip = CLIPModel.from_pretrained(clip_name_or_path)
-        text, vision = clip.config.text_config, clip.config.vision_config
-        config_kwargs.setdefault("fusion_hidden_size", text.hidden_size)
-        config_kwargs.setdefault("extract_layers", default_extract_layers(vision.num_hidden_layers))
-        config = CLIPVGConfig(
-            text_config=text.to_dict(),
-            vision_config=vision.to_dict(),
-            projection_dim=clip.config.projection_dim,
-            image_size=vision.image_size,
-            **config_kwargs,
-        )
-        model = cls(config)
-        model.clip.load_state_dict(clip.state_dict())
-        model.apply_trainable_clip_policy()
-        return model
 
     # -- transformers' feature API (as CLIPModel) ------------------------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
@@ -897,16 +725,10 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         reg = self.reg_token.unsqueeze(0).expand(batch_size, -1, -1)
         hidden_states = torch.cat([reg, text, visual], dim=1)
 
-        # positions by sequence slot: [REG] = 0, text = 1..L, visual CLS and patches after the full text context
         device = hidden_states.device
-        first_visual = 1 + self.config.max_text_length
-        positions = torch.cat(
-            [
-                torch.arange(0, 1 + text_length, device=device),
-                torch.arange(first_visual, first_visual + visual.shape[1], device=device),
-            ]
-        )
-        position_embeddings = self.fusion_position_embeddings(positions).unsqueeze(0)
+        position_embeddings = self.fusion_positions(
+            torch.arange(text_length, device=device), torch.arange(visual.shape[1], device=device)
+        ).unsqueeze(0)
 
         never = torch.zeros(batch_size, 1, dtype=torch.bool, device=device)
         padding = torch.cat([never, text_padding_mask.to(torch.bool), never, patch_padding.to(torch.bool)], dim=1)
@@ -922,6 +744,15 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
             output_attentions=output_attentions,
         )
         return self.box_head(hidden_states[:, 0]), all_states, all_attentions
+
+    def fusion_positions(self, text_columns: torch.Tensor, visual_columns: torch.Tensor) -> torch.Tensor:
+        """Position embeddings of [REG], then text tokens, then visual tokens, each at its sequence slot: [REG] 0,
+        text column ``c`` at ``1 + c``, visual column ``c`` at ``1 + max_text_length + c`` (after the full text
+        context, whatever the text length)."""
+        slots = torch.cat(
+            [text_columns.new_zeros(1), text_columns + 1, visual_columns + 1 + self.config.max_text_length]
+        )
+        return self.fusion_position_embeddings(slots)
 
     def ground_packed(
         self,
@@ -953,25 +784,8 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         )
         text = self.text_proj(text_features[keep_text].to(self.text_proj.weight.dtype))
         unique_states = torch.cat([self.reg_token, text, visual_tokens[keep_visual]])
-        # positions by sequence slot, as in ground_projected: [REG] 0, text 1..L, visual after the full text context
-        text_slots = keep_text.nonzero()[:, 1] + 1
-        visual_slots = keep_visual.nonzero()[:, 1] + 1 + self.config.max_text_length
-        unique_positions = self.fusion_position_embeddings(
-            torch.cat([text_slots.new_zeros(1), text_slots, visual_slots])
-        )
-
-        # sequence e: [REG] (unique row 0), its text rows, then the visual rows of image image_index[e]
-        text_counts, visual_counts = keep_text.sum(1), keep_visual.sum(1)
-        text_start = 1 + text_counts.cumsum(0) - text_counts
-        visual_start = (1 + text_counts.sum() + visual_counts.cumsum(0) - visual_counts)[image_index]
-        layout = PackedSequences.from_lengths(1 + text_counts + visual_counts[image_index])
-        sequence, slot = layout.sequence, layout.slot
-        gather = torch.where(
-            slot <= text_counts[sequence],
-            text_start[sequence] + slot - 1,
-            visual_start[sequence] + slot - 1 - text_counts[sequence],
-        )
-        gather = gather.masked_fill(slot == 0, 0)
+        unique_positions = self.fusion_positions(keep_text.nonzero()[:, 1], keep_visual.nonzero()[:, 1])
+        layout, gather = expression_layout(keep_text.sum(1), keep_visual.sum(1), image_index)
         hidden_states = self.fusion.forward_packed(unique_states, unique_positions, gather, layout)
         return self.box_head(hidden_states)
 
@@ -1064,33 +878,3 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
             text_attentions=text_attentions,
         )
         return output if return_dict else output.to_tuple()
-
-    def _check_inputs(self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index=None) -> None:
-        """Clear errors for shapes the model cannot take."""
-        size = self.config.image_size
-        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
-            raise ValueError(f"pixel_values must be (batch, 3, {size}, {size}), got {tuple(pixel_values.shape)}")
-        batch = images = pixel_values.shape[0]
-        if image_index is not None:
-            if image_index.dim() != 1 or image_index.shape[0] != input_ids.shape[0]:
-                raise ValueError(
-                    f"image_index must be (batch={input_ids.shape[0]},), one image per expression, "
-                    f"got {tuple(image_index.shape)}"
-                )
-            if len(image_index) and not 0 <= int(image_index.min()) <= int(image_index.max()) < images:
-                raise ValueError(f"image_index values must lie in [0, {images}) (the rows of pixel_values)")
-            batch = image_index.shape[0]
-        if input_ids.dim() != 2 or input_ids.shape[0] != batch:
-            raise ValueError(f"input_ids must be (batch={batch}, length), got {tuple(input_ids.shape)}")
-        if input_ids.shape[1] > self.config.max_text_length:
-            raise ValueError(
-                f"input_ids has length {input_ids.shape[1]}, more than max_text_length={self.config.max_text_length}"
-            )
-        if attention_mask is not None and attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}"
-            )
-        if pixel_mask is not None and tuple(pixel_mask.shape) != (images, size, size):
-            raise ValueError(f"pixel_mask must be ({images}, {size}, {size}), got {tuple(pixel_mask.shape)}")
-        if labels is not None and tuple(labels.shape) != (batch, 4):
-            raise ValueError(f"labels must be (batch={batch}, 4) normalised (cx, cy, w, h), got {tuple(labels.shape)}")

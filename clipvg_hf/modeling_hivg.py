@@ -37,14 +37,12 @@ from .configuration_clipvg import default_extract_layers
 from .configuration_hivg import HILORA_STAGE_VISION_LAYERS, HiVGConfig
 from .modeling_clipvg import (
     CLIPVGBoxHead,
-    CLIPVGForGrounding,
     CLIPVGFusionLayer,
     CLIPVGGroundingOutput,
     CLIPVGPreTrainedModel,
     _torch_default_linear_init,
     eager_attention_forward,
     grounding_loss,
-    use_lean_activations,
 )
 
 try:  # peft is needed for models holding LoRA adapters only; merged models load without it
@@ -411,20 +409,7 @@ class HiVGForGrounding(HiVGPreTrainedModel):
 
     def __init__(self, config: HiVGConfig):
         super().__init__(config)
-        attn_implementation = {
-            "": config._attn_implementation,
-            "text_config": config.text_config._attn_implementation,
-            "vision_config": config.vision_config._attn_implementation,
-        }
-        self.clip = CLIPModel(
-            CLIPConfig(
-                text_config=config.text_config,
-                vision_config=config.vision_config,
-                projection_dim=config.projection_dim,
-                attn_implementation=attn_implementation,
-            )
-        )
-        use_lean_activations(self.clip)
+        self.clip = self._build_clip_towers(config)
         hidden = config.fusion_hidden_size
         vision_width = config.vision_config.hidden_size
         self.bridges = nn.ModuleDict({str(i): HiVGBridge(config) for i in config.bridge_layers})
@@ -447,40 +432,27 @@ class HiVGForGrounding(HiVGPreTrainedModel):
         self.apply_trainable_clip_policy()
 
     @classmethod
-    def from_clip_pretrained(cls, clip_name_or_path: str, **config_kwargs) -> "HiVGForGrounding":
-        """A fresh HiVG on the weights of a transformers CLIP checkpoint (e.g. ``openai/clip-vit-base-patch16``).
-
-        The fusion width defaults to CLIP's projection size, the extracted and bridged blocks to the official choice
-        for the tower's depth, the bridge text to the last text layer; other ``config_kwargs`` go to [`HiVGConfig`].
-        The HiVG modules (bridges, LoRA, heads) are newly initialised; the multi-level projection starts from CLIP's
-        visual projection.
-        """
-        clip = CLIPModel.from_pretrained(clip_name_or_path)
-        text, vision = clip.config.text_config, clip.config.vision_config
-        config_kwargs.setdefault("fusion_hidden_size", clip.config.projection_dim)
-        config_kwargs.setdefault("extract_layers", default_extract_layers(vision.num_hidden_layers))
+    def _clip_config_defaults(cls, clip_config: CLIPConfig, config_kwargs: dict) -> None:
+        """HiVG's defaults for [`from_clip_pretrained`]: the fusion width is CLIP's projection size, the extracted
+        and bridged blocks the official choice for the tower's depth, the bridge text the last text layer."""
+        config_kwargs.setdefault("fusion_hidden_size", clip_config.projection_dim)
+        config_kwargs.setdefault("extract_layers", default_extract_layers(clip_config.vision_config.num_hidden_layers))
         config_kwargs.setdefault("bridge_layers", config_kwargs["extract_layers"])
-        config_kwargs.setdefault("bridge_text_layers", [text.num_hidden_layers])
-        config = HiVGConfig(
-            text_config=text.to_dict(),
-            vision_config=vision.to_dict(),
-            projection_dim=clip.config.projection_dim,
-            image_size=vision.image_size,
-            **config_kwargs,
-        )
-        model = cls(config)
-        wrapped = {name for name, _ in _lora_layers(model.clip)}
+        config_kwargs.setdefault("bridge_text_layers", [clip_config.text_config.num_hidden_layers])
+
+    def _load_clip_weights(self, clip: CLIPModel) -> None:
+        """Copy a pretrained CLIP's weights under the LoRA wrappers (the adapters keep their fresh initialisation);
+        the multi-level projection starts as copies of CLIP's visual projection."""
+        wrapped = {name for name, _ in _lora_layers(self.clip)}
         weights = {}
         for key, value in clip.state_dict().items():
             module, _, leaf = key.rpartition(".")
             weights[f"{module}.base_layer.{leaf}" if module in wrapped else key] = value
-        model.clip.load_state_dict(weights, strict=False)  # the LoRA adapters keep their fresh initialisation
+        self.clip.load_state_dict(weights, strict=False)
         with torch.no_grad():
-            model.multilevel_proj.weight.copy_(
-                torch.cat([clip.visual_projection.weight] * len(config.extract_layers), 1)
+            self.multilevel_proj.weight.copy_(
+                torch.cat([clip.visual_projection.weight] * len(self.config.extract_layers), 1)
             )
-        model.apply_trainable_clip_policy()
-        return model
 
     def _inject_lora(self) -> None:
         """Wrap every HiLoRA target projection in a peft LoRA layer (one adapter, ``"default"``)."""
@@ -612,9 +584,7 @@ class HiVGForGrounding(HiVGPreTrainedModel):
             output_hidden_states, output_attentions, return_dict
         )
         mixing = self.config.bridge_batch_mixing if bridge_batch_mixing is None else bridge_batch_mixing
-        CLIPVGForGrounding._check_inputs(
-            self, pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index
-        )
+        self._check_inputs(pixel_values, input_ids, attention_mask, pixel_mask, labels, image_index)
         if pixel_mask is None:
             pixel_mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[2:], device=pixel_values.device)
         if image_index is not None:  # one row per expression

@@ -14,7 +14,6 @@ its own dtype.
 
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Any
 
@@ -117,12 +116,6 @@ class VisualGroundingPipeline(Pipeline):
     def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
         target_size = model_inputs.pop("target_size")
         text_labels = model_inputs.pop("text_labels")
-        if "image_index" in inspect.signature(self.model.forward).parameters:
-            # every row holds the same image: encode it once for all the expressions (same boxes)
-            model_inputs["pixel_values"] = model_inputs["pixel_values"][:1]
-            if model_inputs.get("pixel_mask") is not None:
-                model_inputs["pixel_mask"] = model_inputs["pixel_mask"][:1]
-            model_inputs["image_index"] = torch.zeros(len(text_labels), dtype=torch.long, device=self.device)
         outputs = self.model(**model_inputs)
         return {"target_size": target_size, "text_labels": text_labels, "pred_boxes": outputs.pred_boxes}
 

@@ -142,6 +142,11 @@ class CLIPVGProcessor(ProcessorMixin):
             if not had_auto_map:
                 self.__dict__.pop("auto_map", None)
 
+    @property
+    def model_input_names(self) -> list[str]:
+        """The tokenizer's and image processor's inputs, and ``image_index`` (images and text together)."""
+        return list(dict.fromkeys([*super().model_input_names, "image_index"]))
+
     @classmethod
     def from_defaults(cls, image_size: int = 224) -> "CLIPVGProcessor":
         """The official processor without any download: letterbox to `image_size` px and OpenAI's CLIP BPE tokenizer
@@ -166,7 +171,9 @@ class CLIPVGProcessor(ProcessorMixin):
 
         Returns:
             [`BatchFeature`] with `input_ids` and `attention_mask` (when `text` is given), `pixel_values` and
-            `pixel_mask` (when `images` are given; one row per expression), and `labels` (when `boxes` are given).
+            `pixel_mask` (when `images` are given; one row per distinct image), `image_index` (with both: the row of
+            `pixel_values` each expression refers to, so that the model encodes each image once for all its
+            expressions) and `labels` (when `boxes` are given; one row per expression, or per image without `text`).
         """
         if images is None and text is None:
             raise ValueError("Pass images, text or both.")
@@ -174,20 +181,22 @@ class CLIPVGProcessor(ProcessorMixin):
             CLIPVGProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
         )
         return_tensors = output_kwargs["text_kwargs"].get("return_tensors")
+        images_kwargs = output_kwargs["images_kwargs"]
         data: dict[str, Any] = {}
-        image_rows = None
-        if text is not None:
-            expressions, image_index = self._flatten_text(text, images)
-            data.update(self._tokenize(expressions, output_kwargs["text_kwargs"]))
-            if images is not None:
-                image_list = _as_image_list(images)
-                image_rows = [image_list[i] for i in image_index]
-        elif images is not None:
-            image_rows = _as_image_list(images)
-        if boxes is not None and image_rows is None:
+        if boxes is not None and images is None:
             raise ValueError("boxes are given in image pixels, so they need images.")
-        if image_rows is not None:
-            data.update(self.image_processor(image_rows, boxes=boxes, **output_kwargs["images_kwargs"]))
+        if text is None:
+            data.update(self.image_processor(_as_image_list(images), boxes=boxes, **images_kwargs))
+            return BatchFeature(data=data, tensor_type=return_tensors)
+        expressions, image_index = self._flatten_text(text, images)
+        data.update(self._tokenize(expressions, output_kwargs["text_kwargs"]))
+        if images is not None:
+            image_list = _as_image_list(images)
+            data.update(self.image_processor(image_list, **images_kwargs))
+            data["image_index"] = image_index
+            if boxes is not None:  # one box per expression, in pixels of its image
+                rows = [image_list[i] for i in image_index]
+                data["labels"] = self.image_processor(rows, boxes=boxes, **images_kwargs)["labels"]
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     @staticmethod

@@ -7,7 +7,7 @@ import torch
 from transformers.activations import QuickGELUActivation
 
 from clipvg_hf import CLIPVGForGrounding
-from clipvg_hf.modeling_clipvg import LeanQuickGELUActivation, lean_dropout
+from clipvg_hf.lean_ops_clipvg import LeanQuickGELUActivation, lean_dropout
 
 from conftest import make_tiny_config
 

@@ -120,16 +120,25 @@ def test_default_padding_is_longest_and_text_is_lower_cased(processor):
 def test_expressions_share_one_image_or_pair_up(processor):
     first = PIL.Image.new("RGB", (60, 30), (255, 0, 0))
     second = PIL.Image.new("RGB", (30, 60), (0, 0, 255))
+    # each distinct image once, and the image of each expression in image_index
     shared = processor(images=first, text=["left", "right", "top"], return_tensors="pt")
-    assert shared["pixel_values"].shape == (3, 3, 224, 224)
-    assert torch.equal(shared["pixel_values"][0], shared["pixel_values"][2])
+    assert shared["pixel_values"].shape == (1, 3, 224, 224) and shared["pixel_mask"].shape == (1, 224, 224)
+    assert shared["image_index"].tolist() == [0, 0, 0] and shared["input_ids"].shape[0] == 3
+    alone = processor(images=first, return_tensors="pt")
+    assert torch.equal(shared["pixel_values"], alone["pixel_values"])
+    assert torch.equal(shared["pixel_mask"], alone["pixel_mask"])
     paired = processor(images=[first, second], text=["left", "right"], return_tensors="pt")
     grouped = processor(images=[first, second], text=[["left"], ["right", "top"]], return_tensors="pt")
-    assert torch.equal(grouped["pixel_values"][:2], paired["pixel_values"])
-    assert torch.equal(grouped["pixel_values"][2], paired["pixel_values"][1])
+    assert paired["image_index"].tolist() == [0, 1] and grouped["image_index"].tolist() == [0, 1, 1]
+    assert torch.equal(grouped["pixel_values"], paired["pixel_values"])
     assert grouped["input_ids"][2].tolist()[:3] == processor.tokenizer("top")["input_ids"]
     boxes = processor(images=first, text=["a", "b"], boxes=[[0, 0, 60, 30], [0, 0, 30, 30]], return_tensors="pt")
     torch.testing.assert_close(boxes["labels"][0], torch.tensor([0.5, 0.5, 1.0, 0.5]))
+    assert boxes["labels"].shape == (2, 4) and boxes["pixel_values"].shape[0] == 1
+    wide = processor(
+        images=[second, first], text=[["x"], ["a", "b"]], boxes=[[0, 0, 30, 60], [0, 0, 60, 30], [0, 0, 30, 30]]
+    )
+    torch.testing.assert_close(torch.as_tensor(wide["labels"][1]), torch.tensor([0.5, 0.5, 1.0, 0.5]))
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ def test_a_hivg_folder_stages_with_its_remote_code(tmp_path):
         "modeling_clipvg.py",
         "configuration_clipvg.py",
         "boxes_clipvg.py",
+        "lean_ops_clipvg.py",
+        "packing_clipvg.py",
         "README.md",
         "model.safetensors",
     ):

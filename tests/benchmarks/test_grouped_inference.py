@@ -1,11 +1,12 @@
-"""The fast inference paths (clipvg_hf.inference) give the plain forward pass's boxes within 1e-5."""
+"""The grouped inference path of the benchmarks (benchmarks/grouped_inference.py) and the forward pass with
+``image_index`` give the plain forward pass's boxes within 1e-5."""
 
 import pytest
 import torch
 
+from benchmarks.grouped_inference import predict_boxes_grouped, trim_text_padding
 from clipvg_hf import CLIPVGForGrounding
 from clipvg_hf.boxes_clipvg import grounding_iou
-from clipvg_hf.inference import predict_boxes_grouped, trim_text_padding
 
 from conftest import make_tiny_config
 
@@ -122,7 +123,7 @@ def test_trim_text_padding():
 def test_grouped_input_errors():
     model = _tiny_model()
     images, masks, image_index, ids, attention = _grouped_batch(model)
-    with pytest.raises(ValueError, match="image_index must lie"):
+    with pytest.raises(ValueError, match="image_index values must lie"):
         predict_boxes_grouped(model, images, masks, image_index + 5, ids, attention)
     with pytest.raises(ValueError, match="one image per expression"):
         predict_boxes_grouped(model, images, masks, image_index[:-1], ids, attention)

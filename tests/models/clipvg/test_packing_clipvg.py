@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from clipvg_hf import CLIPVGForGrounding
-from clipvg_hf.modeling_clipvg import PackedSequences, packed_attention, patch_padding_mask
+from clipvg_hf.modeling_clipvg import patch_padding_mask
+from clipvg_hf.packing_clipvg import PackedSequences, packed_attention
 
 from conftest import make_tiny_config
 
@@ -133,10 +134,10 @@ def test_packed_backward_is_bit_identical_on_two_threads(batched, monkeypatch):
     """The [REG] row is gathered once per sequence: its gradient sums as many contributions. With more than 32k
     gathered elements on more than one thread, the backward of ``tensor[index]`` adds them in an unordered,
     timing-dependent way; the packed fusion must sum them in a fixed order so that training is reproducible."""
-    import clipvg_hf.modeling_clipvg as modeling
+    import clipvg_hf.packing_clipvg as packing
 
     if batched:
-        monkeypatch.setattr(modeling, "packed_attention", functools.partial(packed_attention, batched=True))
+        monkeypatch.setattr(packing, "packed_attention", functools.partial(packed_attention, batched=True))
     model = _model(fusion_hidden_size=64, fusion_num_heads=4).train()
     batch, image_index = _batch(model, SHAPES["translated-mixed"] * 8, TEXT_LENGTHS["varied"] * 20)
     threads = torch.get_num_threads()
