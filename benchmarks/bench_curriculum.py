@@ -5,7 +5,7 @@
     python -m benchmarks.bench_curriculum --quick               # smoke run with real trainings (~1.5 min)
     python -m benchmarks.bench_curriculum --quick --oracle_only # data + oracle selection only (seconds)
 
-1. Data: the demo's shapes (32 px, :func:`clipvg_hf.demo.demo_config` learns them). The training images are dealt
+1. Data: the demo's shapes (32 px, :func:`clipvg_hf.demo_run.demo_config` learns them). The training images are dealt
    round-robin to simulated pseudo-label sources; each source labels every object of its images with the right
    expression but a noisy box: ``wrong`` = another object's box of the same image, ``jitter`` = the true box
    shifted/rescaled. A row is *corrupted* when IoU(pseudo box, true box) < 0.5 (it would count as a miss). The
@@ -48,7 +48,7 @@ from clipvg_hf.curriculum.plots import plot_histogram_grid
 from clipvg_hf.curriculum.runner import rows_digest
 from clipvg_hf.curriculum.ssa import run_ssa
 from clipvg_hf.data import convert_dataset, load_split
-from clipvg_hf.demo import build_demo_model, demo_config
+from clipvg_hf.demo_run import build_demo_model, demo_config
 from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
 from clipvg_hf.evaluation import evaluate_model
 from clipvg_hf.processing_clipvg import CLIPVGProcessor

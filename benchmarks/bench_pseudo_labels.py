@@ -344,7 +344,7 @@ def accuracy(
     from types import SimpleNamespace
 
     from clipvg_hf.data import convert_dataset
-    from clipvg_hf.demo import build_demo_model, demo_config, train_command
+    from clipvg_hf.demo_run import build_demo_model, demo_config, train_command
     from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
     from clipvg_hf.evaluation import evaluate_model
     from clipvg_hf.processing_clipvg import CLIPVGProcessor

@@ -4,9 +4,8 @@ exit status 2, raised before any model is loaded or anything is written (each co
 import pyarrow.parquet as pq
 import pytest
 
-from clipvg_hf import demo, evaluate
-from clipvg_hf.commands import push
-from clipvg_hf.curriculum import grid, msa, score, ssa
+from clipvg_hf.commands import demo, evaluate, push
+from clipvg_hf.commands.curriculum import grid_main, msa_main, score_main, ssa_main
 
 CONFIG = "refcoco-unsup-single"
 
@@ -33,15 +32,15 @@ CASES = [
     (evaluate.main, ["--model_name_or_path", "{tmp}/no/model"], "model folder not found"),
     (evaluate.main, ["--output", "{tmp}/no/dir/results.json"], "folder {tmp}/no/dir does not exist"),
     (evaluate.main, ["--dataset", "{tmp}/no/data"], "--dataset {tmp}/no/data: dataset folder not found"),
-    (score.main, ["--batch_size", "0"], "argument --batch_size: must be a positive integer"),
-    (score.main, ["--split", "nope"], "split 'nope'"),
-    (score.main, ["--output_dir", "{tmp}/file"], "--output_dir {tmp}/file is a file, not a folder"),
-    (ssa.main, ["--score_args", "--cpu", "--thresholds", "0.2", "1.5"], "--thresholds are IoU thresholds in [0, 1]"),
-    (ssa.main, ["--score_args", "--cpu", "--min_samples", "0"], "argument --min_samples: must be a positive integer"),
-    (ssa.main, ["--score_args", "--cpu", "--measurer", "{tmp}/no/measurer"], "--measurer {tmp}/no/measurer: model"),
-    (ssa.main, ["--score_args", "--cpu", "--split", "nope"], "split 'nope'"),
-    (msa.main, ["--h0", "2"], "--h0 is an IoU threshold in [0, 1], got 2.0"),
-    (msa.main, ["--thresholds", "nan"], "argument --thresholds: must be a finite number, got 'nan'"),
+    (score_main, ["--batch_size", "0"], "argument --batch_size: must be a positive integer"),
+    (score_main, ["--split", "nope"], "split 'nope'"),
+    (score_main, ["--output_dir", "{tmp}/file"], "--output_dir {tmp}/file is a file, not a folder"),
+    (ssa_main, ["--score_args", "--cpu", "--thresholds", "0.2", "1.5"], "--thresholds are IoU thresholds in [0, 1]"),
+    (ssa_main, ["--score_args", "--cpu", "--min_samples", "0"], "argument --min_samples: must be a positive integer"),
+    (ssa_main, ["--score_args", "--cpu", "--measurer", "{tmp}/no/measurer"], "--measurer {tmp}/no/measurer: model"),
+    (ssa_main, ["--score_args", "--cpu", "--split", "nope"], "split 'nope'"),
+    (msa_main, ["--h0", "2"], "--h0 is an IoU threshold in [0, 1], got 2.0"),
+    (msa_main, ["--thresholds", "nan"], "argument --thresholds: must be a finite number, got 'nan'"),
 ]
 BASE = {
     evaluate.main: [
@@ -55,7 +54,7 @@ BASE = {
         "val",
         "--cpu",
     ],
-    score.main: [
+    score_main: [
         "--model_name_or_path",
         "{model}",
         "--dataset",
@@ -66,12 +65,14 @@ BASE = {
         "{tmp}/scores",
         "--cpu",
     ],
-    ssa.main: ["--dataset", "{data}", "--dataset_config", CONFIG, "--output_dir", "{tmp}/ssa"],
-    msa.main: ["--dataset", "{data}", "--dataset_config", CONFIG, "--output_dir", "{tmp}/msa"],
+    ssa_main: ["--dataset", "{data}", "--dataset_config", CONFIG, "--output_dir", "{tmp}/ssa"],
+    msa_main: ["--dataset", "{data}", "--dataset_config", CONFIG, "--output_dir", "{tmp}/msa"],
 }
 
 
-@pytest.mark.parametrize(("main", "extra", "message"), CASES, ids=[f"{m.__module__}:{e[0]}" for m, e, _ in CASES])
+@pytest.mark.parametrize(
+    ("main", "extra", "message"), CASES, ids=[f"{m.__module__}.{m.__name__}:{e[0]}" for m, e, _ in CASES]
+)
 def test_bad_arguments_are_one_line_errors_before_any_work(capsys, paths, tmp_path, main, extra, message):
     (tmp_path / "file").write_text("x")
     argv = [a.format(**paths) for a in BASE[main] + extra]
@@ -83,9 +84,9 @@ def test_bad_arguments_are_one_line_errors_before_any_work(capsys, paths, tmp_pa
 @pytest.mark.parametrize(
     ("main", "argv", "message"),
     [
-        (grid.main, ["--scores", "nofolder", "--output", "{tmp}/g.png"], "--scores entries are NAME=FOLDER"),
-        (grid.main, ["--scores", "a={tmp}/none", "--output", "{tmp}/g.png"], "holds no scores.parquet"),
-        (grid.main, ["--scores", "a={tmp}", "--output", "{tmp}/no/g.png"], "--output {tmp}/no/g.png: folder"),
+        (grid_main, ["--scores", "nofolder", "--output", "{tmp}/g.png"], "--scores entries are NAME=FOLDER"),
+        (grid_main, ["--scores", "a={tmp}/none", "--output", "{tmp}/g.png"], "holds no scores.parquet"),
+        (grid_main, ["--scores", "a={tmp}", "--output", "{tmp}/no/g.png"], "--output {tmp}/no/g.png: folder"),
         (demo.main, ["--epochs", "0", "--output_dir", "{tmp}/demo"], "argument --epochs: must be a positive integer"),
         (demo.main, ["--learning_rate", "-1", "--output_dir", "{tmp}/demo"], "argument --learning_rate: must be"),
         (demo.main, ["--output_dir", "{tmp}/file"], "--output_dir {tmp}/file is a file"),

@@ -42,7 +42,7 @@ BASELINE = {"clipvg": "mean_box", "hivg": "largest_object"}
 def _pack(root: Path, seed: int) -> tuple[Path, dict[str, float]]:
     """Write and convert the shapes pack; returns the dataset folder and the test split's language-blind baselines."""
     from clipvg_hf.data import convert_dataset
-    from clipvg_hf.demo import language_blind_baselines
+    from clipvg_hf.demo_run import language_blind_baselines
     from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
 
     raw = root / "raw"
@@ -56,7 +56,7 @@ def _pack(root: Path, seed: int) -> tuple[Path, dict[str, float]]:
 def _init(family: str, folder: Path, seed: int, noise: float) -> None:
     """A from-scratch model of the family, saved with its processor."""
     from clipvg_hf import HiVGConfig, HiVGForGrounding
-    from clipvg_hf.demo import build_demo_model, demo_config
+    from clipvg_hf.demo_run import build_demo_model, demo_config
     from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
     config = demo_config(SIZE, PATCH)
@@ -83,7 +83,7 @@ def _init(family: str, folder: Path, seed: int, noise: float) -> None:
 
 def guard_run(family: str, root: Path, seed: int = 0, noise: float = 0.0, env: dict | None = None) -> dict:
     """Train one guard model; returns its held-out test Acc@0.5 and the language-blind baseline."""
-    from clipvg_hf.demo import train_arguments
+    from clipvg_hf.demo_run import train_arguments
     from clipvg_hf.evaluation import evaluate_model
 
     data, baselines = _pack(root, seed)

@@ -164,8 +164,7 @@ def test_pipeline_with_torch_dtype_bf16(converted_dir):
 
 
 def test_scores_and_results_and_card_record_the_dtype(fixture_dataset, tmp_path):
-    from clipvg_hf.curriculum.reliability import load_scores, save_scores
-    from clipvg_hf.curriculum.score import score_model
+    from clipvg_hf.curriculum.reliability import load_scores, save_scores, score_model
     from clipvg_hf.evaluation import load_results, write_results
     from clipvg_hf.hub.cards import build_model_card
     from clipvg_hf.modeling_clipvg import CLIPVGForGrounding

@@ -1,7 +1,9 @@
 """Self-paced curriculum of CLIP-VG: reliability scoring, SSA, MSA and a DDP-correct curriculum sampler.
 
-Command lines: ``python -m clipvg_hf.curriculum.score`` (reliabilities, subsets, histogram),
-``... .ssa`` (single source), ``... .msa`` (multi source), ``... .grid`` (the SR/CR histogram grid of score runs).
+Library: :mod:`~clipvg_hf.curriculum.reliability` (scoring), :mod:`~clipvg_hf.curriculum.single_source` (SSA),
+:mod:`~clipvg_hf.curriculum.multi_source` (MSA), the sampler, search and selection. The command line is
+``clipvg-curriculum {score,ssa,msa,grid}`` (:mod:`clipvg_hf.commands.curriculum`), also
+``python -m clipvg_hf.curriculum.<step>``.
 """
 
 from .reliability import (

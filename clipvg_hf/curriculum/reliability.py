@@ -27,7 +27,11 @@ import torch
 from accelerate import Accelerator
 
 from ..boxes_clipvg import grounding_iou
-from ..evaluation import check_each_sample_once, eval_loader, gather_predictions
+from ..data import load_split
+from ..data.hub_layouts import open_split
+from ..evaluation import check_each_sample_once, eval_loader, gather_predictions, model_fingerprint
+from ..loading import load_model_and_processor
+from ..precision import dtype_name, hardware_record, resolve_dtype
 from ..processing_clipvg import CLIPVGProcessor
 from .search import OFFICIAL_GRID
 
@@ -39,6 +43,7 @@ __all__ = [
     "load_scores",
     "reliability_histogram",
     "save_scores",
+    "score_model",
     "score_split",
     "threshold_subsets",
 ]
@@ -135,6 +140,47 @@ def score_split(
         pred_boxes=pred.numpy(),
         target_boxes=target.numpy(),
     )
+
+
+def score_model(
+    model_dir: str | Path,
+    dataset: str | Path,
+    config: str | None,
+    split: str = "train_pseudo",
+    *,
+    sources: list[str] | None = None,
+    accelerator: Accelerator | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    image_root: str | None = None,
+    grouped: bool = True,
+    dtype: str | torch.dtype | None = None,
+) -> ReliabilityScores:
+    """Load the measurer and score ``dataset/config/split``; the scores carry the measurer's fingerprint, the
+    ``dtype`` it ran in (``"auto"``, ``"fp32"``, ``"bf16"`` or a ``torch.dtype``; None: fp32) and the hardware."""
+    accelerator = accelerator or Accelerator()
+    dtype = resolve_dtype(dtype, accelerator.device, note=accelerator.is_main_process)
+    model, processor = load_model_and_processor(model_dir, dtype=dtype)
+    model = accelerator.prepare_model(model, evaluation_mode=True)
+    if config is None:  # a Hub REC layout, read as the project's rows
+        data = open_split(dataset, None, split, image_root=image_root).data
+    else:
+        data = load_split(dataset, config, split)
+    scores = score_split(
+        accelerator.unwrap_model(model),
+        data,
+        processor,
+        accelerator,
+        sources=sources,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        image_root=image_root,
+        grouped=grouped,
+    )
+    scores.measurer = model_fingerprint(model_dir) if Path(model_dir).is_dir() else {"path": str(model_dir)}
+    scores.measurer.update(dtype=dtype_name(dtype), hardware=hardware_record(accelerator.device))
+    scores.dataset = {"name": str(dataset), "config": config, "split": split, "sources": sources}
+    return scores
 
 
 def threshold_subsets(scores: ReliabilityScores) -> dict[str, list[int]]:

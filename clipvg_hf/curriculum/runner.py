@@ -219,7 +219,7 @@ def in_process_scorer(
     def score(model_dir: Path, output_dir: Path) -> ReliabilityScores:
         from accelerate import Accelerator
 
-        from .score import score_model
+        from .reliability import score_model
 
         scores = score_model(
             model_dir, dataset, config, split, accelerator=Accelerator(cpu=cpu), batch_size=batch_size

@@ -16,7 +16,7 @@ from clipvg_hf.curriculum import (
     save_scores,
     threshold_subsets,
 )
-from clipvg_hf.curriculum.score import score_model
+from clipvg_hf.curriculum.reliability import score_model
 from clipvg_hf.curriculum.selection import read_row_indices
 from clipvg_hf.evaluation import model_fingerprint
 
@@ -160,7 +160,7 @@ def test_scoring_with_a_broken_measurer_is_one_line_and_writes_nothing(
 
     from safetensors.torch import load_file, save_file
 
-    from clipvg_hf.curriculum.score import main
+    from clipvg_hf.commands.curriculum import score_main as main
 
     measurer = tmp_path / "measurer"
     shutil.copytree(converted_dir, measurer)

@@ -7,8 +7,8 @@ import pytest
 
 from clipvg_hf.curriculum import OFFICIAL_GRID, CachedTrainer, search_threshold
 from clipvg_hf.curriculum.common import select_rows
-from clipvg_hf.curriculum.msa import run_msa
-from clipvg_hf.curriculum.ssa import run_ssa
+from clipvg_hf.curriculum.multi_source import run_msa
+from clipvg_hf.curriculum.single_source import run_ssa
 
 from utils.curriculum_synthetic import (
     SyntheticScorer,

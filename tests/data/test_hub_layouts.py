@@ -251,8 +251,8 @@ def test_all_rows_rejected_is_an_error(tmp_path):
 
 
 def test_predict_and_score_read_a_layout(converted_dir, tmp_path, capsys):
+    from clipvg_hf.commands.curriculum import score_main
     from clipvg_hf.commands.predict import main as predict_main
-    from clipvg_hf.curriculum.score import main as score_main
 
     folder = fixture_layout_folder(tmp_path / "data", "Kangheng/refcoco")
     output = tmp_path / "predictions.jsonl"

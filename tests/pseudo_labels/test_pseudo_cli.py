@@ -167,8 +167,7 @@ def test_dataset_feeds_the_loader_the_collator_and_training(run, converted_dir, 
 
 def test_reliability_scorer_and_curriculum_training_consume_the_dataset(run, converted_dir, tmp_path):
     """The generated multi-source config goes through the measurer (score) and trains from its scores."""
-    from clipvg_hf.curriculum.reliability import save_scores
-    from clipvg_hf.curriculum.score import score_model
+    from clipvg_hf.curriculum.reliability import save_scores, score_model
     from clipvg_hf.train import main as train_main
 
     out, summary = run

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipvg_hf.demo import language_blind_baselines, sincos_position_table
+from clipvg_hf.demo_run import language_blind_baselines, sincos_position_table
 from clipvg_hf.demo_shapes import ShapesSpec, draw_scene, make_scene, write_shapes_pack
 
 
@@ -93,7 +93,7 @@ def test_language_blind_baselines_on_a_known_case():
 
 
 def test_shape_word_baseline_on_a_known_case():
-    from clipvg_hf.demo import shape_word_baseline
+    from clipvg_hf.demo_run import shape_word_baseline
 
     objects = {
         "a.png": {"boxes": [[0, 0, 8, 8], [10, 10, 20, 20], [20, 0, 30, 8]], "shapes": ["circle", "circle", "square"]}
@@ -103,7 +103,7 @@ def test_shape_word_baseline_on_a_known_case():
 
 
 def test_init_noise_perturbs_every_weight_by_about_its_scale():
-    from clipvg_hf.demo import build_demo_model, demo_config
+    from clipvg_hf.demo_run import build_demo_model, demo_config
 
     plain, noisy = (build_demo_model(demo_config(), 3, noise).state_dict() for noise in (0.0, 1e-6))
     differences = torch.cat([(noisy[k] - plain[k]).flatten() for k in plain if plain[k].is_floating_point()])
