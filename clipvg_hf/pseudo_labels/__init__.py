@@ -5,7 +5,8 @@
   classifier on box crops, captioner) and the intermediate detections dataset;
 - :mod:`.relations`: geometric subject-predicate-object labels (in place of RelTR) and the plug-in interface;
 - :mod:`.writer`: labels into the project's dataset format; :mod:`.official_splits`: the same labels as the official
-  split files; :mod:`.cli`: the ``clipvg-pseudo-label`` command.
+  split files; :mod:`.stages`: the detection and label stages that the ``clipvg-pseudo-label`` command
+  (:mod:`clipvg_hf.commands.pseudo_label`) runs.
 """
 
 from .captions import CaptionMatcher, subject_words

@@ -1,5 +1,7 @@
-"""``python -m clipvg_hf.pseudo_labels``: the ``clipvg-pseudo-label`` command."""
+"""``python -m clipvg_hf.pseudo_labels``: the ``clipvg-pseudo-label`` command (:mod:`clipvg_hf.commands.pseudo_label`)."""
 
-from .cli import cli
+import sys
 
-raise SystemExit(cli())
+from clipvg_hf.commands.pseudo_label import main
+
+sys.exit(main())

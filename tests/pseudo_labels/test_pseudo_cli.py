@@ -11,9 +11,9 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
+from clipvg_hf.commands.pseudo_label import main, pseudo_label
 from clipvg_hf.data import CLIPVGCollator, CLIPVGEvalTransform, GroundingDataset, load_split
 from clipvg_hf.processing_clipvg import build_clip_tokenizer
-from clipvg_hf.pseudo_labels.cli import main
 from clipvg_hf.pseudo_labels.detections import read_detection_shard
 from clipvg_hf.pseudo_labels.templates import OFFICIAL_SEED, TemplateEngine
 
@@ -70,7 +70,7 @@ def _args(setup, out, *extra):
 @pytest.fixture(scope="module")
 def run(setup):
     out = setup["root"] / "out"
-    summary = main(_args(setup, out, "--rejects", str(setup["root"] / "rejects.jsonl")))
+    summary = pseudo_label(_args(setup, out, "--rejects", str(setup["root"] / "rejects.jsonl")))
     return out, summary
 
 
@@ -196,9 +196,9 @@ def test_rerun_resumes_and_labels_only_regenerates(run, setup):
     shards = sorted((out / "detections").glob("shard-*.parquet"))
     assert len(shards) == 2
     stamps = [s.stat().st_mtime_ns for s in shards]
-    again = main(_args(setup, out))  # every shard is done: nothing is detected again
+    again = pseudo_label(_args(setup, out))  # every shard is done: nothing is detected again
     assert [s.stat().st_mtime_ns for s in shards] == stamps and again["images_in"] == 6
-    fewer = main(["--labels_only", "--output_dir", str(out), "--topn", "1", "--relations", "none"])
+    fewer = pseudo_label(["--labels_only", "--output_dir", str(out), "--topn", "1", "--relations", "none"])
     assert fewer["expressions"]["relation"] == 0
     assert fewer["expressions"]["template"] <= again["expressions"]["template"]
     assert [s.stat().st_mtime_ns for s in shards] == stamps
@@ -228,7 +228,7 @@ def test_streaming_datasets_input_gives_the_folder_labels(run, setup, tmp_path):
     table.to_parquet(str(folder / "train-00000-of-00001.parquet"))
     other = tmp_path / "out"
     args = _args(setup, other, "--name", "photos")[2:]
-    summary = main(["--dataset", str(folder.parent), "--streaming", "--name_column", "name", *args])
+    summary = pseudo_label(["--dataset", str(folder.parent), "--streaming", "--name_column", "name", *args])
     assert summary["rejected"] == 1
     assert _expressions(other, "photos-unsup-multi") == _expressions(out, "photos-unsup-multi")
 

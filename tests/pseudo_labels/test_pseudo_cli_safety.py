@@ -11,7 +11,7 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from clipvg_hf.pseudo_labels.cli import NUMBER_RANGES, build_parser, main
+from clipvg_hf.commands.pseudo_label import NUMBER_RANGES, build_parser, main, pseudo_label
 from clipvg_hf.pseudo_labels.models import ModelCheckError, check_model
 
 from _pseudo_tiny_models import build_blip, build_clip, build_detr, write_images
@@ -76,7 +76,7 @@ def test_a_jpeg_bomb_in_the_folder_is_a_reported_reject_never_decoded(models, tm
     write_images(images, 3)
     (images / "bomb.jpg").write_bytes(huge_header_jpeg())
     out = tmp_path / "out"
-    summary = main(_args(models, images, out))
+    summary = pseudo_label(_args(models, images, out))
     assert summary["rejected"] == 1 and summary["images_in"] == 3
     reason = _rejects(out)["bomb.jpg"]
     assert "DecompressionBombError" in reason and "14000x14000" in reason
@@ -149,7 +149,7 @@ def test_links_leaving_the_image_folder_are_rejects_never_read(models, tmp_path)
     (images / "escape.png").symlink_to(outside / "img_000.jpg")
     (images / "alias.png").symlink_to(second)  # a link inside the folder is read as usual
     out = tmp_path / "out"
-    summary = main(_args(models, images, out))
+    summary = pseudo_label(_args(models, images, out))
     assert summary["images_in"] == 3 and summary["rejected"] == 1
     reason = _rejects(out)["escape.png"]
     assert "is a link leaving --image_dir" in reason and "not read" in reason

@@ -13,7 +13,7 @@ from test_pseudo_cli import _args, _expressions
 from test_pseudo_cli import setup as setup  # the fixture: image folder and tiny models
 
 from clipvg_hf.commands.convert_splits import main as convert_main
-from clipvg_hf.pseudo_labels.cli import main
+from clipvg_hf.commands.pseudo_label import main, pseudo_label
 from clipvg_hf.pseudo_labels.official_splits import PLACEHOLDER
 
 from conftest import free_port
@@ -24,7 +24,7 @@ SOURCES = ("template", "relation", "caption")
 @pytest.fixture(scope="module")
 def official(setup):
     out, target = setup["root"] / "out_official", setup["root"] / "official"
-    summary = main(_args(setup, out, "--official_splits", str(target)))
+    summary = pseudo_label(_args(setup, out, "--official_splits", str(target)))
     return out, target, summary
 
 
@@ -90,7 +90,7 @@ def test_converter_reads_the_official_files_back_as_the_generated_dataset(offici
 def test_coco_and_flickr_layouts(official, setup, key, tmp_path):
     out, _, _ = official
     target = tmp_path / key
-    summary = main(
+    summary = pseudo_label(
         ["--labels_only", "--output_dir", str(out), "--official_splits", str(target), "--official_dataset", key]
     )
     multi = _generated(out, "photos-unsup-multi", "train_pseudo")
@@ -186,7 +186,7 @@ def test_bad_targets_are_refused_before_any_work(official, setup, tmp_path, caps
 
 def test_overwrite_replaces_the_files_and_drops_a_source_left_empty(official):
     out, target, _ = official
-    summary = main(
+    summary = pseudo_label(
         [
             *("--labels_only", "--output_dir", str(out), "--relations", "none"),
             *("--official_splits", str(target), "--overwrite_official_splits"),

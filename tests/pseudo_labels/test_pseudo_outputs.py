@@ -20,7 +20,7 @@ from test_pseudo_cli import _args, _expressions
 from test_pseudo_cli import setup as setup  # the fixture: image folder and tiny models
 
 from clipvg_hf.commands.convert_splits import main as convert_main
-from clipvg_hf.pseudo_labels.cli import main
+from clipvg_hf.commands.pseudo_label import main, pseudo_label
 
 from _pseudo_tiny_models import write_images
 from utils.data_factory import build_pack
@@ -172,7 +172,7 @@ KILLED_AFTER_FIRST_CONFIG = textwrap.dedent(
     """
     import os, signal, sys
     import clipvg_hf.pseudo_labels.writer as writer
-    from clipvg_hf.pseudo_labels.cli import main
+    from clipvg_hf.commands.pseudo_label import main
 
     finalise = writer._finalise
 
@@ -199,7 +199,7 @@ def test_a_labels_stage_killed_between_configs_leaves_the_old_dataset(setup, tmp
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert _snapshot(out) == before  # neither config nor the card of the new labels is in place
-    summary = main(argv)  # the rerun completes and removes the dead run's staging folder
+    summary = pseudo_label(argv)  # the rerun completes and removes the dead run's staging folder
     assert summary["expressions"]["relation"] == 0 and _expressions(out, "photos-unsup-multi", "train_relation") == []
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
     shutil.rmtree(out)
