@@ -223,8 +223,9 @@ STEPS = {
 }
 
 
+@report_usage_errors
 def main(argv: list[str] | None = None) -> int:
-    """Run one step with its own arguments (each step reports its usage errors itself)."""
+    """Run one step with its own arguments."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="CLIP-VG self-paced curriculum steps.",
