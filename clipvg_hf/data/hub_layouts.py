@@ -54,7 +54,8 @@ import datasets
 import PIL.Image
 
 from ..boxes_clipvg import exact_box, official_box
-from ..cli import UsageError, first_line, looks_local
+from ..checks import looks_local
+from ..errors import UsageError, first_line
 from .decode import open_image
 from .splits import has_visible_text, image_path_problem
 
@@ -846,7 +847,7 @@ def convert_hub_dataset(
     ``splits`` to every split of the source. Images of a path layout are embedded unless ``embed_images`` is False.
     The folder is written staged (:func:`~clipvg_hf.data.staging.staged_folder`): a failed run leaves it as it was.
     """
-    from ..cli import check_dataset_name
+    from ..checks import check_dataset_name
     from .card import config_entry, write_configs
     from .staging import dataset_folder_problem, staged_folder, write_text_atomic
 

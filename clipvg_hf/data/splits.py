@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..boxes_clipvg import exact_box, official_box
-from ..cli import torch_load_reason
+from ..errors import torch_load_reason
 from .registry import DATASETS, MIXUP_IMAGE_DIRS, SOURCES, DatasetInfo
 
 __all__ = [
