@@ -22,7 +22,7 @@ from transformers import AutoModelForZeroShotObjectDetection, Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .cli import first_line
+from .errors import first_line
 
 __all__ = ["VisualGroundingPipeline", "register_pipelines"]
 
