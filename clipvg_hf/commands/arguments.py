@@ -1,5 +1,6 @@
 """``argparse`` types that range-check numbers while the arguments are parsed, so that a bad value is refused
-(``error: argument --x: must be ...``, exit status 2) before anything is loaded, written or run."""
+(``error: argument --x: must be ...``, exit status 2) before anything is loaded, written or run; and the arguments
+that every command running the evaluation loop shares."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ from collections.abc import Callable
 
 from ..checks import check_number
 from ..errors import UsageError
+from ..precision import add_dtype_argument
 
-__all__ = ["finite_float", "non_negative_float", "non_negative_int", "positive_float", "positive_int"]
+__all__ = [
+    "add_loop_arguments",
+    "finite_float",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+]
 
 
 def _number_type(
@@ -37,3 +46,13 @@ non_negative_int = _number_type(int, "an integer >= 0", minimum=0)
 finite_float = _number_type(float, "a finite number")
 positive_float = _number_type(float, "a finite number > 0", above=0)
 non_negative_float = _number_type(float, "a finite number >= 0", minimum=0)
+
+
+def add_loop_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a run of the evaluation loop (:func:`clipvg_hf.evaluation.eval_loader`): ``--batch_size``,
+    ``--num_workers``, ``--image_root``, ``--cpu`` and ``--dtype`` (fp32 by default: the exact path)."""
+    parser.add_argument("--batch_size", type=positive_int, default=128)
+    parser.add_argument("--num_workers", type=non_negative_int, default=0)
+    parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
+    parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
+    add_dtype_argument(parser, default="fp32")

@@ -36,8 +36,7 @@ from ..curriculum.single_source import run_ssa
 from ..data import load_split
 from ..data.hub_layouts import open_split
 from ..errors import UsageError, first_line
-from ..precision import add_dtype_argument
-from .arguments import finite_float, non_negative_int, positive_int
+from .arguments import add_loop_arguments, finite_float
 from .errors import report_usage_errors
 
 __all__ = ["STEPS", "grid_main", "main", "msa_main", "score_main", "ssa_main"]
@@ -60,17 +59,13 @@ def build_score_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train_pseudo", help="the pseudo-labelled split to score")
     parser.add_argument("--source", action="append", dest="sources", help="score only this source (repeatable)")
     parser.add_argument("--output_dir", required=True, help="where scores.parquet / reliability.json go")
-    parser.add_argument("--batch_size", type=positive_int, default=128)
-    parser.add_argument("--num_workers", type=non_negative_int, default=0)
-    parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
     parser.add_argument(
         "--plain_forward",
         action="store_true",
         help="plain model(...) per expression instead of encoding each image once",
     )
     parser.add_argument("--no_plot", action="store_true", help="skip histogram.png")
-    parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
-    add_dtype_argument(parser, default="fp32")
+    add_loop_arguments(parser)
     return parser
 
 

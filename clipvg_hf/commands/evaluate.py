@@ -28,8 +28,7 @@ from accelerate import Accelerator
 from ..checks import check_model_source, check_output_file
 from ..errors import UsageError
 from ..evaluation import evaluate_model, open_splits, write_results
-from ..precision import add_dtype_argument
-from .arguments import non_negative_int, positive_int
+from .arguments import add_loop_arguments
 from .errors import report_usage_errors
 
 __all__ = ["build_parser", "main"]
@@ -52,11 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", help="results JSON to write")
     parser.add_argument("--predictions", help="write one JSON line per expression (ids, boxes, IoU) here")
-    parser.add_argument("--batch_size", type=positive_int, default=128)
-    parser.add_argument("--num_workers", type=non_negative_int, default=0)
-    parser.add_argument("--image_root", help="root of the images of a path-mode dataset")
-    parser.add_argument("--cpu", action="store_true", help="force the CPU (also for several processes)")
-    add_dtype_argument(parser, default="fp32")
+    add_loop_arguments(parser)
     return parser
 
 
