@@ -14,13 +14,7 @@ from collections.abc import Callable
 
 from ..errors import UsageError, first_line
 
-__all__ = ["report_usage_errors", "usage_error_exit"]
-
-
-def usage_error_exit(error: BaseException | str) -> SystemExit:
-    """Print ``error: <first line>`` on stderr (never a wrapped library traceback); the ``SystemExit(2)`` to raise."""
-    print(f"error: {first_line(error)}", file=sys.stderr)
-    return SystemExit(2)
+__all__ = ["report_usage_errors"]
 
 
 def report_usage_errors(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
@@ -31,7 +25,8 @@ def report_usage_errors(main: Callable[[list[str] | None], int]) -> Callable[[li
     def wrapper(argv: list[str] | None = None) -> int:
         try:
             return main(argv)
-        except UsageError as error:
-            raise usage_error_exit(error) from None
+        except UsageError as error:  # the first line only: never a wrapped library traceback
+            print(f"error: {first_line(error)}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     return wrapper
