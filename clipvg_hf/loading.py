@@ -21,8 +21,7 @@ import torch
 from transformers import AutoModel, AutoProcessor
 
 from .errors import UsageError, first_line
-from .modeling_clipvg import CLIPVGForGrounding
-from .modeling_hivg import HiVGForGrounding
+from .modeling_clipvg import CLIPVGPreTrainedModel
 from .processing_clipvg import CLIPVGProcessor
 
 __all__ = [
@@ -76,7 +75,7 @@ def load_grounding_model(
     auto_class=AutoModel,
     dtype: torch.dtype | None = None,
     **model_kwargs,
-) -> CLIPVGForGrounding | HiVGForGrounding:
+) -> CLIPVGPreTrainedModel:
     """A CLIP-VG or HiVG model (in eval mode), checked: every weight present and finite.
 
     ``dtype`` (None: as saved, fp32 for every model this package writes) loads the weights in that dtype, the box
@@ -101,7 +100,7 @@ def load_grounding_model(
                 f"({first_line(error)})"
             ) from error
         raise UsageError(f"{where}: could not load a CLIP-VG model from this folder: {first_line(error)}") from error
-    if not isinstance(model, (CLIPVGForGrounding, HiVGForGrounding)):
+    if not isinstance(model, CLIPVGPreTrainedModel):  # every model family's class is one
         raise UsageError(f"{where} holds a {type(model).__name__}, not a CLIP-VG model or a HiVG one")
     missing = sorted(info.get("missing_keys") or ())
     if missing:
@@ -117,7 +116,7 @@ def load_grounding_model(
 
 def load_model_and_processor(
     name_or_path: str | Path, argument: str = "--model_name_or_path", dtype: torch.dtype | None = None, **model_kwargs
-) -> tuple[CLIPVGForGrounding, CLIPVGProcessor]:
+) -> tuple[CLIPVGPreTrainedModel, CLIPVGProcessor]:
     """A checked CLIP-VG or HiVG model (see :func:`load_grounding_model`, in eval mode, in ``dtype``) and its
     processor."""
     model = load_grounding_model(name_or_path, argument, dtype=dtype, **model_kwargs)

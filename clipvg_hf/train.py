@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoConfig, HfArgumentParser
 
-from clipvg_hf import CLIPVGConfig, CLIPVGForGrounding, HiVGConfig, HiVGForGrounding
 from clipvg_hf.checks import check_model_source, check_number, check_output_dir, load_split_checked
 from clipvg_hf.commands.errors import report_usage_errors
 from clipvg_hf.curriculum.sampler import POOLS, CurriculumSampler, check_scores_of_split, sampler_from_scores
@@ -47,7 +46,9 @@ from clipvg_hf.data import (
 )
 from clipvg_hf.errors import UsageError, first_line, torch_load_reason
 from clipvg_hf.evaluation import eval_loader, evaluate
+from clipvg_hf.families import FAMILIES, family_of_config, family_of_model, family_of_model_type
 from clipvg_hf.loading import load_grounding_model, load_processor
+from clipvg_hf.modeling_clipvg import CLIPVGPreTrainedModel
 from clipvg_hf.processing_clipvg import CLIPVGProcessor
 
 
@@ -79,8 +80,8 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.model_family not in ("clipvg", "hivg"):
-            raise UsageError(f"--model_family must be clipvg or hivg, got {self.model_family!r}")
+        if self.model_family not in FAMILIES:
+            raise UsageError(f"--model_family must be {' or '.join(FAMILIES)}, got {self.model_family!r}")
         if self.hilora_stage is not None and (self.model_family != "hivg" or self.hilora_stage not in (0, 1, 2, 3)):
             raise UsageError(f"--hilora_stage {self.hilora_stage}: needs --model_family hivg and a stage 0-3")
         if self.trainable_clip not in (None, "official", "frozen", "all"):
@@ -273,26 +274,25 @@ class TrainArguments:
 # ---------------------------------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------------------------------
-def build_model(args: ModelArguments) -> CLIPVGForGrounding:
+def build_model(args: ModelArguments) -> CLIPVGPreTrainedModel:
     """A CLIP-VG/HiVG folder/id as is, a CLIP checkpoint wrapped into a fresh model of ``--model_family``, or a
     config trained from scratch."""
     overrides = {"trainable_clip": args.trainable_clip} if args.trainable_clip else {}
     if args.hilora_stage is not None:
         overrides["hilora_stage"] = args.hilora_stage
-    config_class, model_class = (
-        (HiVGConfig, HiVGForGrounding) if args.model_family == "hivg" else (CLIPVGConfig, CLIPVGForGrounding)
-    )
+    family = FAMILIES[args.model_family]
+    config_class, model_class = family.config_class, family.model_class
     if args.config_file:
         config = config_class.from_json_file(args.config_file)
         for key, value in overrides.items():
             setattr(config, key, value)
         return model_class(config)
     config = AutoConfig.from_pretrained(args.model_name_or_path)
-    if isinstance(config, CLIPVGConfig):
-        if isinstance(config, HiVGConfig) != (args.model_family == "hivg"):
+    if family_of_model_type(config.model_type) is not None:
+        if family_of_config(config) is not family:
             raise UsageError(
                 f"--model_name_or_path {args.model_name_or_path} holds a {config.model_type} model; "
-                f"pass --model_family {'hivg' if isinstance(config, HiVGConfig) else 'clipvg'}"
+                f"pass --model_family {family_of_config(config).name}"
             )
         model = load_grounding_model(args.model_name_or_path, **overrides)  # every weight present and finite
         model.apply_trainable_clip_policy()
@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> dict:
         seed=train_args.seed,
         sources=data_args.sources,
         image_root=data_args.image_root,
-        object_masks=isinstance(model, HiVGForGrounding),
+        object_masks=family_of_model(model).object_masks,
     )
     train_set = base_train_set
     if data_args.train_row_indices:

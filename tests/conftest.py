@@ -33,7 +33,7 @@ def expected_json() -> dict:
 @pytest.fixture(scope="session")
 def converted_dir(tmp_path_factory) -> Path:
     """The fixture checkpoint converted once per session with the package's converter and saved."""
-    from clipvg_hf.convert_original_checkpoint import main
+    from clipvg_hf.commands.convert_checkpoint import main
 
     out = tmp_path_factory.mktemp("converted") / "clip-vg-tiny"
     assert main(["--checkpoint", str(CHECKPOINT), "--output_dir", str(out)]) == 0

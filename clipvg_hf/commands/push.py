@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 
 from ..configuration_hivg import BRIDGE_TEXT_SOURCES
-from ..hub.release import FAMILIES, release_checkpoint
+from ..families import FAMILY_CHOICES
+from ..hub.release import release_checkpoint
 from ..hub.repo import PushResult, configure_logging
 from ..hub.space import push_space
 from ..hub.staging import push_dataset, push_model
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     release.add_argument("--checkpoint", required=True)
     release.add_argument(
         "--family",
-        choices=FAMILIES,
+        choices=FAMILY_CHOICES,
         default="auto",
         help="model family of the checkpoint (default: recognised by its state dict's keys)",
     )

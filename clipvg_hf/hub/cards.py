@@ -13,6 +13,8 @@ from typing import Any
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from ..data.registry import SETTINGS, display_name, split_config_name
+from ..errors import UsageError
+from ..families import family_of_config
 from .repo import HubPublishError
 
 __all__ = [
@@ -184,6 +186,7 @@ def build_model_card(
     """The model card of the config's family (CLIP-VG or HiVG): metadata (``model-index`` from ``results``), model
     and training facts, usage, citation."""
     family = _family_of(config)
+    converter = family_of_config(config).converter_module
     base_model = base_model or base_model_of(config)
     eval_results = _eval_results(results, dataset_id) if results else None
     data = ModelCardData(
@@ -204,9 +207,7 @@ def build_model_card(
         "architecture": family.architecture(config, num_parameters),
         "setting": _setting_text(setting),
         "results": _results_text(results, dataset_id),
-        "source": f"\nConverted from {source} with `{family.converter}`; {_weights_provenance(config)}.\n"
-        if source
-        else "",
+        "source": f"\nConverted from {source} with `{converter}`; {_weights_provenance(config)}.\n" if source else "",
         "remote": remote,
         "package": package,
         "citation": family.citation,
@@ -224,28 +225,28 @@ def build_model_card(
 
 def _weights_provenance(config: dict[str, Any]) -> str:
     """How the published weights relate to the official ones (a HiVG conversion may merge the LoRA adapters)."""
-    if config.get("model_type") == "hivg" and not config.get("lora_adapters", True):
+    if "lora_adapters" in config and not config["lora_adapters"]:
         return "the weights are the official ones, with each LoRA adapter merged into its layer (W + alpha / r * B A)"
     return "the weights are the official ones, unchanged"
 
 
 @dataclass(frozen=True)
-class _Family:
-    """What a model family's card says differently: its template, tags, citation, converter and architecture."""
+class _CardFamily:
+    """What a card template says differently: its tags, citation and architecture section."""
 
     template: str
     tags: tuple[str, ...]
     citation: str
-    converter: str
     architecture: Any  # (config, num_parameters) -> the "Model" section
 
 
-def _family_of(config: dict[str, Any]) -> _Family:
-    """The card family of a config by its ``model_type`` (a config without one is CLIP-VG's)."""
-    model_type = config.get("model_type", "clip_vg")
-    if model_type not in _FAMILIES:
-        raise HubPublishError(f"no model card for model_type {model_type!r}; expected one of {sorted(_FAMILIES)}")
-    return _FAMILIES[model_type]
+def _family_of(config: dict[str, Any]) -> _CardFamily:
+    """The card of a config's model family (:mod:`clipvg_hf.families`; a config without a ``model_type`` is
+    CLIP-VG's)."""
+    try:
+        return _CARDS[family_of_config(config).card_template]
+    except UsageError as error:
+        raise HubPublishError(f"no model card: {error}") from None
 
 
 def _encoder_lines(config: dict[str, Any]) -> list[str]:
@@ -348,11 +349,13 @@ def _hivg_batching(config: dict[str, Any]) -> str:
     )
 
 
-_FAMILIES = {
-    "clip_vg": _Family("model_card", ("clip-vg",), CITATION, "clipvg_hf.convert_original_checkpoint", _architecture),
-    "hivg": _Family(
-        "model_card_hivg", ("hivg",), HIVG_CITATION, "clipvg_hf.convert_hivg_checkpoint", _hivg_architecture
-    ),
+#: Card template (a model family's ``card_template``) -> what that card says differently.
+_CARDS = {
+    card.template: card
+    for card in (
+        _CardFamily("model_card", ("clip-vg",), CITATION, _architecture),
+        _CardFamily("model_card_hivg", ("hivg",), HIVG_CITATION, _hivg_architecture),
+    )
 }
 
 

@@ -1,7 +1,7 @@
 """The release pipeline: an official CLIP-VG or HiVG checkpoint -> converted folder -> evaluation -> published model
 with its card.
 
-The family is told from the checkpoint's state dict (HiVG's has Hugging Face CLIP names and bridges), as
+The family is told from the checkpoint's state dict by the model-family registry (:mod:`clipvg_hf.families`), as
 ``clipvg-convert-checkpoint`` does, or forced with ``family``. At the top of the import graph: it uses the
 converters, the evaluation and the staging, none of which import it.
 """
@@ -13,29 +13,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub.errors import StrictDataclassError
-from transformers import PreTrainedModel
-
 from ..checks import load_split_checked
-from ..convert_checkpoint import FAMILIES
-from ..convert_hivg_checkpoint import convert_checkpoint as convert_hivg_checkpoint
-from ..convert_hivg_checkpoint import is_hivg_state_dict
-from ..convert_hivg_checkpoint import read_clip_config as read_hivg_clip_config
-from ..convert_original_checkpoint import CheckpointConversionError, load_original_checkpoint
-from ..convert_original_checkpoint import convert_checkpoint as convert_clipvg_checkpoint
+from ..conversion.common import CheckpointConversionError, load_original_checkpoint, save_converted
+from ..conversion.hivg import read_clip_config as read_hivg_clip_config
 from ..data import load_split
 from ..data.registry import split_config_name
 from ..errors import UsageError
 from ..evaluation import evaluate_model, write_results
-from ..processing_clipvg import CLIPVGProcessor
+from ..families import FAMILY_CHOICES, convert_official_checkpoint, family_of_checkpoint, refuse_foreign_options
 from .repo import HubPublishError, PushResult, resolve_token, validate_repo_id
 from .staging import push_model
 
-__all__ = ["FAMILIES", "checkpoint_family", "read_clip_config", "release_checkpoint"]
-
-FAMILY_NAMES = {"clipvg": "CLIP-VG", "hivg": "HiVG"}
-#: Release options only the HiVG converter reads; given for a CLIP-VG checkpoint they are refused, not ignored.
-HIVG_ONLY_OPTIONS = ("merge_lora", "clip_config", "bridge_text_source", "bridge_batch_mixing")
+__all__ = ["checkpoint_family", "read_clip_config", "release_checkpoint"]
 
 
 def release_checkpoint(
@@ -73,9 +62,10 @@ def release_checkpoint(
     validate_repo_id(repo_id)
     if not dry_run:
         token = resolve_token(token)
-    if family not in FAMILIES:
-        raise HubPublishError(f"--family {family!r}: choose one of {', '.join(FAMILIES)}")
-    clip_heads = read_clip_config(clip_config) if clip_config is not None else None
+    if family not in FAMILY_CHOICES:
+        raise HubPublishError(f"--family {family!r}: choose one of {', '.join(FAMILY_CHOICES)}")
+    if clip_config is not None:
+        read_clip_config(clip_config)  # a bad --clip_config fails before anything is written
     work_dir = Path(work_dir)
     model_dir = work_dir / "model"
     new_work_dir = not work_dir.exists()
@@ -90,21 +80,28 @@ def release_checkpoint(
         loaded = load_original_checkpoint(checkpoint)
     except (CheckpointConversionError, FileNotFoundError) as error:
         raise HubPublishError(f"cannot convert {checkpoint}: {error}") from error
-    chosen = checkpoint_family(loaded, family)
-    hivg_options = dict(
+    chosen = family_of_checkpoint(loaded, family)
+    options = dict(
         merge_lora=merge_lora,
         clip_config=clip_config,
         bridge_text_source=bridge_text_source,
         bridge_batch_mixing=bridge_batch_mixing,
     )
-    _refuse_options_of_other_family(chosen, checkpoint, family, **hivg_options)
+    try:
+        refuse_foreign_options(chosen, family, checkpoint, options, verb="released")
+    except CheckpointConversionError as error:
+        raise HubPublishError(str(error)) from None
     setting = setting or split_config_name(config)[1]
     _check_setting_against_args(setting, loaded.get("args"))
-    model = _convert(chosen, checkpoint, loaded, clip_heads, fusion_num_heads, **hivg_options)
+    try:
+        _, model = convert_official_checkpoint(
+            checkpoint, loaded, chosen.name, fusion_num_heads=fusion_num_heads, **options
+        )
+    except CheckpointConversionError as error:
+        raise HubPublishError(f"cannot convert {checkpoint} as a {chosen.display_name} checkpoint: {error}") from error
     del loaded
     try:
-        model.save_pretrained(model_dir)
-        CLIPVGProcessor.from_defaults(model.config.image_size).save_pretrained(model_dir)
+        save_converted(model, model_dir)
         del model
         results = evaluate_model(str(model_dir), dataset, config, list(splits), **(evaluate_kwargs or {}))
     except UsageError as error:  # e.g. a model whose boxes are not finite: nothing is staged, WORK/model removed
@@ -120,7 +117,7 @@ def release_checkpoint(
         private=private,
         token=token,
         dry_run_dir=work_dir / "upload" if dry_run else None,
-        commit_message=f"Upload {FAMILY_NAMES[chosen]} model",
+        commit_message=f"Upload {chosen.display_name} model",
         dataset_id=dataset_id,
         setting=setting,
         curriculum=curriculum,
@@ -130,9 +127,7 @@ def release_checkpoint(
 
 def checkpoint_family(checkpoint: dict[str, Any], family: str = "auto") -> str:
     """``clipvg`` or ``hivg``: ``family`` unless it is ``auto``, else what the loaded checkpoint's state dict is."""
-    if family != "auto":
-        return family
-    return "hivg" if is_hivg_state_dict(checkpoint["model"]) else "clipvg"
+    return family_of_checkpoint(checkpoint, family).name
 
 
 def read_clip_config(path: str | Path) -> dict[str, Any]:
@@ -145,55 +140,6 @@ def read_clip_config(path: str | Path) -> dict[str, Any]:
         return read_hivg_clip_config(path)
     except CheckpointConversionError as error:
         raise HubPublishError(str(error)) from None
-
-
-def _refuse_options_of_other_family(family: str, checkpoint: str | Path, requested: str, **options: Any) -> None:
-    """Refuse HiVG-only options for a CLIP-VG checkpoint instead of ignoring them."""
-    given = [f"--{name}" for name in HIVG_ONLY_OPTIONS if options[name] not in (None, False)]
-    if family == "hivg" or not given:
-        return
-    how = "--family clipvg" if requested == "clipvg" else "its state dict has no HiVG bridges"
-    verb = "applies" if len(given) == 1 else "apply"
-    raise HubPublishError(
-        f"{' and '.join(given)} {verb} only to HiVG checkpoints, and {checkpoint} is released as CLIP-VG ({how})"
-    )
-
-
-def _convert(
-    family: str,
-    path: str | Path,
-    checkpoint: dict[str, Any],
-    clip_heads: dict[str, Any] | None,
-    fusion_num_heads: int | None,
-    *,
-    merge_lora: bool,
-    clip_config: str | Path | None,
-    bridge_text_source: str | None,
-    bridge_batch_mixing: bool,
-) -> PreTrainedModel:
-    """The family's converter on the already loaded checkpoint; conversion errors become one-line publish errors.
-
-    ``clip_heads`` is the parsed ``--clip_config`` (``clip_config`` its path, for the messages)."""
-    try:
-        if family == "hivg":
-            return convert_hivg_checkpoint(
-                path,
-                checkpoint=checkpoint,
-                merge_lora=merge_lora,
-                clip_config=clip_heads,
-                bridge_text_source=bridge_text_source,
-                bridge_batch_mixing=bridge_batch_mixing,
-                fusion_num_heads=fusion_num_heads,
-            )
-        return convert_clipvg_checkpoint(path, fusion_num_heads=fusion_num_heads, checkpoint=checkpoint)
-    # CheckpointConversionError; StrictDataclassError: a config the model cannot take (heads that do not divide a
-    # width, from --clip_config); ImportError: a HiVG model that keeps its LoRA adapters needs peft
-    except (ValueError, StrictDataclassError, ImportError) as error:
-        reason = " ".join(str(error.__cause__ if isinstance(error, StrictDataclassError) else error).split())
-        hint = f" (--clip_config {clip_config})" if isinstance(error, StrictDataclassError) and clip_heads else ""
-        raise HubPublishError(
-            f"cannot convert {path} as a {FAMILY_NAMES[family]} checkpoint: {reason}{hint}"
-        ) from error
 
 
 def _check_setting_against_args(setting: str | None, args: Any) -> None:

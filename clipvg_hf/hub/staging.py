@@ -1,8 +1,8 @@
 """Stage and upload CLIP-VG repos: a model folder (weights, config with ``auto_map``, remote code, processor, card)
 and a converted dataset folder (one ``DatasetDict.push_to_hub`` per config, then the dataset card).
 
-What a dry run writes is exactly what a push uploads. The ``auto_map`` entries and remote-code files come from the
-registered CLIP-VG classes (:data:`MODEL_CLASSES`, :data:`PROCESSOR_CLASSES`), in this one place.
+What a dry run writes is exactly what a push uploads. The model's ``auto_map`` entries and remote-code files come
+from its family's row of :mod:`clipvg_hf.families`, the processor's from :data:`PROCESSOR_CLASSES`.
 """
 
 from __future__ import annotations
@@ -13,31 +13,24 @@ import shutil
 import struct
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from datasets.table import embed_table_storage
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
-from transformers.dynamic_module_utils import get_relative_import_files
 
-from ..configuration_clipvg import CLIPVGConfig
-from ..configuration_hivg import HiVGConfig
 from ..data import load_split
 from ..data.registry import split_config_name
 from ..evaluation.results import check_results_for_model, load_results, no_weights_message, weights_sha256
+from ..families import auto_map, code_files, family_of_config, family_of_model_type, known_model_types
 from ..image_processing_clipvg import CLIPVGImageProcessor
-from ..modeling_clipvg import CLIPVGForGrounding
-from ..modeling_hivg import HiVGForGrounding
 from ..processing_clipvg import CLIPVGProcessor
 from .cards import build_dataset_card, build_model_card, training_setting
 from .repo import HubPublishError, PushResult, looks_local, resolve_token, validate_repo_id
 
 __all__ = [
-    "MODEL_CLASSES",
     "PROCESSOR_CLASSES",
-    "auto_map",
-    "code_files",
     "count_parameters",
     "dataset_configs",
     "prepare_model_folder",
@@ -56,52 +49,13 @@ PROCESSOR_FILES = (
     "special_tokens_map.json",
     "added_tokens.json",
 )
-#: Auto class -> CLIP-VG class, as registered in ``clipvg_hf/__init__.py``; a repo's ``auto_map`` names these.
-MODEL_CLASSES: dict[str, type] = {
-    "AutoConfig": CLIPVGConfig,
-    "AutoModel": CLIPVGForGrounding,
-    "AutoModelForZeroShotObjectDetection": CLIPVGForGrounding,
-}
+#: Auto class -> processor class, as registered in ``clipvg_hf.families``; every model family shares them.
 PROCESSOR_CLASSES: dict[str, type] = {"AutoProcessor": CLIPVGProcessor}
 IMAGE_PROCESSOR_CLASSES: dict[str, type] = {"AutoImageProcessor": CLIPVGImageProcessor, **PROCESSOR_CLASSES}
-_PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def _module_file(cls: type) -> str:
-    return cls.__module__.rsplit(".", 1)[-1]
-
-
-def auto_map(classes: Mapping[str, type]) -> dict[str, str]:
-    """``{"AutoModel": "modeling_clipvg.CLIPVGForGrounding", ...}`` for remote code from flat files."""
-    return {auto: f"{_module_file(cls)}.{cls.__name__}" for auto, cls in classes.items()}
-
-
-def code_files(classes: Mapping[str, type]) -> tuple[str, ...]:
-    """The flat ``.py`` files that define ``classes`` and every sibling file they import, as transformers follows
-    them (what ``trust_remote_code=True`` downloads)."""
-    names = []
-    for cls in classes.values():
-        defining = _PACKAGE_DIR / f"{_module_file(cls)}.py"
-        names += [defining.name, *sorted(Path(f).name for f in get_relative_import_files(defining))]
-    return tuple(dict.fromkeys(names))
-
-
-MODEL_AUTO_MAP = auto_map(MODEL_CLASSES)
-#: HiVG, the second model family: its classes, and its code files with the CLIP-VG ones they import.
-HIVG_MODEL_CLASSES: dict[str, type] = {
-    "AutoConfig": HiVGConfig,
-    "AutoModel": HiVGForGrounding,
-    "AutoModelForZeroShotObjectDetection": HiVGForGrounding,
-}
 PROCESSOR_AUTO_MAP = auto_map(PROCESSOR_CLASSES)
 IMAGE_PROCESSOR_AUTO_MAP = auto_map(IMAGE_PROCESSOR_CLASSES)
-MODEL_CODE_FILES = code_files(MODEL_CLASSES)
-#: model_type -> (auto_map, remote-code files) of each model family.
-MODEL_FAMILIES: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
-    "clip_vg": (MODEL_AUTO_MAP, MODEL_CODE_FILES),
-    "hivg": (auto_map(HIVG_MODEL_CLASSES), code_files(HIVG_MODEL_CLASSES)),
-}
 PROCESSOR_CODE_FILES = code_files({"AutoProcessor": CLIPVGProcessor, "AutoImageProcessor": CLIPVGImageProcessor})
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 def count_parameters(model_dir: Path) -> int:
@@ -126,11 +80,8 @@ def _read_config(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise HubPublishError(f"{model_dir} is not a saved model folder: {CONFIG_FILE} is missing")
     config = json.loads(path.read_text())
-    if config.get("model_type") not in MODEL_FAMILIES:
-        raise HubPublishError(
-            f"{path}: model_type is {config.get('model_type')!r}, not a CLIP-VG model ('clip_vg') "
-            "or a HiVG one ('hivg')"
-        )
+    if family_of_model_type(config.get("model_type")) is None:
+        raise HubPublishError(f"{path}: model_type is {config.get('model_type')!r}, not {known_model_types()}")
     return config
 
 
@@ -254,7 +205,8 @@ def prepare_model_folder(
     notes = []
     for name in weights:
         shutil.copy2(model_dir / name, out / name)
-    model_auto_map, model_code_files = MODEL_FAMILIES[config["model_type"]]
+    family = family_of_config(config)
+    model_auto_map, model_code_files = family.auto_map, family.code_files
     if config.get("auto_map") != {**config.get("auto_map", {}), **model_auto_map}:
         config["auto_map"] = {**config.get("auto_map", {}), **model_auto_map}
         _write_json(out / CONFIG_FILE, config)

@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import ModelCard
 
 from clipvg_hf.commands.push import main as push_main
-from clipvg_hf.convert_original_checkpoint import load_original_checkpoint
+from clipvg_hf.conversion.common import load_original_checkpoint
 
 from conftest import BLOCK_PACKAGE, CHECKPOINT
 from models.hivg._hivg_fixture import CHECKPOINTS, clip_config, converted, expected_json, split_inputs
@@ -91,7 +91,7 @@ def check_card(card: ModelCard, results: dict, work) -> None:
         "hivg" in card.data.tags and "@inproceedings{xiao2024hivg" in card.text and "Cross-modal bridges" in card.text
     )
     assert (
-        "Converted from the official checkpoint `checkpoint.pth` with `clipvg_hf.convert_hivg_checkpoint`" in card.text
+        "Converted from the official checkpoint `checkpoint.pth` with `clipvg_hf.conversion.hivg`" in card.text
     )
     assert str(work) not in str(card) and card.data.datasets == [DATA_ID]
 

@@ -115,7 +115,7 @@ def official_hits_iou(pred_boxes: torch.Tensor, target_boxes: torch.Tensor) -> t
 def save_fixture_model(folder: Path) -> Path:
     """The converted fixture checkpoint plus a processor with the offline tokenizer, saved like a Hub repo."""
     from clipvg_hf import CLIPVGImageProcessor, CLIPVGProcessor
-    from clipvg_hf.convert_original_checkpoint import convert_checkpoint
+    from clipvg_hf.conversion.clipvg import convert_checkpoint
     from clipvg_hf.processing_clipvg import build_clip_tokenizer
 
     model = convert_checkpoint(CHECKPOINT)

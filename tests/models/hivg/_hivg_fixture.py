@@ -78,7 +78,7 @@ def split_targets(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_checkpoint(model: str) -> dict:
     """The official checkpoint of a fixture model; ``"mixup"`` is ``unc``'s with the mixup training arguments."""
-    from clipvg_hf.convert_original_checkpoint import load_original_checkpoint
+    from clipvg_hf.conversion.common import load_original_checkpoint
 
     checkpoint = load_original_checkpoint(CHECKPOINTS["unc" if model == "mixup" else model])
     if model == "mixup":
@@ -90,7 +90,7 @@ def load_checkpoint(model: str) -> dict:
 @functools.cache
 def converted(model: str, merge_lora: bool = False):
     """The converted fixture model (``"unc"``, ``"gref_umd"``, ``"mixup"``) in eval mode, built once per session."""
-    from clipvg_hf.convert_hivg_checkpoint import convert_checkpoint
+    from clipvg_hf.conversion.hivg import convert_checkpoint
 
     return convert_checkpoint(checkpoint=load_checkpoint(model), clip_config=clip_config(), merge_lora=merge_lora)
 

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from clipvg_hf.convert_checkpoint import main as convert_main
+from clipvg_hf.commands.convert_checkpoint import main as convert_main
 
 from _hivg_fixture import CHECKPOINTS, clip_config, converted, split_inputs
 from conftest import BLOCK_PACKAGE

@@ -8,13 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipvg_hf.convert_original_checkpoint import (
-    CheckpointConversionError,
-    config_from_state_dict,
-    convert_checkpoint,
-    convert_state_dict,
-    load_original_checkpoint,
-)
+from clipvg_hf.conversion.clipvg import config_from_state_dict, convert_checkpoint, convert_state_dict
+from clipvg_hf.conversion.common import CheckpointConversionError, load_original_checkpoint
 
 from conftest import CHECKPOINT
 
@@ -71,7 +66,7 @@ def test_cli_writes_a_folder_holding_exactly_the_checkpoint_weights(tmp_path, of
         [
             sys.executable,
             "-m",
-            "clipvg_hf.convert_original_checkpoint",
+            "clipvg_hf.convert_checkpoint",
             "--checkpoint",
             str(CHECKPOINT),
             "--output_dir",

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from clipvg_hf.convert_checkpoint import main
+from clipvg_hf.commands.convert_checkpoint import main
+from clipvg_hf.conversion.common import load_original_checkpoint
 from clipvg_hf.convert_hivg_checkpoint import main as hivg_main
-from clipvg_hf.convert_original_checkpoint import load_original_checkpoint
 
 from conftest import CHECKPOINT
 from utils.paths import HIVG_TINY_DIR

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipvg_hf.convert_original_checkpoint import load_original_checkpoint, main
+from clipvg_hf.commands.convert_checkpoint import main
+from clipvg_hf.conversion.common import load_original_checkpoint
 
 from conftest import CHECKPOINT
 

@@ -6,17 +6,17 @@ import logging
 import pytest
 import torch
 
-from clipvg_hf.convert_checkpoint import main as convert_main
-from clipvg_hf.convert_hivg_checkpoint import (
+from clipvg_hf.commands.convert_checkpoint import main as convert_main
+from clipvg_hf.conversion.common import CheckpointConversionError
+from clipvg_hf.conversion.hivg import (
     convert_checkpoint,
     convert_state_dict,
     is_hivg_state_dict,
     peft_nesting_depth,
     strip_peft_prefix,
 )
-from clipvg_hf.convert_original_checkpoint import CheckpointConversionError
 
-from _hivg_fixture import CHECKPOINTS, clip_config, converted, load_checkpoint, one_thread, split_inputs
+from models.hivg._hivg_fixture import CHECKPOINTS, clip_config, converted, load_checkpoint, one_thread, split_inputs
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
