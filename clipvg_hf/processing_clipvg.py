@@ -115,7 +115,8 @@ class CLIPVGProcessorKwargs(ProcessingKwargs, total=False):
 class CLIPVGProcessor(ProcessorMixin):
     r"""Processor of CLIP-VG: [`CLIPVGImageProcessor`] for the letterbox and a CLIP tokenizer for the expressions.
 
-    Every (image, expression) pair becomes one row of the batch, the input layout of [`CLIPVGForGrounding`].
+    Every expression becomes one row of the batch; each distinct image is letterboxed once and `image_index` gives
+    the image of each expression, the input layout of [`CLIPVGForGrounding`] (which encodes each image once).
     Expressions are cleaned and lower-cased like the official pipeline (:func:`clean_text`) and padded to the longest
     one by default (`padding="max_length"` gives CLIP's 77). An expression over CLIP's context is truncated with a
     warning naming it, or rejected with `truncation=False` (the official behaviour).
