@@ -28,12 +28,13 @@ from pathlib import Path
 
 import torch
 
+from .boxes_clipvg import box_xyxy_to_cxcywh, grounding_iou
 from .configuration_clipvg import CLIPVGConfig
 from .data import convert_dataset, format_summary
 from .demo_shapes import EXPRESSION_TYPES, SHAPES, ShapesSpec, write_shapes_pack
 from .evaluation import evaluate_model
 from .hardware import cpu_summary
-from .modeling_clipvg import CLIPVGForGrounding, box_xyxy_to_cxcywh, grounding_iou
+from .modeling_clipvg import CLIPVGForGrounding
 from .processing_clipvg import CLIPVGProcessor
 
 __all__ = [
