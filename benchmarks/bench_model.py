@@ -15,7 +15,7 @@ This is an ablation inside the package, not a comparison with the official code:
 tokens, one image encode per expression, eager attention everywhere, the full last fusion layer, the visual
 projection per expression, ``trainable_clip="official"`` (backward through the ViT for the visual position
 embedding) and a for-loop AdamW (PyTorch 1.9's). *Ours*: SDPA attention, text padded to the longest expression,
-the [REG]-only last fusion layer, and for evaluation :func:`clipvg_hf.inference.predict_boxes_grouped` (each image
+the [REG]-only last fusion layer, and for evaluation :func:`benchmarks.grouped_inference.predict_boxes_grouped` (each image
 encoded once per batch, the fusion on real tokens only); a fused AdamW for training. ``ours, frozen`` (``trainable_clip="frozen"``, no
 backward through the ViT) is a documented deviation from the recipe, shown for reference only.
 

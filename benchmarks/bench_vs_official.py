@@ -222,7 +222,7 @@ def official_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torc
 def convert_to_ours(model: torch.nn.Module, args: argparse.Namespace):
     """The official model's weights in a ``CLIPVGForGrounding``, through the project's checkpoint converter."""
     from clipvg_hf import CLIPVGForGrounding
-    from clipvg_hf.convert_original_checkpoint import config_from_state_dict, convert_state_dict
+    from clipvg_hf.conversion.clipvg import config_from_state_dict, convert_state_dict
 
     state_dict = model.state_dict()
     config = config_from_state_dict(state_dict, args)
