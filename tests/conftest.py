@@ -63,6 +63,51 @@ def tiny_config():
     return make_tiny_config()
 
 
+def make_tiny_hivg_config(**overrides):
+    """The tiny HiVG config: four-layer towers at 64 px, bridges in blocks 0 and 2 reading text layers 2 and 4.
+    ``overrides`` replace top-level fields. The package is imported late, as for [`make_tiny_config`]."""
+    from clipvg_hf import HiVGConfig
+
+    kwargs = dict(
+        text_config=dict(
+            hidden_size=8,
+            intermediate_size=16,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            projection_dim=12,
+        ),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            patch_size=16,
+            image_size=64,
+            projection_dim=12,
+        ),
+        projection_dim=12,
+        image_size=64,
+        extract_layers=[0, 1, 3],
+        bridge_layers=[0, 2],
+        bridge_text_layers=[2, 4],
+        fusion_hidden_size=12,
+        fusion_num_layers=2,
+        fusion_num_heads=2,
+        fusion_intermediate_size=24,
+        token_mlp_size=32,
+        lora_rank=4,
+        lora_alpha=2,
+    )
+    kwargs.update(overrides)
+    return HiVGConfig(**kwargs)
+
+
+@pytest.fixture
+def tiny_hivg_config():
+    return make_tiny_hivg_config()
+
+
 @pytest.fixture(scope="session")
 def fixture_dataset(tmp_path_factory) -> Path:
     """The fixture's official split files converted to a dataset folder (configs ``<dataset>-unsup-single``)."""

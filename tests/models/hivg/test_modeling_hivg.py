@@ -8,45 +8,9 @@ from clipvg_hf import HiVGConfig, HiVGForGrounding
 from clipvg_hf.modeling_hivg import box_mask, hivg_patch_padding_mask, official_text_inputs
 
 from _hivg_fixture import one_thread
+from conftest import make_tiny_hivg_config
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
-
-
-def small_config(**overrides) -> HiVGConfig:
-    """Four-layer towers at 64 px, bridges in blocks 0 and 2 reading text layers 2 and 4."""
-    kwargs = dict(
-        text_config=dict(
-            hidden_size=8,
-            intermediate_size=16,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            projection_dim=12,
-        ),
-        vision_config=dict(
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            patch_size=16,
-            image_size=64,
-            projection_dim=12,
-        ),
-        projection_dim=12,
-        image_size=64,
-        extract_layers=[0, 1, 3],
-        bridge_layers=[0, 2],
-        bridge_text_layers=[2, 4],
-        fusion_hidden_size=12,
-        fusion_num_layers=2,
-        fusion_num_heads=2,
-        fusion_intermediate_size=24,
-        token_mlp_size=32,
-        lora_rank=4,
-        lora_alpha=2,
-    )
-    kwargs.update(overrides)
-    return HiVGConfig(**kwargs)
 
 
 def _randomised(model: HiVGForGrounding) -> HiVGForGrounding:
@@ -71,7 +35,7 @@ def _inputs(batch_size=3):
 
 def test_per_sample_boxes_do_not_depend_on_the_batch_and_mixing_reproduces_the_batched_bridge():
     torch.manual_seed(0)
-    model = _randomised(HiVGForGrounding(small_config()))
+    model = _randomised(HiVGForGrounding(make_tiny_hivg_config()))
     inputs = _inputs()
     with torch.no_grad():
         together = model(**inputs).pred_boxes
@@ -91,7 +55,7 @@ def _trainable(model):
 
 
 def test_hilora_stages_train_the_official_parameter_sets():
-    sets = {stage: _trainable(HiVGForGrounding(small_config(hilora_stage=stage))) for stage in range(4)}
+    sets = {stage: _trainable(HiVGForGrounding(make_tiny_hivg_config(hilora_stage=stage))) for stage in range(4)}
     clip_lora = {stage: {n for n in names if n.startswith("clip.")} for stage, names in sets.items()}
     assert clip_lora[0] == set()
     assert all(".lora_" in n for stage in (1, 2, 3) for n in clip_lora[stage])
@@ -103,12 +67,12 @@ def test_hilora_stages_train_the_official_parameter_sets():
     bridges = {n for n in sets[0] if n.startswith("bridges.")}
     assert any("base_layer" in n for n in bridges) and any(".lora_A." in n for n in bridges)
     assert bridges <= sets[3]
-    frozen = _trainable(HiVGForGrounding(small_config(trainable_clip="frozen")))
+    frozen = _trainable(HiVGForGrounding(make_tiny_hivg_config(trainable_clip="frozen")))
     assert not any(n.startswith("clip.") for n in frozen)
 
 
 def test_hilora_limits_the_vision_lora_to_the_stage_blocks():
-    config = small_config(
+    config = make_tiny_hivg_config(
         vision_config=dict(
             hidden_size=16,
             intermediate_size=32,
@@ -127,7 +91,7 @@ def test_hilora_limits_the_vision_lora_to_the_stage_blocks():
 
 
 def test_merge_lora_keeps_outputs_and_gives_plain_weights(tmp_path):
-    model = _randomised(HiVGForGrounding(small_config()))
+    model = _randomised(HiVGForGrounding(make_tiny_hivg_config()))
     inputs = _inputs()
     with torch.no_grad():
         before = model(**inputs).pred_boxes
@@ -143,7 +107,7 @@ def test_merge_lora_keeps_outputs_and_gives_plain_weights(tmp_path):
 
 
 def test_loss_has_the_seven_weighted_terms_and_trains():
-    model = HiVGForGrounding(small_config(hilora_stage=3)).train()
+    model = HiVGForGrounding(make_tiny_hivg_config(hilora_stage=3)).train()
     inputs, labels = _inputs(), torch.tensor([[0.5, 0.5, 0.4, 0.3], [0.3, 0.6, 0.2, 0.2], [0.7, 0.4, 0.3, 0.5]])
     out = model(**inputs, labels=labels)
     assert set(out.loss_dict) == {
@@ -194,13 +158,13 @@ def test_vit_b16_parameter_counts_are_the_official_minus_unused_modules():
 )
 def test_config_refuses_settings_it_cannot_run(field, value, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
-        small_config(**{field: value})
+        make_tiny_hivg_config(**{field: value})
 
 
 def test_from_clip_pretrained_and_image_index(tmp_path):
     from transformers import CLIPConfig, CLIPModel
 
-    towers = small_config()
+    towers = make_tiny_hivg_config()
     clip = CLIPModel(
         CLIPConfig(
             text_config=towers.text_config.to_dict(), vision_config=towers.vision_config.to_dict(), projection_dim=12
@@ -234,7 +198,7 @@ def test_from_clip_pretrained_and_image_index(tmp_path):
 
 def test_output_attentions_of_fusion_and_towers_and_unknown_arguments_refused():
     torch.manual_seed(0)
-    model = _randomised(HiVGForGrounding(small_config()))
+    model = _randomised(HiVGForGrounding(make_tiny_hivg_config()))
     model.set_attn_implementation("eager")
     inputs = _inputs()
     with torch.no_grad():
