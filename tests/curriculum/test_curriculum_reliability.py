@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +19,7 @@ from clipvg_hf.curriculum.reliability import score_model
 from clipvg_hf.curriculum.selection import read_row_indices
 from clipvg_hf.evaluation import model_fingerprint
 
-from conftest import free_port
+from conftest import torchrun
 
 CONFIG = "refcoco-unsup-single"
 
@@ -63,15 +62,7 @@ def test_two_processes_score_every_sample_exactly_once(
 ):
     run = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
+            *torchrun(2),
             "-m",
             "clipvg_hf.curriculum.score",
             "--model_name_or_path",

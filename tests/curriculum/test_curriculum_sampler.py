@@ -3,14 +3,13 @@ ImageGroupedSampler give each rank disjoint batches of one global order."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from clipvg_hf.curriculum import CurriculumSampler, easy_to_hard_pool, threshold_pool
 
-from conftest import free_port
+from conftest import torchrun
 
 SCRIPT = Path(__file__).with_name("_curriculum_sampler_ddp.py")
 
@@ -52,15 +51,7 @@ def test_two_processes_disjoint_ranks_union_is_the_epoch_selection_and_resume(tm
     """The same global order on both ranks, split into disjoint batches; also for ImageGroupedSampler."""
     run = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
+            *torchrun(2),
             str(SCRIPT),
             str(tmp_path),
             kind,

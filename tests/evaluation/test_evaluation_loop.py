@@ -19,7 +19,7 @@ from clipvg_hf.evaluation import (
 )
 from clipvg_hf.loading import load_model_and_processor
 
-from conftest import free_port
+from conftest import torchrun
 
 SPLITS = {
     "unc/val": ("refcoco-unsup-single", "val"),
@@ -85,15 +85,7 @@ def test_cli_single_and_two_processes_agree(converted_dir, fixture_dataset, expe
     double = tmp_path / "double.json"
     run = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
+            *torchrun(2),
             "-m",
             "clipvg_hf.evaluate",
             *args,

@@ -15,7 +15,7 @@ import pytest
 
 from clipvg_hf.metrics import GROUNDING_ACCURACY_PATH
 
-from conftest import PARITY_SPLITS, free_port
+from conftest import PARITY_SPLITS, torchrun
 
 evaluate = pytest.importorskip("evaluate")
 
@@ -110,15 +110,7 @@ def test_under_accelerate_equals_the_evaluation_loop(converted_dir, fixture_data
     }
     run = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_addr",
-            "127.0.0.1",
-            "--master_port",
-            str(free_port()),
+            *torchrun(2),
             str(SCRIPT),
             str(converted_dir),
             str(fixture_dataset),

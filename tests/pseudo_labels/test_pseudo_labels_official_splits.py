@@ -4,7 +4,6 @@ a datasets input, from two processes; refused targets."""
 
 import os
 import subprocess
-import sys
 
 import datasets
 import pytest
@@ -16,7 +15,7 @@ from clipvg_hf.commands.convert_splits import main as convert_main
 from clipvg_hf.commands.pseudo_label import main, pseudo_label
 from clipvg_hf.pseudo_labels.official_splits import PLACEHOLDER
 
-from conftest import free_port
+from conftest import torchrun
 
 SOURCES = ("template", "relation", "caption")
 
@@ -204,9 +203,8 @@ def test_two_processes_write_the_files_of_one_once(official, setup, tmp_path):
     _, target, _ = official
     other = tmp_path / "official"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    launcher = "-m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port".split()
     args = _args(setup, tmp_path / "two", "--official_splits", str(other))
-    command = [sys.executable, *launcher, str(free_port()), "-m", "clipvg_hf.pseudo_labels", *args]
+    command = [*torchrun(2), "-m", "clipvg_hf.pseudo_labels", *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('"official_splits"') == 1  # the main process alone wrote and reported them
