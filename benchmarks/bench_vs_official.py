@@ -14,8 +14,8 @@ expressions tokenised with the official tokenizer.
   padded to the longest expression.
 - **training step** (samples/s, batch ``--train_batch``): official: the body of its ``engine.train_one_epoch``
   (forward, ``trans_vg_loss``, ``reduce_dict``, ``.item()``, ``zero_grad``, backward, AdamW with the parameter
-  groups of ``train_clip_vg.py``). Ours: the body of ``clipvg_hf.train``'s loop (``model(**batch)`` with labels,
-  backward, the optimizer ``clipvg_hf.train`` builds by default, ``zero_grad``, ``.item()``). Same math: the
+  groups of ``train_clip_vg.py``). Ours: the body of ``clipvg_hf.training``'s loop (``model(**batch)`` with labels,
+  backward, the optimizer ``clipvg_hf.training`` builds by default, ``zero_grad``, ``.item()``). Same math: the
   official recipe trains the visual position embedding, so both run the backward through the ViT.
 
 The two sides run as interleaved pairs (official, ours / ours, official, alternating), ``--repeats`` pairs per
@@ -337,8 +337,8 @@ def official_train_step(official, model, optimizer, pixels, pad, ids77, mask77, 
 
 
 def ours_optimizer(model) -> torch.optim.Optimizer:
-    """The optimizer ``clipvg_hf.train`` builds with its default arguments."""
-    from clipvg_hf.train import TrainArguments, build_optimizer
+    """The optimizer ``clipvg_hf.training`` builds with its default arguments."""
+    from clipvg_hf.training import TrainArguments, build_optimizer
 
     return build_optimizer([p for p in model.parameters() if p.requires_grad], TrainArguments(output_dir="unused"))
 
@@ -346,7 +346,7 @@ def ours_optimizer(model) -> torch.optim.Optimizer:
 def ours_train_step(
     model, optimizer, pixels, pad, ids77, mask77, boxes, autocast: torch.dtype | None = None
 ) -> Callable[[], float]:
-    """The body of ``clipvg_hf.train``'s loop for one batch on one process: the batch moved to the model's device,
+    """The body of ``clipvg_hf.training``'s loop for one batch on one process: the batch moved to the model's device,
     the forward under autocast to ``autocast`` when given (as accelerate's mixed precision does)."""
     from torch.autograd.profiler import record_function
 
@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(cpu_summary_line(), flush=True)
     import clipvg_hf.inference  # noqa: F401  (before the official packages, whose names it must not see)
-    import clipvg_hf.train  # noqa: F401
+    import clipvg_hf.training  # noqa: F401
 
     official = import_official(args.official_repo.resolve())
     model_official, official_args = build_official(official, seed=0, device=args.device)

@@ -128,7 +128,7 @@ def test_unscored_rows_and_bad_curriculum_flags_are_refused(
 ):
     with pytest.raises(ValueError, match=r"1 training rows have no reliability score, e\.g\. row_index \[999\]"):
         sampler_from_scores(scores_file, [0, 1, 999])
-    from clipvg_hf.train import main
+    from clipvg_hf.commands.train import main
 
     common = [
         "--model_name_or_path",
@@ -154,7 +154,7 @@ def test_unscored_rows_and_bad_curriculum_flags_are_refused(
 
 
 def _refused(capsys, argv) -> str:
-    from clipvg_hf.train import main
+    from clipvg_hf.commands.train import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

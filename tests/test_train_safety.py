@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clipvg_hf import train
+from clipvg_hf import training
+from clipvg_hf.commands import train
 
 
 class Payload:
@@ -113,7 +114,7 @@ def test_a_used_output_dir_is_refused_or_replaced_only_when_asked(capsys, tmp_pa
     assert (out / "log.jsonl").read_text() == '{"epoch": 0}\n' and (out / "best").is_dir()  # untouched
     err = _exit_message(capsys, [*_base(out), "--resume_from_checkpoint", "latest"])
     assert "holds an earlier run" in err and "no complete checkpoint" in err  # never a silent fresh start
-    train.prepare_output_dir(train.TrainArguments(output_dir=str(out), overwrite_output_dir=True))
+    training.prepare_output_dir(training.TrainArguments(output_dir=str(out), overwrite_output_dir=True))
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the earlier run's files only
 
 
@@ -154,7 +155,7 @@ def test_resuming_never_runs_code_from_the_checkpoint(capsys, one_epoch_run, tmp
     err = _exit_message(capsys, args)
     assert "holds custom_checkpoint_0.pkl" in err and "never loaded" in err and not marker.exists()
     crafted.unlink()
-    state = train.main(args)  # the finished run resumes (and has nothing left to train)
+    state = training.train(*train.parse_arguments(args))  # the finished run resumes (nothing left to train)
     assert state["epoch"] == 1 and not marker.exists()
     assert "resumed from" in capsys.readouterr().out
 

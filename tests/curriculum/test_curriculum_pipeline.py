@@ -117,12 +117,12 @@ def test_ssa_cli_trains_on_subsets_and_writes_a_loadable_selection(
 
 
 def test_train_rows_file_with_unknown_rows_is_refused(fixture_dataset, tmp_path):
-    from clipvg_hf import train
+    from clipvg_hf import training
 
     split = datasets.load_dataset(str(fixture_dataset), CONFIG, split="train_pseudo")
     rows = tmp_path / "rows.json"
     rows.write_text("[0, 3, 19]")
-    assert train.positions_of_rows(GroundingDataset(split), str(rows)) == [0, 3, 19]
+    assert training.positions_of_rows(GroundingDataset(split), str(rows)) == [0, 3, 19]
     rows.write_text("[0, 99]")
     with pytest.raises(ValueError, match=r"rows.json: 1 row indices are not in the training split"):
-        train.positions_of_rows(GroundingDataset(split), str(rows))
+        training.positions_of_rows(GroundingDataset(split), str(rows))

@@ -135,7 +135,7 @@ def test_dataset_feeds_the_loader_the_collator_and_training(run, converted_dir, 
     assert len(view) == summary["expressions"]["template"]
     batch = CLIPVGCollator(build_clip_tokenizer())([view[0], view[1]])
     assert batch["pixel_values"].shape[0] == 2 and batch["input_ids"].shape[0] == 2
-    from clipvg_hf.train import main as train_main
+    from clipvg_hf.commands.train import main as train_main
 
     result = train_main(
         [
@@ -167,8 +167,8 @@ def test_dataset_feeds_the_loader_the_collator_and_training(run, converted_dir, 
 
 def test_reliability_scorer_and_curriculum_training_consume_the_dataset(run, converted_dir, tmp_path):
     """The generated multi-source config goes through the measurer (score) and trains from its scores."""
+    from clipvg_hf.commands.train import main as train_main
     from clipvg_hf.curriculum.reliability import save_scores, score_model
-    from clipvg_hf.train import main as train_main
 
     out, summary = run
     scores = score_model(converted_dir, out, "photos-unsup-multi", batch_size=4)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipvg_hf.train import main as train_main
+from clipvg_hf.commands.train import main as train_main
 
 from _hivg_fixture import converted, one_thread
 
