@@ -26,7 +26,8 @@ matrix product measured on the same threads before every pair, and the median mi
 ``--profile`` adds a ``torch.profiler`` table of
 where our evaluation and training step spend their time. ``--dtype bf16`` runs our evaluation with the weights
 converted once to bf16 (box head fp32, as ``clipvg-evaluate --dtype bf16``), its utilisation then against a bf16
-matrix product; every run first prints the CPU line (model, dispatched ISA, bf16 units). Not a test.
+matrix product; ``--dtype int8`` with its linear layers dynamically quantised to int8 (``clipvg-evaluate --dtype
+int8``, CPU only); every run first prints the CPU line (model, dispatched ISA, bf16 units). Not a test.
 
     python -m benchmarks.bench_vs_official --official_repo /tmp/clipvg_orig            # ~6 min on 2 cores
     python -m benchmarks.bench_vs_official --official_repo /tmp/clipvg_orig --quick    # smoke run
@@ -395,6 +396,8 @@ class FlopCount(TorchDispatchMode):
         formula = flop_registry.get(packet)
         if formula is not None:
             self.flops += formula(*args, **kwargs, out_val=out)
+        elif packet.__name__ == "linear_dynamic":  # int8 dynamically quantised linear (--dtype int8)
+            self.flops += 2 * args[0].numel() * out.shape[-1]
         elif packet.__name__ in CPU_ATTENTION:
             query, key = (args[1], args[2]) if packet.__name__.endswith("backward") else (args[0], args[1])
             batch, heads, length_q, dim = query.shape
@@ -631,10 +634,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--dtype",
-        choices=("fp32", "bf16"),
+        choices=("fp32", "bf16", "int8"),
         default="fp32",
         help="our evaluation's weights: bf16 = converted once to bf16, box head fp32 (clipvg-evaluate --dtype bf16), "
-        "utilisation against a bf16 GEMM; the official side and both training steps stay as they are",
+        "utilisation against a bf16 GEMM; int8 = linear layers dynamically quantised to int8, box head fp32 "
+        "(clipvg-evaluate --dtype int8; CPU only), utilisation against the fp32 GEMM; the official side and both "
+        "training steps stay as they are",
     )
     parser.add_argument("--skip", choices=("eval", "train"), help="leave out one of the two measurements")
     parser.add_argument("--profile", action="store_true", help="also profile our evaluation and training step")
@@ -648,11 +653,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.images, args.per_image, args.train_batch, args.repeats = 2, 3, 2, 1
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: this torch sees no CUDA device")
-    if args.dtype == "bf16" and args.bf16 == "on":
-        parser.error("--dtype bf16 already holds our weights in bf16: leave out --bf16 on (autocast)")
+    if args.dtype != "fp32" and args.bf16 == "on":
+        parser.error(f"--dtype {args.dtype} already sets our weights' format: leave out --bf16 on (autocast)")
+    if args.dtype == "int8" and args.device != "cpu":
+        parser.error("--dtype int8 runs on the CPU only (dynamically quantised linear layers)")
     device = torch.device(args.device)
     autocast = torch.bfloat16 if args.bf16 == "on" or (args.bf16 == "auto" and device.type == "cuda") else None
-    eval_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    eval_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.qint8}[args.dtype]
     eval_autocast = None if eval_dtype != torch.float32 else autocast  # bf16 weights: no autocast on top
     torch.set_num_threads(args.threads)
     import_torchvision()  # before anything imports transformers (clipvg_hf does)
@@ -672,7 +679,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gemm_size = 512 if args.quick else (8192 if device.type == "cuda" else 2048)
     gemm_dtype = autocast or torch.float32
     measure = functools.partial(interleaved_pairs, device=device, gemm_dtype=gemm_dtype)
-    eval_gemm_dtype = eval_dtype if eval_dtype != torch.float32 else gemm_dtype  # the peak of the dtype in use
+    # the peak of the dtype in use (int8: the fp32 peak, the linears' inputs and outputs are fp32)
+    eval_gemm_dtype = eval_dtype if eval_dtype.is_floating_point and eval_dtype != torch.float32 else gemm_dtype
     measure_eval = functools.partial(interleaved_pairs, device=device, gemm_dtype=eval_gemm_dtype)
     load_start = os.getloadavg()
     result: dict[str, Any] = {
@@ -683,7 +691,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "gemm_size": gemm_size,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
         "ours_autocast": str(autocast).replace("torch.", "") if autocast else None,
-        "ours_eval_dtype": str(eval_dtype).replace("torch.", ""),
+        "ours_eval_dtype": "int8" if args.dtype == "int8" else str(eval_dtype).replace("torch.", ""),
         "cpu": cpu_summary(),
     }
     profiles = []

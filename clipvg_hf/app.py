@@ -12,7 +12,7 @@ model id is read from ``space_config.json``.
 
 ``--dtype auto`` (the default) runs the model in bf16 where the hardware has bf16 units (a CPU with AMX or
 AVX512-BF16, as CPU Spaces on Xeons have, or a bf16 GPU; the box head stays fp32) and in fp32 elsewhere; ``fp32``
-is the exact path and ``bf16`` forces bf16.
+is the exact path, ``bf16`` forces bf16 and ``int8`` (CPU only) quantises the linear layers to dynamic int8.
 """
 
 from __future__ import annotations
@@ -72,13 +72,17 @@ EXAMPLES = (
 
 def load_grounder(model: str, device: str | int | None = None, dtype: str | torch.dtype | None = None):
     """The ``"visual-grounding"`` pipeline for a CLIP-VG folder or Hub id, its model in ``dtype`` (``"auto"``,
-    ``"fp32"``, ``"bf16"`` or a ``torch.dtype``; None: fp32).
+    ``"fp32"``, ``"bf16"``, ``"int8"`` or a ``torch.dtype``; None: fp32).
 
     With the package installed the model goes through its checked loading path (a missing folder is "not found";
     missing or non-finite weights are refused); in a Space it comes from its repo's code."""
     register_pipelines()
     target = torch.device("cpu" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
     if REMOTE_CODE:
+        if dtype == "int8":  # loaded in fp32, then the linear layers quantised (the model's own code, CPU only)
+            grounder = pipeline(TASK, model=model, device=device, trust_remote_code=True, dtype=torch.float32)
+            grounder.model.to_inference_dtype(torch.qint8)
+            return grounder
         if dtype in (None, "fp32"):
             dtype = torch.float32
         elif not isinstance(dtype, torch.dtype):  # the Space has no clipvg_hf.precision: the CPU flags decide
@@ -291,10 +295,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="torch device for the model, e.g. cpu or cuda:0")
     parser.add_argument(
         "--dtype",
-        choices=("auto", "fp32", "bf16"),
+        choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
         help="number format of the model: auto = bf16 on a CPU with AMX / AVX512-BF16 or a bf16 GPU (box head "
-        "fp32), else fp32 (default: auto)",
+        "fp32), else fp32 (default: auto); int8 = dynamically quantised int8 linear layers (CPU only)",
     )
     args = parser.parse_args(argv)
     if args.model is None:

@@ -10,7 +10,8 @@ miss tensors of the model (transformers would initialise them randomly) or hold 
 
 ``dtype=torch.bfloat16`` loads the model for low-precision inference (see :mod:`clipvg_hf.precision`): the weights
 are held in bf16 once, the box head (``_keep_in_fp32_modules_strict``) stays fp32, so the boxes are computed in fp32
-from bf16 features. :func:`cast_for_inference` does the same to a model already loaded.
+from bf16 features. ``dtype=torch.qint8`` loads in fp32, then quantises the linear layers outside the box head to
+dynamic int8 (CPU only). :func:`cast_for_inference` does the same to a model already loaded.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def load_grounding_model(
     local = Path(name).expanduser()
     if not local.is_dir() and (local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise UsageError(f"{where}: model folder not found")
-    if dtype is not None and dtype != torch.float32:
+    if dtype is not None and dtype.is_floating_point and dtype != torch.float32:
         model_kwargs["dtype"] = dtype  # converted while loading; the box head stays fp32 (strict keep list)
     try:
         model, info = auto_class.from_pretrained(name, output_loading_info=True, **model_kwargs)

@@ -12,6 +12,7 @@ The computation follows the released CLIP-VG model (multi-level variant):
 """
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -347,6 +348,13 @@ def _torch_default_linear_init(module: nn.Linear) -> None:
         init.uniform_(module.bias, -bound, bound)
 
 
+def linear_input_dtype(linear: nn.Module) -> torch.dtype:
+    """The dtype a linear layer takes its input in: its weight's, or fp32 for a dynamically quantised int8 layer
+    (whose ``weight`` is a method returning the quantised tensor)."""
+    weight = linear.weight
+    return torch.float32 if callable(weight) else weight.dtype
+
+
 class CLIPVGPreTrainedModel(PreTrainedModel):
     """Weight initialisation, loading and the trainable-parameter policy shared by CLIP-VG models."""
 
@@ -458,10 +466,15 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
         """Cast the floating-point weights in place to ``dtype`` for inference, except the modules of
         ``_keep_in_fp32_modules_strict`` (the box head), which are left untouched, never rounded; returns the model.
 
-        ``from_pretrained(..., dtype=torch.bfloat16)`` gives the same model directly.
+        ``from_pretrained(..., dtype=torch.bfloat16)`` gives the same model directly. ``torch.qint8`` (CPU only)
+        instead replaces every plain ``nn.Linear`` outside the kept modules (and outside LoRA adapters) by PyTorch's
+        dynamically quantised int8 linear (int8 weights, activations quantised per call, fp32 in and out); the rest
+        stays fp32.
         """
         keep = set(self._keep_in_fp32_modules_strict or ()) if dtype != torch.float32 else set()
         kept = [name for name, _ in self.named_modules() if name and name.rsplit(".", 1)[-1] in keep]
+        if dtype == torch.qint8:
+            return self._quantize_linears_int8(kept)
         for name, module in self.named_modules():
             if any(name == k or name.startswith(k + ".") for k in kept):
                 continue
@@ -471,6 +484,26 @@ class CLIPVGPreTrainedModel(PreTrainedModel):
             for key, buffer in module.named_buffers(recurse=False):
                 if buffer.is_floating_point() and buffer.dtype != dtype:
                     module._buffers[key] = buffer.to(dtype)
+        return self
+
+    def _quantize_linears_int8(self, kept: list[str]) -> "CLIPVGPreTrainedModel":
+        """[`to_inference_dtype`] to ``torch.qint8``: ``torch.ao.quantization.quantize_dynamic`` in place on the
+        plain ``nn.Linear`` layers outside ``kept`` and outside LoRA adapters (whose wrappers read their weights)."""
+        if any(param.device.type != "cpu" for param in self.parameters()):
+            raise ValueError("int8 (dynamically quantised linear layers) runs on the CPU only; move the model there")
+        names = {
+            name
+            for name, module in self.named_modules()
+            if type(module) is nn.Linear
+            and not any(name == k or name.startswith(k + ".") for k in kept)
+            and "lora_" not in name
+        }
+        with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+            from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+            quantize_dynamic(self, dict.fromkeys(names, default_dynamic_qconfig), dtype=torch.qint8, inplace=True)
         return self
 
     @staticmethod
@@ -707,7 +740,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
 
         Depends on the image only, so callers grounding several expressions per image can project once per image.
         """
-        return self.visual_proj(visual_features.to(self.visual_proj.weight.dtype))
+        return self.visual_proj(visual_features.to(linear_input_dtype(self.visual_proj)))
 
     def ground_projected(
         self,
@@ -721,7 +754,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         """[`ground`] after [`project_visual_features`]: fuse and regress the box."""
         batch_size, text_length = text_features.shape[:2]
         visual = visual_tokens
-        text = self.text_proj(text_features.to(self.text_proj.weight.dtype))
+        text = self.text_proj(text_features.to(linear_input_dtype(self.text_proj)))
         reg = self.reg_token.unsqueeze(0).expand(batch_size, -1, -1)
         hidden_states = torch.cat([reg, text, visual], dim=1)
 
@@ -782,7 +815,7 @@ class CLIPVGForGrounding(CLIPVGPreTrainedModel):
         keep_visual = torch.cat(
             [torch.ones(num_images, 1, dtype=torch.bool, device=device), ~patch_padding.to(device, torch.bool)], dim=1
         )
-        text = self.text_proj(text_features[keep_text].to(self.text_proj.weight.dtype))
+        text = self.text_proj(text_features[keep_text].to(linear_input_dtype(self.text_proj)))
         unique_states = torch.cat([self.reg_token, text, visual_tokens[keep_visual]])
         unique_positions = self.fusion_positions(keep_text.nonzero()[:, 1], keep_visual.nonzero()[:, 1])
         layout, gather = expression_layout(keep_text.sum(1), keep_visual.sum(1), image_index)

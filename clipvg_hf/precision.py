@@ -1,11 +1,14 @@
-"""The number format a command runs its model in: ``--dtype auto|fp32|bf16``.
+"""The number format a command runs its model in: ``--dtype auto|fp32|bf16|int8``.
 
 ``fp32`` is the exact path (the parity tests' numbers). ``bf16`` holds the weights in bfloat16 once, at load time
 (:func:`clipvg_hf.loading.load_grounding_model`), not autocast per call: the matrix products, SDPA and the packed
 fusion then run in bf16, while the box head and the final box computation stay fp32. ``auto`` picks bf16 where the
 hardware has bf16 units (a CUDA GPU that supports it; a CPU with AMX or AVX512-BF16, read by
 :mod:`clipvg_hf.hardware`) and fp32 everywhere else. ``bf16`` on hardware without such units runs (PyTorch emulates
-it) but slowly, which the command says in one line on stderr.
+it) but slowly, which the command says in one line on stderr. ``int8`` (CPU only) replaces the linear layers
+outside the box head by PyTorch's dynamically quantised int8 linears (``torch.ao.quantization.quantize_dynamic``: int8
+weights, activations quantised per call; VNNI where the CPU has it); the rest stays fp32. ``auto`` never picks it;
+on a GPU it is refused.
 
 Whatever was picked is recorded (:func:`dtype_name`, :func:`hardware_record`): results files, reliability scores and model cards name
 the dtype of their numbers.
@@ -35,9 +38,9 @@ __all__ = [
 ]
 
 #: The values of ``--dtype``; ``auto`` resolves to one of the others.
-DTYPE_CHOICES = ("auto", "fp32", "bf16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-_NAMES = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "int8")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.qint8}
+_NAMES = {"float32": "fp32", "fp32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "int8": "int8", "qint8": "int8"}
 
 
 def bf16_units() -> list[str]:
@@ -56,7 +59,8 @@ def bf16_supported(device: str | torch.device = "cpu") -> bool:
 
 
 def dtype_choice(text: str) -> str:
-    """``argparse`` type of ``--dtype``: ``auto``, ``fp32`` or ``bf16`` (``float32`` / ``bfloat16`` also read)."""
+    """``argparse`` type of ``--dtype``: ``auto``, ``fp32``, ``bf16`` or ``int8`` (``float32`` / ``bfloat16`` /
+    ``qint8`` also read)."""
     key = text.strip().lower()
     choice = "auto" if key == "auto" else _NAMES.get(key)
     if choice is None:
@@ -68,14 +72,15 @@ dtype_choice.__name__ = "dtype"  # argparse names the type in its messages
 
 
 def add_dtype_argument(parser: argparse.ArgumentParser, default: str = "auto") -> None:
-    """``--dtype auto|fp32|bf16`` with the project's help text."""
+    """``--dtype auto|fp32|bf16|int8`` with the project's help text."""
     parser.add_argument(
         "--dtype",
         type=dtype_choice,
         default=default,
-        metavar="{auto,fp32,bf16}",
+        metavar="{auto,fp32,bf16,int8}",
         help=f"number format of the model (default: {default}): fp32 exact; bf16 weights held in bfloat16 (box head "
-        "fp32); auto = bf16 on a CPU with AMX / AVX512-BF16 or a bf16 GPU, else fp32",
+        "fp32); int8 (CPU only) dynamically quantised int8 linear layers (box head fp32); auto = bf16 on a CPU with "
+        "AMX / AVX512-BF16 or a bf16 GPU, else fp32",
     )
 
 
@@ -85,8 +90,10 @@ def resolve_dtype(
     argument: str = "--dtype",
     note: bool = True,
 ) -> torch.dtype:
-    """The ``torch.dtype`` that ``choice`` (``auto``, ``fp32``, ``bf16``, a ``torch.dtype``; None: fp32) means on
-    ``device``; a bad value is a :class:`~clipvg_hf.errors.UsageError` naming ``argument``.
+    """The ``torch.dtype`` that ``choice`` (``auto``, ``fp32``, ``bf16``, ``int8``, a ``torch.dtype``; None: fp32)
+    means on ``device``; ``int8`` is ``torch.qint8`` (:meth:`~clipvg_hf.modeling_clipvg.CLIPVGPreTrainedModel.
+    to_inference_dtype` quantises the linear layers). A bad value, or int8 on a device other than the CPU, is a
+    :class:`~clipvg_hf.errors.UsageError` naming ``argument``.
 
     With ``note``, a choice that is not the exact path says so in one line on stderr: ``auto`` picking bf16, and
     ``bf16`` where :func:`bf16_supported` is False (allowed, but emulated and slower than fp32).
@@ -102,9 +109,14 @@ def resolve_dtype(
         except argparse.ArgumentTypeError as error:
             raise UsageError(f"{argument} {error}") from None
         dtype = _DTYPES.get(choice) or (torch.bfloat16 if bf16_supported(device) else torch.float32)
-    if dtype not in (torch.float32, torch.bfloat16):
-        raise UsageError(f"{argument} must be fp32 or bf16, got {dtype}")
-    if not note or dtype == torch.float32:
+    if dtype not in (torch.float32, torch.bfloat16, torch.qint8):
+        raise UsageError(f"{argument} must be fp32, bf16 or int8, got {dtype}")
+    if dtype == torch.qint8 and device.type != "cpu":
+        raise UsageError(
+            f"{argument} int8 runs on the CPU only (dynamically quantised linear layers), not on {device}; "
+            "use bf16 or fp32 there"
+        )
+    if not note or dtype in (torch.float32, torch.qint8):
         return dtype
     if choice == "auto":
         units = "/".join(bf16_units()) if device.type == "cpu" else "bf16"
@@ -120,8 +132,9 @@ def resolve_dtype(
 
 
 def dtype_name(dtype: torch.dtype | str) -> str:
-    """``"float32"`` / ``"bfloat16"``: the name results files record."""
-    return str(dtype).replace("torch.", "")
+    """``"float32"`` / ``"bfloat16"`` / ``"int8"`` (``torch.qint8``): the name results files record."""
+    name = str(dtype).replace("torch.", "")
+    return "int8" if name == "qint8" else name
 
 
 def hardware_record(device: str | torch.device = "cpu") -> dict[str, Any]:

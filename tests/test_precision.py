@@ -131,8 +131,8 @@ def test_auto_picks_bf16_only_with_bf16_units_and_bf16_without_them_says_it_is_s
     assert "AMX/AVX512-BF16 found" in capsys.readouterr().err
     assert precision.resolve_dtype("bf16", "cpu", note=True) == torch.bfloat16
     assert capsys.readouterr().err == ""  # bf16 on a CPU with bf16 units: nothing to warn about
-    with pytest.raises(UsageError, match=r"^--dtype must be one of auto, fp32, bf16, got 'int8'"):
-        precision.resolve_dtype("int8")
+    with pytest.raises(UsageError, match=r"^--dtype must be one of auto, fp32, bf16, int8, got .int4."):
+        precision.resolve_dtype("int4")
     assert precision.cpu_summary_line() == "CPU: test CPU; ISA AVX2; bf16 units: AMX, AVX512-BF16; 2 threads"
 
 
@@ -201,3 +201,85 @@ def test_scores_and_results_and_card_record_the_dtype(fixture_dataset, tmp_path)
     assert "The model ran in bfloat16 (weights held in bfloat16, box head in float32" in card
     card = str(build_model_card("org/model", config, None, {**loaded, "dtype": "float32"}, dataset_id="org/data"))
     assert "The model ran in float32 (the exact path) on cpu" in card
+
+
+# int8 (``--dtype int8``, CPU only): torch.ao's dynamically quantised linears, the box head fp32.
+#
+# Tolerance. A dynamically quantised linear rounds its weights to 255 levels per tensor (step max|w| / 127) and its
+# input to 256 levels over the row range seen in the call: half a step of each is about 2^-8 of the largest value,
+# and the two add to a relative error of order eps = 2^-7 per linear layer, twice bf16's. Over the D transformer
+# layers on the path to the [REG] token these add like a random walk (sqrt(D) * eps), and the fp32 box head's sigmoid
+# (slope <= 1/4) takes a box coordinate at most sqrt(D) * eps / 4 away, as for bf16 above. The tiny model has
+# D = 4 vision (extract layers up to 3) + 2 text + 2 fusion layers = 8: tolerance sqrt(8) / 2^7 / 4 = 5.5e-3.
+# Measured on 6 random inputs with seed 0: max |Δbox| 1.1e-3 (five times inside it).
+INT8_EPS = 2.0**-7
+
+
+def int8_box_tolerance(config: CLIPVGConfig) -> float:
+    """sqrt(D) * eps_int8 / 4 (see the comment above)."""
+    return box_tolerance(config) * INT8_EPS / BF16_EPS
+
+
+def test_int8_quantises_the_linears_but_the_box_head_and_its_boxes_stay_close_to_fp32():
+    import copy
+
+    from torch import nn
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    from clipvg_hf.modeling_clipvg import CLIPVGForGrounding
+
+    from conftest import make_tiny_config
+
+    torch.manual_seed(0)
+    exact = CLIPVGForGrounding(make_tiny_config()).eval()
+    low = copy.deepcopy(exact).to_inference_dtype(precision.resolve_dtype("int8", "cpu"))
+    assert isinstance(low.fusion.layers[0].fc1, DynamicInt8Linear) and isinstance(low.visual_proj, DynamicInt8Linear)
+    assert all(type(layer) is nn.Linear for layer in low.box_head.layers)
+    for (name, a), b in zip(exact.box_head.named_parameters(), low.box_head.parameters(), strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b), name
+    assert low.dtype == torch.float32 and precision.dtype_name(torch.qint8) == "int8"
+
+    config = exact.config
+    pixels = torch.randn(6, 3, config.image_size, config.image_size)
+    ids = torch.randint(1, config.text_config.vocab_size, (6, 7))
+    with torch.no_grad():
+        want = exact(pixel_values=pixels, input_ids=ids).pred_boxes
+        got = low(pixel_values=pixels, input_ids=ids).pred_boxes
+    tolerance = int8_box_tolerance(config)
+    assert tolerance == pytest.approx(5.5e-3, rel=0.05)
+    assert got.dtype == torch.float32 and 0 < (got - want).abs().max() <= tolerance
+
+
+def test_evaluate_int8_records_int8_in_the_results_and_the_card(converted_dir, fixture_dataset, tmp_path):
+    from clipvg_hf.evaluation import load_results
+    from clipvg_hf.hub.cards import build_model_card
+
+    output = tmp_path / "int8.json"
+    argv = ["--model_name_or_path", str(converted_dir), "--dataset", str(fixture_dataset), "--dataset_config", CONFIG]
+    argv += ["--split", "testA", "--batch_size", "8", "--cpu", "--dtype", "int8", "--output", str(output)]
+    assert evaluate.main(argv) == 0
+    results = json.loads(output.read_text())
+    assert results["dtype"] == "int8" and results["hardware"]["device"] == "cpu"
+    loaded = load_results(output)
+    assert loaded["dtype"] == "int8"
+    config = json.loads((converted_dir / "config.json").read_text())
+    card = str(build_model_card("org/model", config, None, loaded, dataset_id="org/data"))
+    assert "The model ran in int8 (linear layers dynamically quantised to int8" in card
+
+
+def test_int8_on_a_cuda_device_is_one_error_line_with_exit_status_2(monkeypatch, capsys):
+    from clipvg_hf.commands import predict
+
+    from utils.paths import COCO_IMAGES
+
+    with pytest.raises(UsageError, match=r"^--dtype int8 runs on the CPU only"):
+        precision.resolve_dtype("int8", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU as far as the device check can tell
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    image = str(sorted(COCO_IMAGES.glob("*.jpg"))[0])
+    argv = ["--model_name_or_path", "unused", "--image", image, "--text", "a", "--device", "cuda", "--dtype", "int8"]
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: --dtype int8 runs on the CPU only"), err

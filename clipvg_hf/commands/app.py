@@ -1,6 +1,6 @@
 """``clipvg-app``: serve the Gradio demo of the ``"visual-grounding"`` pipeline (:mod:`clipvg_hf.app`).
 
-clipvg-app --model DIR_OR_HUB_ID [--port 7860] [--host 127.0.0.1] [--dtype auto|fp32|bf16]
+clipvg-app --model DIR_OR_HUB_ID [--port 7860] [--host 127.0.0.1] [--dtype auto|fp32|bf16|int8]
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ A results file is JSON::
      "hardware": {"device": "cpu", "cpu": {"cpu": <model name>, "isa": "AVX512", "bf16_units": [...], ...}},
      "num_processes": 1}
 
-The weights fingerprint ties the numbers to the exact weights they were computed for; ``dtype`` (``float32`` or
-``bfloat16``, see :mod:`clipvg_hf.precision`) and ``hardware`` say how they were computed (files written before
+The weights fingerprint ties the numbers to the exact weights they were computed for; ``dtype`` (``float32``,
+``bfloat16`` or ``int8``, see :mod:`clipvg_hf.precision`) and ``hardware`` say how they were computed (files written before
 they were recorded have neither, and were computed in float32).
 """
 
@@ -99,7 +99,7 @@ class EvaluationResults:
     metric: str = METRIC
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)
     num_processes: int | None = None
-    dtype: str | None = None  # the model's number format: "float32" / "bfloat16"
+    dtype: str | None = None  # the model's number format: "float32" / "bfloat16" / "int8"
     hardware: dict[str, Any] | None = None  # device, and the CPU summary on a CPU
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,8 +167,8 @@ def _problems(data: Any) -> list[str]:
     dataset = data.get("dataset")
     if not isinstance(dataset, dict) or not dataset.get("name") or not dataset.get("config"):
         problems.append("dataset.name and dataset.config are required")
-    if "dtype" in data and data["dtype"] not in ("float32", "bfloat16", "float16"):
-        problems.append(f"dtype must be float32, bfloat16 or float16, got {data['dtype']!r}")
+    if "dtype" in data and data["dtype"] not in ("float32", "bfloat16", "float16", "int8"):
+        problems.append(f"dtype must be float32, bfloat16, float16 or int8, got {data['dtype']!r}")
     if data.get("metric") != METRIC:
         problems.append(f"metric must be {METRIC!r}, got {data.get('metric')!r}")
     splits = data.get("splits")

@@ -401,6 +401,8 @@ def _precision_text(results: dict[str, Any]) -> str:
     where = f" on {device}" if device else ""
     if dtype == "float32":
         how = "in float32 (the exact path)"
+    elif dtype == "int8":
+        how = "in int8 (linear layers dynamically quantised to int8, the rest and the box head in float32: `--dtype`)"
     else:
         how = f"in {dtype} (weights held in {dtype}, box head in float32: `--dtype`)"
     return f"The model ran {how}{where} for these numbers."
