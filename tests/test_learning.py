@@ -31,11 +31,12 @@ SPEC = dict(image_size=SIZE, min_objects=2, max_objects=2, min_side=0.4, max_sid
 PATCH = 8  # a 4 x 4 grid: few tokens per expression, so the guard trains in about a minute
 IMAGES = {"train": 600, "val": 40, "test": 100}
 
-#: Held-out Acc@0.5 of the guard runs (2 threads, 600 steps) on an AMD EPYC (AVX-512 and, last, AVX2 kernels):
-#: seeds 0, 1, 2, seed 0 with every initial weight perturbed by N(0, 1e-6), seed 0 with ATEN_CPU_CAPABILITY=avx2.
-MEASURED = {"clipvg": [0.41, 0.45, 0.22, 0.34, 0.41], "hivg": [0.99, 1.0, 0.99, 1.0, 1.0]}
+#: Held-out Acc@0.5 of the guard runs (2 threads, 600 steps, fused AdamW as the demo trains) on an AMD EPYC
+#: (AVX-512 and, last, AVX2 kernels): seeds 0, 1, 2, seed 0 with every initial weight perturbed by N(0, 1e-6), seed 0
+#: with ATEN_CPU_CAPABILITY=avx2. (With per-tensor AdamW CLIP-VG measured 0.41, 0.45, 0.22, 0.34, 0.41.)
+MEASURED = {"clipvg": [0.47, 0.74, 0.465, 0.43, 0.47], "hivg": [1.0, 1.0, 0.99, 1.0, 1.0]}
 #: The worst measured run less a margin for other CPUs; the baseline each family must beat by far.
-THRESHOLD = {"clipvg": 0.15, "hivg": 0.9}
+THRESHOLD = {"clipvg": 0.25, "hivg": 0.9}
 BASELINE = {"clipvg": "mean_box", "hivg": "largest_object"}
 
 
