@@ -3,7 +3,7 @@
 
     python docs/examples/make_examples.py
 
-Converts the fixture checkpoint and two fixture configs, evaluates the model (``clipvg_hf.evaluate`` when present,
+Converts the fixture checkpoint and two fixture configs, evaluates the model (``clipvg_hf.evaluation`` when present,
 else the official accuracies recorded in the fixture), pushes both to the loopback Hub stand-in of the tests with
 ``push_to_hub.py``, and writes the published README.md files as ``model_card.md`` and ``dataset_card.md``. The HiVG
 fixture checkpoint goes up with ``push_to_hub.py release --merge_lora`` (converted, evaluated on its own split
@@ -36,9 +36,9 @@ from utils.hub_server import DEFAULT_TOKEN, running_hub
 
 
 def fixture_results(model_dir: Path, data_dir: Path) -> dict:
-    """Evaluate with clipvg_hf.evaluate, or fall back to the official accuracies stored with the fixture."""
+    """Evaluate with clipvg_hf.evaluation, or fall back to the official accuracies stored with the fixture."""
     try:
-        from clipvg_hf.evaluate import evaluate_model
+        from clipvg_hf.evaluation import evaluate_model
     except ImportError:
         official = json.loads((FIXTURE / "expected.json").read_text())["splits"]
         digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes()).hexdigest()
