@@ -43,10 +43,10 @@ from clipvg_hf.curriculum import (
     in_process_scorer,
     load_scores,
 )
-from clipvg_hf.curriculum.msa import run_msa
+from clipvg_hf.curriculum.multi_source import run_msa
 from clipvg_hf.curriculum.plots import plot_histogram_grid
 from clipvg_hf.curriculum.runner import rows_digest
-from clipvg_hf.curriculum.ssa import run_ssa
+from clipvg_hf.curriculum.single_source import run_ssa
 from clipvg_hf.data import convert_dataset, load_split
 from clipvg_hf.demo_run import build_demo_model, demo_config
 from clipvg_hf.demo_shapes import ShapesSpec, write_shapes_pack
