@@ -376,7 +376,7 @@ def _results_text(results: dict[str, Any] | None, dataset_id: str | None) -> str
         (
             f"Acc@0.5 (a prediction counts when its IoU with the ground-truth box is at least 0.5) on "
             f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id}), config "
-            f"`{results['dataset']['config']}`, computed with `clipvg_hf.evaluate`:"
+            f"`{results['dataset']['config']}`, computed with `clipvg_hf.evaluation`:"
         ),
         "",
         "| split | Acc@0.5 (%) | mean IoU | expressions |",
