@@ -90,9 +90,7 @@ def check_card(card: ModelCard, results: dict, work) -> None:
     assert (
         "hivg" in card.data.tags and "@inproceedings{xiao2024hivg" in card.text and "Cross-modal bridges" in card.text
     )
-    assert (
-        "Converted from the official checkpoint `checkpoint.pth` with `clipvg_hf.conversion.hivg`" in card.text
-    )
+    assert "Converted from the official checkpoint `checkpoint.pth` with `clipvg_hf.conversion.hivg`" in card.text
     assert str(work) not in str(card) and card.data.datasets == [DATA_ID]
 
 

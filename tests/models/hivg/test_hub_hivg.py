@@ -57,9 +57,7 @@ def test_model_cards_describe_their_family(tmp_path):
     assert "@article{xiao2023clip" not in card.text and "CLIP-VG has no confidence head" not in card.text
     assert "Cross-modal bridges in image blocks [0, 3, 7, 11]" in card.text and "text hidden states [12]" in card.text
     assert "merged into the weights" in card.text and "`peft` is needed" not in card.text
-    assert (
-        "`bridge_batch_mixing=False`, the default" in card.text and "`clipvg_hf.conversion.hivg`" in card.text
-    )
+    assert "`bridge_batch_mixing=False`, the default" in card.text and "`clipvg_hf.conversion.hivg`" in card.text
     assert f"- Parameters: {sum(p.numel() for p in merged.parameters()):,}." in card.text
 
     config = converted("unc").config.to_dict()
