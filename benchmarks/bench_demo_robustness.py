@@ -10,7 +10,10 @@ and the wall time, with the CPU model, ISA and thread count of every run:
 
 Settings: ``seed13`` (the default demo), ``seed14``, ``seed15``, ``noise`` (seed 13 with every initial weight
 perturbed by N(0, 1e-6), a stand-in for another CPU's rounding), ``avx2`` (seed 13 with ``ATEN_CPU_CAPABILITY=avx2``:
-other CPU kernels, as on a CPU without AVX-512), ``seed13-again`` (the default demo a second time).
+other CPU kernels, as on a CPU without AVX-512), ``seed13-again`` (the default demo a second time),
+``bf16-seed13/14/15`` (the demo trained under bf16 autocast, ``--mixed_precision bf16``, against the fp32 seeds):
+
+    python -m benchmarks.bench_demo_robustness --settings seed13 seed14 seed15 bf16-seed13 bf16-seed14 bf16-seed15
 """
 
 import argparse
@@ -29,6 +32,9 @@ SETTINGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "noise": (["--seed", "13", "--init_noise", "1e-6"], {}),
     "avx2": (["--seed", "13"], {"ATEN_CPU_CAPABILITY": "avx2"}),
     "seed13-again": (["--seed", "13"], {}),
+    "bf16-seed13": (["--seed", "13", "--mixed_precision", "bf16"], {}),
+    "bf16-seed14": (["--seed", "14", "--mixed_precision", "bf16"], {}),
+    "bf16-seed15": (["--seed", "15", "--mixed_precision", "bf16"], {}),
 }
 
 
@@ -46,12 +52,24 @@ def run_demo(name: str, folder: Path) -> dict:
     if not summary_file.is_file():
         raise RuntimeError(f"{name}: the demo failed: {result.stderr[-2000:]}")
     summary = json.loads(summary_file.read_text())
+    epochs = [json.loads(line) for line in (folder / name / "run" / "log.jsonl").read_text().splitlines()]
     return {
         "setting": name,
         "exit_status": result.returncode,
         "wall_seconds": round(time.time() - started, 1),
         **summary,
+        "validation_curve": [round(epoch["validation_accuracy"], 4) for epoch in epochs],
+        "train_loss_curve": [round(epoch["train_loss"], 4) for epoch in epochs],
     }
+
+
+def curves(rows: list[dict]) -> str:
+    """Per-epoch validation Acc@0.5 and mean training loss of every run (where the loss leaves its plateau)."""
+    lines = ["validation Acc@0.5 per epoch:"]
+    lines += [f"{row['setting']:<13}" + " ".join(f"{v:.2f}" for v in row["validation_curve"]) for row in rows]
+    lines.append("mean training loss per epoch:")
+    lines += [f"{row['setting']:<13}" + " ".join(f"{v:.2f}" for v in row["train_loss_curve"]) for row in rows]
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -83,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print(table(rows).splitlines()[-1], flush=True)
     print()
     print(table(rows))
+    print(curves(rows))
     worst = min(row["validation_accuracy"] for row in rows)
     print(f"worst validation Acc@0.5 {worst:.3f}; all reached: {all(row['reached'] for row in rows)}")
     if args.json:

@@ -152,5 +152,17 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert per_type["all"]["expressions"] == sum(v["expressions"] for k, v in per_type.items() if k != "all")
     assert per_type["all"]["accuracy"] == pytest.approx(summary["validation_accuracy"], abs=1e-6)
     assert summary["machine"]["isa"] and summary["machine"]["threads"] >= 1 and "expression type" in run.stdout
+    assert summary["mixed_precision"] == "no"
     records = [json.loads(line) for line in (out / "run" / "log.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["global_step"] > 0
+
+
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_the_demo_hands_its_mixed_precision_to_accelerate_launch(tmp_path, precision):
+    from clipvg_hf.commands.demo import build_parser
+    from clipvg_hf.demo_run import train_command
+
+    args = build_parser().parse_args(["--mixed_precision", precision])
+    command = train_command(tmp_path, args)
+    launcher = command[: command.index("-m", 3)]
+    assert launcher[launcher.index("--mixed_precision") + 1] == precision and "--cpu" in launcher

@@ -90,6 +90,11 @@ def test_bad_arguments_are_one_line_errors_before_any_work(capsys, paths, tmp_pa
         (demo.main, ["--epochs", "0", "--output_dir", "{tmp}/demo"], "argument --epochs: must be a positive integer"),
         (demo.main, ["--learning_rate", "-1", "--output_dir", "{tmp}/demo"], "argument --learning_rate: must be"),
         (demo.main, ["--output_dir", "{tmp}/file"], "--output_dir {tmp}/file is a file"),
+        (
+            demo.main,
+            ["--mixed_precision", "fp16", "--output_dir", "{tmp}/demo"],
+            "argument --mixed_precision: invalid",
+        ),
     ],
 )
 def test_grid_and_demo_refuse_bad_arguments(capsys, tmp_path, main, argv, message):
