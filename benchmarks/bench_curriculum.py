@@ -216,20 +216,14 @@ def pr_table(pr: dict[str, dict[str, list[dict[str, Any]]]], hs: Sequence[float]
     return "\n".join(lines) + "\n"
 
 
-def run_seed(
-    seed: int,
-    args: argparse.Namespace,
-    data: Path,
-    truth: dict[int, dict[str, Any]],
-    rows_by_source: dict[str, list[int]],
-    init: Path,
-    out: Path,
-) -> dict[str, Any]:
-    """SSA over all rows, MSA over the sources, their selections' corruption and the trained measurers' P/R."""
+def training_arguments(init: Path, seed: int, args: argparse.Namespace) -> list[str]:
+    """The training module's arguments of every training (all but the data and the rows): ``init`` trained for
+    ``args.train_steps`` optimizer steps (``args.epochs`` when None), constant or cosine learning rate after warm-up,
+    fused AdamW, no augmentation, on the CPU."""
     length = (
         ["--num_epochs", str(args.epochs)] if args.train_steps is None else ["--train_steps", str(args.train_steps)]
     )
-    train_args = [
+    return [
         "--model_name_or_path",
         str(init),
         *length,
@@ -257,6 +251,19 @@ def run_seed(
         str(seed),
         "--cpu",
     ]
+
+
+def run_seed(
+    seed: int,
+    args: argparse.Namespace,
+    data: Path,
+    truth: dict[int, dict[str, Any]],
+    rows_by_source: dict[str, list[int]],
+    init: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """SSA over all rows, MSA over the sources, their selections' corruption and the trained measurers' P/R."""
+    train_args = training_arguments(init, seed, args)
     script = TrainScriptTrainer(data, CONFIG, train_args, launcher=[sys.executable])
     shared = SharedTrainings(script)
     scorer = in_process_scorer(data, CONFIG, "train_pseudo", cpu=True, plot=False)
