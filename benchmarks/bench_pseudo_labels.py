@@ -402,7 +402,15 @@ def accuracy(
     for name, (data, config_name) in runs.items():
         run = out / name.replace(" ", "_").replace("+", "and")
         command = train_command(
-            out, SimpleNamespace(epochs=epochs, batch_size=64, learning_rate=5e-4, warmup_steps=50, seed=seed)
+            out,
+            SimpleNamespace(
+                epochs=epochs,
+                batch_size=64,
+                learning_rate=5e-4,
+                warmup_steps=50,
+                lr_scheduler="constant",  # the demo's schedule
+                seed=seed,
+            ),
         )
         command[command.index("--dataset") + 1] = str(data)
         command[command.index("--dataset_config") + 1] = config_name
