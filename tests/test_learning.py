@@ -6,10 +6,11 @@ model that learns. A change to the initialisation, the loss, the optimiser, the 
 learning fails here. Thresholds sit below the worst held-out Acc@0.5 measured over seeds, a perturbed start and
 AVX2 kernels (``MEASURED``; rerun ``python tests/test_learning.py`` to measure again), never the best.
 
-HiVG, with its dense alignment and segmentation losses, reads the expression within the guard's 600 steps: it must
-beat every language-blind predictor (random object, largest object: 0.5) by far. CLIP-VG from scratch only learns to
-find objects in that time (reading the colour takes it about twice as many steps, see ``make demo``): it must beat
-the image-blind mean box (0.0) by far, which a broken gradient, loss or data path does not.
+HiVG, with its dense alignment and segmentation losses, reads the expression within the guard's steps: it must beat
+every language-blind predictor (random object, largest object: 0.5) by far. CLIP-VG from scratch, with the demo
+model's initialisation (8 fusion heads, query/key projections at twice their xavier scale), reads the colour in 4 of
+the 5 measured runs (0.85-0.995) but took off too late in one (0.535): it must beat the image-blind mean box (0.0) by
+far, which a broken gradient, loss or data path does not; ``make demo`` shows it reading the words.
 """
 
 import argparse
@@ -31,12 +32,12 @@ SPEC = dict(image_size=SIZE, min_objects=2, max_objects=2, min_side=0.4, max_sid
 PATCH = 8  # a 4 x 4 grid: few tokens per expression, so the guard trains in about a minute
 IMAGES = {"train": 600, "val": 40, "test": 100}
 
-#: Held-out Acc@0.5 of the guard runs (2 threads, 600 steps, fused AdamW as the demo trains) on an AMD EPYC
-#: (AVX-512 and, last, AVX2 kernels): seeds 0, 1, 2, seed 0 with every initial weight perturbed by N(0, 1e-6), seed 0
-#: with ATEN_CPU_CAPABILITY=avx2. (With per-tensor AdamW CLIP-VG measured 0.41, 0.45, 0.22, 0.34, 0.41.)
-MEASURED = {"clipvg": [0.47, 0.74, 0.465, 0.43, 0.47], "hivg": [1.0, 1.0, 0.99, 1.0, 1.0]}
+#: Held-out Acc@0.5 of the guard runs (2 threads, 1036 steps at a constant 5e-4 after warm-up, fused AdamW, as the
+#: demo trains) on an AMD EPYC (AVX-512 and, last, AVX2 kernels): seeds 0, 1, 2, seed 0 with every initial weight
+#: perturbed by N(0, 1e-6), seed 0 with ATEN_CPU_CAPABILITY=avx2. About 65 s of training for CLIP-VG, 90 s for HiVG.
+MEASURED = {"clipvg": [0.995, 0.85, 0.535, 0.915, 0.98], "hivg": [0.98, 0.995, 1.0, 0.99, 0.975]}
 #: The worst measured run less a margin for other CPUs; the baseline each family must beat by far.
-THRESHOLD = {"clipvg": 0.25, "hivg": 0.9}
+THRESHOLD = {"clipvg": 0.4, "hivg": 0.9}
 BASELINE = {"clipvg": "mean_box", "hivg": "largest_object"}
 
 
@@ -90,8 +91,8 @@ def guard_run(family: str, root: Path, seed: int = 0, noise: float = 0.0, env: d
     data, baselines = _pack(root, seed)
     _init(family, root / "init", seed, noise)
     args = argparse.Namespace(
-        epochs=16, batch_size=32, learning_rate=1e-3, warmup_steps=30, seed=seed, lr_scheduler="cosine"
-    )
+        epochs=28, batch_size=32, learning_rate=5e-4, warmup_steps=30, seed=seed, lr_scheduler="constant"
+    )  # the demo's schedule: a constant rate after warm-up
     command = [sys.executable, "-m", "clipvg_hf.train", *train_arguments(root, args), "--model_family", family]
     run_env = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=run_env)
