@@ -40,7 +40,8 @@ def test_cli_prints_and_draws_the_boxes(model_dir, photo, tmp_path):
     )
     command = shlex.split(command.replace("boxes.png", shlex.quote(str(output))))
     assert command[:3] == ["python", "-m", "clipvg_hf.predict"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT))
+    # the CLI process computes with this process's thread count: the same reductions, so the same boxes to the bit
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS=str(torch.get_num_threads()))
     run = subprocess.run(
         [sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
