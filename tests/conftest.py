@@ -108,6 +108,19 @@ def tiny_hivg_config():
     return make_tiny_hivg_config()
 
 
+@pytest.fixture
+def restore_thread_settings(monkeypatch):
+    """Undo the process-wide thread settings a benchmark's ``main`` makes for its training processes
+    (``OMP_NUM_THREADS``, ``torch.set_num_threads``), so no later test's subprocess inherits another thread count
+    and rounds differently from an in-process reference."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # whatever the benchmark sets is undone at teardown
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def fixture_dataset(tmp_path_factory) -> Path:
     """The fixture's official split files converted to a dataset folder (configs ``<dataset>-unsup-single``)."""

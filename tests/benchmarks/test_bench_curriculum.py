@@ -6,7 +6,11 @@ known corruption and the kept sets of a measurer that predicts the clean boxes w
 
 import json
 
+import pytest
+
 from benchmarks import bench_curriculum
+
+pytestmark = pytest.mark.usefixtures("restore_thread_settings")
 
 
 def test_selection_with_a_noisy_clean_box_measurer_removes_most_corrupted_labels(tmp_path):

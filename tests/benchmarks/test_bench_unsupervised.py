@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import bench_unsupervised
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restore_thread_settings")]
 
 
 def test_quick_run_reports_every_method_with_its_choice_and_label_counts(tmp_path):
