@@ -308,14 +308,14 @@ def noisy_detections(
     return items
 
 
-def label_precision(folder: Path, objects: dict) -> dict[str, float]:
-    """Per source: the fraction of labels whose box has IoU >= 0.5 with a true object that the text names (colour
-    and shape for templates; the subject's shape for relations)."""
+def label_hits(folder: Path, objects: dict) -> list[tuple[int, str, bool]]:
+    """(row_index, source, right) for every pseudo-label: right when its box has IoU >= 0.5 with a true object that
+    the text names (colour and shape for templates; the subject's shape for relations)."""
     import pyarrow.parquet as pq
 
     from clipvg_hf.demo_shapes import COLORS, SHAPES
 
-    hits: dict[str, list[bool]] = {}
+    hits = []
     for path in sorted((folder / "shapes-unsup-multi").glob("train_pseudo-*.parquet")):
         for image in pq.read_table(path, columns=["file_name", "expressions"]).to_pylist():
             scene = objects[image["file_name"]]
@@ -327,8 +327,16 @@ def label_precision(folder: Path, objects: dict) -> dict[str, float]:
                     _iou(e["bbox"], box) >= 0.5 and s == shape and (colour is None or c == colour)
                     for box, c, s in zip(scene["boxes"], scene["colors"], scene["shapes"])
                 )
-                hits.setdefault(e["source"], []).append(ok)
-    return {source: sum(v) / len(v) for source, v in hits.items()}
+                hits.append((int(e["row_index"]), e["source"], ok))
+    return hits
+
+
+def label_precision(folder: Path, objects: dict) -> dict[str, float]:
+    """Per source: the fraction of right labels (:func:`label_hits`)."""
+    by_source: dict[str, list[bool]] = {}
+    for _, source, ok in label_hits(folder, objects):
+        by_source.setdefault(source, []).append(ok)
+    return {source: sum(v) / len(v) for source, v in by_source.items()}
 
 
 def _iou(a, b) -> float:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_curriculum import SharedTrainings, training_arguments
-from benchmarks.bench_pseudo_labels import _iou, accuracy
+from benchmarks.bench_pseudo_labels import accuracy, label_hits
 
 CONFIG = "shapes-unsup-multi"
 SOURCES = ("template", "relation")
@@ -72,25 +72,8 @@ def build_data(work: Path, train_images: int, noise: dict[str, float], seed: int
 
 
 def row_correctness(folder: Path, objects: dict[str, Any]) -> dict[int, bool]:
-    """row_index -> whether the pseudo-label is right, by ``bench_pseudo_labels.label_precision``'s rule (IoU >= 0.5
-    with an object of the named shape, and colour when the text names one)."""
-    import pyarrow.parquet as pq
-
-    from clipvg_hf.demo_shapes import COLORS, SHAPES
-
-    out = {}
-    for path in sorted((folder / CONFIG).glob("train_pseudo-*.parquet")):
-        for image in pq.read_table(path, columns=["file_name", "expressions"]).to_pylist():
-            scene = objects[image["file_name"]]
-            for e in image["expressions"]:
-                words = e["expression"].split()
-                shape = next((w for w in words if w in SHAPES), None)
-                colour = next((w for w in words if w in COLORS), None)
-                out[int(e["row_index"])] = any(
-                    _iou(e["bbox"], box) >= 0.5 and s == shape and (colour is None or c == colour)
-                    for box, c, s in zip(scene["boxes"], scene["colors"], scene["shapes"])
-                )
-    return out
+    """row_index -> whether the pseudo-label is right, by ``bench_pseudo_labels.label_hits``' rule."""
+    return {row: ok for row, _, ok in label_hits(folder, objects)}
 
 
 def set_stats(rows: list[int], correct: dict[int, bool], rows_by_source: dict[str, list[int]]) -> dict[str, Any]:
