@@ -25,7 +25,7 @@ simulated sources. This benchmark chains the two:
    expressions 1).
 
 The step budget: trained on all pseudo-labels of data seed 13 with seed 13 for 600 steps, the demo model (8 fusion
-heads, sharper initial attention: it leaves its loss plateau within 3-4 demo epochs) reaches val Acc@0.5 0.63-0.69
+heads, sharper initial attention: it leaves its loss plateau within 3-4 demo epochs) reaches val Acc@0.5 0.62-0.69 (seeds 13-15)
 as a measurer; a run whose all-pseudo-label measurer stays under val 0.5 says so (its reliability scores are noise).
 
 Outputs: ``--output`` (JSON: per-seed and mean accuracies, label counts and precision, trainings per method, wall
