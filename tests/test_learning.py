@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -78,10 +79,7 @@ def _blind_ceiling(rows: list) -> float:
     The objects of an image sit in separate vertical strips, so no box has IoU >= 0.5 with two of them: a predictor
     that gives every expression of an image the same box hits at most the expressions of one object.
     """
-    per_object: dict[tuple, int] = {}
-    for file_name, box, _ in rows:
-        key = (file_name, tuple(box))
-        per_object[key] = per_object.get(key, 0) + 1
+    per_object = Counter((file_name, tuple(box)) for file_name, box, _ in rows)
     best: dict[str, int] = {}
     for (file_name, _), count in per_object.items():
         best[file_name] = max(best.get(file_name, 0), count)
